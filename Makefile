@@ -1,0 +1,39 @@
+# Switchboard: a thin Makefile over uv. Only Python 3.11+ and pip are needed; uv is installed into .tools/.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+export UV_PYTHON_PREFERENCE := only-system
+
+.PHONY: help install run test lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-9s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+install: $(UV) ## create .venv with every package and tool (from uv.lock)
+	$(UV) sync --frozen
+
+run: install ## start the whole system (embedded PostgreSQL and broker unless configured)
+	$(UV) run --frozen switchboard-dev run
+
+test: install ## run the whole test suite against the real broker and PostgreSQL
+	$(UV) run --frozen pytest
+
+lint: install ## ruff and mypy
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy libs services tests
+
+format: install ## apply ruff's fixes and formatting
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+bench: install ## drive messages through ingest -> assignment and print throughput and latency
+	$(UV) run --frozen switchboard-dev bench $(BENCH_ARGS)
+
+clean: ## remove the environment and the development data
+	rm -rf .venv .tools .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,97 @@
+"""Who is calling: agents carry a signed token (JWT, HS256), supervisors and ops the admin API key.
+
+Both arrive as ``Authorization: Bearer <credential>``. Tokens are verified with the shared
+``SWITCHBOARD_AUTH_SECRET``, so the router (which issues them) and the conversation service (which checks
+them) agree without calling each other.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+
+from switchboard_common.http.errors import ApiError
+from switchboard_common.settings import Settings
+
+_ISSUER = "switchboard"
+_ALGORITHM = "HS256"
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: Role
+    agent_id: uuid.UUID | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def can_act_for(self, agent_id: uuid.UUID) -> bool:
+        return self.is_admin or self.agent_id == agent_id
+
+
+def issue_agent_token(settings: Settings, agent_id: uuid.UUID) -> tuple[str, int]:
+    """A signed token for ``agent_id``; returns it with its lifetime in seconds."""
+    now = int(time.time())
+    ttl = settings.agent_token_ttl_seconds
+    claims = {"iss": _ISSUER, "sub": str(agent_id), "role": Role.AGENT.value, "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, settings.token_secret, algorithm=_ALGORITHM), ttl
+
+
+def bearer_credential(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise ApiError(401, "missing bearer credential (Authorization: Bearer ...)")
+    return credential.strip()
+
+
+def matches_secret(given: str, secret: str) -> bool:
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
+def authenticate(settings: Settings, credential: str) -> Principal:
+    if matches_secret(credential, settings.admin_key):
+        return Principal(Role.ADMIN)
+    try:
+        claims = jwt.decode(
+            credential,
+            settings.token_secret,
+            algorithms=[_ALGORITHM],
+            issuer=_ISSUER,
+            options={"require": ["exp", "sub", "iss"]},
+        )
+        if claims.get("role") != Role.AGENT.value:
+            raise ApiError(401, "invalid credential")
+        return Principal(Role.AGENT, uuid.UUID(claims["sub"]))
+    except jwt.ExpiredSignatureError as exc:
+        raise ApiError(401, "token expired") from exc
+    except (jwt.InvalidTokenError, ValueError) as exc:
+        raise ApiError(401, "invalid credential") from exc
+
+
+def current_principal(request: Request) -> Principal:
+    settings: Settings = request.app.state.settings
+    return authenticate(settings, bearer_credential(request))
+
+
+def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "admin credential required")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]

@@ -1,0 +1,219 @@
+"""The event envelope and every event schema that crosses a topic.
+
+Every event on every topic is one JSON ``EventEnvelope``. Its payload is validated against the model
+registered for its (type, schema_version); a consumer that meets a type it does not know, or a payload that
+does not validate, treats the record as poison (it goes to the DLQ). Adding a field with a default is a
+compatible change; anything else gets a new schema_version registered beside the old one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Channel(StrEnum):
+    API = "api"
+    WHATSAPP = "whatsapp"
+    SMS = "sms"
+    EMAIL = "email"
+    MESSENGER = "messenger"
+    INSTAGRAM = "instagram"
+    WEBCHAT = "webchat"
+    VOICE = "voice"
+
+
+class Payload(BaseModel):
+    """Base of every event payload; subclasses name their type and version."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+class EventEnvelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str
+    schema_version: int
+    occurred_at: datetime = Field(default_factory=utcnow)
+    producer: str
+    correlation_id: str
+    causation_id: str | None = None
+    tenant_id: str | None = None
+    payload: dict[str, Any]
+
+    @classmethod
+    def wrap(
+        cls,
+        payload: Payload,
+        *,
+        producer: str,
+        correlation_id: str | None = None,
+        causation: EventEnvelope | None = None,
+        tenant_id: str | None = None,
+    ) -> EventEnvelope:
+        """Build an envelope for ``payload``; ``causation`` links it to the event that caused it."""
+        event_id = uuid.uuid4()
+        if correlation_id is None:
+            correlation_id = causation.correlation_id if causation else str(event_id)
+        return cls(
+            event_id=event_id,
+            type=payload.event_type,
+            schema_version=payload.schema_version,
+            producer=producer,
+            correlation_id=correlation_id,
+            causation_id=str(causation.event_id) if causation else None,
+            tenant_id=tenant_id if tenant_id is not None else (causation.tenant_id if causation else None),
+            payload=payload.model_dump(mode="json"),
+        )
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> EventEnvelope:
+        if raw is None:
+            raise PoisonEvent("record has no value")
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise PoisonEvent(f"not an event envelope: {exc.error_count()} error(s)") from exc
+
+    def parse(self) -> Payload:
+        """The payload as its registered model."""
+        model = _REGISTRY.get((self.type, self.schema_version))
+        if model is None:
+            raise PoisonEvent(f"unknown event type {self.type!r} v{self.schema_version}")
+        try:
+            return model.model_validate(self.payload)
+        except ValidationError as exc:
+            raise PoisonEvent(f"invalid {self.type} payload: {exc.error_count()} error(s)") from exc
+
+
+class PoisonEvent(Exception):
+    """A record that can never be processed as it is: retrying will not help, it goes to the DLQ."""
+
+
+_REGISTRY: dict[tuple[str, int], type[Payload]] = {}
+P = TypeVar("P", bound=type[Payload])
+
+
+def register(model: P) -> P:
+    key = (model.event_type, model.schema_version)
+    if key in _REGISTRY:
+        raise RuntimeError(f"event {key} registered twice")
+    _REGISTRY[key] = model
+    return model
+
+
+# --- messages.inbound (key: channel identity of the sender) -------------------------------------------
+
+
+class CustomerIdentity(BaseModel):
+    """One way to reach a customer. ``kind`` is the address space (phone numbers are shared by SMS and
+    WhatsApp, so both use ``phone``); ``value`` is normalized by ingest."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: str
+    value: str
+
+
+@register
+class MessageReceived(Payload):
+    event_type: ClassVar[str] = "message.received"
+
+    message_id: uuid.UUID
+    channel: Channel
+    external_id: str
+    sender: CustomerIdentity
+    # Further identities the channel vouches for (e.g. the email and phone the API caller gave); they link
+    # the customer's channels into one thread.
+    identities: list[CustomerIdentity] = []
+    customer_ref: str | None = None
+    display_name: str | None = None
+    text: str
+    sent_at: datetime
+    received_at: datetime
+    required_skills: list[str] = []
+    priority: int = 0
+
+
+# --- conversation.events (key: conversation id) -------------------------------------------------------
+
+
+@register
+class ConversationOpened(Payload):
+    event_type: ClassVar[str] = "conversation.opened"
+
+    conversation_id: uuid.UUID
+    customer_id: uuid.UUID
+    channel: Channel
+    required_skills: list[str]
+    priority: int
+    opened_at: datetime
+
+
+@register
+class ConversationMessageAdded(Payload):
+    event_type: ClassVar[str] = "conversation.message_added"
+
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    channel: Channel
+    direction: str
+    sent_at: datetime
+
+
+@register
+class ConversationResolved(Payload):
+    event_type: ClassVar[str] = "conversation.resolved"
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    resolved_at: datetime
+
+
+# --- routing.events (key: conversation id) ------------------------------------------------------------
+
+
+@register
+class ConversationQueued(Payload):
+    event_type: ClassVar[str] = "conversation.queued"
+
+    conversation_id: uuid.UUID
+    required_skills: list[str]
+    priority: int
+    queued_at: datetime
+
+
+@register
+class ConversationAssigned(Payload):
+    event_type: ClassVar[str] = "conversation.assigned"
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    queued_at: datetime
+    assigned_at: datetime
+
+
+# --- agent.events (key: agent id) ---------------------------------------------------------------------
+
+
+@register
+class AgentStatusChanged(Payload):
+    event_type: ClassVar[str] = "agent.status_changed"
+
+    agent_id: uuid.UUID
+    status: str
+    previous_status: str
+    changed_at: datetime

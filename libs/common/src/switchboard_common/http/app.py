@@ -1,0 +1,82 @@
+"""The FastAPI application every service is built on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+
+from switchboard_common.db.database import Database
+from switchboard_common.http.errors import install_error_handlers
+from switchboard_common.http.health import router as health_router
+from switchboard_common.http.middleware import (
+    BodySizeLimitMiddleware,
+    CorrelationIdMiddleware,
+    MetricsMiddleware,
+)
+from switchboard_common.kafka.producer import EventPublisher
+from switchboard_common.runtime import ServiceRuntime
+from switchboard_common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Setup = Callable[[ServiceRuntime, FastAPI], Awaitable[None]]
+
+
+def create_service_app(
+    name: str,
+    settings: Settings,
+    routers: Sequence[APIRouter],
+    setup: Setup | None = None,
+    description: str = "",
+) -> FastAPI:
+    """Build a service app: clients are created in the lifespan, ``setup`` adds the service's consumers,
+    relays and background jobs, and everything is started after it and stopped in reverse on exit."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.from_settings(settings)
+        publisher = EventPublisher(settings, client_id=f"switchboard-{name}")
+        await publisher.start()
+        runtime = ServiceRuntime(name=name, settings=settings, db=db, publisher=publisher)
+        app.state.runtime = runtime
+        try:
+            if setup is not None:
+                await setup(runtime, app)
+            for relay in runtime.relays:
+                relay.start()
+            for job in runtime.background:
+                await job.start()
+            for consumer in runtime.consumers:
+                await consumer.start()
+            log.info("service started", extra={"consumers": [c.group_id for c in runtime.consumers]})
+            yield
+        finally:
+            # Reverse order: stop taking work, finish what is in flight, then close the clients.
+            for consumer in runtime.consumers:
+                await consumer.stop()
+            for job in runtime.background:
+                await job.stop()
+            for relay in runtime.relays:
+                await relay.stop()
+            await publisher.stop()
+            await db.dispose()
+            log.info("service stopped")
+
+    app = FastAPI(title=f"Switchboard {name}", description=description, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(CorrelationIdMiddleware)
+    app.include_router(health_router)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def runtime_of(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime

@@ -1,0 +1,44 @@
+"""What one service process owns while it runs; created in the app's lifespan, closed on exit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from switchboard_common.db.database import Database
+from switchboard_common.db.outbox import Outbox, OutboxRelay
+from switchboard_common.kafka.consumer import ConsumerRunner
+from switchboard_common.kafka.producer import EventPublisher
+from switchboard_common.settings import Settings
+
+
+@dataclass
+class ServiceRuntime:
+    name: str
+    settings: Settings
+    db: Database
+    publisher: EventPublisher
+    consumers: list[ConsumerRunner] = field(default_factory=list)
+    relays: list[OutboxRelay] = field(default_factory=list)
+    background: list[Background] = field(default_factory=list)
+    outbox_: Outbox | None = None
+
+    @property
+    def outbox(self) -> Outbox:
+        """The service's outbox (only services that emit events from DB changes have one)."""
+        if self.outbox_ is None:
+            raise RuntimeError(f"service {self.name} has no outbox")
+        return self.outbox_
+
+    def use_outbox(self, outbox: Outbox) -> None:
+        """Adopt ``outbox`` and run its relay for the life of the process."""
+        self.outbox_ = outbox
+        self.relays.append(OutboxRelay(self.db, outbox, self.publisher, self.settings))
+
+
+class Background(Protocol):
+    """A job a service runs beside its consumers (e.g. the router's queue sweeper)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,168 @@
+"""The whole system on one machine: infrastructure (embedded unless configured), migrations, topics and
+the four services as separate processes. Used by `make run`, the end-to-end tests and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from switchboard_common.db.migrations import upgrade
+from switchboard_common.kafka.admin import ensure_topics
+from switchboard_common.settings import Settings
+from switchboard_devstack.broker import EmbeddedBroker
+from switchboard_devstack.postgres import EmbeddedPostgres
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+
+    @property
+    def package(self) -> str:
+        return f"switchboard_{self.name}"
+
+
+SERVICES = (
+    ServiceSpec("ingest", 8001),
+    ServiceSpec("conversation", 8002),
+    ServiceSpec("router", 8003),
+    ServiceSpec("metrics", 8004),
+)
+
+
+class Infrastructure:
+    """PostgreSQL and the broker: the ones SWITCHBOARD_DATABASE_URL / SWITCHBOARD_KAFKA_BOOTSTRAP name, or
+    embedded ones started here."""
+
+    def __init__(self, workdir: Path, *, database: str, pg_port: int, broker_port: int) -> None:
+        self.workdir = workdir
+        self.database = database
+        self._postgres: EmbeddedPostgres | None = None
+        self._broker: EmbeddedBroker | None = None
+        self.database_url = os.environ.get("SWITCHBOARD_DATABASE_URL", "")
+        self.kafka_bootstrap = os.environ.get("SWITCHBOARD_KAFKA_BOOTSTRAP", "")
+        if not self.database_url:
+            self._postgres = EmbeddedPostgres(workdir / "pgdata", pg_port)
+        if not self.kafka_bootstrap:
+            self._broker = EmbeddedBroker(broker_port, workdir / "logs" / "broker.log")
+
+    @property
+    def embedded(self) -> list[str]:
+        return [n for n, p in (("postgresql", self._postgres), ("broker", self._broker)) if p is not None]
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self._postgres is not None:
+                self._postgres.start()
+                self.database_url = asyncio.run(create_database(self._postgres.url, self.database))
+            if self._broker is not None:
+                self._broker.start()
+                self.kafka_bootstrap = self._broker.bootstrap
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._broker is not None:
+            self._broker.stop()
+        if self._postgres is not None:
+            self._postgres.stop()
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server of ``server_url`` if missing; returns its URL."""
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            if not exists:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def prepare(settings: Settings) -> None:
+    """Apply every service's migrations and create the topics (both idempotent)."""
+    for spec in SERVICES:
+        upgrade(spec.package, spec.name, settings.database_url)
+    asyncio.run(ensure_topics(settings))
+
+
+class ServiceProcesses:
+    """The four services, each a separate `python -m switchboard_<name> serve` process."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, ports: dict[str, int] | None = None) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.ports = {s.name: (ports or {}).get(s.name, s.port) for s in SERVICES}
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self, timeout: float = 90) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in SERVICES:
+            log = (self.log_dir / f"{spec.name}.log").open("ab")
+            self._processes[spec.name] = subprocess.Popen(
+                [sys.executable, "-m", spec.package, "serve", "--port", str(self.ports[spec.name])],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(self._processes)
+        with httpx.Client(timeout=2) as client:
+            while pending:
+                for name in list(pending):
+                    if self._processes[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
+                    try:
+                        if client.get(f"{self.url(name)}/health/ready").status_code == 200:
+                            pending.discard(name)
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready after {timeout:.0f} s: {sorted(pending)}")
+                time.sleep(0.2)
+
+    def stop(self, timeout: float = 30) -> dict[str, int]:
+        """SIGTERM every service (they finish in-flight work and leave their groups); returns exit codes."""
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, process in self._processes.items():
+            try:
+                codes[name] = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        return codes
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self._processes.items() if p.poll() is None]
+
+
+def service_env(settings_env: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(settings_env)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

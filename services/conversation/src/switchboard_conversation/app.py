@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from switchboard_common import topics
+from switchboard_common.db.outbox import Outbox
+from switchboard_common.http.app import create_service_app
+from switchboard_common.kafka.consumer import ConsumerRunner
+from switchboard_common.runtime import ServiceRuntime
+from switchboard_common.settings import Settings
+from switchboard_conversation.consumer import GROUP_ID, ConversationEventHandler
+from switchboard_conversation.conversations.endpoints import router as conversations_router
+from switchboard_conversation.models import outbox_table
+
+
+async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
+    outbox = Outbox(outbox_table, runtime.settings)
+    runtime.use_outbox(outbox)
+    runtime.consumers.append(
+        ConsumerRunner(
+            settings=runtime.settings,
+            db=runtime.db,
+            publisher=runtime.publisher,
+            group_id=GROUP_ID,
+            topics=[topics.MESSAGES_INBOUND, topics.ROUTING_EVENTS],
+            handler=ConversationEventHandler(outbox),
+        )
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(
+        "conversation",
+        settings or Settings(),
+        [conversations_router],
+        setup=_setup,
+        description="One thread per customer across every channel: customers, identities, conversations and "
+        "messages, and the agent API to read and resolve them.",
+    )

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import DateTime, ForeignKey, Index, MetaData, SmallInteger, Text, func, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from switchboard_common.db.outbox import define_outbox_table
+
+SCHEMA = "conversation"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA)
+
+
+outbox_table = define_outbox_table(Base.metadata)
+
+
+class ConversationStatus(StrEnum):
+    OPEN = "open"  # waiting for an agent
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    display_name: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CustomerIdentity(Base):
+    """A way to reach a customer: (kind, value) such as ("phone", "+14155550100"). Unique across customers."""
+
+    __tablename__ = "customer_identities"
+
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text, primary_key=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Conversation(Base):
+    """One thread per customer across every channel; at most one not resolved at a time."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index(
+            "conversations_one_unresolved_per_customer",
+            "customer_id",
+            unique=True,
+            postgresql_where=text("status <> 'resolved'"),
+        ),
+        Index("conversations_agent_status", "assigned_agent_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    status: Mapped[str] = mapped_column(Text, default=ConversationStatus.OPEN.value)
+    first_channel: Mapped[str] = mapped_column(Text)
+    last_channel: Mapped[str] = mapped_column(Text)
+    required_skills: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    assigned_agent_id: Mapped[uuid.UUID | None] = mapped_column()
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        # The provider's id is unique within its channel: a redelivered message is never stored twice.
+        Index("messages_channel_external_id", "channel", "external_id", unique=True),
+        Index("messages_conversation_sent", "conversation_id", "sent_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id"))
+    channel: Mapped[str] = mapped_column(Text)
+    external_id: Mapped[str] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(Text)  # inbound | outbound
+    body: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,1 @@
+"""Ingest: verifies and normalizes inbound messages and publishes them to ``messages.inbound``."""

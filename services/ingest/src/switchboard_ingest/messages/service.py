@@ -1,0 +1,96 @@
+"""Accepting a message: dedup, normalize, publish (acks=all), and only then answer."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+from switchboard_common import topics
+from switchboard_common.events import Channel, CustomerIdentity, EventEnvelope, MessageReceived, utcnow
+from switchboard_common.http.errors import ApiError
+from switchboard_common.logging import correlation_id
+from switchboard_common.runtime import ServiceRuntime
+from switchboard_ingest.messages import repository
+from switchboard_ingest.messages.schemas import AcceptStatus, MessageAccepted, MessageCreate
+from switchboard_ingest.normalize import normalize_email, normalize_phone
+
+log = logging.getLogger(__name__)
+PRODUCER = "ingest"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message normalized from any channel, ready to publish."""
+
+    channel: Channel
+    external_id: str
+    payload_digest: str
+    event: MessageReceived
+
+
+def from_api(request: MessageCreate, message_id: uuid.UUID) -> InboundMessage:
+    customer = request.customer
+    sender = CustomerIdentity(kind=Channel.API.value, value=customer.id)
+    identities = []
+    if customer.email:
+        identities.append(CustomerIdentity(kind="email", value=normalize_email(customer.email)))
+    if customer.phone:
+        identities.append(CustomerIdentity(kind="phone", value=normalize_phone(customer.phone)))
+    now = utcnow()
+    event = MessageReceived(
+        message_id=message_id,
+        channel=Channel.API,
+        external_id=request.message_id,
+        sender=sender,
+        identities=identities,
+        customer_ref=customer.id,
+        display_name=customer.name,
+        text=request.text,
+        sent_at=request.sent_at or now,
+        received_at=now,
+        required_skills=sorted(set(request.skills)),
+        priority=request.priority,
+    )
+    digest = hashlib.sha256(request.model_dump_json(exclude_none=True).encode()).hexdigest()
+    return InboundMessage(Channel.API, request.message_id, digest, event)
+
+
+async def accept(runtime: ServiceRuntime, build: InboundMessage) -> MessageAccepted:
+    """Store the dedup receipt, publish the event and wait for the broker's ack.
+
+    A retry of an accepted message returns the first answer. A retry of one whose publish failed (or whose
+    process died before recording it) publishes again under the same message id; the conversation service
+    stores a message id once, so that is never a second message.
+    """
+    event = build.event
+    async with runtime.db.unit_of_work() as session:
+        receipt = await repository.insert_receipt(
+            session, build.channel.value, build.external_id, event.message_id, build.payload_digest
+        )
+        if receipt is None:
+            existing = await repository.get_receipt(session, build.channel.value, build.external_id)
+            assert existing is not None  # the insert conflicted with it
+            if existing.content_digest != build.payload_digest:
+                raise ApiError(409, "message_id was already used for a different message", code="id_reused")
+            if existing.published_at is not None:
+                return MessageAccepted(
+                    message_id=existing.message_id,
+                    status=AcceptStatus.DUPLICATE,
+                    received_at=existing.received_at,
+                )
+            event = event.model_copy(update={"message_id": existing.message_id})
+    envelope = EventEnvelope.wrap(event, producer=PRODUCER, correlation_id=correlation_id.get())
+    try:
+        await runtime.publisher.publish(
+            topics.MESSAGES_INBOUND, f"{event.sender.kind}:{event.sender.value}", envelope
+        )
+    except Exception as exc:
+        log.warning("publish failed", extra={"error": repr(exc), "message_id": str(event.message_id)})
+        raise ApiError(503, "message not accepted: the event log is unavailable, retry later") from exc
+    async with runtime.db.unit_of_work() as session:
+        await repository.mark_published(session, build.channel.value, build.external_id, utcnow())
+    return MessageAccepted(
+        message_id=event.message_id, status=AcceptStatus.ACCEPTED, received_at=event.received_at
+    )

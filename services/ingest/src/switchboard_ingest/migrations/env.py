@@ -1,0 +1,4 @@
+from switchboard_common.db.migrations import run_env
+from switchboard_ingest.models import Base
+
+run_env(Base.metadata)

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import DateTime, MetaData, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA = "ingest"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA)
+
+
+class Receipt(Base):
+    """One row per (channel, provider message id) ever accepted: the dedup key for provider retries."""
+
+    __tablename__ = "receipts"
+
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    external_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
+    # sha256 of the request's content: the same id with other content is a client bug (409), not a retry.
+    content_digest: Mapped[str] = mapped_column(Text, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

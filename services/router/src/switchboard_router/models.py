@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from switchboard_common.db.outbox import define_outbox_table
+
+SCHEMA = "router"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA)
+
+
+outbox_table = define_outbox_table(Base.metadata)
+
+
+class AgentStatus(StrEnum):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    CLOSED = "closed"
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+    __table_args__ = (
+        CheckConstraint("active_count >= 0", name="agents_active_count_non_negative"),
+        CheckConstraint("capacity >= 0", name="agents_capacity_non_negative"),
+        Index("agents_skills", "skills", postgresql_using="gin"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(Text)
+    email: Mapped[str] = mapped_column(Text, unique=True)
+    skills: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    capacity: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(Text, default=AgentStatus.OFFLINE.value)
+    # Conversations assigned and not resolved; reserved and released only by atomic UPDATEs.
+    active_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Task(Base):
+    """The routing of one conversation: queued until an agent is reserved for it, then assigned."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("tasks_queue", "priority", "enqueued_at", postgresql_where=text("state = 'queued'")),
+        Index("tasks_agent_state", "agent_id", "state"),
+    )
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    state: Mapped[str] = mapped_column(Text, default=TaskState.QUEUED.value)
+    required_skills: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    channel: Mapped[str] = mapped_column(Text)
+    agent_id: Mapped[uuid.UUID | None] = mapped_column()
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,87 @@
+"""The test harness: one real PostgreSQL and one real broker for the whole session (embedded unless
+SWITCHBOARD_DATABASE_URL / SWITCHBOARD_KAFKA_BOOTSTRAP name external ones), migrations applied once,
+every test on fresh topics (a unique prefix) and empty tables."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from switchboard_common.kafka.admin import ensure_topics
+from switchboard_common.settings import Settings
+from switchboard_devstack.ports import free_port
+from switchboard_devstack.stack import SERVICES, Infrastructure, create_database, prepare
+
+ADMIN_KEY = "test-admin-key-0123456789"
+INGEST_KEY = "test-ingest-key-0123456789"
+AUTH_SECRET = "test-auth-secret-0123456789-0123456789"
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
+    workdir: Path = tmp_path_factory.mktemp("stack")
+    stack = Infrastructure(workdir, database="switchboard_test", pg_port=free_port(), broker_port=free_port())
+    stack.start()
+    if "postgresql" not in stack.embedded:
+        # Never touch the tables of an external database: test in a database of our own on that server.
+        stack.database_url = asyncio.run(
+            create_database(stack.database_url, f"switchboard_test_{os.getpid()}")
+        )
+    try:
+        prepare(make_settings(stack, prefix="migrations."))
+        yield stack
+    finally:
+        stack.stop()
+
+
+def make_settings(infra: Infrastructure, prefix: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": "test",
+        "database_url": infra.database_url,
+        "kafka_bootstrap": infra.kafka_bootstrap,
+        "topic_prefix": prefix,
+        "topic_partitions": 3,
+        "ingest_api_keys": [INGEST_KEY],
+        "admin_api_key": ADMIN_KEY,
+        "auth_secret": AUTH_SECRET,
+        "consumer_retry_backoff_ms": 10,
+        "outbox_poll_interval_ms": 50,
+        "router_sweep_interval_ms": 200,
+        "db_pool_size": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+async def truncate_all(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            rows = await conn.execute(
+                sa.text(
+                    "SELECT schemaname || '.' || tablename FROM pg_tables "
+                    "WHERE schemaname = ANY(:schemas) AND tablename <> 'alembic_version'"
+                ),
+                {"schemas": [s.name for s in SERVICES]},
+            )
+            tables = ", ".join(r[0] for r in rows)
+            if tables:
+                await conn.execute(sa.text(f"TRUNCATE {tables} CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def settings(infra: Infrastructure) -> AsyncIterator[Settings]:
+    """Settings for one test: its own topics, and every service table emptied."""
+    test_settings = make_settings(infra, prefix=f"t{uuid.uuid4().hex[:10]}.")
+    await truncate_all(test_settings.database_url)
+    await ensure_topics(test_settings)
+    yield test_settings

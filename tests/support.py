@@ -1,0 +1,78 @@
+"""Helpers shared by the integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from fastapi import FastAPI
+
+from switchboard_common.settings import Settings
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan (consumers, relays included) and give a client bound to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], timeout: float = 20.0, what: str = "condition"
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def read_topic(
+    settings: Settings, topic: str, count: int, timeout: float = 20.0
+) -> list[ConsumerRecord]:
+    """Read ``count`` records from the start of a (logical) topic."""
+    # No group: assigning partitions directly skips the group join, which takes seconds.
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    try:
+        name = settings.topic(topic)
+        await consumer.topics()  # loads the metadata partitions_for_topic reads
+        partitions = consumer.partitions_for_topic(name) or set()
+        consumer.assign([TopicPartition(name, p) for p in sorted(partitions)])
+        await consumer.seek_to_beginning()
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+def api_message(message_id: str, customer: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "message_id": message_id,
+        "customer": {"id": customer},
+        "text": f"hello from {customer}",
+    }
+    body.update(extra)
+    return body
