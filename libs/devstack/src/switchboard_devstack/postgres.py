@@ -41,7 +41,8 @@ class EmbeddedPostgres:
         if self._run_as is not None:
             self._grant_access(POSTGRES_BIN_PATH)
         if not (self.data_dir / "PG_VERSION").exists():
-            pg_commands.initdb(
+            initdb = getattr(pg_commands, "initdb")  # noqa: B009 - generated at import, unknown to mypy
+            initdb(
                 ["--auth=trust", "--encoding=utf8", "-U", _POSTGRES_USER],
                 pgdata=self.data_dir,
                 user=self._run_as,

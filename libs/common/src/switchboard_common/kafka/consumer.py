@@ -16,6 +16,7 @@ Handlers must be idempotent: a crash between the database commit and the offset 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -81,34 +82,55 @@ class ConsumerRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._next_offsets: dict[TopicPartition, int] = {}
+        self._started = False
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *self._topics,
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.group_id,
-            client_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_bytes=self.settings.consumer_fetch_max_bytes,
-            max_poll_interval_ms=self.settings.consumer_max_poll_interval_ms,
-            # Bounds what is buffered per partition under backlog (memory), together with max_records below.
-            max_partition_fetch_bytes=min(1024 * 1024, self.settings.consumer_fetch_max_bytes),
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
+        """Start consuming in the background. Joining the group takes seconds on some brokers; the
+        service's HTTP side does not wait for it (``running`` turns true, and /health/ready green, once
+        joined)."""
+        self._task = asyncio.create_task(self._main(), name=f"consumer-{self.group_id}")
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._started and self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         """Finish the batch in flight, commit it, and leave the group (partitions move at once)."""
         self._stopping.set()
         if self._task is not None:
             await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+
+    async def _main(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            consumer = AIOKafkaConsumer(
+                *self._topics,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=self.group_id,
+                client_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_bytes=self.settings.consumer_fetch_max_bytes,
+                max_poll_interval_ms=self.settings.consumer_max_poll_interval_ms,
+                # Bounds what is buffered per partition under backlog, together with max_records.
+                max_partition_fetch_bytes=min(1024 * 1024, self.settings.consumer_fetch_max_bytes),
+            )
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                log.warning("consumer cannot start", extra={"error": repr(exc), "retry_in_s": backoff})
+                await consumer.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self._consumer = consumer
+            self._started = True
+            try:
+                await self._run()
+            finally:
+                await consumer.stop()
+            return
 
     def total_lag(self) -> int:
         if self._consumer is None:
