@@ -1,0 +1,109 @@
+"""Capacity is reserved atomically in PostgreSQL: many transactions routing at once (as replicas would)
+never over-assign an agent and never assign a conversation twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import sqlalchemy as sa
+
+from switchboard_common.db.database import Database
+from switchboard_common.db.outbox import Outbox
+from switchboard_common.events import Channel, ConversationOpened, EventEnvelope, utcnow
+from switchboard_common.settings import Settings
+from switchboard_router.agents.schemas import AgentCreate
+from switchboard_router.agents.service import create, set_status
+from switchboard_router.models import AgentStatus, outbox_table
+from switchboard_router.routing.service import on_conversation_opened, sweep
+
+
+def _opened() -> tuple[EventEnvelope, ConversationOpened]:
+    event = ConversationOpened(
+        conversation_id=uuid.uuid4(),
+        customer_id=uuid.uuid4(),
+        channel=Channel.API,
+        required_skills=["billing"],
+        priority=0,
+        opened_at=utcnow(),
+    )
+    return EventEnvelope.wrap(event, producer="test"), event
+
+
+async def test_concurrent_routing_never_over_assigns(settings: Settings) -> None:
+    db = Database.from_settings(settings.model_copy(update={"db_pool_size": 20}))
+    outbox = Outbox(outbox_table, settings)
+    try:
+        async with db.unit_of_work() as session:
+            agents = [
+                await create(
+                    session,
+                    AgentCreate(name=f"a{i}", email=f"a{i}@example.com", skills=["billing"], capacity=2),
+                )
+                for i in range(3)
+            ]
+            # A busy-free agent without the skill: must never receive billing work.
+            agents.append(
+                await create(
+                    session, AgentCreate(name="x", email="x@example.com", skills=["sales"], capacity=50)
+                )
+            )
+        for agent in agents:
+            async with db.unit_of_work() as session:
+                await set_status(session, outbox, agent.id, AgentStatus.ONLINE)
+
+        opened = [_opened() for _ in range(30)]
+
+        async def route(envelope: EventEnvelope, event: ConversationOpened) -> None:
+            async with db.unit_of_work() as session:
+                await on_conversation_opened(session, outbox, envelope, event)
+
+        # Every conversation routed in its own transaction, all at once, plus duplicates of the first ten
+        # (a redelivery racing the original) and sweepers running alongside.
+        async def sweeper() -> None:
+            async with db.unit_of_work() as session:
+                await sweep(session, outbox)
+
+        await asyncio.gather(
+            *(route(e, ev) for e, ev in opened),
+            *(route(e, ev) for e, ev in opened[:10]),
+            *(sweeper() for _ in range(5)),
+        )
+
+        async with db.unit_of_work() as session:
+            loads = (
+                await session.execute(sa.text("SELECT email, active_count, capacity FROM router.agents"))
+            ).all()
+            per_agent = dict(
+                (
+                    await session.execute(
+                        sa.text(
+                            "SELECT agent_id, count(*) FROM router.tasks WHERE state = 'assigned' GROUP BY agent_id"
+                        )
+                    )
+                ).all()
+            )
+            states = dict(
+                (
+                    await session.execute(sa.text("SELECT state, count(*) FROM router.tasks GROUP BY state"))
+                ).all()
+            )
+            assigned_events = await session.scalar(
+                sa.text(
+                    "SELECT count(*) FROM router.outbox WHERE headers->>'event_type' = 'conversation.assigned'"
+                )
+            )
+    finally:
+        await db.dispose()
+
+    assert states == {"assigned": 6, "queued": 24}
+    assert assigned_events == 6  # one assignment event per assigned conversation, none twice
+    for email, active, capacity in loads:
+        assert active <= capacity, email
+    assert sorted(per_agent.values()) == [2, 2, 2]
+    assert {email: active for email, active, _ in loads} == {
+        "a0@example.com": 2,
+        "a1@example.com": 2,
+        "a2@example.com": 2,
+        "x@example.com": 0,
+    }
