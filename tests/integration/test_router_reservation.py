@@ -74,7 +74,7 @@ async def test_concurrent_routing_never_over_assigns(settings: Settings) -> None
             loads = (
                 await session.execute(sa.text("SELECT email, active_count, capacity FROM router.agents"))
             ).all()
-            per_agent = dict(
+            per_agent: dict[uuid.UUID, int] = dict(
                 (
                     await session.execute(
                         sa.text(
@@ -83,7 +83,7 @@ async def test_concurrent_routing_never_over_assigns(settings: Settings) -> None
                     )
                 ).all()
             )
-            states = dict(
+            states: dict[str, int] = dict(
                 (
                     await session.execute(sa.text("SELECT state, count(*) FROM router.tasks GROUP BY state"))
                 ).all()

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     consumer_max_batch: int = Field(default=200, ge=1, le=5000)
     consumer_max_retries: int = Field(default=3, ge=0)
     consumer_retry_backoff_ms: int = Field(default=100, ge=0)
+    # How long a fetch may wait for data; each hop of the message path can cost up to this much latency.
+    consumer_fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
     consumer_fetch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     consumer_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     outbox_batch_size: int = Field(default=500, ge=1)

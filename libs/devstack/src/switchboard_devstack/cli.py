@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--messages", type=int, default=2000)
     bench.add_argument("--rate", type=float, default=200.0, help="messages per second offered")
     bench.add_argument("--agents", type=int, default=50)
-    bench.add_argument("--concurrency", type=int, default=64)
+    bench.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
     bench.add_argument("--workdir", type=Path, default=Path(".devstack/bench"))
     args = parser.parse_args(argv)
     if args.command == "run":

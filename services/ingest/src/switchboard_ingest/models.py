@@ -23,5 +23,5 @@ class Receipt(Base):
     message_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
     # sha256 of the request's content: the same id with other content is a client bug (409), not a retry.
     content_digest: Mapped[str] = mapped_column(Text, nullable=False)
+    # Committed only after the broker acknowledged the event: a receipt means "published".
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -111,6 +111,7 @@ class ConsumerRunner:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 fetch_max_bytes=self.settings.consumer_fetch_max_bytes,
+                fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
                 max_poll_interval_ms=self.settings.consumer_max_poll_interval_ms,
                 # Bounds what is buffered per partition under backlog, together with max_records.
                 max_partition_fetch_bytes=min(1024 * 1024, self.settings.consumer_fetch_max_bytes),

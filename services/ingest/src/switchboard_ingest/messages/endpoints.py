@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -33,7 +32,7 @@ def require_api_key(request: Request) -> None:
 async def post_message(
     body: MessageCreate, response: Response, runtime: Annotated[ServiceRuntime, Depends(runtime_of)]
 ) -> MessageAccepted:
-    result = await service.accept(runtime, service.from_api(body, uuid.uuid4()))
+    result = await service.accept(runtime, service.from_api(body))
     if result.status is AcceptStatus.DUPLICATE:
         response.status_code = status.HTTP_200_OK
     return result

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,11 +25,3 @@ async def insert_receipt(
 async def get_receipt(session: AsyncSession, channel: str, external_id: str) -> Receipt | None:
     stmt = select(Receipt).where(Receipt.channel == channel, Receipt.external_id == external_id)
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def mark_published(session: AsyncSession, channel: str, external_id: str, at: datetime) -> None:
-    await session.execute(
-        update(Receipt)
-        .where(Receipt.channel == channel, Receipt.external_id == external_id, Receipt.published_at.is_(None))
-        .values(published_at=at)
-    )

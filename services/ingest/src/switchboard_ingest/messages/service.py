@@ -18,6 +18,7 @@ from switchboard_ingest.normalize import normalize_email, normalize_phone
 
 log = logging.getLogger(__name__)
 PRODUCER = "ingest"
+MESSAGE_ID_NAMESPACE = uuid.UUID("5b1c2f0e-8d7a-4c3e-9f61-2a4b8e0d7c15")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,12 @@ class InboundMessage:
     event: MessageReceived
 
 
-def from_api(request: MessageCreate, message_id: uuid.UUID) -> InboundMessage:
+def message_id_for(channel: Channel, external_id: str) -> uuid.UUID:
+    """Switchboard's id for a provider's message: derived, so every retry of it carries the same id."""
+    return uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{channel.value}:{external_id}")
+
+
+def from_api(request: MessageCreate) -> InboundMessage:
     customer = request.customer
     sender = CustomerIdentity(kind=Channel.API.value, value=customer.id)
     identities = []
@@ -40,7 +46,7 @@ def from_api(request: MessageCreate, message_id: uuid.UUID) -> InboundMessage:
         identities.append(CustomerIdentity(kind="phone", value=normalize_phone(customer.phone)))
     now = utcnow()
     event = MessageReceived(
-        message_id=message_id,
+        message_id=message_id_for(Channel.API, request.message_id),
         channel=Channel.API,
         external_id=request.message_id,
         sender=sender,
@@ -57,40 +63,40 @@ def from_api(request: MessageCreate, message_id: uuid.UUID) -> InboundMessage:
     return InboundMessage(Channel.API, request.message_id, digest, event)
 
 
-async def accept(runtime: ServiceRuntime, build: InboundMessage) -> MessageAccepted:
-    """Store the dedup receipt, publish the event and wait for the broker's ack.
+async def accept(runtime: ServiceRuntime, message: InboundMessage) -> MessageAccepted:
+    """Record the dedup receipt and publish the event in one transaction, answering after both.
 
-    A retry of an accepted message returns the first answer. A retry of one whose publish failed (or whose
-    process died before recording it) publishes again under the same message id; the conversation service
-    stores a message id once, so that is never a second message.
+    The receipt commits only after the broker acknowledged the event (acks=all), so a receipt always means
+    "published" and costs one commit. A concurrent duplicate waits on the receipt's key until the first
+    request commits (then it is a duplicate) or rolls back (then it publishes itself). A crash between the
+    ack and the commit leaves no receipt: the retry publishes again under the same deterministic message
+    id, and the conversation service stores a message id once.
     """
-    event = build.event
+    event = message.event
+    channel = message.channel.value
     async with runtime.db.unit_of_work() as session:
         receipt = await repository.insert_receipt(
-            session, build.channel.value, build.external_id, event.message_id, build.payload_digest
+            session, channel, message.external_id, event.message_id, message.payload_digest
         )
         if receipt is None:
-            existing = await repository.get_receipt(session, build.channel.value, build.external_id)
+            existing = await repository.get_receipt(session, channel, message.external_id)
             assert existing is not None  # the insert conflicted with it
-            if existing.content_digest != build.payload_digest:
+            if existing.content_digest != message.payload_digest:
                 raise ApiError(409, "message_id was already used for a different message", code="id_reused")
-            if existing.published_at is not None:
-                return MessageAccepted(
-                    message_id=existing.message_id,
-                    status=AcceptStatus.DUPLICATE,
-                    received_at=existing.received_at,
-                )
-            event = event.model_copy(update={"message_id": existing.message_id})
-    envelope = EventEnvelope.wrap(event, producer=PRODUCER, correlation_id=correlation_id.get())
-    try:
-        await runtime.publisher.publish(
-            topics.MESSAGES_INBOUND, f"{event.sender.kind}:{event.sender.value}", envelope
-        )
-    except Exception as exc:
-        log.warning("publish failed", extra={"error": repr(exc), "message_id": str(event.message_id)})
-        raise ApiError(503, "message not accepted: the event log is unavailable, retry later") from exc
-    async with runtime.db.unit_of_work() as session:
-        await repository.mark_published(session, build.channel.value, build.external_id, utcnow())
+            return MessageAccepted(
+                message_id=existing.message_id,
+                status=AcceptStatus.DUPLICATE,
+                received_at=existing.received_at,
+            )
+        envelope = EventEnvelope.wrap(event, producer=PRODUCER, correlation_id=correlation_id.get())
+        try:
+            await runtime.publisher.publish(
+                topics.MESSAGES_INBOUND, f"{event.sender.kind}:{event.sender.value}", envelope
+            )
+        except Exception as exc:
+            log.warning("publish failed", extra={"error": repr(exc), "message_id": str(event.message_id)})
+            # Raising rolls the receipt back: the client's retry is a first attempt again.
+            raise ApiError(503, "message not accepted: the event log is unavailable, retry later") from exc
     return MessageAccepted(
         message_id=event.message_id, status=AcceptStatus.ACCEPTED, received_at=event.received_at
     )

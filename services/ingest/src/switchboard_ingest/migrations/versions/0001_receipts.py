@@ -21,7 +21,6 @@ def upgrade() -> None:
         sa.Column("message_id", sa.Uuid, nullable=False),
         sa.Column("content_digest", sa.Text, nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("published_at", sa.DateTime(timezone=True)),
         schema="ingest",
     )
 
