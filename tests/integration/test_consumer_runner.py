@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common import topics
 from switchboard_common.db.database import Database
 from switchboard_common.events import Channel, ConversationOpened, EventEnvelope, utcnow
-from switchboard_common.kafka.consumer import ConsumerRunner
+from switchboard_common.kafka.consumer import ConsumerRunner, per_event
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_common.settings import Settings
 from tests.support import eventually, read_topic
@@ -58,7 +58,7 @@ async def test_poison_goes_to_dlq_and_the_partition_keeps_flowing(settings: Sett
         publisher=publisher,
         group_id=f"test-{uuid.uuid4().hex[:6]}",
         topics=[topics.CONVERSATION_EVENTS],
-        handler=handler,
+        handler=per_event(handler),
     )
     await runner.start()
     try:

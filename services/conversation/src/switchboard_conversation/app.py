@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from switchboard_common import topics
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.http.app import create_service_app
-from switchboard_common.kafka.consumer import ConsumerRunner
+from switchboard_common.kafka.consumer import ConsumerRunner, per_event
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_common.settings import Settings
 from switchboard_conversation.consumer import GROUP_ID, ConversationEventHandler
@@ -23,7 +23,7 @@ async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
             publisher=runtime.publisher,
             group_id=GROUP_ID,
             topics=[topics.MESSAGES_INBOUND, topics.ROUTING_EVENTS],
-            handler=ConversationEventHandler(outbox),
+            handler=per_event(ConversationEventHandler(outbox)),
         )
     )
 

@@ -21,7 +21,7 @@ async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
             publisher=runtime.publisher,
             group_id=GROUP_ID,
             topics=list(topics.ALL),
-            handler=service.record,
+            handler=service.record_batch,
         )
     )
 

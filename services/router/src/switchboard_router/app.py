@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from switchboard_common import topics
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.http.app import create_service_app
-from switchboard_common.kafka.consumer import ConsumerRunner
+from switchboard_common.kafka.consumer import ConsumerRunner, per_event
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_common.settings import Settings
 from switchboard_router.agents.endpoints import router as agents_router
@@ -27,7 +27,7 @@ async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
             publisher=runtime.publisher,
             group_id=GROUP_ID,
             topics=[topics.CONVERSATION_EVENTS],
-            handler=RoutingEventHandler(outbox),
+            handler=per_event(RoutingEventHandler(outbox)),
         )
     )
 

@@ -38,6 +38,21 @@ from switchboard_common.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, EventEnvelope], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, Sequence[EventEnvelope]], Awaitable[None]]
+
+
+def per_event(handler: Handler) -> BatchHandler:
+    """Adapt a one-event handler; each event runs with its correlation id in the logging context."""
+
+    async def handle(session: AsyncSession, envelopes: Sequence[EventEnvelope]) -> None:
+        for envelope in envelopes:
+            token = correlation_id.set(envelope.correlation_id)
+            try:
+                await handler(session, envelope)
+            finally:
+                correlation_id.reset(token)
+
+    return handle
 
 
 class TransientError(Exception):
@@ -70,7 +85,7 @@ class ConsumerRunner:
         publisher: EventPublisher,
         group_id: str,
         topics: Sequence[str],
-        handler: Handler,
+        handler: BatchHandler,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
@@ -187,8 +202,7 @@ class ConsumerRunner:
                 dead.append((record, str(exc)))
         try:
             async with self._db.unit_of_work() as session:
-                for _, envelope in decoded:
-                    await self._call(session, envelope)
+                await self._handler(session, [envelope for _, envelope in decoded])
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -210,7 +224,7 @@ class ConsumerRunner:
         for attempt in range(attempts):
             try:
                 async with self._db.unit_of_work() as session:
-                    await self._call(session, envelope)
+                    await self._handler(session, [envelope])
                 return None
             except PoisonEvent as exc:
                 return str(exc)
@@ -233,13 +247,6 @@ class ConsumerRunner:
                     return f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(self._base_backoff() * 2**attempt)
         return None  # unreachable: the loop returns on its last attempt
-
-    async def _call(self, session: AsyncSession, envelope: EventEnvelope) -> None:
-        token = correlation_id.set(envelope.correlation_id)
-        try:
-            await self._handler(session, envelope)
-        finally:
-            correlation_id.reset(token)
 
     async def _dead_letter(self, dead: list[tuple[ConsumerRecord, str]]) -> None:
         failed_at = datetime.now(UTC).isoformat()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -10,32 +11,44 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_metrics.models import ConversationFact, EventCount, ProcessedEvent
 
 
-async def claim_event(session: AsyncSession, event_id: uuid.UUID) -> bool:
-    """True the first time an event id is seen."""
+async def claim_events(session: AsyncSession, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """The ids among ``event_ids`` seen for the first time (one statement for the whole batch)."""
+    if not event_ids:
+        return set()
     stmt = (
         insert(ProcessedEvent)
-        .values(event_id=event_id)
+        .values([{"event_id": event_id} for event_id in event_ids])
         .on_conflict_do_nothing()
         .returning(ProcessedEvent.event_id)
     )
-    return (await session.scalar(stmt)) is not None
+    return set((await session.scalars(stmt)).all())
 
 
-async def increment(session: AsyncSession, event_type: str) -> None:
-    stmt = insert(EventCount).values(event_type=event_type, count=1)
+async def add_counts(session: AsyncSession, counts: Mapping[str, int]) -> None:
+    if not counts:
+        return
+    stmt = insert(EventCount).values([{"event_type": t, "count": n} for t, n in counts.items()])
     stmt = stmt.on_conflict_do_update(
-        index_elements=[EventCount.event_type], set_={"count": EventCount.count + 1}
+        index_elements=[EventCount.event_type], set_={"count": EventCount.count + stmt.excluded.count}
     )
     await session.execute(stmt)
 
 
-async def record_fact(session: AsyncSession, conversation_id: uuid.UUID, **values: Any) -> None:
-    """Fill the given columns of a conversation's facts, keeping values already set."""
-    stmt = insert(ConversationFact).values(conversation_id=conversation_id, **values)
+FACT_COLUMNS = ("channel", "agent_id", "opened_at", "queued_at", "assigned_at", "resolved_at")
+
+
+async def record_facts(session: AsyncSession, facts: Mapping[uuid.UUID, Mapping[str, Any]]) -> None:
+    """Fill conversation facts; a column already set keeps its value (events arrive in any order)."""
+    if not facts:
+        return
+    rows = [
+        {"conversation_id": cid, **{c: values.get(c) for c in FACT_COLUMNS}} for cid, values in facts.items()
+    ]
+    stmt = insert(ConversationFact).values(rows)
     table = ConversationFact.__table__
     stmt = stmt.on_conflict_do_update(
         index_elements=[ConversationFact.conversation_id],
-        set_={name: func.coalesce(table.c[name], stmt.excluded[name]) for name in values},
+        set_={c: func.coalesce(table.c[c], stmt.excluded[c]) for c in FACT_COLUMNS},
     )
     await session.execute(stmt)
 
