@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from switchboard_common.db.database import Database
 from switchboard_common.db.outbox import Outbox, OutboxRelay
-from switchboard_common.kafka.consumer import ConsumerRunner
+from switchboard_common.kafka.consumer import BatchHandler, ConsumerRunner
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_common.settings import Settings
 
@@ -29,6 +30,19 @@ class ServiceRuntime:
         if self.outbox_ is None:
             raise RuntimeError(f"service {self.name} has no outbox")
         return self.outbox_
+
+    def add_consumer(self, group_id: str, topics: Sequence[str], handler: BatchHandler) -> None:
+        """Consume ``topics`` (logical names) in ``group_id`` for the life of the process."""
+        self.consumers.append(
+            ConsumerRunner(
+                settings=self.settings,
+                db=self.db,
+                publisher=self.publisher,
+                group_id=group_id,
+                topics=topics,
+                handler=handler,
+            )
+        )
 
     def use_outbox(self, outbox: Outbox) -> None:
         """Adopt ``outbox`` and run its relay for the life of the process."""

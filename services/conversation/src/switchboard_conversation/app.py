@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from switchboard_common import topics
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.http.app import create_service_app
-from switchboard_common.kafka.consumer import ConsumerRunner, per_event
+from switchboard_common.kafka.consumer import per_event
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_common.settings import Settings
 from switchboard_conversation.consumer import GROUP_ID, ConversationEventHandler
@@ -16,15 +16,10 @@ from switchboard_conversation.models import outbox_table
 async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
     outbox = Outbox(outbox_table, runtime.settings)
     runtime.use_outbox(outbox)
-    runtime.consumers.append(
-        ConsumerRunner(
-            settings=runtime.settings,
-            db=runtime.db,
-            publisher=runtime.publisher,
-            group_id=GROUP_ID,
-            topics=[topics.MESSAGES_INBOUND, topics.ROUTING_EVENTS],
-            handler=per_event(ConversationEventHandler(outbox)),
-        )
+    runtime.add_consumer(
+        GROUP_ID,
+        [topics.MESSAGES_INBOUND, topics.ROUTING_EVENTS],
+        per_event(ConversationEventHandler(outbox)),
     )
 
 

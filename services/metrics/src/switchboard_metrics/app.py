@@ -4,7 +4,6 @@ from fastapi import FastAPI
 
 from switchboard_common import topics
 from switchboard_common.http.app import create_service_app
-from switchboard_common.kafka.consumer import ConsumerRunner
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_common.settings import Settings
 from switchboard_metrics.kpis import service
@@ -14,16 +13,7 @@ GROUP_ID = "metrics"
 
 
 async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
-    runtime.consumers.append(
-        ConsumerRunner(
-            settings=runtime.settings,
-            db=runtime.db,
-            publisher=runtime.publisher,
-            group_id=GROUP_ID,
-            topics=list(topics.ALL),
-            handler=service.record_batch,
-        )
-    )
+    runtime.add_consumer(GROUP_ID, list(topics.ALL), service.record_batch)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from switchboard_common import topics
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.http.app import create_service_app
-from switchboard_common.kafka.consumer import ConsumerRunner, per_event
+from switchboard_common.kafka.consumer import per_event
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_common.settings import Settings
 from switchboard_router.agents.endpoints import router as agents_router
@@ -20,16 +20,7 @@ async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
     runtime.background.append(
         QueueSweeper(runtime.db, outbox, runtime.settings.router_sweep_interval_ms / 1000)
     )
-    runtime.consumers.append(
-        ConsumerRunner(
-            settings=runtime.settings,
-            db=runtime.db,
-            publisher=runtime.publisher,
-            group_id=GROUP_ID,
-            topics=[topics.CONVERSATION_EVENTS],
-            handler=per_event(RoutingEventHandler(outbox)),
-        )
-    )
+    runtime.add_consumer(GROUP_ID, [topics.CONVERSATION_EVENTS], per_event(RoutingEventHandler(outbox)))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
