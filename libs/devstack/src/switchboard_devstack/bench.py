@@ -295,10 +295,7 @@ def run_bench(args: argparse.Namespace) -> int:
     infra.start()
     services: ServiceProcesses | None = None
     try:
-        env = {
-            "SWITCHBOARD_DATABASE_URL": infra.database_url,
-            "SWITCHBOARD_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        }
+        env = infra.env()
         if "broker" not in infra.embedded:
             env["SWITCHBOARD_TOPIC_PREFIX"] = f"bench-{uuid.uuid4().hex[:6]}."
         os.environ.update(env)

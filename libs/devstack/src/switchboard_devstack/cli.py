@@ -53,10 +53,7 @@ def run(workdir: Path) -> int:
     infra.start()
     services: ServiceProcesses | None = None
     try:
-        env = {
-            "SWITCHBOARD_DATABASE_URL": infra.database_url,
-            "SWITCHBOARD_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        }
+        env = infra.env()
         os.environ.update(env)
         settings = Settings()
         print("Applying migrations and creating topics ...", flush=True)

@@ -61,6 +61,13 @@ class Infrastructure:
     def embedded(self) -> list[str]:
         return [n for n, p in (("postgresql", self._postgres), ("broker", self._broker)) if p is not None]
 
+    def env(self) -> dict[str, str]:
+        """The settings that point a service at this infrastructure."""
+        return {
+            "SWITCHBOARD_DATABASE_URL": self.database_url,
+            "SWITCHBOARD_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+        }
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
