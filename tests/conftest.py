@@ -9,15 +9,19 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from switchboard_common.kafka.admin import ensure_topics
-from switchboard_common.settings import Settings
+from switchboard_conversation.settings import ConversationSettings
 from switchboard_devstack.ports import free_port
 from switchboard_devstack.stack import SERVICES, Infrastructure, create_database, prepare
+from switchboard_ingest.settings import IngestSettings
+from switchboard_metrics.settings import MetricsSettings
+from switchboard_router.settings import RouterSettings
 
 ADMIN_KEY = "test-admin-key-0123456789"
 INGEST_KEY = "test-ingest-key-0123456789"
@@ -39,6 +43,15 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
         yield stack
     finally:
         stack.stop()
+
+
+class Settings(IngestSettings, ConversationSettings, RouterSettings, MetricsSettings):
+    """Every service's settings in one object, so one test can run several services on the same values."""
+
+    DEV_SECRETS: ClassVar[dict[str, Any]] = {
+        **IngestSettings.DEV_SECRETS,
+        **ConversationSettings.DEV_SECRETS,
+    }
 
 
 def make_settings(infra: Infrastructure, prefix: str, **overrides: object) -> Settings:
@@ -85,3 +98,21 @@ async def settings(infra: Infrastructure) -> AsyncIterator[Settings]:
     await truncate_all(test_settings.database_url)
     await ensure_topics(test_settings)
     yield test_settings
+
+
+@pytest.fixture
+async def session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session inside a transaction that is rolled back after the test: service-level tests call
+    service functions directly on the real database and leave nothing behind."""
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            db_session = AsyncSession(bind=conn, expire_on_commit=False, autoflush=False)
+            try:
+                yield db_session
+            finally:
+                await db_session.close()
+                await transaction.rollback()
+    finally:
+        await engine.dispose()

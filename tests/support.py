@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
-from switchboard_common.settings import Settings
+from tests.conftest import Settings
 
 T = TypeVar("T")
 

@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from switchboard_common.settings import Settings
 from switchboard_devstack.ports import free_port
 from switchboard_devstack.stack import SERVICES, ServiceProcesses, service_env
-from tests.conftest import ADMIN_KEY, AUTH_SECRET, INGEST_KEY
+from tests.conftest import ADMIN_KEY, AUTH_SECRET, INGEST_KEY, Settings
 from tests.support import api_message, bearer, eventually
 
 pytestmark = pytest.mark.e2e

@@ -1,21 +1,43 @@
-"""The generic API channel: acknowledged only after the broker has the event, idempotent, and every bad
-request is a clear 4xx JSON error."""
+"""The generic API channel: acknowledged once the message is durable (its receipt and its event committed
+in ingest's outbox), published by the relay, idempotent under concurrency, and every bad request is a
+clear 4xx JSON error."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from switchboard_common import topics
 from switchboard_common.events import EventEnvelope, MessageReceived
-from switchboard_common.settings import Settings
+from switchboard_devstack.ports import free_port
 from switchboard_ingest.app import create_app
-from tests.conftest import INGEST_KEY
-from tests.support import api_message, bearer, read_topic, serve
+from tests.conftest import INGEST_KEY, Settings
+from tests.support import api_message, bearer, eventually, read_topic, serve
 
 AUTH = bearer(INGEST_KEY)
+
+
+async def _outbox_rows(settings: Settings) -> list[Any]:
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(sa.text("SELECT topic, key, value FROM ingest.outbox ORDER BY id"))
+            return list(result.all())
+    finally:
+        await engine.dispose()
+
+
+def _external_ids(records: list[Any]) -> list[str]:
+    return [EventEnvelope.from_bytes(r.value).payload["external_id"] for r in records]
 
 
 async def test_accepted_message_is_on_the_topic_keyed_by_sender(settings: Settings) -> None:
@@ -23,9 +45,10 @@ async def test_accepted_message_is_on_the_topic_keyed_by_sender(settings: Settin
         body = api_message("m-1", "cust-1", skills=["billing"])
         body["customer"]["phone"] = "+1 (415) 555-0100"
         response = await client.post("/v1/messages", json=body, headers=AUTH)
-    assert response.status_code == 202, response.text
-    assert response.headers["x-correlation-id"]
-    [record] = await read_topic(settings, topics.MESSAGES_INBOUND, 1)
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "accepted"
+        assert response.headers["x-correlation-id"]
+        [record] = await read_topic(settings, topics.MESSAGES_INBOUND, 1)
     assert record.key == b"api:cust-1"
     envelope = EventEnvelope.from_bytes(record.value)
     event = envelope.parse()
@@ -34,6 +57,7 @@ async def test_accepted_message_is_on_the_topic_keyed_by_sender(settings: Settin
     assert event.external_id == "m-1" and event.required_skills == ["billing"]
     assert [(i.kind, i.value) for i in event.identities] == [("phone", "+14155550100")]
     assert envelope.correlation_id == response.headers["x-correlation-id"]
+    assert dict(record.headers)["correlation_id"] == response.headers["x-correlation-id"].encode()
 
 
 async def test_retry_returns_the_first_answer_and_publishes_once(settings: Settings) -> None:
@@ -41,11 +65,13 @@ async def test_retry_returns_the_first_answer_and_publishes_once(settings: Setti
         first = await client.post("/v1/messages", json=api_message("m-2", "cust-2"), headers=AUTH)
         again = await client.post("/v1/messages", json=api_message("m-2", "cust-2"), headers=AUTH)
         other = await client.post("/v1/messages", json=api_message("m-3", "cust-2"), headers=AUTH)
+        records = await read_topic(settings, topics.MESSAGES_INBOUND, 3, timeout=3)
     assert (first.status_code, again.status_code, other.status_code) == (202, 200, 202)
     assert again.json()["status"] == "duplicate"
     assert again.json()["message_id"] == first.json()["message_id"]
-    records = await read_topic(settings, topics.MESSAGES_INBOUND, 3, timeout=3)
-    assert len(records) == 2
+    assert again.json()["received_at"] == first.json()["received_at"]
+    # One sender's messages leave in the order they were accepted.
+    assert _external_ids(records) == ["m-2", "m-3"]
 
 
 async def test_same_id_with_other_content_is_a_conflict(settings: Settings) -> None:
@@ -56,6 +82,102 @@ async def test_same_id_with_other_content_is_a_conflict(settings: Settings) -> N
         )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "id_reused"
+
+
+@pytest.mark.parametrize("max_batch", [500, 4], ids=["one-group", "concurrent-groups"])
+async def test_concurrent_requests_and_duplicates_in_flight_accept_each_id_once(
+    settings: Settings, max_batch: int
+) -> None:
+    """Every id three times, and every other group of ids once more with other content, all in flight at
+    once. In one group they are resolved against each other; with small batches the copies of one id land
+    in transactions that run at the same time (the second ones with the keys in reverse order)."""
+    ids = [f"c-{i}" for i in range(40)]
+    bodies: list[dict[str, Any]] = []
+    for g in range(0, len(ids), 4):
+        group = ids[g : g + 4]
+        bodies += [api_message(i, f"cust-{g % 7}") for i in group]
+        bodies += [api_message(i, f"cust-{g % 7}") for i in reversed(group)]
+        if g % 8 == 0:
+            bodies += [api_message(i, f"cust-{g % 7}", text="other content") for i in group]
+        bodies += [api_message(i, f"cust-{g % 7}") for i in group]
+    app = create_app(settings.model_copy(update={"ingest_commit_max_batch": max_batch}))
+    transactions_before = REGISTRY.get_sample_value("switchboard_ingest_commit_batch_requests_count") or 0.0
+
+    async with serve(app) as client:
+        pool = app.state.runtime.db.engine.sync_engine.pool
+        closed: list[object] = []
+        sa.event.listen(pool, "close", lambda *_: closed.append(1))
+
+        async def post(body: dict[str, Any]) -> httpx.Response:
+            return await client.post("/v1/messages", json=body, headers=AUTH)
+
+        responses = await asyncio.gather(*(post(b) for b in bodies))
+        records = await read_topic(settings, topics.MESSAGES_INBOUND, len(ids) + 1, timeout=3)
+        # The pool is sized to the work in flight: no connection was opened beyond it or closed under load.
+        assert pool.size() == settings.ingest_pool_size and pool.overflow() <= 0 and not closed
+
+    transactions = REGISTRY.get_sample_value("switchboard_ingest_commit_batch_requests_count")
+    assert transactions is not None
+    by_id: dict[str, list[tuple[dict[str, Any], httpx.Response]]] = {}
+    for body, response in zip(bodies, responses, strict=True):
+        by_id.setdefault(body["message_id"], []).append((body, response))
+    assert sorted(by_id) == sorted(ids)
+    for message_id, answers in by_id.items():
+        statuses = Counter(r.status_code for _, r in answers)
+        assert statuses[202] == 1, (message_id, statuses)
+        assert set(statuses) <= {200, 202, 409}, (message_id, statuses)
+        [(winner, accepted)] = [(b, r) for b, r in answers if r.status_code == 202]
+        for body, response in answers:
+            if response.status_code == 409:
+                assert body["text"] != winner["text"]
+                assert response.json()["error"]["code"] == "id_reused"
+            else:
+                assert body["text"] == winner["text"]
+                assert response.json()["message_id"] == accepted.json()["message_id"]
+                assert response.json()["received_at"] == accepted.json()["received_at"]
+    assert sorted(_external_ids(records)) == sorted(ids)
+    # Group commit: the requests were recorded in fewer transactions than there were requests.
+    assert transactions - transactions_before < len(bodies)
+
+
+async def test_broker_outage_still_acknowledges_and_delivers_later(settings: Settings) -> None:
+    app = create_app(settings)
+    async with serve(app) as client:
+        await app.state.runtime.publisher.stop()  # the broker is now unreachable for this app
+        response = await client.post("/v1/messages", json=api_message("m-5", "cust-5"), headers=AUTH)
+        assert response.status_code == 202, response.text
+        # Acknowledged because it is committed: the event waits in ingest's outbox.
+        [row] = await _outbox_rows(settings)
+        assert row.topic == settings.topic(topics.MESSAGES_INBOUND) and row.key == "api:cust-5"
+        assert await read_topic(settings, topics.MESSAGES_INBOUND, 1, timeout=1) == []
+    # The broker is reachable again (the service restarted, or another replica): the relay delivers it.
+    async with serve(create_app(settings)) as client:
+        [record] = await read_topic(settings, topics.MESSAGES_INBOUND, 1)
+        event = EventEnvelope.from_bytes(record.value).parse()
+        assert isinstance(event, MessageReceived) and str(event.message_id) == response.json()["message_id"]
+
+        async def outbox_empty() -> bool:
+            return not await _outbox_rows(settings)
+
+        await eventually(outbox_empty, what="the relay to delete the published row")
+        again = await client.post("/v1/messages", json=api_message("m-5", "cust-5"), headers=AUTH)
+    assert again.status_code == 200
+
+
+async def test_unavailable_database_is_a_503_with_retry_after(settings: Settings) -> None:
+    closed = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/switchboard"
+    async with serve(create_app(settings.model_copy(update={"database_url": closed}))) as client:
+        responses = await asyncio.gather(
+            *(client.post("/v1/messages", json=api_message(f"m-{i}", "c"), headers=AUTH) for i in range(3))
+        )
+    for response in responses:
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "unavailable"
+        assert response.headers["retry-after"]
+    # Nothing was acknowledged, so nothing was recorded: the retry is a first attempt.
+    async with serve(create_app(settings)) as client:
+        retry = await client.post("/v1/messages", json=api_message("m-0", "c"), headers=AUTH)
+    assert retry.status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -95,8 +217,8 @@ async def test_bad_requests_get_a_clear_4xx(
         # Nothing bad was published, and the service still accepts good messages afterwards.
         ok = await client.post("/v1/messages", json=api_message("after", "c"), headers=AUTH)
         assert ok.status_code == 202
-    records = await read_topic(settings, topics.MESSAGES_INBOUND, 2, timeout=2)
-    assert [EventEnvelope.from_bytes(r.value).payload["external_id"] for r in records] == ["after"]
+        records = await read_topic(settings, topics.MESSAGES_INBOUND, 2, timeout=2)
+    assert _external_ids(records) == ["after"]
 
 
 async def test_oversized_chunked_body_is_refused(settings: Settings) -> None:
@@ -115,16 +237,9 @@ async def test_health_and_metrics(settings: Settings) -> None:
         assert (await client.get("/health/live")).json() == {"status": "ok"}
         ready = await client.get("/health/ready")
         assert ready.status_code == 200
-        assert ready.json()["checks"]["database"]["ok"] and ready.json()["checks"]["broker"]["ok"]
+        checks = ready.json()["checks"]
+        assert checks["database"]["ok"] and checks["broker"]["ok"] and checks["outbox_relay"]["ok"]
         await client.post("/v1/messages", json=api_message("m", "c"), headers=AUTH)
         metrics = (await client.get("/metrics")).text
     assert 'switchboard_http_requests_total{method="POST",route="/v1/messages",status="202"}' in metrics
-
-
-async def test_unavailable_broker_is_a_503_not_an_acknowledgement(settings: Settings) -> None:
-    app = create_app(settings)
-    async with serve(app) as client:
-        await app.state.runtime.publisher.stop()  # the broker is now unreachable for this app
-        response = await client.post("/v1/messages", json=api_message("m-5", "cust-5"), headers=AUTH)
-    assert response.status_code == 503
-    assert response.json()["error"]["code"] == "unavailable"
+    assert "switchboard_ingest_commit_batch_requests_count" in metrics

@@ -15,12 +15,11 @@ import pytest
 from switchboard_common import topics
 from switchboard_common.events import EventEnvelope
 from switchboard_common.kafka.producer import EventPublisher
-from switchboard_common.settings import Settings
 from switchboard_conversation.app import create_app as conversation_app
 from switchboard_ingest.app import create_app as ingest_app
 from switchboard_metrics.app import create_app as metrics_app
 from switchboard_router.app import create_app as router_app
-from tests.conftest import ADMIN_KEY, INGEST_KEY
+from tests.conftest import ADMIN_KEY, INGEST_KEY, Settings
 from tests.support import api_message, bearer, eventually, read_topic, serve
 
 ADMIN = bearer(ADMIN_KEY)
@@ -178,7 +177,12 @@ async def test_agents_see_only_their_own_conversations(system: System) -> None:
     impersonate = await system.router.put(
         f"/v1/agents/{ada['id']}/status", json={"status": "offline"}, headers=bob["auth"]
     )
-    assert impersonate.status_code == 403
+    # Another agent is invisible to bob: 404, as for a missing one, and nothing changes.
+    assert impersonate.status_code == 404
+    assert (await system.router.get(f"/v1/agents/{ada['id']}", headers=bob["auth"])).status_code == 404
+    assert (await system.router.get(f"/v1/agents/{ada['id']}", headers=ada["auth"])).json()[
+        "status"
+    ] == "online"
     assert (await system.conversation.get("/v1/conversations")).status_code == 401
     assert (await system.router.post("/v1/agents", json={}, headers=bob["auth"])).status_code == 403
     admin_view = await system.conversation.get(f"/v1/conversations/{conversation['id']}", headers=ADMIN)

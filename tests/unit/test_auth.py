@@ -8,15 +8,13 @@ import pytest
 
 from switchboard_common.auth import Role, authenticate, issue_agent_token
 from switchboard_common.http.errors import ApiError
-from switchboard_common.settings import Settings
+from switchboard_common.settings import AgentAuthSettings as Settings
 
 SECRET = "x" * 40
 
 
 def _settings() -> Settings:
-    return Settings(
-        environment="test", ingest_api_keys=["i" * 20], admin_api_key="a" * 20, auth_secret=SECRET
-    )
+    return Settings(environment="test", admin_api_key="a" * 20, auth_secret=SECRET)
 
 
 def test_agent_token_authenticates_as_that_agent() -> None:

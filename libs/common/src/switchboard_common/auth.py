@@ -18,7 +18,7 @@ import jwt
 from fastapi import Depends, Request
 
 from switchboard_common.http.errors import ApiError
-from switchboard_common.settings import Settings
+from switchboard_common.settings import AgentAuthSettings
 
 _ISSUER = "switchboard"
 _ALGORITHM = "HS256"
@@ -42,7 +42,7 @@ class Principal:
         return self.is_admin or self.agent_id == agent_id
 
 
-def issue_agent_token(settings: Settings, agent_id: uuid.UUID) -> tuple[str, int]:
+def issue_agent_token(settings: AgentAuthSettings, agent_id: uuid.UUID) -> tuple[str, int]:
     """A signed token for ``agent_id``; returns it with its lifetime in seconds."""
     now = int(time.time())
     ttl = settings.agent_token_ttl_seconds
@@ -62,7 +62,7 @@ def matches_secret(given: str, secret: str) -> bool:
     return hmac.compare_digest(given.encode(), secret.encode())
 
 
-def authenticate(settings: Settings, credential: str) -> Principal:
+def authenticate(settings: AgentAuthSettings, credential: str) -> Principal:
     if matches_secret(credential, settings.admin_key):
         return Principal(Role.ADMIN)
     try:
@@ -82,12 +82,12 @@ def authenticate(settings: Settings, credential: str) -> Principal:
         raise ApiError(401, "invalid credential") from exc
 
 
-def current_principal(request: Request) -> Principal:
-    settings: Settings = request.app.state.settings
+async def current_principal(request: Request) -> Principal:
+    settings: AgentAuthSettings = request.app.state.settings
     return authenticate(settings, bearer_credential(request))
 
 
-def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "admin credential required")
     return principal

@@ -11,11 +11,16 @@ import uvicorn
 from switchboard_common.db.migrations import upgrade
 from switchboard_common.kafka.admin import ensure_topics
 from switchboard_common.logging import configure_logging
-from switchboard_common.settings import Settings
+from switchboard_common.settings import CommonSettings
 
 
 def service_main(
-    name: str, package: str, schema: str, app_factory: str, default_port: int
+    name: str,
+    package: str,
+    schema: str,
+    app_factory: str,
+    default_port: int,
+    settings_class: type[CommonSettings],
 ) -> Callable[[Sequence[str] | None], None]:
     def main(argv: Sequence[str] | None = None) -> None:
         parser = argparse.ArgumentParser(prog=f"switchboard-{name}")
@@ -26,7 +31,7 @@ def service_main(
         sub.add_parser("migrate", help=f"apply the {schema} schema's migrations")
         sub.add_parser("create-topics", help="create the project's topics and DLQs if missing")
         args = parser.parse_args(argv)
-        settings = Settings()
+        settings = settings_class()
         configure_logging(name, settings.log_level)
         if args.command == "migrate":
             upgrade(package, schema, settings.database_url)

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from switchboard_common import topics
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -31,12 +33,37 @@ class Channel(StrEnum):
     VOICE = "voice"
 
 
+class IdentityKind(StrEnum):
+    """The address space of a customer identity. SMS and WhatsApp share ``phone`` (E.164), so one number
+    is one identity whichever of the two it wrote on."""
+
+    API = "api"  # the API caller's own customer reference
+    PHONE = "phone"
+    EMAIL = "email"
+    MESSENGER = "messenger"  # page-scoped id
+    INSTAGRAM = "instagram"  # Instagram-scoped id
+    WEBCHAT = "webchat"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class AgentStatus(StrEnum):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
 class Payload(BaseModel):
     """Base of every event payload; subclasses name their type and version."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
+    # The logical topic the event travels on: consumers subscribe to the topics of the types they handle.
+    topic: ClassVar[str]
 
 
 class EventEnvelope(BaseModel):
@@ -108,6 +135,11 @@ _REGISTRY: dict[tuple[str, int], type[Payload]] = {}
 P = TypeVar("P", bound=type[Payload])
 
 
+def registered() -> list[type[Payload]]:
+    """Every payload model, in registration order."""
+    return list(_REGISTRY.values())
+
+
 def register(model: P) -> P:
     key = (model.event_type, model.schema_version)
     if key in _REGISTRY:
@@ -124,13 +156,14 @@ class CustomerIdentity(BaseModel):
     WhatsApp, so both use ``phone``); ``value`` is normalized by ingest."""
 
     model_config = ConfigDict(frozen=True)
-    kind: str
+    kind: IdentityKind
     value: str
 
 
 @register
 class MessageReceived(Payload):
     event_type: ClassVar[str] = "message.received"
+    topic: ClassVar[str] = topics.MESSAGES_INBOUND
 
     message_id: uuid.UUID
     channel: Channel
@@ -154,6 +187,7 @@ class MessageReceived(Payload):
 @register
 class ConversationOpened(Payload):
     event_type: ClassVar[str] = "conversation.opened"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
 
     conversation_id: uuid.UUID
     customer_id: uuid.UUID
@@ -166,17 +200,19 @@ class ConversationOpened(Payload):
 @register
 class ConversationMessageAdded(Payload):
     event_type: ClassVar[str] = "conversation.message_added"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
 
     conversation_id: uuid.UUID
     message_id: uuid.UUID
     channel: Channel
-    direction: str
+    direction: Direction
     sent_at: datetime
 
 
 @register
 class ConversationResolved(Payload):
     event_type: ClassVar[str] = "conversation.resolved"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
 
     conversation_id: uuid.UUID
     agent_id: uuid.UUID | None
@@ -189,6 +225,7 @@ class ConversationResolved(Payload):
 @register
 class ConversationQueued(Payload):
     event_type: ClassVar[str] = "conversation.queued"
+    topic: ClassVar[str] = topics.ROUTING_EVENTS
 
     conversation_id: uuid.UUID
     required_skills: list[str]
@@ -199,6 +236,7 @@ class ConversationQueued(Payload):
 @register
 class ConversationAssigned(Payload):
     event_type: ClassVar[str] = "conversation.assigned"
+    topic: ClassVar[str] = topics.ROUTING_EVENTS
 
     conversation_id: uuid.UUID
     agent_id: uuid.UUID
@@ -212,8 +250,9 @@ class ConversationAssigned(Payload):
 @register
 class AgentStatusChanged(Payload):
     event_type: ClassVar[str] = "agent.status_changed"
+    topic: ClassVar[str] = topics.AGENT_EVENTS
 
     agent_id: uuid.UUID
-    status: str
-    previous_status: str
+    status: AgentStatus
+    previous_status: AgentStatus
     changed_at: datetime

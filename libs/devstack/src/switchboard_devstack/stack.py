@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from switchboard_common.db.migrations import upgrade
 from switchboard_common.kafka.admin import ensure_topics
-from switchboard_common.settings import Settings
+from switchboard_common.settings import CommonSettings
 from switchboard_devstack.broker import EmbeddedBroker
 from switchboard_devstack.postgres import EmbeddedPostgres
 
@@ -61,6 +61,12 @@ class Infrastructure:
     def embedded(self) -> list[str]:
         return [n for n, p in (("postgresql", self._postgres), ("broker", self._broker)) if p is not None]
 
+    def pids(self) -> dict[str, int]:
+        """Process ids of the embedded servers that run (none for external ones)."""
+        pids = {"postgresql": self._postgres.pid if self._postgres else None}
+        pids["broker"] = self._broker.pid if self._broker else None
+        return {name: pid for name, pid in pids.items() if pid is not None}
+
     def env(self) -> dict[str, str]:
         """The settings that point a service at this infrastructure."""
         return {
@@ -101,7 +107,7 @@ async def create_database(server_url: str, name: str) -> str:
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
-def prepare(settings: Settings) -> None:
+def prepare(settings: CommonSettings) -> None:
     """Apply every service's migrations and create the topics (both idempotent)."""
     for spec in SERVICES:
         upgrade(spec.package, spec.name, settings.database_url)
@@ -163,6 +169,9 @@ class ServiceProcesses:
                 process.kill()
                 codes[name] = process.wait()
         return codes
+
+    def pids(self) -> dict[str, int]:
+        return {name: process.pid for name, process in self._processes.items()}
 
     def alive(self) -> list[str]:
         return [n for n, p in self._processes.items() if p.poll() is None]

@@ -1,24 +1,25 @@
-"""What the conversation service does with the events it consumes."""
+"""What the conversation service does with the events it consumes: one batch handler per payload type."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox
-from switchboard_common.events import ConversationAssigned, EventEnvelope, MessageReceived
+from switchboard_common.events import ConversationAssigned, MessageReceived
+from switchboard_common.kafka.consumer import Delivery, Handlers
 from switchboard_conversation.conversations import service
 
 GROUP_ID = "conversation"
 
 
-class ConversationEventHandler:
-    def __init__(self, outbox: Outbox) -> None:
-        self._outbox = outbox
+def handlers(outbox: Outbox) -> Handlers:
+    async def on_messages(session: AsyncSession, deliveries: Sequence[Delivery[MessageReceived]]) -> None:
+        await service.record_inbound(session, outbox, [(d.envelope, d.payload) for d in deliveries])
 
-    async def __call__(self, session: AsyncSession, envelope: EventEnvelope) -> None:
-        event = envelope.parse()
-        if isinstance(event, MessageReceived):
-            await service.record_inbound(session, self._outbox, envelope, event)
-        elif isinstance(event, ConversationAssigned):
-            await service.record_assignment(session, event)
-        # Other routing events (conversation.queued) carry nothing this service stores.
+    async def on_assigned(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
+        await service.record_assignments(session, [d.payload for d in deliveries])
+
+    return {MessageReceived: on_messages, ConversationAssigned: on_assigned}

@@ -1,1 +1,2 @@
-"""Ingest: verifies and normalizes inbound messages and publishes them to ``messages.inbound``."""
+"""Ingest: verifies and normalizes inbound messages, commits them (receipt + outbox row) in group commits,
+and its outbox relay publishes them to ``messages.inbound``."""

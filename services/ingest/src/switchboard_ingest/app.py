@@ -2,16 +2,33 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from switchboard_common.db.outbox import Outbox
 from switchboard_common.http.app import create_service_app
-from switchboard_common.settings import Settings
+from switchboard_common.runtime import ServiceRuntime
+from switchboard_ingest.messages.committer import GroupCommitter
 from switchboard_ingest.messages.endpoints import router as messages_router
+from switchboard_ingest.models import outbox_table
+from switchboard_ingest.settings import IngestSettings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
+    # The pool is sized to the work in flight (see IngestSettings.ingest_pool_size), with no overflow:
+    # connections are opened once and reused, never churned under load.
+    settings = settings.model_copy(update={"db_pool_size": settings.ingest_pool_size, "db_max_overflow": 0})
+
+    async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:
+        outbox = Outbox(outbox_table, settings)
+        runtime.use_outbox(outbox)
+        committer = GroupCommitter(runtime.db, outbox, settings)
+        runtime.background.append(committer)
+        app.state.committer = committer
+
     return create_service_app(
         "ingest",
-        settings or Settings(),
+        settings,
         [messages_router],
+        setup=setup,
         description="Receives customers' messages from every channel, verifies and normalizes them, and "
-        "publishes them to the event log.",
+        "records them durably; the outbox relay publishes them to the event log.",
     )

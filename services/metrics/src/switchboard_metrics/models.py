@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, MetaData, Text, func
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, MetaData, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "metrics"
@@ -13,15 +13,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(schema=SCHEMA)
 
 
-class ProcessedEvent(Base):
-    """Event ids already counted: makes every count idempotent under redelivery."""
+class PartitionOffset(Base):
+    """The next offset to count, per partition read by the metrics group, written in the same transaction
+    as the counts: a redelivered record (offset below it) is not counted again. One row per partition,
+    whatever the traffic."""
 
-    __tablename__ = "processed_events"
+    __tablename__ = "partition_offsets"
+    __table_args__ = (CheckConstraint("next_offset >= 0", name="partition_offsets_next_offset_non_negative"),)
 
-    event_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    processed_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), index=True
-    )
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)  # physical name (with the prefix)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
 
 
 class EventCount(Base):
@@ -33,7 +35,8 @@ class EventCount(Base):
 
 class ConversationFact(Base):
     """Raw timestamps per conversation, so KPI definitions can change and be recomputed. Events arrive from
-    several topics in any order, so every column is filled independently."""
+    several topics in any order, so every column is filled independently, and a column once set keeps its
+    value: applying an event twice changes nothing (idempotent by the conversation id)."""
 
     __tablename__ = "conversation_facts"
 

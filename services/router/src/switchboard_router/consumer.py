@@ -1,24 +1,27 @@
-"""What the router does with conversation events."""
+"""What the router does with conversation events: one batch handler per payload type, in causal order."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox
-from switchboard_common.events import ConversationOpened, ConversationResolved, EventEnvelope
+from switchboard_common.events import ConversationOpened, ConversationResolved
+from switchboard_common.kafka.consumer import Delivery, Handlers
 from switchboard_router.routing import service
 
 GROUP_ID = "router"
 
 
-class RoutingEventHandler:
-    def __init__(self, outbox: Outbox) -> None:
-        self._outbox = outbox
+def handlers(outbox: Outbox) -> Handlers:
+    async def on_opened(session: AsyncSession, deliveries: Sequence[Delivery[ConversationOpened]]) -> None:
+        await service.on_opened(session, outbox, [(d.envelope, d.payload) for d in deliveries])
 
-    async def __call__(self, session: AsyncSession, envelope: EventEnvelope) -> None:
-        event = envelope.parse()
-        if isinstance(event, ConversationOpened):
-            await service.on_conversation_opened(session, self._outbox, envelope, event)
-        elif isinstance(event, ConversationResolved):
-            await service.on_conversation_resolved(session, self._outbox, event)
-        # conversation.message_added needs no routing decision yet.
+    async def on_resolved(
+        session: AsyncSession, deliveries: Sequence[Delivery[ConversationResolved]]
+    ) -> None:
+        await service.on_resolved(session, outbox, [d.payload for d in deliveries])
+
+    # Opened before resolved: a conversation opened and resolved within one poll is queued, then closed.
+    return {ConversationOpened: on_opened, ConversationResolved: on_resolved}

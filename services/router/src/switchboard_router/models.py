@@ -7,6 +7,7 @@ from enum import StrEnum
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -19,8 +20,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from switchboard_common.db.outbox import define_outbox_table
+from switchboard_common.events import AgentStatus
 
 SCHEMA = "router"
+__all__ = ["SCHEMA", "Agent", "AgentStatus", "Base", "Task", "TaskState", "outbox_table"]
 
 
 class Base(DeclarativeBase):
@@ -28,12 +31,6 @@ class Base(DeclarativeBase):
 
 
 outbox_table = define_outbox_table(Base.metadata)
-
-
-class AgentStatus(StrEnum):
-    ONLINE = "online"
-    AWAY = "away"
-    OFFLINE = "offline"
 
 
 class TaskState(StrEnum):
@@ -77,7 +74,7 @@ class Task(Base):
     required_skills: Mapped[list[str]] = mapped_column(ARRAY(Text))
     priority: Mapped[int] = mapped_column(SmallInteger, default=0)
     channel: Mapped[str] = mapped_column(Text)
-    agent_id: Mapped[uuid.UUID | None] = mapped_column()
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))
     enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

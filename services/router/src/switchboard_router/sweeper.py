@@ -1,4 +1,5 @@
-"""Periodically retries the queue head, so no conversation waits because of a missed wake-up."""
+"""Periodically serves the queue head with any free capacity, so no conversation waits on a missed
+wake-up."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ class QueueSweeper:
                 assigned = await self.sweep_once()
                 if assigned:
                     log.info("sweeper assigned waiting conversations", extra={"assigned": assigned})
-            except Exception:
-                log.exception("queue sweep failed")
+            except Exception as exc:
+                # The database is unavailable or a sweep collided with a migration: the next tick retries.
+                log.warning("queue sweep failed", exc_info=True, extra={"error": repr(exc)})
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="queue-sweeper")

@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from switchboard_common.settings import Settings
+from switchboard_common.instrumentation import instrument_engine
+from switchboard_common.settings import CommonSettings
 
 _AFTER_COMMIT = "switchboard.after_commit"
 
 
-def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
-    return create_async_engine(
+def create_engine(settings: CommonSettings, *, pool_size: int | None = None) -> AsyncEngine:
+    engine = create_async_engine(
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -22,6 +23,8 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         # instead: HTTP answers 503, consumers retry the batch.
         pool_recycle=1800,
     )
+    instrument_engine(engine)
+    return engine
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
@@ -37,7 +40,7 @@ class Database:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
+    def from_settings(cls, settings: CommonSettings) -> Database:
         return cls(create_engine(settings))
 
     @asynccontextmanager

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 
 from switchboard_common.db.database import Database
 from switchboard_common.http.errors import install_error_handlers
@@ -16,9 +16,10 @@ from switchboard_common.http.middleware import (
     CorrelationIdMiddleware,
     MetricsMiddleware,
 )
+from switchboard_common.instrumentation import instrument_kafka
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_common.runtime import ServiceRuntime
-from switchboard_common.settings import Settings
+from switchboard_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ Setup = Callable[[ServiceRuntime, FastAPI], Awaitable[None]]
 
 def create_service_app(
     name: str,
-    settings: Settings,
+    settings: CommonSettings,
     routers: Sequence[APIRouter],
     setup: Setup | None = None,
     description: str = "",
@@ -37,6 +38,7 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        instrument_kafka()
         db = Database.from_settings(settings)
         publisher = EventPublisher(settings, client_id=f"switchboard-{name}")
         await publisher.start()
@@ -75,8 +77,3 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-def runtime_of(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from switchboard_common.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
+
 log = logging.getLogger(__name__)
 
 _CODES = {
@@ -52,7 +54,21 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+_DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    Unavailable: 503,
+}
+_RETRY_AFTER = {"Retry-After": "1"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        status = next((s for t, s in _DOMAIN_STATUS.items() if isinstance(exc, t)), 400)
+        return error_response(status, exc.message, exc.code, headers=_RETRY_AFTER if status == 503 else None)
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.code, exc.details)
@@ -71,9 +87,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(sa_exc.InterfaceError)
     @app.exception_handler(sa_exc.TimeoutError)
+    # asyncpg's refused or reset connection surfaces as a plain OSError (ConnectionRefusedError, ...).
+    @app.exception_handler(OSError)
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
-        return error_response(503, "the database is unavailable, retry later", headers={"Retry-After": "1"})
+        return error_response(503, "the database is unavailable, retry later", headers=_RETRY_AFTER)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -7,14 +7,14 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from switchboard_common import topics
-from switchboard_common.settings import Settings
+from switchboard_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
+async def ensure_topics(settings: CommonSettings) -> list[str]:
     """Create the project's topics that do not exist yet; returns the names created."""
     wanted = [settings.topic(t) for t in topics.ALL] + [settings.topic(topics.dlq(t)) for t in topics.ALL]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="switchboard-admin")

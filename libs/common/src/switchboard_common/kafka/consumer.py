@@ -1,16 +1,22 @@
-"""The consumer runner: at-least-once, batched, with a dead-letter policy.
+"""The consumer runner: at-least-once, one database transaction and one offset commit per poll.
 
-For each partition's batch it runs the handler for every record inside one database transaction, commits
-it, and only then commits the Kafka offset. Failures follow an explicit policy:
+Each poll (up to ``consumer_max_batch`` records, across every partition it returned) is decoded once at the
+edge into typed payloads and dispatched by payload type to batch handlers, all inside one database
+transaction; the transaction commits, and only then are the offsets of every partition committed in one
+request. Failures follow an explicit policy:
 
 * a record that cannot be decoded or validated (``PoisonEvent``) goes to ``<topic>.dlq`` at once;
-* any other handler error rolls the batch back; the records are then replayed one transaction each, a
-  failing one retried ``consumer_max_retries`` times with backoff, then dead-lettered — the rest of the
-  partition keeps flowing;
-* an infrastructure error (database or broker unreachable) dead-letters nothing: the partition is rewound
-  to the batch's first offset and retried with backoff until the infrastructure is back.
+* any other handler error rolls the poll back; its records are then replayed one transaction each, a
+  failing one retried ``consumer_max_retries`` times with backoff, then dead-lettered, and the good records
+  commit;
+* an infrastructure error (database or broker unreachable, ``Unavailable``) dead-letters nothing: every
+  partition of the poll is rewound and retried with backoff until the infrastructure is back.
 
-Handlers must be idempotent: a crash between the database commit and the offset commit replays the batch.
+Handlers must be idempotent: a crash between the database commit and the offset commit replays the poll.
+
+Order: records of one key keep their order. Handlers run in the order of the mapping they were given (list
+them in causal order, e.g. opened before resolved); when a key meets a type whose handler ran earlier in
+that order (opened, resolved, opened again in one poll), the poll is cut there into consecutive segments.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -29,30 +37,52 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common import topics
 from switchboard_common.db.database import Database
-from switchboard_common.events import EventEnvelope, PoisonEvent
+from switchboard_common.errors import Unavailable
+from switchboard_common.events import EventEnvelope, Payload, PoisonEvent
 from switchboard_common.kafka.producer import EventPublisher, OutgoingRecord
 from switchboard_common.logging import correlation_id
-from switchboard_common.observability import BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED
-from switchboard_common.settings import Settings
+from switchboard_common.observability import BATCH_RECORDS, BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED
+from switchboard_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AsyncSession, EventEnvelope], Awaitable[None]]
-BatchHandler = Callable[[AsyncSession, Sequence[EventEnvelope]], Awaitable[None]]
+P = TypeVar("P", bound=Payload)
 
 
-def per_event(handler: Handler) -> BatchHandler:
-    """Adapt a one-event handler; each event runs with its correlation id in the logging context."""
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[P]):
+    """One consumed event: its envelope (ids, correlation), its typed payload, and where it was read."""
 
-    async def handle(session: AsyncSession, envelopes: Sequence[EventEnvelope]) -> None:
-        for envelope in envelopes:
-            token = correlation_id.set(envelope.correlation_id)
-            try:
-                await handler(session, envelope)
-            finally:
-                correlation_id.reset(token)
+    envelope: EventEnvelope
+    payload: P
+    topic: str
+    partition: int
+    offset: int
 
-    return handle
+
+BatchHandler = Callable[[AsyncSession, Sequence[Delivery[Any]]], Awaitable[None]]
+Handlers = Mapping[type[Payload], BatchHandler]
+
+
+def topics_of(handlers: Handlers) -> list[str]:
+    """The logical topics carrying the handled types: a consumer subscribes to nothing else."""
+    return sorted({payload_type.topic for payload_type in handlers})
+
+
+def segments(
+    deliveries: Sequence[tuple[ConsumerRecord, Delivery[Any]]], phase_of: Mapping[type[Payload], int]
+) -> list[list[tuple[ConsumerRecord, Delivery[Any]]]]:
+    """Cut a poll where running handlers in phase order would reorder one key's events."""
+    out: list[list[tuple[ConsumerRecord, Delivery[Any]]]] = [[]]
+    latest: dict[bytes | None, int] = {}
+    for record, delivery in deliveries:
+        phase = phase_of[type(delivery.payload)]
+        if latest.get(record.key, -1) > phase:
+            out.append([])
+            latest = {}
+        latest[record.key] = max(phase, latest.get(record.key, -1))
+        out[-1].append((record, delivery))
+    return [segment for segment in out if segment]
 
 
 class TransientError(Exception):
@@ -61,6 +91,7 @@ class TransientError(Exception):
 
 _TRANSIENT: tuple[type[BaseException], ...] = (
     TransientError,
+    Unavailable,
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,
@@ -76,28 +107,42 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT)
 
 
+Decoded = tuple[ConsumerRecord, Delivery[Any]]
+
+
 class ConsumerRunner:
     def __init__(
         self,
         *,
-        settings: Settings,
+        settings: CommonSettings,
         db: Database,
         publisher: EventPublisher,
         group_id: str,
-        topics: Sequence[str],
-        handler: BatchHandler,
+        handlers: Handlers,
     ) -> None:
+        if not handlers:
+            raise ValueError("a consumer needs at least one handler")
         self.settings = settings
         self.group_id = group_id
         self._db = db
         self._publisher = publisher
-        self._topics = [settings.topic(t) for t in topics]
-        self._handler = handler
+        self._handlers = dict(handlers)
+        self._topics = [settings.topic(t) for t in topics_of(handlers)]
+        # A handler's phase is the position of its first type in the mapping; types sharing a handler
+        # share its phase, so the handler sees all of them in one call.
+        first: dict[BatchHandler, int] = {}
+        self._phase_of = {t: first.setdefault(h, len(first)) for t, h in self._handlers.items()}
+        self._phase_handlers = list(first)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._next_offsets: dict[TopicPartition, int] = {}
         self._started = False
+
+    @property
+    def topics(self) -> list[str]:
+        """The physical topics this consumer subscribes to."""
+        return list(self._topics)
 
     async def start(self) -> None:
         """Start consuming in the background. Joining the group takes seconds on some brokers; the
@@ -110,7 +155,7 @@ class ConsumerRunner:
         return self._started and self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
-        """Finish the batch in flight, commit it, and leave the group (partitions move at once)."""
+        """Finish the poll in flight, commit it, and leave the group (partitions move at once)."""
         self._stopping.set()
         if self._task is not None:
             await self._task
@@ -164,88 +209,124 @@ class ConsumerRunner:
         backoff = self._base_backoff()
         while not self._stopping.is_set():
             batches = await consumer.getmany(timeout_ms=500, max_records=self.settings.consumer_max_batch)
-            for tp, records in batches.items():
-                if not records:
-                    continue
+            polled = {tp: records for tp, records in batches.items() if records}
+            if polled:
                 started = time.perf_counter()
                 try:
-                    await self._process(records)
+                    await self.process([r for records in polled.values() for r in records])
                 except Exception as exc:
-                    # Nothing of this batch is acknowledged: rewind and try again after a pause.
+                    # Nothing of this poll is acknowledged: rewind every partition and try again later.
                     log.warning(
-                        "batch failed, retrying",
+                        "poll failed, retrying",
                         exc_info=not is_transient(exc),
                         extra={
-                            "topic": tp.topic,
-                            "partition": tp.partition,
-                            "offset": records[0].offset,
+                            "partitions": {
+                                f"{tp.topic}/{tp.partition}": r[0].offset for tp, r in polled.items()
+                            },
                             "error": repr(exc),
                             "retry_in_s": backoff,
                         },
                     )
-                    consumer.seek(tp, records[0].offset)
+                    for tp, records in polled.items():
+                        consumer.seek(tp, records[0].offset)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = self._base_backoff()
-                await self._commit(tp, records[-1].offset + 1)
+                await self._commit({tp: records[-1].offset + 1 for tp, records in polled.items()})
                 BATCH_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
+                BATCH_RECORDS.labels(self.group_id).observe(sum(len(r) for r in polled.values()))
             self._record_lag()
 
-    async def _process(self, records: list[ConsumerRecord]) -> None:
-        decoded: list[tuple[ConsumerRecord, EventEnvelope]] = []
+    def _decode(
+        self, records: Sequence[ConsumerRecord]
+    ) -> tuple[list[Decoded], list[tuple[ConsumerRecord, str]]]:
+        decoded: list[Decoded] = []
         dead: list[tuple[ConsumerRecord, str]] = []
         for record in records:
             try:
-                decoded.append((record, EventEnvelope.from_bytes(record.value)))
+                envelope = EventEnvelope.from_bytes(record.value)
+                payload = envelope.parse()
             except PoisonEvent as exc:
                 dead.append((record, str(exc)))
-        try:
-            async with self._db.unit_of_work() as session:
-                await self._handler(session, [envelope for _, envelope in decoded])
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            # Isolate the record that fails: one transaction per record from here on.
-            for record, envelope in decoded:
-                error = await self._process_alone(record, envelope)
-                if error is not None:
-                    dead.append((record, error))
-        if dead:
-            await self._dead_letter(dead)
-        group, topic = self.group_id, records[0].topic
-        EVENTS_CONSUMED.labels(group, topic, "ok").inc(len(records) - len(dead))
-        if dead:
-            EVENTS_CONSUMED.labels(group, topic, "dead_lettered").inc(len(dead))
+                continue
+            if type(payload) in self._handlers:
+                delivery = Delivery(envelope, payload, record.topic, record.partition, record.offset)
+                decoded.append((record, delivery))
+            # else: a known event this consumer has no use for (it shares a topic with ones it handles).
+        return decoded, dead
 
-    async def _process_alone(self, record: ConsumerRecord, envelope: EventEnvelope) -> str | None:
-        """Handle one record in its own transaction; returns the error when it must be dead-lettered."""
-        attempts = self.settings.consumer_max_retries + 1
-        for attempt in range(attempts):
+    async def _dispatch(self, session: AsyncSession, decoded: Sequence[Decoded]) -> None:
+        for segment in segments(decoded, self._phase_of):
+            by_phase: list[list[Delivery[Any]]] = [[] for _ in self._phase_handlers]
+            for _, delivery in segment:
+                by_phase[self._phase_of[type(delivery.payload)]].append(delivery)
+            for handler, deliveries in zip(self._phase_handlers, by_phase, strict=True):
+                if deliveries:
+                    await handler(session, deliveries)
+
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        """Handle one poll: one transaction for all of it, or, if a record fails, one per record.
+
+        Raises only transient errors (nothing of the poll may be committed then); returns once every record
+        is either handled or dead-lettered.
+        """
+        decoded, dead = self._decode(records)
+        if decoded:
             try:
                 async with self._db.unit_of_work() as session:
-                    await self._handler(session, [envelope])
-                return None
-            except PoisonEvent as exc:
-                return str(exc)
+                    await self._dispatch(session, decoded)
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                log.warning(
-                    "handler failed",
-                    exc_info=True,
-                    extra={
-                        "topic": record.topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "event_id": str(envelope.event_id),
-                        "attempt": attempt + 1,
-                        "of": attempts,
-                    },
-                )
-                if attempt + 1 == attempts:
-                    return f"{type(exc).__name__}: {exc}"
-                await asyncio.sleep(self._base_backoff() * 2**attempt)
+                # Isolate the record that fails: one transaction per record from here on.
+                for item in decoded:
+                    error = await self._process_alone(item)
+                    if error is not None:
+                        dead.append((item[0], error))
+        if dead:
+            await self._dead_letter(dead)
+        for topic in {r.topic for r in records}:
+            n_dead = sum(1 for r, _ in dead if r.topic == topic)
+            EVENTS_CONSUMED.labels(self.group_id, topic, "ok").inc(
+                sum(1 for r in records if r.topic == topic) - n_dead
+            )
+            if n_dead:
+                EVENTS_CONSUMED.labels(self.group_id, topic, "dead_lettered").inc(n_dead)
+
+    async def _process_alone(self, item: Decoded) -> str | None:
+        """Handle one record in its own transaction; returns the error when it must be dead-lettered."""
+        record, delivery = item
+        attempts = self.settings.consumer_max_retries + 1
+        token = correlation_id.set(delivery.envelope.correlation_id)
+        try:
+            for attempt in range(attempts):
+                try:
+                    async with self._db.unit_of_work() as session:
+                        await self._dispatch(session, [item])
+                    return None
+                except PoisonEvent as exc:
+                    return str(exc)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    log.warning(
+                        "handler failed",
+                        exc_info=True,
+                        extra={
+                            "topic": record.topic,
+                            "partition": record.partition,
+                            "offset": record.offset,
+                            "event_id": str(delivery.envelope.event_id),
+                            "attempt": attempt + 1,
+                            "of": attempts,
+                        },
+                    )
+                    if attempt + 1 == attempts:
+                        return f"{type(exc).__name__}: {exc}"
+                    await asyncio.sleep(self._base_backoff() * 2**attempt)
+        finally:
+            correlation_id.reset(token)
         return None  # unreachable: the loop returns on its last attempt
 
     async def _dead_letter(self, dead: list[tuple[ConsumerRecord, str]]) -> None:
@@ -274,18 +355,15 @@ class ConsumerRunner:
         # Waits for acks=all: the offset is committed only after the DLQ holds the record.
         await self._publisher.send_records(out)
 
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
-        self._next_offsets[tp] = offset
+        self._next_offsets.update(offsets)
         try:
-            await self._consumer.commit({tp: offset})
+            await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            # A rebalance took the partition away; its new owner replays from the last commit and the
+            # A rebalance took partitions away; their new owner replays from the last commit and the
             # handlers are idempotent, so this loses nothing.
-            log.warning(
-                "offset commit lost to a rebalance",
-                extra={"topic": tp.topic, "partition": tp.partition, "error": repr(exc)},
-            )
+            log.warning("offset commit lost to a rebalance", extra={"error": repr(exc)})
 
     def _record_lag(self) -> None:
         assert self._consumer is not None

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 from switchboard_common.events import EventEnvelope
-from switchboard_common.settings import Settings
+from switchboard_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def event_record(topic: str, key: str, envelope: EventEnvelope) -> OutgoingRecor
 class EventPublisher:
     """A long-lived producer shared by a whole process (created in the app's lifespan)."""
 
-    def __init__(self, settings: Settings, client_id: str) -> None:
+    def __init__(self, settings: CommonSettings, client_id: str) -> None:
         self._settings = settings
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,

@@ -1,129 +1,177 @@
 """The conversation domain: one thread per customer across channels.
 
-Services take the session first, flush but never commit (the caller's unit of work does), and write their
-events to the outbox in the same transaction.
+Services take the session first, flush but never commit (the caller's unit of work does), raise neutral
+domain errors, and write their events to the outbox in the same transaction. The consumer handlers take a
+whole batch and issue a fixed number of statements whatever its size.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common import topics
-from switchboard_common.db.outbox import Outbox
+from switchboard_common.auth import Principal
+from switchboard_common.db.outbox import Outbox, OutboxEvent
+from switchboard_common.errors import Conflict, NotFound, Unavailable
 from switchboard_common.events import (
     ConversationAssigned,
     ConversationMessageAdded,
     ConversationOpened,
     ConversationResolved,
+    Direction,
     EventEnvelope,
     MessageReceived,
     utcnow,
 )
-from switchboard_common.http.errors import ApiError
 from switchboard_conversation.conversations import repository
-from switchboard_conversation.models import Conversation, ConversationStatus, Message
+from switchboard_conversation.conversations.linking import Sender, key_of, link
+from switchboard_conversation.conversations.repository import NewConversation, NewMessage
+from switchboard_conversation.models import Conversation, ConversationStatus
 
 PRODUCER = "conversation"
 
+Received = tuple[EventEnvelope, MessageReceived]
 
-async def resolve_customer(session: AsyncSession, event: MessageReceived) -> uuid.UUID:
-    """The customer behind a message: found by any identity the message carries, or created.
 
-    The sender's own identity wins; other identities (an email or phone the API caller gave) link the
-    customer's channels. An identity already owned by another customer is not moved (merging is explicit).
+def _unique_new(received: Sequence[Received]) -> list[Received]:
+    """Drop repeats inside the batch (a redelivery in the same poll), keeping the first."""
+    seen: set[uuid.UUID] = set()
+    out = []
+    for envelope, event in received:
+        if event.message_id not in seen:
+            seen.add(event.message_id)
+            out.append((envelope, event))
+    return out
+
+
+async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequence[Received]) -> None:
+    """Store inbound messages, each in its customer's open conversation, opening one where there is none.
+
+    Idempotent: a message id (or a channel's message id) already stored changes nothing. Two messages of
+    one customer in the batch share one conversation; a conversation another transaction opened for the
+    customer meanwhile is found and used.
     """
-    refs = [event.sender, *event.identities]
-    owners = await repository.customers_by_identity(session, refs)
-    customer_id = owners.get((event.sender.kind, event.sender.value))
-    if customer_id is None:
-        customer_id = next(iter(owners.values()), None)
-    if customer_id is None:
-        customer_id = await repository.create_customer(session, event.display_name)
-        # A concurrent first message from the same sender raises IntegrityError here; the consumer retries
-        # the record alone and then finds the customer the other transaction created.
-        await repository.add_identities(session, customer_id, [event.sender], tolerate_taken=False)
-    elif event.display_name:
-        await repository.set_display_name_if_missing(session, customer_id, event.display_name)
-    missing = [r for r in refs if (r.kind, r.value) not in owners and r != event.sender]
-    await repository.add_identities(session, customer_id, missing, tolerate_taken=True)
-    return customer_id
-
-
-async def record_inbound(
-    session: AsyncSession, outbox: Outbox, envelope: EventEnvelope, event: MessageReceived
-) -> None:
-    """Store an inbound message in the customer's open conversation, opening one if there is none.
-
-    Idempotent: a message id (or a channel's message id) already stored changes nothing.
-    """
-    if await repository.message_exists(session, event.message_id):
+    batch = _unique_new(received)
+    stored = await repository.stored_message_ids(session, [e.message_id for _, e in batch])
+    batch = [(env, e) for env, e in batch if e.message_id not in stored]
+    if not batch:
         return
-    customer_id = await resolve_customer(session, event)
-    conversation = await repository.unresolved_for_customer(session, customer_id)
-    out: list[tuple[str, str, EventEnvelope]] = []
-    if conversation is None:
-        conversation = Conversation(
-            id=uuid.uuid4(),
-            customer_id=customer_id,
-            status=ConversationStatus.OPEN.value,
-            first_channel=event.channel.value,
-            last_channel=event.channel.value,
-            required_skills=event.required_skills,
-            priority=event.priority,
-            opened_at=event.received_at,
-            last_message_at=event.received_at,
+
+    # 1. Customers: link every message to its customer (pure policy), then write what is new.
+    senders = [Sender(e.sender, e.identities, e.display_name) for _, e in batch]
+    keys = list(dict.fromkeys(key_of(i) for s in senders for i in (s.identity, *s.others)))
+    linking = link(senders, await repository.identity_owners(session, keys))
+    await repository.insert_customers(session, linking.new_customers)
+    inserted = await repository.insert_identities(session, linking.new_identities)
+    if not linking.claimed <= inserted:
+        # Another transaction created a customer for one of these senders first: retry the batch, which
+        # will then find that customer.
+        raise Unavailable("a new sender was claimed concurrently; retrying")
+    await repository.fill_display_names(session, linking.names_to_fill)
+
+    # 2. Conversations: each customer's unresolved one, or a new one opened by its first message here.
+    customers = list(dict.fromkeys(linking.customer_of))
+    open_of = {c: o.id for c, o in (await repository.lock_unresolved(session, customers)).items()}
+    opening: dict[uuid.UUID, NewConversation] = {}
+    for (_, event), customer in zip(batch, linking.customer_of, strict=True):
+        if customer not in open_of and customer not in opening:
+            opening[customer] = NewConversation(
+                id=uuid.uuid4(),
+                customer_id=customer,
+                channel=event.channel.value,
+                required_skills=event.required_skills,
+                priority=event.priority,
+                opened_at=event.received_at,
+            )
+    opened = await repository.insert_conversations(session, list(opening.values()))
+    raced = [c for c, new in opening.items() if new.id not in opened]
+    if raced:
+        open_of.update({c: o.id for c, o in (await repository.lock_unresolved(session, raced)).items()})
+    open_of.update({c: new.id for c, new in opening.items() if new.id in opened})
+
+    # 3. Messages, then each conversation's latest activity, then the events, in one statement each.
+    messages = [
+        NewMessage(
+            id=e.message_id,
+            conversation_id=open_of[customer],
+            channel=e.channel.value,
+            external_id=e.external_id,
+            direction=Direction.INBOUND.value,
+            body=e.text,
+            sent_at=e.sent_at,
+            received_at=e.received_at,
         )
-        await repository.add_conversation(session, conversation)
-        opened = ConversationOpened(
-            conversation_id=conversation.id,
-            customer_id=customer_id,
+        for (_, e), customer in zip(batch, linking.customer_of, strict=True)
+    ]
+    stored_now = await repository.insert_messages(session, messages)
+    latest: dict[uuid.UUID, tuple[str, datetime]] = {}
+    out: list[OutboxEvent] = []
+    announced: set[uuid.UUID] = set()
+    for (envelope, event), message, customer in zip(batch, messages, linking.customer_of, strict=True):
+        conversation_id = message.conversation_id
+        new = opening.get(customer)
+        if new is not None and new.id == conversation_id and conversation_id not in announced:
+            announced.add(conversation_id)
+            out.append(_event(_opened(new, event), envelope))
+        if message.id not in stored_now:
+            continue  # the channel's id was stored under another message id: a duplicate
+        previous = latest.get(conversation_id)
+        if previous is None or previous[1] <= event.received_at:
+            latest[conversation_id] = (event.channel.value, event.received_at)
+        added = ConversationMessageAdded(
+            conversation_id=conversation_id,
+            message_id=message.id,
             channel=event.channel,
-            required_skills=event.required_skills,
-            priority=event.priority,
-            opened_at=conversation.opened_at,
-        )
-        out.append((topics.CONVERSATION_EVENTS, str(conversation.id), _wrap(opened, envelope)))
-    inserted = await repository.insert_message(
-        session,
-        Message(
-            id=event.message_id,
-            conversation_id=conversation.id,
-            channel=event.channel.value,
-            external_id=event.external_id,
-            direction="inbound",
-            body=event.text,
+            direction=Direction.INBOUND,
             sent_at=event.sent_at,
-            received_at=event.received_at,
-        ),
-    )
-    if not inserted:
-        return  # the channel's id was stored under another message id: a duplicate, not a new message
-    conversation.last_channel = event.channel.value
-    conversation.last_message_at = max(conversation.last_message_at, event.received_at)
-    added = ConversationMessageAdded(
-        conversation_id=conversation.id,
-        message_id=event.message_id,
-        channel=event.channel,
-        direction="inbound",
-        sent_at=event.sent_at,
-    )
-    out.append((topics.CONVERSATION_EVENTS, str(conversation.id), _wrap(added, envelope)))
-    await session.flush()
+        )
+        out.append(_event(added, envelope))
+    await repository.touch_conversations(session, latest)
     await outbox.add_many(session, out)
 
 
-async def record_assignment(session: AsyncSession, event: ConversationAssigned) -> None:
-    await repository.mark_assigned(session, event.conversation_id, event.agent_id, event.assigned_at)
+def _opened(new: NewConversation, first: MessageReceived) -> ConversationOpened:
+    return ConversationOpened(
+        conversation_id=new.id,
+        customer_id=new.customer_id,
+        channel=first.channel,
+        required_skills=list(new.required_skills),
+        priority=new.priority,
+        opened_at=new.opened_at,
+    )
+
+
+def _event(
+    payload: ConversationOpened | ConversationMessageAdded | ConversationResolved, cause: EventEnvelope | None
+) -> OutboxEvent:
+    """An event about one conversation: keyed by its id, so everything about it stays in order."""
+    envelope = EventEnvelope.wrap(payload, producer=PRODUCER, causation=cause)
+    return (topics.CONVERSATION_EVENTS, str(payload.conversation_id), envelope)
+
+
+async def record_assignments(session: AsyncSession, events: Sequence[ConversationAssigned]) -> None:
+    """Record who each conversation was assigned to (the latest assignment in the batch wins)."""
+    await repository.mark_assigned(session, {e.conversation_id: (e.agent_id, e.assigned_at) for e in events})
 
 
 async def resolve(
-    session: AsyncSession, outbox: Outbox, conversation: Conversation, at: datetime | None = None
+    session: AsyncSession,
+    outbox: Outbox,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    at: datetime | None = None,
 ) -> Conversation:
+    """Resolve a conversation the principal may see. Someone else's answers NotFound like a missing one,
+    so ids are not confirmed to outsiders."""
+    conversation = await repository.get_readable(session, principal, conversation_id, for_update=True)
+    if conversation is None:
+        raise NotFound("conversation not found")
     if conversation.status == ConversationStatus.RESOLVED.value:
-        raise ApiError(409, "conversation is already resolved", code="already_resolved")
+        raise Conflict("conversation is already resolved", code="already_resolved")
     conversation.status = ConversationStatus.RESOLVED.value
     conversation.resolved_at = at or utcnow()
     await session.flush()
@@ -132,14 +180,5 @@ async def resolve(
         agent_id=conversation.assigned_agent_id,
         resolved_at=conversation.resolved_at,
     )
-    await outbox.add(
-        session,
-        topics.CONVERSATION_EVENTS,
-        str(conversation.id),
-        EventEnvelope.wrap(resolved, producer=PRODUCER),
-    )
+    await outbox.add_many(session, [_event(resolved, None)])
     return conversation
-
-
-def _wrap(payload: ConversationOpened | ConversationMessageAdded, cause: EventEnvelope) -> EventEnvelope:
-    return EventEnvelope.wrap(payload, producer=PRODUCER, causation=cause)

@@ -1,22 +1,33 @@
-"""Accepting a message: dedup, normalize, publish (acks=all), and only then answer."""
+"""Accepting messages: normalize, then record a group of them in one transaction (dedup receipts and their
+``message.received`` events in the outbox). The caller commits; a committed receipt means the event is
+durable and the relay will publish it."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from switchboard_common import topics
-from switchboard_common.events import Channel, CustomerIdentity, EventEnvelope, MessageReceived, utcnow
-from switchboard_common.http.errors import ApiError
+from switchboard_common.db.outbox import Outbox
+from switchboard_common.errors import Conflict, DomainError
+from switchboard_common.events import (
+    Channel,
+    CustomerIdentity,
+    EventEnvelope,
+    IdentityKind,
+    MessageReceived,
+    utcnow,
+)
 from switchboard_common.logging import correlation_id
-from switchboard_common.runtime import ServiceRuntime
 from switchboard_ingest.messages import repository
+from switchboard_ingest.messages.repository import NewReceipt, ReceiptKey, StoredReceipt
 from switchboard_ingest.messages.schemas import AcceptStatus, MessageAccepted, MessageCreate
 from switchboard_ingest.normalize import normalize_email, normalize_phone
 
-log = logging.getLogger(__name__)
 PRODUCER = "ingest"
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b1c2f0e-8d7a-4c3e-9f61-2a4b8e0d7c15")
 
@@ -30,6 +41,27 @@ class InboundMessage:
     payload_digest: str
     event: MessageReceived
 
+    @property
+    def key(self) -> ReceiptKey:
+        return (self.channel.value, self.external_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A message and the event that announces it, built in the request's context (its correlation id)."""
+
+    message: InboundMessage
+    envelope: EventEnvelope
+
+    @property
+    def partition_key(self) -> str:
+        sender = self.message.event.sender
+        return f"{sender.kind}:{sender.value}"
+
+
+# Per submission, in order: the answer, or the error the request fails with.
+Outcome = MessageAccepted | DomainError
+
 
 def message_id_for(channel: Channel, external_id: str) -> uuid.UUID:
     """Switchboard's id for a provider's message: derived, so every retry of it carries the same id."""
@@ -38,12 +70,12 @@ def message_id_for(channel: Channel, external_id: str) -> uuid.UUID:
 
 def from_api(request: MessageCreate) -> InboundMessage:
     customer = request.customer
-    sender = CustomerIdentity(kind=Channel.API.value, value=customer.id)
+    sender = CustomerIdentity(kind=IdentityKind.API, value=customer.id)
     identities = []
     if customer.email:
-        identities.append(CustomerIdentity(kind="email", value=normalize_email(customer.email)))
+        identities.append(CustomerIdentity(kind=IdentityKind.EMAIL, value=normalize_email(customer.email)))
     if customer.phone:
-        identities.append(CustomerIdentity(kind="phone", value=normalize_phone(customer.phone)))
+        identities.append(CustomerIdentity(kind=IdentityKind.PHONE, value=normalize_phone(customer.phone)))
     now = utcnow()
     event = MessageReceived(
         message_id=message_id_for(Channel.API, request.message_id),
@@ -63,40 +95,69 @@ def from_api(request: MessageCreate) -> InboundMessage:
     return InboundMessage(Channel.API, request.message_id, digest, event)
 
 
-async def accept(runtime: ServiceRuntime, message: InboundMessage) -> MessageAccepted:
-    """Record the dedup receipt and publish the event in one transaction, answering after both.
+def submission_for(message: InboundMessage) -> Submission:
+    """Wrap the message's event; call it in the request's context, which carries the correlation id."""
+    envelope = EventEnvelope.wrap(message.event, producer=PRODUCER, correlation_id=correlation_id.get())
+    return Submission(message, envelope)
 
-    The receipt commits only after the broker acknowledged the event (acks=all), so a receipt always means
-    "published" and costs one commit. A concurrent duplicate waits on the receipt's key until the first
-    request commits (then it is a duplicate) or rolls back (then it publishes itself). A crash between the
-    ack and the commit leaves no receipt: the retry publishes again under the same deterministic message
-    id, and the conversation service stores a message id once.
+
+async def accept_batch(
+    session: AsyncSession, outbox: Outbox, submissions: Sequence[Submission]
+) -> list[Outcome]:
+    """Record ``submissions`` in the session's transaction; returns each one's outcome, to be given to
+    its caller only once the transaction committed.
+
+    A key's first submission in the batch is the one inserted; later ones with the same key are answered
+    against it (same content: duplicate; other content: ``Conflict``), exactly like a repeat arriving
+    after the commit is answered against the stored receipt.
     """
-    event = message.event
-    channel = message.channel.value
-    async with runtime.db.unit_of_work() as session:
-        receipt = await repository.insert_receipt(
-            session, channel, message.external_id, event.message_id, message.payload_digest
-        )
-        if receipt is None:
-            existing = await repository.get_receipt(session, channel, message.external_id)
-            assert existing is not None  # the insert conflicted with it
-            if existing.content_digest != message.payload_digest:
-                raise ApiError(409, "message_id was already used for a different message", code="id_reused")
-            return MessageAccepted(
-                message_id=existing.message_id,
-                status=AcceptStatus.DUPLICATE,
-                received_at=existing.received_at,
+    firsts: dict[ReceiptKey, Submission] = {}
+    for submission in submissions:
+        firsts.setdefault(submission.message.key, submission)
+    inserted = await repository.insert_receipts(
+        session,
+        [
+            NewReceipt(
+                channel=key[0],
+                external_id=key[1],
+                message_id=s.message.event.message_id,
+                content_digest=s.message.payload_digest,
+                received_at=s.message.event.received_at,
             )
-        envelope = EventEnvelope.wrap(event, producer=PRODUCER, correlation_id=correlation_id.get())
-        try:
-            await runtime.publisher.publish(
-                topics.MESSAGES_INBOUND, f"{event.sender.kind}:{event.sender.value}", envelope
-            )
-        except Exception as exc:
-            log.warning("publish failed", extra={"error": repr(exc), "message_id": str(event.message_id)})
-            # Raising rolls the receipt back: the client's retry is a first attempt again.
-            raise ApiError(503, "message not accepted: the event log is unavailable, retry later") from exc
-    return MessageAccepted(
-        message_id=event.message_id, status=AcceptStatus.ACCEPTED, received_at=event.received_at
+            for key, s in firsts.items()
+        ],
     )
+    stored: dict[ReceiptKey, StoredReceipt] = {
+        key: StoredReceipt(s.message.event.message_id, s.message.payload_digest, inserted[key])
+        for key, s in firsts.items()
+        if key in inserted
+    }
+    earlier = [key for key in firsts if key not in inserted]
+    if earlier:
+        stored |= await repository.receipts(session, earlier)
+        if missing := [key for key in earlier if key not in stored]:
+            raise RuntimeError(f"receipts conflicted on insert but are not stored: {missing[:5]}")
+    # In arrival order: the relay publishes by outbox id, so one sender's messages keep their order.
+    await outbox.add_many(
+        session,
+        [
+            (topics.MESSAGES_INBOUND, s.partition_key, s.envelope)
+            for key, s in firsts.items()
+            if key in inserted
+        ],
+    )
+    outcomes: list[Outcome] = []
+    for submission in submissions:
+        key = submission.message.key
+        receipt = stored[key]
+        if key in inserted and firsts[key] is submission:
+            status = AcceptStatus.ACCEPTED
+        elif receipt.content_digest == submission.message.payload_digest:
+            status = AcceptStatus.DUPLICATE
+        else:
+            outcomes.append(Conflict("message_id was already used for a different message", code="id_reused"))
+            continue
+        outcomes.append(
+            MessageAccepted(message_id=receipt.message_id, status=status, received_at=receipt.received_at)
+        )
+    return outcomes

@@ -1,64 +1,178 @@
+"""The metrics statements. Every write is one statement of constant shape whatever the batch (``unnest``
+over typed arrays), so PostgreSQL and asyncpg prepare each once; every input is deduplicated by the
+caller (an upsert may touch a row only once) and sorted (concurrent transactions lock rows in one order,
+so they wait for each other instead of deadlocking)."""
+
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard_metrics.models import ConversationFact, EventCount, ProcessedEvent
+from switchboard_metrics.kpis.facts import COLUMNS, Facts
+from switchboard_metrics.models import EventCount
+
+Partition = tuple[str, int]  # (physical topic, partition)
+
+_TEXTS = postgresql.ARRAY(sa.Text)
+_INTS = postgresql.ARRAY(sa.Integer)
+_BIGINTS = postgresql.ARRAY(sa.BigInteger)
+_UUIDS = postgresql.ARRAY(sa.Uuid)
+_TIMES = postgresql.ARRAY(sa.DateTime(timezone=True))
+
+# Returns the stored next offset of each partition, creating missing rows at 0. The no-op update locks the
+# rows until commit, so a second transaction on the same partitions (a consumer that lost them in a
+# rebalance and still finishes its poll) waits and then reads the offsets this one stores: nothing is
+# counted twice, even for a partition seen for the first time.
+_CLAIM_OFFSETS = sa.text(
+    """
+    INSERT INTO metrics.partition_offsets AS o (topic, partition, next_offset)
+    SELECT t, p, 0 FROM unnest(:topics, :partitions) AS u(t, p)
+    ON CONFLICT (topic, partition) DO UPDATE SET next_offset = o.next_offset
+    RETURNING o.topic, o.partition, o.next_offset
+    """
+).bindparams(sa.bindparam("topics", type_=_TEXTS), sa.bindparam("partitions", type_=_INTS))
+
+_ADVANCE_OFFSETS = sa.text(
+    """
+    UPDATE metrics.partition_offsets AS o SET next_offset = greatest(o.next_offset, u.n)
+    FROM unnest(:topics, :partitions, :next_offsets) AS u(t, p, n)
+    WHERE o.topic = u.t AND o.partition = u.p
+    """
+).bindparams(
+    sa.bindparam("topics", type_=_TEXTS),
+    sa.bindparam("partitions", type_=_INTS),
+    sa.bindparam("next_offsets", type_=_BIGINTS),
+)
+
+_ADD_COUNTS = sa.text(
+    """
+    INSERT INTO metrics.event_counts AS c (event_type, count)
+    SELECT t, n FROM unnest(:types, :counts) AS u(t, n)
+    ON CONFLICT (event_type) DO UPDATE SET count = c.count + excluded.count
+    """
+).bindparams(sa.bindparam("types", type_=_TEXTS), sa.bindparam("counts", type_=_BIGINTS))
+
+_FACT_TYPES: dict[str, postgresql.ARRAY[Any]] = {
+    "channel": _TEXTS,
+    "agent_id": _UUIDS,
+    "opened_at": _TIMES,
+    "queued_at": _TIMES,
+    "assigned_at": _TIMES,
+    "resolved_at": _TIMES,
+}
+assert set(_FACT_TYPES) == set(COLUMNS)
+
+# A column once set keeps its value: the first event to tell it wins, in whatever order events arrive.
+_RECORD_FACTS = sa.text(
+    f"""
+    INSERT INTO metrics.conversation_facts AS f (conversation_id, {", ".join(COLUMNS)})
+    SELECT * FROM unnest(:conversation_ids, {", ".join(f":{c}" for c in COLUMNS)})
+    ON CONFLICT (conversation_id) DO UPDATE
+    SET {", ".join(f"{c} = coalesce(f.{c}, excluded.{c})" for c in COLUMNS)}
+    """  # noqa: S608 - the column names are ours, not input
+).bindparams(
+    sa.bindparam("conversation_ids", type_=_UUIDS),
+    *(sa.bindparam(c, type_=_FACT_TYPES[c]) for c in COLUMNS),
+)
 
 
-async def claim_events(session: AsyncSession, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """The ids among ``event_ids`` seen for the first time (one statement for the whole batch)."""
-    if not event_ids:
-        return set()
-    stmt = (
-        insert(ProcessedEvent)
-        .values([{"event_id": event_id} for event_id in event_ids])
-        .on_conflict_do_nothing()
-        .returning(ProcessedEvent.event_id)
+async def claim_offsets(session: AsyncSession, partitions: Sequence[Partition]) -> dict[Partition, int]:
+    """The next offset to count on each of ``partitions``; locks their rows until the transaction ends."""
+    ordered = sorted(set(partitions))
+    rows = await session.execute(
+        _CLAIM_OFFSETS, {"topics": [t for t, _ in ordered], "partitions": [p for _, p in ordered]}
     )
-    return set((await session.scalars(stmt)).all())
+    return {(topic, partition): int(next_offset) for topic, partition, next_offset in rows}
+
+
+async def advance_offsets(session: AsyncSession, next_offsets: Mapping[Partition, int]) -> None:
+    """Store the next offset to count on each partition (never moving one back); the rows exist (claimed)."""
+    if not next_offsets:
+        return
+    ordered = sorted(next_offsets.items())
+    await session.execute(
+        _ADVANCE_OFFSETS,
+        {
+            "topics": [t for (t, _), _ in ordered],
+            "partitions": [p for (_, p), _ in ordered],
+            "next_offsets": [n for _, n in ordered],
+        },
+    )
+
+
+_STORED_OFFSETS = sa.text(
+    "SELECT topic, partition, next_offset FROM metrics.partition_offsets WHERE topic = ANY(:topics)"
+).bindparams(sa.bindparam("topics", type_=_TEXTS))
+
+_FORGET_OFFSETS_BEYOND = sa.text(
+    """
+    DELETE FROM metrics.partition_offsets AS o
+    USING unnest(:topics, :partitions, :end_offsets) AS u(t, p, e)
+    WHERE o.topic = u.t AND o.partition = u.p AND o.next_offset > u.e
+    RETURNING o.topic, o.partition, o.next_offset
+    """
+).bindparams(
+    sa.bindparam("topics", type_=_TEXTS),
+    sa.bindparam("partitions", type_=_INTS),
+    sa.bindparam("end_offsets", type_=_BIGINTS),
+)
+
+
+async def stored_offsets(session: AsyncSession, topics: Sequence[str]) -> dict[Partition, int]:
+    rows = await session.execute(_STORED_OFFSETS, {"topics": list(topics)})
+    return {(topic, partition): int(next_offset) for topic, partition, next_offset in rows}
+
+
+async def forget_offsets_beyond(
+    session: AsyncSession, end_offsets: Mapping[Partition, int]
+) -> dict[Partition, int]:
+    """Delete the offsets stored beyond their partition's end; returns the rows deleted."""
+    if not end_offsets:
+        return {}
+    ordered = sorted(end_offsets.items())
+    rows = await session.execute(
+        _FORGET_OFFSETS_BEYOND,
+        {
+            "topics": [t for (t, _), _ in ordered],
+            "partitions": [p for (_, p), _ in ordered],
+            "end_offsets": [e for _, e in ordered],
+        },
+    )
+    return {(topic, partition): int(next_offset) for topic, partition, next_offset in rows}
 
 
 async def add_counts(session: AsyncSession, counts: Mapping[str, int]) -> None:
     if not counts:
         return
-    stmt = insert(EventCount).values([{"event_type": t, "count": n} for t, n in counts.items()])
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[EventCount.event_type], set_={"count": EventCount.count + stmt.excluded.count}
-    )
-    await session.execute(stmt)
+    ordered = sorted(counts.items())
+    await session.execute(_ADD_COUNTS, {"types": [t for t, _ in ordered], "counts": [n for _, n in ordered]})
 
 
-FACT_COLUMNS = ("channel", "agent_id", "opened_at", "queued_at", "assigned_at", "resolved_at")
-
-
-async def record_facts(session: AsyncSession, facts: Mapping[uuid.UUID, Mapping[str, Any]]) -> None:
-    """Fill conversation facts; a column already set keeps its value (events arrive in any order)."""
+async def record_facts(session: AsyncSession, facts: Mapping[uuid.UUID, Facts]) -> None:
+    """Fill conversation facts, one row per conversation; a column already set keeps its value."""
     if not facts:
         return
-    rows = [
-        {"conversation_id": cid, **{c: values.get(c) for c in FACT_COLUMNS}} for cid, values in facts.items()
-    ]
-    stmt = insert(ConversationFact).values(rows)
-    table = ConversationFact.__table__
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ConversationFact.conversation_id],
-        set_={c: func.coalesce(table.c[c], stmt.excluded[c]) for c in FACT_COLUMNS},
-    )
-    await session.execute(stmt)
+    ordered = sorted(facts.items())
+    params: dict[str, list[Any]] = {"conversation_ids": [cid for cid, _ in ordered]}
+    for column in COLUMNS:
+        params[column] = [getattr(f, column) for _, f in ordered]
+    await session.execute(_RECORD_FACTS, params)
+
+
+# --- reading ---------------------------------------------------------------------------------------------
 
 
 async def counts(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(EventCount.event_type, EventCount.count))
+    rows = await session.execute(sa.select(EventCount.event_type, EventCount.count))
     return {event_type: int(count) for event_type, count in rows}
 
 
-_WAIT_STATS = text(
+_WAIT_STATS = sa.text(
     """
     SELECT count(*) AS assigned,
            avg(extract(epoch FROM assigned_at - opened_at)) AS avg,
@@ -71,7 +185,7 @@ _WAIT_STATS = text(
     """
 )
 
-_WAITING_NOW = text(
+_WAITING_NOW = sa.text(
     """
     SELECT count(*) AS waiting, extract(epoch FROM now() - min(coalesce(queued_at, opened_at))) AS longest
     FROM metrics.conversation_facts

@@ -1,3 +1,6 @@
+"""Agents: creation, skills and capacity, presence. An agent coming online or gaining capacity is given
+queued work at once, in the same transaction."""
+
 from __future__ import annotations
 
 import uuid
@@ -5,13 +8,14 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common import topics
+from switchboard_common.auth import Principal
 from switchboard_common.db.outbox import Outbox
+from switchboard_common.errors import Conflict, NotFound
 from switchboard_common.events import AgentStatusChanged, EventEnvelope, utcnow
-from switchboard_common.http.errors import ApiError
 from switchboard_router.agents import repository
 from switchboard_router.agents.schemas import AgentCreate, AgentUpdate
 from switchboard_router.models import Agent, AgentStatus
-from switchboard_router.routing.service import PRODUCER, fill_agent
+from switchboard_router.routing.service import PRODUCER, assign_queued
 
 
 async def create(session: AsyncSession, body: AgentCreate) -> Agent:
@@ -19,47 +23,52 @@ async def create(session: AsyncSession, body: AgentCreate) -> Agent:
         session, body.name, body.email, sorted(set(body.skills)), body.capacity
     )
     if agent is None:
-        raise ApiError(409, f"an agent with email {body.email} exists", code="email_taken")
+        raise Conflict(f"an agent with email {body.email} exists", code="email_taken")
     return agent
 
 
-async def get_or_404(session: AsyncSession, agent_id: uuid.UUID, *, for_update: bool = False) -> Agent:
-    agent = await repository.get(session, agent_id, for_update=for_update)
+async def get(
+    session: AsyncSession, principal: Principal, agent_id: uuid.UUID, *, for_update: bool = False
+) -> Agent:
+    """An agent the principal may see; anyone else's answers NotFound like a missing one."""
+    agent = await repository.get_readable(session, principal, agent_id, for_update=for_update)
     if agent is None:
-        raise ApiError(404, "agent not found")
+        raise NotFound("agent not found")
     return agent
 
 
-async def update(session: AsyncSession, outbox: Outbox, agent_id: uuid.UUID, body: AgentUpdate) -> Agent:
-    agent = await get_or_404(session, agent_id, for_update=True)
+async def update(
+    session: AsyncSession, outbox: Outbox, principal: Principal, agent_id: uuid.UUID, body: AgentUpdate
+) -> Agent:
+    agent = await get(session, principal, agent_id, for_update=True)
     if body.skills is not None:
         agent.skills = sorted(set(body.skills))
     if body.capacity is not None:
         # Lowering capacity below the current load reassigns nothing; new work waits until load drops.
         agent.capacity = body.capacity
     await session.flush()
-    await fill_agent(session, outbox, agent.id)
+    if await assign_queued(session, outbox, [agent.id]):
+        await session.refresh(agent)
     return agent
 
 
 async def set_status(
-    session: AsyncSession, outbox: Outbox, agent_id: uuid.UUID, status: AgentStatus
+    session: AsyncSession, outbox: Outbox, principal: Principal, agent_id: uuid.UUID, status: AgentStatus
 ) -> Agent:
-    """Change presence; an agent coming online is given queued work at once, in the same transaction."""
-    agent = await get_or_404(session, agent_id, for_update=True)
-    previous = agent.status
-    if previous != status.value:
+    """Change presence; an agent coming online is given queued work at once."""
+    agent = await get(session, principal, agent_id, for_update=True)
+    previous = AgentStatus(agent.status)
+    if previous is not status:
         now = utcnow()
         agent.status = status.value
         agent.status_changed_at = now
         await session.flush()
         changed = AgentStatusChanged(
-            agent_id=agent.id, status=status.value, previous_status=previous, changed_at=now
+            agent_id=agent.id, status=status, previous_status=previous, changed_at=now
         )
         await outbox.add(
             session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(changed, producer=PRODUCER)
         )
-    if status is AgentStatus.ONLINE:
-        await fill_agent(session, outbox, agent.id)
+    if status is AgentStatus.ONLINE and await assign_queued(session, outbox, [agent.id]):
         await session.refresh(agent)
     return agent

@@ -1,157 +1,239 @@
-"""The router's SQL. Reservation is atomic in PostgreSQL: rows are locked with FOR UPDATE SKIP LOCKED and
-capacity is taken by a conditional UPDATE, so replicas can never over-assign an agent or assign one
-conversation twice."""
+"""The router's SQL, set-based and of constant shape.
+
+Reservation is atomic in PostgreSQL: candidate agents and queued tasks are locked ``FOR UPDATE SKIP
+LOCKED`` and capacity is taken by a conditional UPDATE, so replicas never over-assign an agent and never
+assign one conversation twice. SKIP LOCKED means no transaction waits on another; a conversation that
+misses an agent another transaction holds at that instant is picked up by the sweeper.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import Float, cast, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard_router.models import Agent, AgentStatus, Task, TaskState
+from switchboard_common.db.sql import INTS, TEXTS, TIMES, UUIDS, statement
+from switchboard_router.models import Task, TaskState
+from switchboard_router.routing.policy import Candidate, Match, Waiting
 
 
-async def insert_task(
+def _skillset(skills: frozenset[str] | Sequence[str]) -> str:
+    # Skills match ^[a-z0-9][a-z0-9_.-]*$: no commas, so a comma-joined text round-trips exactly (arrays
+    # of arrays cannot be ragged).
+    return ",".join(sorted(skills))
+
+
+_INSERT_TASKS = statement(
+    """
+    INSERT INTO router.tasks (conversation_id, state, required_skills, priority, channel, enqueued_at)
+    SELECT u.id, 'queued', string_to_array(u.skills, ','), u.priority, u.channel, u.at
+    FROM unnest(:ids, :skills, :priorities, :channels, :ats) AS u(id, skills, priority, channel, at)
+    ON CONFLICT (conversation_id) DO NOTHING
+    RETURNING conversation_id
+    """,
+    ids=UUIDS,
+    skills=TEXTS,
+    priorities=INTS,
+    channels=TEXTS,
+    ats=TIMES,
+)
+
+
+async def insert_tasks(
+    session: AsyncSession, tasks: Sequence[Waiting], channels: Sequence[str]
+) -> set[uuid.UUID]:
+    """Queue conversations; returns the ids inserted (one already known is a redelivered event)."""
+    if not tasks:
+        return set()
+    rows = await session.scalars(
+        _INSERT_TASKS,
+        {
+            "ids": [t.conversation_id for t in tasks],
+            "skills": [_skillset(t.required_skills) for t in tasks],
+            "priorities": [t.priority for t in tasks],
+            "channels": list(channels),
+            "ats": [t.enqueued_at for t in tasks],
+        },
+    )
+    return set(rows.all())
+
+
+_LOCK_CANDIDATES = statement(
+    """
+    SELECT id, skills, capacity, active_count, last_assigned_at FROM router.agents a
+    WHERE status = 'online' AND active_count < capacity
+      AND (CAST(:agents AS uuid[]) IS NULL OR a.id = ANY(:agents))
+      AND (CAST(:skillsets AS text[]) IS NULL
+           OR EXISTS (SELECT 1 FROM unnest(:skillsets) s WHERE a.skills @> string_to_array(s, ',')))
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+    """,
+    agents=UUIDS,
+    skillsets=TEXTS,
+)
+
+
+async def lock_candidates(
     session: AsyncSession,
-    conversation_id: uuid.UUID,
-    required_skills: list[str],
-    priority: int,
-    channel: str,
-    enqueued_at: datetime,
-) -> Task | None:
-    """Queue a conversation; None when it was already known (a redelivered event)."""
-    stmt = (
-        insert(Task)
-        .values(
-            conversation_id=conversation_id,
-            state=TaskState.QUEUED.value,
-            required_skills=required_skills,
-            priority=priority,
-            channel=channel,
-            enqueued_at=enqueued_at,
-        )
-        .on_conflict_do_nothing(index_elements=[Task.conversation_id])
-        .returning(Task)
+    *,
+    agent_ids: Sequence[uuid.UUID] | None = None,
+    skillsets: Sequence[frozenset[str]] | None = None,
+) -> list[Candidate]:
+    """Online agents with capacity left (among ``agent_ids`` when given) who can serve at least one of
+    ``skillsets`` (any when None), locked for this transaction; agents another transaction holds are
+    skipped."""
+    rows = await session.execute(
+        _LOCK_CANDIDATES,
+        {
+            "agents": None if agent_ids is None else list(agent_ids),
+            "skillsets": None if skillsets is None else sorted({_skillset(s) for s in skillsets}),
+        },
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return [
+        Candidate(r.id, frozenset(r.skills), r.capacity, r.active_count, r.last_assigned_at) for r in rows
+    ]
 
 
-async def lock_queued_task(session: AsyncSession, conversation_id: uuid.UUID) -> Task | None:
-    stmt = (
-        select(Task)
-        .where(Task.conversation_id == conversation_id, Task.state == TaskState.QUEUED.value)
-        .with_for_update(skip_locked=True)
+_LOCK_QUEUED = statement(
+    """
+    SELECT conversation_id, required_skills, priority, enqueued_at FROM router.tasks t
+    WHERE state = 'queued'
+      AND EXISTS (SELECT 1 FROM unnest(:skillsets) s WHERE t.required_skills <@ string_to_array(s, ','))
+    ORDER BY priority DESC, enqueued_at, conversation_id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """,
+    skillsets=TEXTS,
+    limit=sa.Integer(),
+)
+
+
+async def lock_queued(session: AsyncSession, candidates: Sequence[Candidate], limit: int) -> list[Waiting]:
+    """The head of the queue that ``candidates`` could serve, locked; tasks another transaction is
+    routing right now are skipped."""
+    if not candidates or limit <= 0:
+        return []
+    rows = await session.execute(
+        _LOCK_QUEUED, {"skillsets": sorted({_skillset(c.skills) for c in candidates}), "limit": limit}
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return [Waiting(r.conversation_id, frozenset(r.required_skills), r.priority, r.enqueued_at) for r in rows]
 
 
-async def lock_best_agent(session: AsyncSession, required_skills: list[str]) -> Agent | None:
-    """The eligible agent with the most spare capacity (by share), idle longest on ties."""
-    stmt = (
-        select(Agent)
-        .where(
-            Agent.status == AgentStatus.ONLINE.value,
-            Agent.active_count < Agent.capacity,
-            Agent.skills.contains(required_skills),
-        )
-        .order_by(
-            (cast(Agent.active_count, Float) / Agent.capacity).asc(),
-            Agent.last_assigned_at.asc().nulls_first(),
-            Agent.id,
-        )
-        .limit(1)
-        .with_for_update(skip_locked=True)
+_RESERVE = statement(
+    """
+    UPDATE router.agents a SET active_count = a.active_count + u.n, last_assigned_at = u.at
+    FROM unnest(:ids, :ns, :ats) AS u(id, n, at)
+    WHERE a.id = u.id AND a.status = 'online' AND a.active_count + u.n <= a.capacity
+    RETURNING a.id
+    """,
+    ids=UUIDS,
+    ns=INTS,
+    ats=TIMES,
+)
+
+
+async def reserve(session: AsyncSession, units: Mapping[uuid.UUID, int], at: datetime) -> set[uuid.UUID]:
+    """Take ``units`` of each agent's capacity if they are online and have it; returns the agents whose
+    reservation held. The single source of truth for capacity."""
+    if not units:
+        return set()
+    rows = await session.scalars(
+        _RESERVE, {"ids": list(units), "ns": list(units.values()), "ats": [at] * len(units)}
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return set(rows.all())
 
 
-async def lock_agent(session: AsyncSession, agent_id: uuid.UUID) -> Agent | None:
-    stmt = select(Agent).where(Agent.id == agent_id).with_for_update()
-    return (await session.execute(stmt)).scalar_one_or_none()
+_MARK_ASSIGNED = statement(
+    """
+    UPDATE router.tasks t SET state = 'assigned', agent_id = u.agent_id, assigned_at = :at
+    FROM unnest(:ids, :agents) AS u(id, agent_id)
+    WHERE t.conversation_id = u.id AND t.state = 'queued'
+    RETURNING t.conversation_id
+    """,
+    ids=UUIDS,
+    agents=UUIDS,
+    at=sa.DateTime(timezone=True),
+)
 
 
-async def lock_queued_tasks_for(session: AsyncSession, skills: list[str], limit: int) -> Sequence[Task]:
-    """Queued tasks the skills cover: highest priority first, then oldest."""
-    stmt = (
-        select(Task)
-        .where(Task.state == TaskState.QUEUED.value, Task.required_skills.contained_by(skills))
-        .order_by(Task.priority.desc(), Task.enqueued_at, Task.conversation_id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+async def mark_assigned(session: AsyncSession, matches: Sequence[Match], at: datetime) -> set[uuid.UUID]:
+    if not matches:
+        return set()
+    rows = await session.scalars(
+        _MARK_ASSIGNED,
+        {"ids": [m.conversation_id for m in matches], "agents": [m.agent_id for m in matches], "at": at},
     )
-    return (await session.execute(stmt)).scalars().all()
+    return set(rows.all())
 
 
-async def oldest_queued(session: AsyncSession, limit: int) -> Sequence[uuid.UUID]:
-    stmt = (
-        select(Task.conversation_id)
-        .where(Task.state == TaskState.QUEUED.value)
-        .order_by(Task.priority.desc(), Task.enqueued_at)
-        .limit(limit)
-    )
-    return (await session.execute(stmt)).scalars().all()
+_LOCK_OPEN_TASKS = statement(
+    """
+    SELECT state, agent_id FROM router.tasks
+    WHERE conversation_id = ANY(:ids) AND state <> 'closed'
+    FOR UPDATE
+    """,
+    ids=UUIDS,
+)
+_CLOSE = statement(
+    """
+    UPDATE router.tasks t SET state = 'closed', closed_at = u.at
+    FROM unnest(:ids, :ats) AS u(id, at)
+    WHERE t.conversation_id = u.id AND t.state <> 'closed'
+    """,
+    ids=UUIDS,
+    ats=TIMES,
+)
 
 
-async def reserve_capacity(session: AsyncSession, agent_id: uuid.UUID, at: datetime) -> bool:
-    """Take one unit of the agent's capacity if they are online and have it; the single source of truth."""
-    stmt = (
-        update(Agent)
-        .where(
-            Agent.id == agent_id,
-            Agent.status == AgentStatus.ONLINE.value,
-            Agent.active_count < Agent.capacity,
-        )
-        .values(active_count=Agent.active_count + 1, last_assigned_at=at)
-        .returning(Agent.id)
-    )
-    return (await session.scalar(stmt)) is not None
+async def close_tasks(session: AsyncSession, closing: Mapping[uuid.UUID, datetime]) -> dict[uuid.UUID, int]:
+    """Close tasks not closed yet; returns, per agent, how many assigned ones closed (capacity to free).
+
+    The tasks are locked first (waiting for a transaction routing them right now), so the state read is
+    the one the update replaces.
+    """
+    if not closing:
+        return {}
+    rows = (await session.execute(_LOCK_OPEN_TASKS, {"ids": list(closing)})).all()
+    if not rows:
+        return {}
+    await session.execute(_CLOSE, {"ids": list(closing), "ats": list(closing.values())})
+    freed: dict[uuid.UUID, int] = {}
+    for state, agent_id in rows:
+        if state == TaskState.ASSIGNED.value and agent_id is not None:
+            freed[agent_id] = freed.get(agent_id, 0) + 1
+    return freed
 
 
-async def release_capacity(session: AsyncSession, agent_id: uuid.UUID) -> None:
-    await session.execute(
-        update(Agent)
-        .where(Agent.id == agent_id, Agent.active_count > 0)
-        .values(active_count=Agent.active_count - 1)
-    )
+_RELEASE = statement(
+    """
+    UPDATE router.agents a SET active_count = greatest(a.active_count - u.n, 0)
+    FROM unnest(:ids, :ns) AS u(id, n)
+    WHERE a.id = u.id
+    """,
+    ids=UUIDS,
+    ns=INTS,
+)
 
 
-async def mark_assigned(
-    session: AsyncSession, conversation_id: uuid.UUID, agent_id: uuid.UUID, at: datetime
-) -> bool:
-    stmt = (
-        update(Task)
-        .where(Task.conversation_id == conversation_id, Task.state == TaskState.QUEUED.value)
-        .values(state=TaskState.ASSIGNED.value, agent_id=agent_id, assigned_at=at)
-        .returning(Task.conversation_id)
-    )
-    return (await session.scalar(stmt)) is not None
+async def release(session: AsyncSession, units: Mapping[uuid.UUID, int]) -> None:
+    if units:
+        await session.execute(_RELEASE, {"ids": list(units), "ns": list(units.values())})
 
 
-async def close_task(session: AsyncSession, conversation_id: uuid.UUID, at: datetime) -> Task | None:
-    """Close a task that is not closed yet; returns it as it was (state and agent before closing)."""
-    task = (
-        await session.execute(
-            select(Task)
-            .where(Task.conversation_id == conversation_id, Task.state != TaskState.CLOSED.value)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    if task is None:
-        return None
-    previous = Task(conversation_id=task.conversation_id, state=task.state, agent_id=task.agent_id)
-    task.state = TaskState.CLOSED.value
-    task.closed_at = at
-    await session.flush()
-    return previous
+_ANY_QUEUED = sa.select(sa.literal(1)).where(Task.state == TaskState.QUEUED.value).limit(1)
+
+
+async def any_queued(session: AsyncSession) -> bool:
+    """Whether anything waits (the partial queue index answers it without touching agents)."""
+    return (await session.scalar(_ANY_QUEUED)) is not None
 
 
 async def queue_snapshot(session: AsyncSession, limit: int) -> Sequence[Task]:
     stmt = (
-        select(Task)
+        sa.select(Task)
         .where(Task.state == TaskState.QUEUED.value)
         .order_by(Task.priority.desc(), Task.enqueued_at)
         .limit(limit)
@@ -160,4 +242,5 @@ async def queue_snapshot(session: AsyncSession, limit: int) -> Sequence[Task]:
 
 
 async def queue_length(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).where(Task.state == TaskState.QUEUED.value)) or 0)
+    stmt = sa.select(sa.func.count()).where(Task.state == TaskState.QUEUED.value)
+    return int(await session.scalar(stmt) or 0)

@@ -1,14 +1,18 @@
-"""The assignment engine: skills (the agent must have every required skill), load (most spare capacity
-first, then the agent idle longest), queue order (priority, then age)."""
+"""The assignment engine: what happens when conversations open or resolve, when agents free up, and on
+the sweeper's tick. Each entry point handles a whole batch in a fixed number of statements; the choice of
+agent is the pure policy in ``routing.policy``."""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common import topics
-from switchboard_common.db.outbox import Outbox
+from switchboard_common.db.outbox import Outbox, OutboxEvent
 from switchboard_common.events import (
     ConversationAssigned,
     ConversationOpened,
@@ -17,100 +21,117 @@ from switchboard_common.events import (
     EventEnvelope,
     utcnow,
 )
-from switchboard_router.models import AgentStatus, Task, TaskState
-from switchboard_router.routing import repository
+from switchboard_router.routing import policy, repository
+from switchboard_router.routing.policy import Candidate, Waiting
 
 PRODUCER = "router"
 
 
+def _routing_event(
+    payload: ConversationQueued | ConversationAssigned, cause: EventEnvelope | None
+) -> OutboxEvent:
+    envelope = EventEnvelope.wrap(payload, producer=PRODUCER, causation=cause)
+    return (topics.ROUTING_EVENTS, str(payload.conversation_id), envelope)
+
+
 async def _assign(
-    session: AsyncSession, outbox: Outbox, task: Task, agent_id: uuid.UUID, cause: EventEnvelope | None
-) -> bool:
+    session: AsyncSession,
+    tasks: Sequence[Waiting],
+    candidates: Sequence[Candidate],
+    causes: dict[uuid.UUID, EventEnvelope],
+    now: datetime,
+) -> list[OutboxEvent]:
+    """Match locked tasks to locked candidates, reserve the capacity and record the assignments."""
+    matches = policy.match(tasks, candidates, now)
+    if not matches:
+        return []
+    units = Counter(m.agent_id for m in matches)
+    held = await repository.reserve(session, units, now)
+    if held != set(units):
+        # The candidates are locked by this transaction, so their capacity cannot have changed.
+        raise RuntimeError(f"capacity reservation failed for locked agents {set(units) - held}")
+    assigned = await repository.mark_assigned(session, matches, now)
+    if len(assigned) != len(matches):
+        raise RuntimeError("a locked task was no longer queued")
+    enqueued = {t.conversation_id: t.enqueued_at for t in tasks}
+    return [
+        _routing_event(
+            ConversationAssigned(
+                conversation_id=m.conversation_id,
+                agent_id=m.agent_id,
+                queued_at=enqueued[m.conversation_id],
+                assigned_at=now,
+            ),
+            causes.get(m.conversation_id),
+        )
+        for m in matches
+    ]
+
+
+async def on_opened(
+    session: AsyncSession, outbox: Outbox, opened: Sequence[tuple[EventEnvelope, ConversationOpened]]
+) -> None:
+    """Queue newly opened conversations and assign those an eligible agent can take right away."""
     now = utcnow()
-    if not await repository.reserve_capacity(session, agent_id, now):
-        return False
-    if not await repository.mark_assigned(session, task.conversation_id, agent_id, now):
-        raise RuntimeError(f"task {task.conversation_id} was locked but is no longer queued")
-    assigned = ConversationAssigned(
-        conversation_id=task.conversation_id, agent_id=agent_id, queued_at=task.enqueued_at, assigned_at=now
-    )
-    envelope = EventEnvelope.wrap(assigned, producer=PRODUCER, causation=cause)
-    await outbox.add(session, topics.ROUTING_EVENTS, str(task.conversation_id), envelope)
-    return True
-
-
-async def try_assign(
-    session: AsyncSession, outbox: Outbox, conversation_id: uuid.UUID, cause: EventEnvelope | None = None
-) -> uuid.UUID | None:
-    """Assign a queued conversation to the best eligible agent; returns the agent, or None if it waits."""
-    task = await repository.lock_queued_task(session, conversation_id)
-    if task is None:
-        return None  # assigned meanwhile, or another transaction is routing it right now
-    agent = await repository.lock_best_agent(session, task.required_skills)
-    if agent is None or not await _assign(session, outbox, task, agent.id, cause):
-        return None
-    return agent.id
-
-
-async def fill_agent(session: AsyncSession, outbox: Outbox, agent_id: uuid.UUID) -> int:
-    """Give an agent queued work up to their free capacity; returns how many were assigned."""
-    agent = await repository.lock_agent(session, agent_id)
-    if agent is None or agent.status != AgentStatus.ONLINE.value:
-        return 0
-    free = agent.capacity - agent.active_count
-    if free <= 0:
-        return 0
-    assigned = 0
-    for task in await repository.lock_queued_tasks_for(session, agent.skills, free):
-        if await _assign(session, outbox, task, agent.id, None):
-            assigned += 1
-    return assigned
-
-
-async def on_conversation_opened(
-    session: AsyncSession, outbox: Outbox, envelope: EventEnvelope, event: ConversationOpened
-) -> None:
-    task = await repository.insert_task(
-        session,
-        event.conversation_id,
-        sorted(event.required_skills),
-        event.priority,
-        event.channel.value,
-        utcnow(),
-    )
-    if task is None:
-        return  # already routed or routing: a redelivery
-    queued = ConversationQueued(
-        conversation_id=task.conversation_id,
-        required_skills=task.required_skills,
-        priority=task.priority,
-        queued_at=task.enqueued_at,
-    )
-    await outbox.add(
-        session,
-        topics.ROUTING_EVENTS,
-        str(task.conversation_id),
-        EventEnvelope.wrap(queued, producer=PRODUCER, causation=envelope),
-    )
-    await session.flush()
-    await try_assign(session, outbox, task.conversation_id, envelope)
-
-
-async def on_conversation_resolved(
-    session: AsyncSession, outbox: Outbox, event: ConversationResolved
-) -> None:
-    previous = await repository.close_task(session, event.conversation_id, event.resolved_at)
-    if previous is None or previous.state != TaskState.ASSIGNED.value or previous.agent_id is None:
+    first: dict[uuid.UUID, tuple[EventEnvelope, ConversationOpened]] = {}
+    for envelope, event in opened:
+        first.setdefault(event.conversation_id, (envelope, event))
+    # A conversation waits from the moment it opened (the customer's first message reached ingest), not
+    # from when the router got to it: queue order and reported waits are the customer's.
+    tasks = [
+        Waiting(e.conversation_id, frozenset(e.required_skills), e.priority, min(e.opened_at, now))
+        for _, e in first.values()
+    ]
+    inserted = await repository.insert_tasks(session, tasks, [e.channel.value for _, e in first.values()])
+    tasks = [t for t in tasks if t.conversation_id in inserted]  # the others are redeliveries
+    if not tasks:
         return
-    await repository.release_capacity(session, previous.agent_id)
-    await fill_agent(session, outbox, previous.agent_id)
+    causes = {cid: envelope for cid, (envelope, _) in first.items()}
+    out = [
+        _routing_event(
+            ConversationQueued(
+                conversation_id=t.conversation_id,
+                required_skills=sorted(t.required_skills),
+                priority=t.priority,
+                queued_at=t.enqueued_at,
+            ),
+            causes[t.conversation_id],
+        )
+        for t in tasks
+    ]
+    # The new tasks are invisible to other transactions until commit: only the agents need locking.
+    candidates = await repository.lock_candidates(session, skillsets=[t.required_skills for t in tasks])
+    out += await _assign(session, tasks, candidates, causes, now)
+    await outbox.add_many(session, out)
 
 
-async def sweep(session: AsyncSession, outbox: Outbox, limit: int = 100) -> int:
-    """Try to place the oldest waiting conversations. Covers the race in which a conversation is queued
-    while, in another transaction, the only eligible agent comes online: neither sees the other."""
-    assigned = 0
-    for conversation_id in await repository.oldest_queued(session, limit):
-        if await try_assign(session, outbox, conversation_id) is not None:
-            assigned += 1
-    return assigned
+async def assign_queued(
+    session: AsyncSession, outbox: Outbox, agent_ids: Sequence[uuid.UUID] | None = None
+) -> int:
+    """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None);
+    returns how many conversations were assigned."""
+    candidates = await repository.lock_candidates(session, agent_ids=agent_ids)
+    free = sum(c.capacity - c.active for c in candidates)
+    tasks = await repository.lock_queued(session, candidates, free)
+    out = await _assign(session, tasks, candidates, {}, utcnow())
+    await outbox.add_many(session, out)
+    return len(out)
+
+
+async def on_resolved(
+    session: AsyncSession, outbox: Outbox, resolved: Sequence[ConversationResolved]
+) -> None:
+    """Close the resolved conversations' tasks, free their agents' capacity, and refill those agents."""
+    freed = await repository.close_tasks(session, {e.conversation_id: e.resolved_at for e in resolved})
+    if freed:
+        await repository.release(session, freed)
+        await assign_queued(session, outbox, list(freed))
+
+
+async def sweep(session: AsyncSession, outbox: Outbox) -> int:
+    """Place waiting conversations with any free capacity. Covers the races in which neither side sees the
+    other (a conversation queued while, in another transaction, the only eligible agent comes online) and
+    agents skipped because another transaction held them."""
+    if not await repository.any_queued(session):
+        return 0  # the common case: do not lock agents that consumers are routing to
+    return await assign_queued(session, outbox)

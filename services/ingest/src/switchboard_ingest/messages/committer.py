@@ -1,0 +1,158 @@
+"""Group commit for ``POST /v1/messages``.
+
+A request submits its normalized message and waits. ``ingest_commit_concurrency`` workers each take
+everything queued (up to ``ingest_commit_max_batch``) and record it in one transaction: one receipts
+insert, at most one lookup of the receipts that already existed, one outbox insert, one commit. Nothing
+waits on purpose: a lone request commits at once, and under load the next batch forms while the previous
+one commits. Each worker holds one pooled connection for the length of one transaction, and never across
+a broker round trip (the outbox relay publishes after the commit).
+
+Every submitted request is answered: with its outcome after the commit; with ``Unavailable`` when the
+database could not be reached (nothing of the batch was acknowledged, so a retry is safe); with
+:class:`AcceptFailed` when the transaction failed for another reason (a bug) — then each request of the
+batch is retried alone first, so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from prometheus_client import Histogram
+from sqlalchemy import exc as sa_exc
+
+from switchboard_common.db.database import Database
+from switchboard_common.db.outbox import Outbox
+from switchboard_common.errors import Unavailable
+from switchboard_ingest.messages import service
+from switchboard_ingest.messages.schemas import MessageAccepted
+from switchboard_ingest.messages.service import Outcome, Submission
+from switchboard_ingest.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+COMMIT_BATCH = Histogram(
+    "switchboard_ingest_commit_batch_requests",
+    "Requests recorded by one ingest transaction (group commit)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+
+
+class AcceptFailed(Exception):
+    """Recording the message failed for a reason that is not the database's availability (a bug)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    submission: Submission
+    future: asyncio.Future[MessageAccepted]
+
+
+# SQLSTATE classes that say "not now" rather than "not this": connection exception, transaction rollback
+# (serialization failure, deadlock), insufficient resources (too many connections), operator intervention
+# (shutting down, starting up).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached, dropped the connection or refused for now: a retry can succeed."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES):
+        return True
+    # asyncpg's refused or reset connection surfaces as a plain OSError (ConnectionRefusedError, ...).
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError)
+
+
+def _settle(pending: _Pending, outcome: Outcome | Exception) -> None:
+    if pending.future.done():  # the request was cancelled (client gone): its outcome stands regardless
+        return
+    if isinstance(outcome, MessageAccepted):
+        pending.future.set_result(outcome)
+    else:
+        pending.future.set_exception(outcome)
+
+
+class GroupCommitter:
+    """A background job (``start`` / ``stop``) that records submitted messages in group commits."""
+
+    def __init__(self, db: Database, outbox: Outbox, settings: IngestSettings) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._max_batch = settings.ingest_commit_max_batch
+        self._concurrency = settings.ingest_commit_concurrency
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._accepting = False
+
+    async def start(self) -> None:
+        self._accepting = True
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"ingest-committer-{i}") for i in range(self._concurrency)
+        ]
+
+    async def stop(self) -> None:
+        """Refuse new submissions, answer every queued one, then stop."""
+        self._accepting = False
+        self._wakeup.set()
+        await asyncio.gather(*self._workers)
+        self._workers = []
+
+    async def submit(self, submission: Submission) -> MessageAccepted:
+        """Queue ``submission`` and wait until its transaction committed (or failed)."""
+        if not self._accepting:
+            raise Unavailable("ingest is shutting down, retry later")
+        future: asyncio.Future[MessageAccepted] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(submission, future))
+        self._wakeup.set()
+        return await future
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                if not self._accepting:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            # Whatever happens, every request of the batch is answered and the worker lives on.
+            try:
+                await self._commit(batch)
+            except Exception:
+                log.exception("group commit failed unexpectedly", extra={"requests": len(batch)})
+                for pending in batch:
+                    _settle(pending, AcceptFailed("accepting the message failed"))
+            finally:
+                for pending in batch:  # cancelled (a forced shutdown): nothing more will happen to them
+                    _settle(pending, Unavailable("message not accepted, retry later"))
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        COMMIT_BATCH.observe(len(batch))
+        try:
+            async with self._db.unit_of_work() as session:
+                outcomes = await service.accept_batch(session, self._outbox, [p.submission for p in batch])
+        except Exception as exc:
+            if database_unavailable(exc):
+                log.warning(
+                    "database unavailable, batch refused", extra={"requests": len(batch), "error": repr(exc)}
+                )
+                for pending in batch:
+                    _settle(
+                        pending, Unavailable("message not accepted: the database is unavailable, retry later")
+                    )
+            elif len(batch) > 1:
+                log.exception(
+                    "batch failed, retrying its requests one by one", extra={"requests": len(batch)}
+                )
+                for pending in batch:
+                    await self._commit([pending])
+            else:
+                log.exception("accepting a message failed")
+                _settle(batch[0], AcceptFailed("accepting the message failed"))
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            _settle(pending, outcome)

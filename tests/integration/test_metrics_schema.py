@@ -1,0 +1,91 @@
+"""The metrics models are exactly what the migrations build (Alembic finds nothing to autogenerate), and
+the migrations go down and up again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from switchboard_common.db.migrations import alembic_config, upgrade
+from switchboard_devstack.stack import create_database
+from switchboard_metrics.models import SCHEMA, Base
+from tests.conftest import Settings
+
+PACKAGE = "switchboard_metrics"
+
+
+def _include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    if type_ == "schema":
+        return name == SCHEMA
+    return not (type_ == "table" and name == "alembic_version")
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection,
+        opts={"include_schemas": True, "include_name": _include_name, "compare_type": True},
+    )
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_models_match_the_migrations(settings: Settings) -> None:
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(_diff)
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.scalars(
+                sa.text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": SCHEMA}
+            )
+            return set(rows)
+    finally:
+        await engine.dispose()
+
+
+async def test_migrations_downgrade_and_upgrade_again(settings: Settings) -> None:
+    name = f"metrics_migrations_{uuid.uuid4().hex[:8]}"
+    url = await create_database(settings.database_url, name)
+    try:
+        await asyncio.to_thread(upgrade, PACKAGE, SCHEMA, url, "0001")
+        assert await _tables(url) == {
+            "alembic_version",
+            "processed_events",
+            "event_counts",
+            "conversation_facts",
+        }
+        await asyncio.to_thread(upgrade, PACKAGE, SCHEMA, url)
+        assert await _tables(url) == {
+            "alembic_version",
+            "partition_offsets",
+            "event_counts",
+            "conversation_facts",
+        }
+        await asyncio.to_thread(command.downgrade, alembic_config(PACKAGE, SCHEMA, url), "0001")
+        assert "processed_events" in await _tables(url)
+        await asyncio.to_thread(command.downgrade, alembic_config(PACKAGE, SCHEMA, url), "base")
+        assert await _tables(url) == {"alembic_version"}
+        await asyncio.to_thread(upgrade, PACKAGE, SCHEMA, url)
+        assert "partition_offsets" in await _tables(url)
+    finally:
+        server = create_async_engine(settings.database_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with server.connect() as conn:
+                await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            await server.dispose()

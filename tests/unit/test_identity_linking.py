@@ -1,0 +1,62 @@
+"""Identity linking, pure: which customer each message of a batch belongs to."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable
+
+from switchboard_common.events import CustomerIdentity, IdentityKind
+from switchboard_conversation.conversations.linking import Sender, link
+
+API = IdentityKind.API
+EMAIL = IdentityKind.EMAIL
+
+
+def ident(kind: IdentityKind, value: str) -> CustomerIdentity:
+    return CustomerIdentity(kind=kind, value=value)
+
+
+def fixed_ids() -> Callable[[], uuid.UUID]:
+    counter = itertools.count(1)
+    return lambda: uuid.UUID(int=next(counter))
+
+
+def test_known_sender_identity_gives_its_customer() -> None:
+    known = uuid.uuid4()
+    result = link([Sender(ident(API, "c-1"), [], None)], {("api", "c-1"): known})
+    assert result.customer_of == [known] and not result.new_customers and not result.new_identities
+
+
+def test_sender_identity_wins_over_a_linked_email() -> None:
+    mine, other = uuid.uuid4(), uuid.uuid4()
+    owners = {("api", "c-1"): mine, ("email", "x@example.com"): other}
+    result = link([Sender(ident(API, "c-1"), [ident(EMAIL, "x@example.com")], None)], owners)
+    assert result.customer_of == [mine]
+    assert result.new_identities == {}  # the email stays with its owner
+
+
+def test_an_unknown_sender_is_linked_by_a_known_email_and_the_identity_attached() -> None:
+    owner = uuid.uuid4()
+    result = link(
+        [Sender(ident(API, "c-2"), [ident(EMAIL, "x@example.com")], "Bo")],
+        {("email", "x@example.com"): owner},
+    )
+    assert result.customer_of == [owner]
+    assert result.new_identities == {("api", "c-2"): owner}
+    assert result.names_to_fill == {owner: "Bo"} and not result.claimed
+
+
+def test_messages_of_one_batch_see_each_other() -> None:
+    new_id = fixed_ids()
+    senders = [
+        Sender(ident(API, "c-1"), [ident(EMAIL, "x@example.com")], "Ann"),
+        Sender(ident(API, "c-1"), [], None),
+        Sender(ident(EMAIL, "x@example.com"), [], None),
+    ]
+    result = link(senders, {}, new_id=new_id)
+    first = uuid.UUID(int=1)
+    assert result.customer_of == [first, first, first]
+    assert result.new_customers == {first: "Ann"}
+    assert result.claimed == {("api", "c-1")}
+    assert result.new_identities == {("api", "c-1"): first, ("email", "x@example.com"): first}
