@@ -32,7 +32,7 @@ format: install ## apply ruff's fixes and formatting
 	$(UV) run --frozen ruff check --fix .
 	$(UV) run --frozen ruff format .
 
-bench: install ## drive messages through ingest -> assignment and print throughput and latency
+bench: install ## drive messages ingest -> assignment: throughput, latency, CPU and round trips per message
 	$(UV) run --frozen switchboard-dev bench $(BENCH_ARGS)
 
 clean: ## remove the environment and the development data

@@ -1,49 +1,20 @@
-"""The metrics models are exactly what the migrations build (Alembic finds nothing to autogenerate), and
-the migrations go down and up again."""
+"""The metrics migrations go down and up again (test_schemas.py checks the models match them)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from switchboard_common.db.migrations import alembic_config, upgrade
 from switchboard_devstack.stack import create_database
-from switchboard_metrics.models import SCHEMA, Base
+from switchboard_metrics.models import SCHEMA
 from tests.conftest import Settings
 
 PACKAGE = "switchboard_metrics"
-
-
-def _include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    if type_ == "schema":
-        return name == SCHEMA
-    return not (type_ == "table" and name == "alembic_version")
-
-
-def _diff(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(
-        connection,
-        opts={"include_schemas": True, "include_name": _include_name, "compare_type": True},
-    )
-    return list(compare_metadata(context, Base.metadata))
-
-
-async def test_models_match_the_migrations(settings: Settings) -> None:
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.connect() as conn:
-            diff = await conn.run_sync(_diff)
-    finally:
-        await engine.dispose()
-    assert diff == []
 
 
 async def _tables(url: str) -> set[str]:

@@ -82,9 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_cmd = sub.add_parser("run", help="start the whole system")
     run_cmd.add_argument("--workdir", type=Path, default=Path(".devstack"))
     bench = sub.add_parser(
-        "bench",
-        help="measure throughput, latency and per-process cost of the message path",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "bench", help="measure throughput, latency and per-process cost of the message path"
     )
     from switchboard_devstack.bench import add_arguments, run_bench
 

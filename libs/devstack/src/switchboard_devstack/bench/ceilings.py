@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from switchboard_common.settings import CommonSettings
 from switchboard_devstack.bench import procstat, wrk
-from switchboard_devstack.bench.generators import LeanGenerator, LoadResult, WrkGenerator
+from switchboard_devstack.bench.generators import LeanGenerator, LoadResult, WrkGenerator, connections_for
 from switchboard_devstack.bench.stats import summary_ms
 from switchboard_devstack.ports import free_port, wait_for_port
 
@@ -67,7 +67,7 @@ async def empty_endpoint(args: argparse.Namespace, workdir: Path) -> dict[str, A
                 prefix="e",
                 quota=REQUESTS,
                 threads=1,
-                connections=args.connections,
+                connections=connections_for(args.connections, 0.0),
                 duration=60,
                 auth="",
             )
@@ -76,7 +76,12 @@ async def empty_endpoint(args: argparse.Namespace, workdir: Path) -> dict[str, A
             result = await gen.result(done_at, cpu, output)
         else:
             lean = LeanGenerator(
-                port, prefix="e", count=REQUESTS, rate=0.0, connections=args.connections, duration=60
+                port,
+                prefix="e",
+                count=REQUESTS,
+                rate=0.0,
+                connections=connections_for(args.connections, 0.0),
+                duration=60,
             )
             await lean.start()
             await lean.go()

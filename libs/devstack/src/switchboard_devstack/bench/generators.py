@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import signal
 import sys
 import tempfile
@@ -30,10 +31,12 @@ class LoadResult:
     go_at: float
     done_at: float
     cpu_seconds: float
-    # lean generator only: per request (index i = external_ids[i])
+    # lean generator only: its start (request i is due at t0 + i / rate) and per request i = external_ids[i]
+    t0: float = 0.0
     send: list[float] = field(default_factory=list)
     ack: list[float] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
+    unanswered: int = 0  # wrk: sent but never answered before the run ended (may still be accepted)
     reconnects: int = 0
     sample_body: str = ""
     # wrk only
@@ -53,6 +56,21 @@ class LoadResult:
 
     def all_ids(self) -> set[str]:
         return {message_id_for(ext) for ext in self.external_ids}
+
+
+def connections_for(given: int | None, rate: float) -> int:
+    """Open loop: enough connections for half a second of requests (an answer slower than that makes due
+    requests wait for a connection, which the send lag shows); closed loop: 64."""
+    if given:
+        return given
+    return 64 if rate <= 0 else min(1000, max(32, math.ceil(rate * 0.5)))
+
+
+def tick_for(given: float | None, rate: float) -> float:
+    """The lean generator's open-loop tick in ms: three requests' worth, between 2 and 50 ms."""
+    if given:
+        return given
+    return 10.0 if rate <= 0 else min(50.0, max(2.0, 3000.0 / rate))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -159,6 +177,7 @@ class LeanGenerator:
             go_at=self.go_at,
             done_at=done_at,
             cpu_seconds=cpu_seconds,
+            t0=data["t0"],
             send=data["send"],
             ack=data["ack"],
             status=data["status"],
@@ -224,12 +243,17 @@ class WrkGenerator:
         assert self._proc is not None
         assert self._proc.stdout is not None
         lines: list[str] = []
-        reached = 0
+        reached = all_sent = 0
+        all_sent_at = math.inf
         cpu = 0.0
         done_at = 0.0
         while True:
-            if reached < self.threads:  # wrk is running: sample it while it still exists
+            if not done_at:  # wrk is running: sample it while it still exists
                 cpu = max(cpu, _cpu_seconds(self.pid))
+                if time.monotonic() > all_sent_at + wrk.TIMEOUT_S + 1:
+                    # every request is sent but some never got an answer: stop waiting for them
+                    done_at = all_sent_at
+                    self._proc.send_signal(signal.SIGINT)
             try:
                 raw = await asyncio.wait_for(self._proc.stdout.readline(), 0.25)
             except TimeoutError:
@@ -238,7 +262,15 @@ class WrkGenerator:
                 break
             line = raw.decode(errors="replace").rstrip("\n")
             lines.append(line)
-            if line.strip() == wrk.QUOTA_REACHED:
+            if ".lua:" in line and not done_at:  # a script error: wrk would send junk for its whole run
+                self._proc.kill()
+                await self._proc.wait()
+                raise RuntimeError(f"wrk's script failed: {line}")
+            if line.strip() == wrk.ALL_SENT:
+                all_sent += 1
+                if all_sent == self.threads:
+                    all_sent_at = time.monotonic()
+            if line.strip() == wrk.QUOTA_REACHED and not done_at:
                 reached += 1
                 if reached == self.threads:
                     done_at = time.monotonic()
@@ -259,7 +291,8 @@ class WrkGenerator:
             connections=self.connections,
             external_ids=wrk.message_ids(self.prefix, parsed.threads),
             ok=parsed.acked,
-            failed=parsed.failed + (parsed.sent - parsed.acked - parsed.failed),
+            failed=parsed.failed,
+            unanswered=max(0, parsed.sent - parsed.acked - parsed.failed),
             go_at=self.go_at,
             done_at=done_at,
             cpu_seconds=cpu_seconds,

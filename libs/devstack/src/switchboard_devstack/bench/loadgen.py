@@ -86,7 +86,9 @@ class Generator:
         self.status = array("H", bytes(2 * self.count))
         self.epoll = select.epoll()
         self.conns: dict[int, Connection] = {}
-        self.idle: list[Connection] = []
+        # Free connections, used in turn (first freed, first used) so that none stays idle long enough for
+        # the server's keep-alive timeout to close it.
+        self.idle: deque[Connection] = deque()
         self.backlog: deque[int] = deque()
         self.next_i = 0
         self.inflight = 0
@@ -113,7 +115,7 @@ class Generator:
         return conn
 
     def open(self) -> None:
-        self.idle = [self.connect() for _ in range(self.args.connections)]
+        self.idle = deque(self.connect() for _ in range(self.args.connections))
 
     def drop(self, conn: Connection) -> None:
         """The server closed the connection (or it broke): fail its request, open a new one."""
@@ -260,7 +262,7 @@ class Generator:
                 i = self.next_i
                 self.next_i += 1
                 if self.idle:
-                    self.issue(self.idle.pop(), i)
+                    self.issue(self.idle.popleft(), i)
                 else:
                     self.backlog.append(i)
             if self.next_i < self.count:
@@ -270,8 +272,9 @@ class Generator:
                 self.collect(self.tick)  # everything is sent: wait for the last answers
 
     def closed_loop(self) -> None:
-        for conn in self.idle[:]:
-            self.idle.remove(conn)
+        free = list(self.idle)
+        self.idle.clear()
+        for conn in free:
             self.serve(conn)
         limit = self.deadline + self.args.timeout
         while not self.finished() and monotonic() < limit:

@@ -11,6 +11,12 @@ SYSTEM = ("ingest", "conversation", "router", "metrics", "postgresql", "broker")
 LATENCY_COLUMNS = (*(name for name, _ in QUANTILES), "max", "mean")
 
 
+def _ordered(rows: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The system's processes first, in pipeline order, then the rest (a --json file has sorted keys)."""
+    order = {name: i for i, name in enumerate((*SYSTEM, "load generator", "bench watcher"))}
+    return sorted(rows.items(), key=lambda item: order.get(item[0], len(order)))
+
+
 def _num(value: Any, fmt: str = "8.2f") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         width = int(fmt.split(".")[0]) if fmt[0].isdigit() else 0
@@ -29,7 +35,8 @@ def _latency_table(latency: dict[str, dict[str, float]]) -> list[str]:
 def _throughput(t: dict[str, Any]) -> list[str]:
     lines = [
         "throughput",
-        f"  sent / accepted (2xx) / failed   {t['sent']} / {t['accepted']} / {t['failed']}",
+        f"  sent / accepted (2xx) / failed   {t['sent']} / {t['accepted']} / {t['failed']}"
+        + (f"   (unanswered when the run ended: {t['unanswered']})" if t.get("unanswered") else ""),
         f"  assigned                         {t['assigned']}   (accepted but not seen assigned: "
         f"{max(0, t['accepted'] - t['assigned'])})",
     ]
@@ -45,6 +52,9 @@ def _throughput(t: dict[str, Any]) -> list[str]:
         f"  assigned, end to end             {t['end_to_end_per_s']:8.1f} msg/s  "
         f"(first request -> last assignment; drain after the load {t['drain_seconds']:.2f} s)",
     ]
+    if any((t.get("wrk_errors") or {}).values()):
+        errors = ", ".join(f"{k} {v}" for k, v in t["wrk_errors"].items())
+        lines.append(f"  wrk errors                       {errors}  (status: answers >= 400)")
     if t.get("reconnects"):
         lines.append(f"  generator reconnects             {t['reconnects']}")
     if t.get("message_id_check", "ok") != "ok":
@@ -106,7 +116,7 @@ def _counters(doc: dict[str, Any]) -> list[str]:
         "round trips per message (service /metrics counters over the window)",
         "  service           SQL stmts   SQL tx  Kafka req   Kafka requests by API; SQL by verb",
     ]
-    for name, row in doc["counters"].items():
+    for name, row in _ordered(doc["counters"]):
         if row.get("scraped") is False:
             lines.append(f"  {name:<16} {'no /metrics':>10}")
             continue
@@ -128,7 +138,7 @@ def _counters(doc: dict[str, Any]) -> list[str]:
 
 def _memory(doc: dict[str, Any]) -> list[str]:
     lines = ["memory at the end", "  process             pid    RSS MiB   peak MiB"]
-    for name, row in doc.get("memory", {}).items():
+    for name, row in _ordered(doc.get("memory", {})):
         if name == "postgresql":
             lines.append(
                 f"  {name:<14} {row['pid']:>8} {row['rss_mib']:10.1f} {'':>10}   summed over "
@@ -164,7 +174,7 @@ def render(doc: dict[str, Any]) -> str:
         "",
         *_latency_table(t["latency_ms"]),
     ]
-    if config["mode"] == "saturate":
+    if "ack (wrk, closed loop)" in t["latency_ms"]:
         lines.append(
             "  (ack -> assigned percentiles come from the fixed-rate mode; wrk reports only HTTP latency)"
         )
@@ -174,7 +184,9 @@ def render(doc: dict[str, Any]) -> str:
             "",
             f"burst: {burst['sent']} messages offered at {_num(burst['offered_per_s'], '.0f')}/s "
             f"({burst['accepted']} accepted, {burst['failed']} failed, {burst['assigned']} assigned; "
-            f"drained {burst['drain_seconds']:.2f} s after the burst)",
+            f"drained {burst['drain_seconds']:.2f} s after the burst; {burst['connections']} connections"
+            + (f", {burst['reconnects']} reconnects" if burst.get("reconnects") else "")
+            + ")",
             *_latency_table(burst["latency_ms"]),
         ]
     if ceilings := doc.get("ceilings"):
@@ -184,8 +196,8 @@ def render(doc: dict[str, Any]) -> str:
     if t["assigned"] < t["accepted"]:
         lines += [
             "",
-            f"WARNING: {t['accepted'] - t['assigned']} accepted messages were not seen assigned; the measured "
-            "window includes the wait for them (--assign-timeout)",
+            f"WARNING: {t['accepted'] - t['assigned']} accepted messages were not seen assigned; the "
+            "measured window includes the wait for them (--assign-timeout)",
         ]
     if doc.get("services_exited"):
         lines += ["", f"WARNING: services exited during the run: {doc['services_exited']}"]

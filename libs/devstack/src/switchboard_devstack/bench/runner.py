@@ -28,7 +28,13 @@ from prometheus_client import REGISTRY, generate_latest
 from switchboard_common.instrumentation import instrument_kafka
 from switchboard_common.settings import DEV_ADMIN_API_KEY, DEV_INGEST_API_KEY, CommonSettings
 from switchboard_devstack.bench import ceilings, procstat, promscrape, report, wrk
-from switchboard_devstack.bench.generators import LeanGenerator, LoadResult, WrkGenerator
+from switchboard_devstack.bench.generators import (
+    LeanGenerator,
+    LoadResult,
+    WrkGenerator,
+    connections_for,
+    tick_for,
+)
 from switchboard_devstack.bench.stats import rate_between, steady_rate, summary_ms
 from switchboard_devstack.bench.watcher import AssignmentWatcher, message_id_for
 from switchboard_devstack.ports import free_port
@@ -41,7 +47,18 @@ GENERATOR = "load generator"
 BENCH_SELF = "bench watcher"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows a default only where one is worth showing (not None, False or empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _HelpFormatter
     mode = parser.add_argument_group("mode (fixed offered rate unless --saturate)")
     mode.add_argument("--rate", type=float, default=100.0, help="messages per second offered (open loop)")
     mode.add_argument(
@@ -55,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="after the fixed-rate phase, offer 10x the rate for --burst-seconds",
     )
-    mode.add_argument("--burst-seconds", type=float, default=2.0)
+    mode.add_argument("--burst-seconds", type=float, default=2.0, help="length of the burst")
     mode.add_argument(
         "--ceilings",
         action="store_true",
@@ -80,9 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--generator",
         choices=["auto", "lean", "wrk"],
         default="auto",
-        help="auto: wrk for --saturate when on PATH, else lean",
+        help="--saturate only (a fixed rate always uses the lean open-loop generator): auto takes wrk when "
+        "it is on PATH",
     )
-    load.add_argument("--wrk-threads", type=int, default=1)
+    load.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (-t)")
     load.add_argument("--duration", type=int, default=120, help="--saturate: stop offering after this many s")
     load.add_argument("--warmup", type=int, default=200, help="messages sent (and assigned) before measuring")
     load.add_argument(
@@ -102,7 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="give up waiting for assignments after this many s without progress (the CPU window then "
         "includes the wait)",
     )
-    measure.add_argument("--watch-wait-ms", type=int, default=5, help="the watcher's fetch_max_wait_ms")
+    measure.add_argument(
+        "--watch-wait-ms",
+        type=int,
+        default=None,
+        help="the watcher's fetch_max_wait_ms: the embedded broker may hold a fetch this long after data "
+        "arrived, so it bounds the error of each assignment time (default 10; --saturate: 50, as only "
+        "throughput is measured there). Each fetch costs the broker and the bench CPU",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     output.add_argument(
@@ -115,7 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra environment for the services (repeatable)",
     )
-    parser.add_argument("--workdir", type=Path, default=Path(".devstack/bench"))
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(".devstack/bench"), help="data and logs (emptied first)"
+    )
 
 
 @dataclass
@@ -156,7 +183,8 @@ class Bench:
         self.args = args
         self.stack = stack
         self.run_id = uuid.uuid4().hex[:6]
-        self.watcher = AssignmentWatcher(stack.bootstrap, stack.topic_prefix, args.watch_wait_ms)
+        self.watch_wait_ms = args.watch_wait_ms or (50 if args.saturate else 10)
+        self.watcher = AssignmentWatcher(stack.bootstrap, stack.topic_prefix, self.watch_wait_ms)
         self.client = httpx.AsyncClient(timeout=30)
 
     def url(self, service: str) -> str:
@@ -199,15 +227,22 @@ class Bench:
     # -- sampling -----------------------------------------------------------------------------------------
 
     async def sample(
-        self,
+        self, *, end: bool
     ) -> tuple[
         dict[str, procstat.TreeSample], float, dict[str, promscrape.Samples], promscrape.Samples, float
     ]:
+        """CPU of every process and the services' counters. The scrapes lie outside the CPU window: at its
+        start they come first, at its end last."""
+        urls = {n: self.url(n) for n in SERVICE_NAMES}
+        metrics = {} if end else await promscrape.scrape(self.client, urls)
+        own_kafka = _own_kafka()
         cpu = procstat.snapshot(self.stack.roots)
         at = time.monotonic()
         own = _self_cpu()
-        metrics = await promscrape.scrape(self.client, {n: self.url(n) for n in SERVICE_NAMES})
-        return cpu, own, metrics, _own_kafka(), at
+        if end:
+            own_kafka = _own_kafka()
+            metrics = await promscrape.scrape(self.client, urls)
+        return cpu, own, metrics, own_kafka, at
 
     async def idle_rates(self) -> dict[str, float]:
         """CPU ms per second that each process burns with no load and the watcher paused."""
@@ -233,14 +268,13 @@ class Bench:
     # -- phases -------------------------------------------------------------------------------------------
 
     def _use_wrk(self, saturate: bool) -> str | None:
+        """wrk drives closed-loop (saturation) phases only: a fixed offered rate needs the open loop."""
+        if not saturate or self.args.generator == "lean":
+            return None
         binary = wrk.wrk_path()
-        if self.args.generator == "wrk":
-            if binary is None:
-                raise SystemExit("--generator wrk: wrk is not on PATH (apt-get install wrk)")
-            return binary
-        if self.args.generator == "auto" and saturate:
-            return binary
-        return None
+        if binary is None and self.args.generator == "wrk":
+            raise SystemExit("--generator wrk: wrk is not on PATH (apt-get install wrk)")
+        return binary
 
     async def drive(
         self, name: str, *, count: int, rate: float, saturate: bool = False, measured: bool = True
@@ -275,7 +309,7 @@ class Bench:
         try:
             if isinstance(generator, LeanGenerator):
                 await generator.start()
-            start = await self.sample() if measured else None
+            start = await self.sample(end=False) if measured else None
             await generator.go()
             if isinstance(generator, WrkGenerator):
                 done_at, gen_cpu, output = await generator.finish()
@@ -297,7 +331,7 @@ class Bench:
         window = None
         if start is not None:
             await asyncio.sleep(self.args.settle)
-            end = await self.sample()
+            end = await self.sample(end=True)
             window = Window(
                 cpu_start=start[0],
                 cpu_end=end[0],
@@ -307,7 +341,7 @@ class Bench:
                 metrics_end=end[2],
                 own_kafka_start=start[3],
                 own_kafka_end=end[3],
-                start=result.go_at,
+                start=start[4],
                 end=end[4],
             )
         return result, window, last
@@ -363,6 +397,7 @@ class Bench:
             "sent": result.sent,
             "accepted": result.ok,
             "failed": result.failed,
+            "unanswered": result.unanswered,
             "load_seconds": result.done_at - result.go_at,
             "accepted_per_s": result.ok / max(result.done_at - result.go_at, 1e-9),
         }
@@ -378,10 +413,11 @@ class Bench:
         latency: dict[str, Any] = {}
         if result.wrk is not None:
             latency["ack (wrk, closed loop)"] = result.wrk.latency_ms
+            section["wrk_errors"] = result.wrk.errors
         else:
             ok = [i for i, s in enumerate(result.status) if 200 <= s < 300]
             interval = 1.0 / result.rate if result.rate > 0 else 0.0
-            due = [result.go_at + i * interval for i in range(result.sent)] if interval else result.send
+            due = [result.t0 + i * interval for i in range(result.sent)] if interval else result.send
             latency["ack"] = summary_ms([result.ack[i] - result.send[i] for i in ok])
             latency["ack -> assigned"] = summary_ms(
                 [assigned_at[ids[i]] - result.ack[i] for i in ok if ids[i] in assigned_at]
@@ -469,7 +505,7 @@ class Bench:
                 "capacity": capacity,
                 "warmup": args.warmup,
                 "settle_s": args.settle,
-                "watch_wait_ms": args.watch_wait_ms,
+                "watch_wait_ms": self.watch_wait_ms,
                 "env": args.env,
                 "cpus": os.cpu_count(),
                 "clk_tck": procstat.CLK_TCK,
@@ -483,21 +519,6 @@ class Bench:
             "generator_ms_per_request": result.cpu_seconds * 1000 / max(result.sent, 1),
             "counters": counters,
         }
-
-
-def connections_for(given: int | None, rate: float) -> int:
-    """Open loop: enough connections for half a second of requests (an answer slower than that makes due
-    requests wait for a connection, which the send lag shows); closed loop: 64."""
-    if given:
-        return given
-    return 64 if rate <= 0 else min(1000, max(32, math.ceil(rate * 0.5)))
-
-
-def tick_for(given: float | None, rate: float) -> float:
-    """The lean generator's open-loop tick in ms: three requests' worth, between 2 and 50 ms."""
-    if given:
-        return given
-    return 10.0 if rate <= 0 else min(50.0, max(2.0, 3000.0 / rate))
 
 
 def _accepted_ids(result: LoadResult) -> set[str]:
@@ -572,7 +593,9 @@ def _service_env(args: argparse.Namespace, base: dict[str, str]) -> dict[str, st
 
 def run_bench(args: argparse.Namespace) -> int:
     workdir: Path = args.workdir.resolve()
-    shutil.rmtree(workdir / "pgdata", ignore_errors=True)  # comparable runs start from an empty database
+    # Comparable runs start from an empty database; the logs are this run's only.
+    shutil.rmtree(workdir / "pgdata", ignore_errors=True)
+    shutil.rmtree(workdir / "logs", ignore_errors=True)
     for var in ("SWITCHBOARD_ENVIRONMENT", "SWITCHBOARD_TOPIC_PREFIX"):
         os.environ.pop(var, None)
     instrument_kafka()  # the watcher's own Kafka requests are reported too
@@ -602,7 +625,11 @@ def run_bench(args: argparse.Namespace) -> int:
         )
         doc = _run_async(Bench(args, stack).run())
         if args.ceilings:
-            doc["ceilings"] = ceilings.measure(args, settings)
+            print("Raw ceilings ...", flush=True)
+            try:
+                doc["ceilings"] = ceilings.measure(args, settings)
+            except Exception as exc:  # the main figures are worth printing all the same
+                doc["ceilings"] = {"failed": {"summary": f"{type(exc).__name__}: {exc}"}}
         dead = [n for n in SERVICE_NAMES if n not in services.alive()]
         if dead:
             doc["services_exited"] = dead
