@@ -77,6 +77,11 @@ class CommonSettings(BaseSettings):
     # HTTP
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
+    http_access_log: bool = False
+    # Proxies whose X-Forwarded-* headers are trusted (uvicorn's forwarded_allow_ips); empty: none.
+    forwarded_allow_ips: str = ""
+    # FastAPI's native OpenTelemetry instrumentation, for deployments that configure OTel providers.
+    otel_enabled: bool = False
 
     @model_validator(mode="after")
     def _require_secrets(self) -> Self:

@@ -11,11 +11,7 @@ from fastapi import APIRouter, FastAPI
 from switchboard_common.db.database import Database
 from switchboard_common.http.errors import install_error_handlers
 from switchboard_common.http.health import router as health_router
-from switchboard_common.http.middleware import (
-    BodySizeLimitMiddleware,
-    CorrelationIdMiddleware,
-    MetricsMiddleware,
-)
+from switchboard_common.http.middleware import RequestContextMiddleware
 from switchboard_common.instrumentation import instrument_kafka
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_common.runtime import ServiceRuntime
@@ -67,12 +63,18 @@ def create_service_app(
             await db.dispose()
             log.info("service stopped")
 
-    app = FastAPI(title=f"Switchboard {name}", description=description, version="0.1.0", lifespan=lifespan)
+    # FastAPI's native OpenTelemetry checks the global providers on every request; off unless wanted.
+    otel = settings.otel_enabled
+    app = FastAPI(
+        title=f"Switchboard {name}",
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": otel, "metrics": otel, "logs": otel},
+    )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(MetricsMiddleware)
-    app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(RequestContextMiddleware, max_bytes=settings.max_request_bytes)
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,40 +62,68 @@ async def insert_tasks(
     return set(rows.all())
 
 
-_LOCK_CANDIDATES = statement(
+_LOCK_BEST_CANDIDATES = statement(
+    """
+    SELECT c.id, c.skills, c.capacity, c.active_count, c.last_assigned_at
+    FROM unnest(:skillsets) AS s(skills),
+    LATERAL (
+        SELECT id, skills, capacity, active_count, last_assigned_at FROM router.agents a
+        WHERE a.status = 'online' AND a.active_count < a.capacity
+          AND a.skills @> string_to_array(s.skills, ',')
+        ORDER BY a.active_count::float8 / a.capacity, a.last_assigned_at NULLS FIRST, a.id
+        LIMIT :per_skillset
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    """,
+    skillsets=TEXTS,
+    per_skillset=sa.Integer(),
+)
+
+
+def _candidates(rows: sa.Result[Any]) -> list[Candidate]:
+    return [
+        Candidate(r.id, frozenset(r.skills), r.capacity, r.active_count, r.last_assigned_at) for r in rows
+    ]
+
+
+async def lock_best_candidates(
+    session: AsyncSession, skillsets: Sequence[frozenset[str]], tasks: int
+) -> list[Candidate]:
+    """For each skill set, the ``tasks`` best-ranked online agents with capacity left who have it, locked
+    for this transaction (agents another transaction holds are skipped).
+
+    ``tasks`` per skill set is enough for an exact match: each assignment takes one agent, so the best of
+    the remaining ``tasks`` candidates always beats any agent ranked below them (the order is the
+    policy's ``rank``). An agent may come back for several skill sets; the policy dedupes.
+    """
+    if not skillsets or tasks <= 0:
+        return []
+    rows = await session.execute(
+        _LOCK_BEST_CANDIDATES,
+        {"skillsets": sorted({_skillset(s) for s in skillsets}), "per_skillset": tasks},
+    )
+    return _candidates(rows)
+
+
+_LOCK_AGENTS = statement(
     """
     SELECT id, skills, capacity, active_count, last_assigned_at FROM router.agents a
     WHERE status = 'online' AND active_count < capacity
       AND (CAST(:agents AS uuid[]) IS NULL OR a.id = ANY(:agents))
-      AND (CAST(:skillsets AS text[]) IS NULL
-           OR EXISTS (SELECT 1 FROM unnest(:skillsets) s WHERE a.skills @> string_to_array(s, ',')))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
     """,
     agents=UUIDS,
-    skillsets=TEXTS,
 )
 
 
-async def lock_candidates(
-    session: AsyncSession,
-    *,
-    agent_ids: Sequence[uuid.UUID] | None = None,
-    skillsets: Sequence[frozenset[str]] | None = None,
+async def lock_agents_with_capacity(
+    session: AsyncSession, agent_ids: Sequence[uuid.UUID] | None = None
 ) -> list[Candidate]:
-    """Online agents with capacity left (among ``agent_ids`` when given) who can serve at least one of
-    ``skillsets`` (any when None), locked for this transaction; agents another transaction holds are
-    skipped."""
-    rows = await session.execute(
-        _LOCK_CANDIDATES,
-        {
-            "agents": None if agent_ids is None else list(agent_ids),
-            "skillsets": None if skillsets is None else sorted({_skillset(s) for s in skillsets}),
-        },
-    )
-    return [
-        Candidate(r.id, frozenset(r.skills), r.capacity, r.active_count, r.last_assigned_at) for r in rows
-    ]
+    """Online agents with capacity left (among ``agent_ids`` when given), locked for this transaction;
+    agents another transaction holds are skipped."""
+    rows = await session.execute(_LOCK_AGENTS, {"agents": None if agent_ids is None else list(agent_ids)})
+    return _candidates(rows)
 
 
 _LOCK_QUEUED = statement(

@@ -100,7 +100,9 @@ async def on_opened(
         for t in tasks
     ]
     # The new tasks are invisible to other transactions until commit: only the agents need locking.
-    candidates = await repository.lock_candidates(session, skillsets=[t.required_skills for t in tasks])
+    candidates = await repository.lock_best_candidates(
+        session, [t.required_skills for t in tasks], len(tasks)
+    )
     out += await _assign(session, tasks, candidates, causes, now)
     await outbox.add_many(session, out)
 
@@ -110,7 +112,7 @@ async def assign_queued(
 ) -> int:
     """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None);
     returns how many conversations were assigned."""
-    candidates = await repository.lock_candidates(session, agent_ids=agent_ids)
+    candidates = await repository.lock_agents_with_capacity(session, agent_ids)
     free = sum(c.capacity - c.active for c in candidates)
     tasks = await repository.lock_queued(session, candidates, free)
     out = await _assign(session, tasks, candidates, {}, utcnow())
