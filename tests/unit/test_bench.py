@@ -320,3 +320,121 @@ def test_sql_verbs() -> None:
     assert _verb("WITH a AS (SELECT 1) SELECT * FROM a") == "with"
     assert _verb("LISTEN outbox") == "other"
     assert _verb("") == "other"
+
+
+def test_replicas_flag_is_parsed() -> None:
+    from switchboard_devstack.stack import parse_replicas
+
+    assert parse_replicas("conversation=2,router=2") == {"conversation": 2, "router": 2}
+    assert parse_replicas(" router = 3 , ") == {"router": 3}
+    assert parse_replicas("ingest=1") == {"ingest": 1}
+    assert parse_replicas("") == {}
+    for bad, why in (
+        ("conversation", "expected NAME=N"),
+        ("conversation=", "expected NAME=N"),
+        ("=2", "expected NAME=N"),
+        ("billing=2", "not a service"),
+        ("router=two", "whole number"),
+        ("router=0", "at least 1"),
+        ("router=-1", "at least 1"),
+        ("router=2,router=3", "given twice"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            parse_replicas(bad)
+
+
+def test_replicas_option_of_the_bench() -> None:
+    import argparse
+
+    from switchboard_devstack.bench.runner import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).replicas is None
+    args = parser.parse_args(["--replicas", "conversation=2,router=2"])
+    assert args.replicas == {"conversation": 2, "router": 2}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--replicas", "router=0"])
+
+
+def test_service_processes_name_and_place_their_replicas(tmp_path: Any) -> None:
+    from switchboard_devstack.stack import SERVICES, ServiceProcesses
+
+    default = ServiceProcesses({}, tmp_path)
+    assert [(i.name, i.port, i.log_name) for i in default.instances] == [
+        (s.name, s.port, f"{s.name}.log") for s in SERVICES
+    ]
+    ports = {"ingest": 9001, "conversation": 9002, "router": 9003, "metrics": 9004}
+    scaled = ServiceProcesses({}, tmp_path, ports=ports, replicas={"conversation": 2, "router": 3})
+    assert scaled.replicas == {"ingest": 1, "conversation": 2, "router": 3, "metrics": 1}
+    names = [i.name for i in scaled.instances]
+    assert names == [
+        "ingest",
+        "conversation#1",
+        "conversation#2",
+        "router#1",
+        "router#2",
+        "router#3",
+        "metrics",
+    ]
+    assert scaled.of("conversation")[0].port == 9002
+    assert len({i.port for i in scaled.instances}) == len(names)
+    assert scaled.url("router") == "http://127.0.0.1:9003"  # a service's name: its first replica
+    assert scaled.url("router#2") == scaled.of("router")[1].url
+    assert scaled.of("router")[2].log_name == "router-3.log"
+    with pytest.raises(ValueError, match="unknown"):
+        ServiceProcesses({}, tmp_path, replicas={"billing": 2})
+    with pytest.raises(ValueError, match="at least one"):
+        ServiceProcesses({}, tmp_path, replicas={"router": 0})
+
+
+def test_replica_figures_add_up() -> None:
+    before = promscrape.parse(METRICS_BEFORE)
+    after = promscrape.parse(METRICS_AFTER)
+    one = promscrape.delta(before, after)
+    both = promscrape.combine([one, one])
+    assert promscrape.total(both, promscrape.SQL_STATEMENTS) == 40
+    assert promscrape.by_label(both, promscrape.KAFKA_REQUESTS, "api") == {
+        "FetchRequest": 120,
+        "ProduceRequest": 40,
+    }
+    assert promscrape.combine([]) == {}
+    total = procstat.total(
+        [procstat.TreeDelta(1.5, 1, 0, 0), procstat.TreeDelta(0.5, 2, 1, 1)],
+    )
+    assert total == procstat.TreeDelta(2.0, 3, 1, 1)
+
+
+def test_lean_generator_spreads_connections_over_ports() -> None:
+    assert loadgen.parse_ports("8001") == [8001]
+    assert loadgen.parse_ports("8001,8005") == [8001, 8005]
+    with pytest.raises(ValueError, match="not a port list"):
+        loadgen.parse_ports("0")
+    args = loadgen.parse_args(["--port", "8001,8005", "--prefix", "p-", "--count", "1", "--out", "o"])
+    assert args.port == [8001, 8005]
+
+
+def test_report_shows_each_replica_and_their_sum() -> None:
+    doc = _doc(1.0)
+    doc["config"]["replicas"] = {"ingest": 1, "conversation": 2, "router": 1, "metrics": 1}
+    replica = dict(doc["cpu"]["conversation"], ms_per_msg=0.5, cores=0.25)
+    doc["cpu"]["conversation"]["replicas"] = {"conversation#2": replica, "conversation#1": replica}
+    doc["counters"]["conversation"] = dict(doc["counters"]["ingest"], replicas=2, replicas_scraped=2)
+    doc["memory"]["conversation#2"] = {"pid": 4, "rss_mib": 80.0, "hwm_mib": 81.0}
+    doc["memory"]["conversation#1"] = {"pid": 3, "rss_mib": 80.0, "hwm_mib": 81.0}
+    text = report.render(doc)
+    lines = text.splitlines()
+    assert "replicas: conversation x2 (in one consumer group each); every other service 1" in text
+    at = next(i for i, line in enumerate(lines) if line.startswith("  conversation ") and "sum of 2" in line)
+    assert lines[at + 1].split()[:2] == ["conversation#1", "0.500"]
+    assert lines[at + 2].split()[:2] == ["conversation#2", "0.500"]
+    assert "[sum of 2 replicas]" in text
+    memory = [line.split()[0] for line in lines[lines.index("memory at the end") + 2 :] if line.strip()]
+    assert memory[:4] == ["ingest", "conversation#1", "conversation#2", "postgresql"]
+    assert "WARNING" not in text
+    assert "cpu_ms_per_msg.conversation#1" in report.compare(doc, doc)
+
+    doc["counters"]["conversation"]["group_joins"] = 2.0
+    assert "WARNING: consumer groups rebalanced inside the measured window (JoinGroup requests: " in (
+        report.render(doc)
+    )

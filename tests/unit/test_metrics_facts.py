@@ -43,7 +43,8 @@ def test_each_conversation_event_sets_its_columns_and_others_set_none() -> None:
     queued = ConversationQueued(conversation_id=CID, required_skills=[], priority=0, queued_at=T0)
     assert facts_of(queued) == (CID, Facts(queued_at=T0))
     assigned = ConversationAssigned(conversation_id=CID, agent_id=AGENT, queued_at=T0, assigned_at=T0)
-    assert facts_of(assigned) == (CID, Facts(agent_id=AGENT, assigned_at=T0))
+    # An assignment also tells when the conversation was queued (no queued event when assigned at once).
+    assert facts_of(assigned) == (CID, Facts(agent_id=AGENT, queued_at=T0, assigned_at=T0))
     assert facts_of(ConversationResolved(conversation_id=CID, agent_id=AGENT, resolved_at=T0)) == (
         CID,
         Facts(resolved_at=T0),

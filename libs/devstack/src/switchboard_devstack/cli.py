@@ -64,7 +64,7 @@ def run(workdir: Path) -> int:
         services.start()
         print(_banner(infra, services, log_dir, settings.environment == "development"), flush=True)
         while not stop.wait(1):
-            if dead := [s.name for s in SERVICES if s.name not in services.alive()]:
+            if dead := services.exited():
                 print(f"service(s) exited: {dead}; see {log_dir}. Stopping.", file=sys.stderr)
                 return 1
         return 0

@@ -20,6 +20,7 @@ from switchboard_common.db.migrations import upgrade
 from switchboard_common.kafka.admin import ensure_topics
 from switchboard_common.settings import CommonSettings
 from switchboard_devstack.broker import EmbeddedBroker
+from switchboard_devstack.ports import free_port
 from switchboard_devstack.postgres import EmbeddedPostgres
 
 
@@ -114,24 +115,107 @@ def prepare(settings: CommonSettings) -> None:
     asyncio.run(ensure_topics(settings))
 
 
-class ServiceProcesses:
-    """The four services, each a separate `python -m switchboard_<name> serve` process."""
+def parse_replicas(text: str) -> dict[str, int]:
+    """``NAME=N[,NAME=N]`` (e.g. ``conversation=2,router=2``) -> processes per service. Services not named
+    keep one process; an empty text names none."""
+    names = {s.name for s in SERVICES}
+    replicas: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, count = (x.strip() for x in item.partition("="))
+        if not sep or not name or not count:
+            raise ValueError(f"{item!r}: expected NAME=N")
+        if name not in names:
+            raise ValueError(f"{name!r}: not a service (one of {', '.join(s.name for s in SERVICES)})")
+        if name in replicas:
+            raise ValueError(f"{name!r} given twice")
+        try:
+            replicas[name] = int(count)
+        except ValueError:
+            raise ValueError(f"{item!r}: N must be a whole number") from None
+        if replicas[name] < 1:
+            raise ValueError(f"{item!r}: N must be at least 1")
+    return replicas
 
-    def __init__(self, env: dict[str, str], log_dir: Path, ports: dict[str, int] | None = None) -> None:
+
+@dataclass(frozen=True)
+class Instance:
+    """One process of a service: replica ``replica`` (from 1) of ``replicas``."""
+
+    service: str
+    replica: int
+    replicas: int
+    port: int
+
+    @property
+    def name(self) -> str:
+        """The service's name when it runs alone, else ``<service>#<replica>``."""
+        return self.service if self.replicas == 1 else f"{self.service}#{self.replica}"
+
+    @property
+    def log_name(self) -> str:
+        return f"{self.service}.log" if self.replicas == 1 else f"{self.service}-{self.replica}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class ServiceProcesses:
+    """The four services, each one or more separate `python -m switchboard_<name> serve` processes.
+
+    ``ports`` gives the first replica's port of a service (default: its well-known one); further replicas
+    take free ports. ``replicas`` maps a service to its number of processes (default 1): replicas share
+    the database and join the same consumer groups, so a topic's partitions are split between them."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        ports: dict[str, int] | None = None,
+        replicas: dict[str, int] | None = None,
+    ) -> None:
         self.env = env
         self.log_dir = log_dir
+        unknown = set(replicas or {}) - {s.name for s in SERVICES}
+        if unknown:
+            raise ValueError(f"replicas of unknown services: {sorted(unknown)}")
+        self.replicas = {s.name: (replicas or {}).get(s.name, 1) for s in SERVICES}
+        if any(n < 1 for n in self.replicas.values()):
+            raise ValueError(f"every service needs at least one process: {self.replicas}")
         self.ports = {s.name: (ports or {}).get(s.name, s.port) for s in SERVICES}
+        self.instances = [
+            Instance(s.name, i, n, self.ports[s.name] if i == 1 else free_port())
+            for s in SERVICES
+            for n in [self.replicas[s.name]]
+            for i in range(1, n + 1)
+        ]
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def url(self, name: str) -> str:
+        """A service's first replica, or the instance of that name (``conversation#2``)."""
+        for instance in self.instances:
+            if instance.name == name:
+                return instance.url
         return f"http://127.0.0.1:{self.ports[name]}"
+
+    def of(self, service: str) -> list[Instance]:
+        return [i for i in self.instances if i.service == service]
 
     def start(self, timeout: float = 90) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for spec in SERVICES:
-            log = (self.log_dir / f"{spec.name}.log").open("ab")
-            self._processes[spec.name] = subprocess.Popen(
-                [sys.executable, "-m", spec.package, "serve", "--port", str(self.ports[spec.name])],
+        for instance in self.instances:
+            log = (self.log_dir / instance.log_name).open("ab")
+            self._processes[instance.name] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    f"switchboard_{instance.service}",
+                    "serve",
+                    "--port",
+                    str(instance.port),
+                ],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -140,24 +224,28 @@ class ServiceProcesses:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
+        """Until every process answers /health/ready with 200 (a consumer is ready once it holds an
+        assignment)."""
         deadline = time.monotonic() + timeout
+        instances = {i.name: i for i in self.instances}
         pending = set(self._processes)
         with httpx.Client(timeout=2) as client:
             while pending:
-                for name in list(pending):
+                for name in sorted(pending):
                     if self._processes[name].poll() is not None:
-                        raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
+                        raise RuntimeError(f"{name} exited; see {self.log_dir / instances[name].log_name}")
                     try:
-                        if client.get(f"{self.url(name)}/health/ready").status_code == 200:
+                        if client.get(f"{instances[name].url}/health/ready").status_code == 200:
                             pending.discard(name)
                     except httpx.HTTPError:
                         pass
                 if pending and time.monotonic() > deadline:
                     raise TimeoutError(f"not ready after {timeout:.0f} s: {sorted(pending)}")
-                time.sleep(0.2)
+                if pending:
+                    time.sleep(0.2)
 
     def stop(self, timeout: float = 30) -> dict[str, int]:
-        """SIGTERM every service (they finish in-flight work and leave their groups); returns exit codes."""
+        """SIGTERM every process (they finish in-flight work and leave their groups); returns exit codes."""
         for process in self._processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -171,10 +259,15 @@ class ServiceProcesses:
         return codes
 
     def pids(self) -> dict[str, int]:
+        """Instance name -> process id."""
         return {name: process.pid for name, process in self._processes.items()}
 
     def alive(self) -> list[str]:
         return [n for n, p in self._processes.items() if p.poll() is None]
+
+    def exited(self) -> list[str]:
+        """The instances that are no longer running."""
+        return [n for n, p in self._processes.items() if p.poll() is not None]
 
 
 def service_env(settings_env: dict[str, str]) -> dict[str, str]:

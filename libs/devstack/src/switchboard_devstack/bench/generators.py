@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,12 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class LeanGenerator:
-    """``python -m switchboard_devstack.bench.loadgen`` in its own process."""
+    """``python -m switchboard_devstack.bench.loadgen`` in its own process; with several ports (ingest
+    replicas) its connections are spread over them in turn."""
 
     def __init__(
         self,
-        port: int,
+        port: int | Sequence[int],
         *,
         prefix: str,
         count: int,
@@ -94,7 +96,7 @@ class LeanGenerator:
         path: str = "/v1/messages",
         auth: str = "",
     ) -> None:
-        self.port = port
+        self.ports = [port] if isinstance(port, int) else list(port)
         self.tick_ms = tick_ms
         self.prefix = prefix
         self.count = count
@@ -114,7 +116,7 @@ class LeanGenerator:
         argv = [
             "-m",
             "switchboard_devstack.bench.loadgen",
-            f"--port={self.port}",
+            f"--port={','.join(map(str, self.ports))}",
             f"--path={self.path}",
             f"--prefix={self.prefix}",
             f"--count={self.count}",

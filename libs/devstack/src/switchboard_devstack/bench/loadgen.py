@@ -1,6 +1,7 @@
 """The lean load generator: its own process, so its CPU is measured apart from everything else.
 
-HTTP/1.1 keep-alive over ``--connections`` non-blocking sockets, one request in flight per connection,
+HTTP/1.1 keep-alive over ``--connections`` non-blocking sockets (spread in turn over the ``--port`` list when
+it names several, e.g. ingest replicas), one request in flight per connection,
 request bytes built by concatenation, responses parsed only as far as the status code and Content-Length.
 No event loop: one thread, epoll, and as few wake-ups as possible, because on this kind of virtual machine
 each wake-up of an idle process costs 50-150 us of CPU, more than the work of a request. Two schedules:
@@ -58,11 +59,20 @@ def parse_head(head: bytes) -> tuple[int, int]:
     return status, int(lower[at + 17 : end if end >= 0 else len(lower)])
 
 
-class Connection:
-    __slots__ = ("body_start", "buffer", "expect", "fd", "inflight", "sock", "status")
+def parse_ports(text: str) -> list[int]:
+    """``8001`` or ``8001,8005``: the ports the connections are spread over."""
+    ports = [int(p) for p in text.split(",") if p.strip()]
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise ValueError(f"not a port list: {text!r}")
+    return ports
 
-    def __init__(self, sock: socket.socket) -> None:
+
+class Connection:
+    __slots__ = ("body_start", "buffer", "expect", "fd", "inflight", "port", "sock", "status")
+
+    def __init__(self, sock: socket.socket, port: int) -> None:
         self.sock = sock
+        self.port = port
         self.fd = sock.fileno()
         self.buffer = bytearray()
         self.expect = -1  # total length of the response being read, once its head is parsed
@@ -78,7 +88,7 @@ class Generator:
         self.rate: float = args.rate
         self.tick: float = max(0.001, args.tick_ms / 1000)
         self.head = (
-            f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+            f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port[0]}\r\n"
             f"Authorization: {args.auth}\r\nContent-Type: application/json\r\nContent-Length: "
         ).encode()
         self.send_t = array("d", bytes(8 * self.count))
@@ -104,18 +114,19 @@ class Generator:
 
     # -- connections --------------------------------------------------------------------------------------
 
-    def connect(self) -> Connection:
-        sock = socket.create_connection((self.args.host, self.args.port), timeout=10)
+    def connect(self, port: int) -> Connection:
+        sock = socket.create_connection((self.args.host, port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setblocking(False)
-        conn = Connection(sock)
+        conn = Connection(sock, port)
         self.conns[conn.fd] = conn
         self.epoll.register(conn.fd, select.EPOLLIN)
         return conn
 
     def open(self) -> None:
-        self.idle = deque(self.connect() for _ in range(self.args.connections))
+        ports = self.args.port
+        self.idle = deque(self.connect(ports[i % len(ports)]) for i in range(self.args.connections))
 
     def drop(self, conn: Connection) -> None:
         """The server closed the connection (or it broke): fail its request, open a new one."""
@@ -128,7 +139,7 @@ class Generator:
             self.ack_t[conn.inflight] = monotonic()
         for _ in range(50):
             try:
-                fresh = self.connect()
+                fresh = self.connect(conn.port)
             except OSError:
                 time.sleep(0.1)
                 continue
@@ -303,7 +314,12 @@ class Generator:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="switchboard-loadgen")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--port",
+        type=parse_ports,
+        required=True,
+        help="a port, or several comma-separated (connections in turn)",
+    )
     parser.add_argument("--path", default="/v1/messages")
     parser.add_argument("--auth", default="Bearer dev-ingest-key", help="the Authorization header's value")
     parser.add_argument("--prefix", required=True, help="message ids are <prefix><i>")

@@ -10,6 +10,7 @@ tree) could be lost.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,17 @@ def delta(before: TreeSample, after: TreeSample) -> TreeDelta:
         processes=len(after.members),
         started=len(after.members - before.members),
         exited=len(before.members - after.members),
+    )
+
+
+def total(deltas: Iterable[TreeDelta]) -> TreeDelta:
+    """Several trees' deltas added up (the replicas of one service)."""
+    parts = list(deltas)
+    return TreeDelta(
+        cpu_seconds=sum(d.cpu_seconds for d in parts),
+        processes=sum(d.processes for d in parts),
+        started=sum(d.started for d in parts),
+        exited=sum(d.exited for d in parts),
     )
 
 

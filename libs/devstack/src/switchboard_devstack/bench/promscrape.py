@@ -30,6 +30,15 @@ def delta(before: Samples, after: Samples) -> Samples:
     return {key: value - before.get(key, 0.0) for key, value in after.items()}
 
 
+def combine(parts: Iterable[Samples]) -> Samples:
+    """The sum of several processes' samples (the replicas of one service)."""
+    out: Samples = {}
+    for samples in parts:
+        for key, value in samples.items():
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
 def total(samples: Samples, name: str) -> float:
     return sum(v for (n, _), v in samples.items() if n == name)
 

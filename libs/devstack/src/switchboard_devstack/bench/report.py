@@ -12,9 +12,20 @@ LATENCY_COLUMNS = (*(name for name, _ in QUANTILES), "max", "mean")
 
 
 def _ordered(rows: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The system's processes first, in pipeline order, then the rest (a --json file has sorted keys)."""
+    """The system's processes first, in pipeline order (a service's replicas ``name#k`` after each other),
+    then the rest (a --json file has sorted keys)."""
     order = {name: i for i, name in enumerate((*SYSTEM, "load generator", "bench watcher"))}
-    return sorted(rows.items(), key=lambda item: order.get(item[0], len(order)))
+
+    def key(item: tuple[str, Any]) -> tuple[int, int]:
+        base, _, replica = item[0].partition("#")
+        return order.get(base, len(order)), int(replica) if replica.isdigit() else 0
+
+    return sorted(rows.items(), key=key)
+
+
+def scaled(config: dict[str, Any]) -> str:
+    """``conversation x2, router x2`` for the services that ran more than one process; empty if none."""
+    return ", ".join(f"{name} x{n}" for name, n in (config.get("replicas") or {}).items() if n > 1)
 
 
 def _num(value: Any, fmt: str = "8.2f") -> str:
@@ -85,6 +96,9 @@ def _cpu(doc: dict[str, Any]) -> list[str]:
     for name in SYSTEM:
         values = cpu.get(name, {"external": True})
         notes = ""
+        replicas = values.get("replicas") or {}
+        if replicas:
+            notes = f"sum of {len(replicas)} replicas"
         if name == "postgresql" and not values.get("external"):
             notes = (
                 f"{values['processes']} processes, {values['started']} started, {values['exited']} exited "
@@ -96,6 +110,8 @@ def _cpu(doc: dict[str, Any]) -> list[str]:
                 f"(+{_num(values.get('watcher_idle_ms_per_s'), '.0f')} ms/s idle)"
             )
         lines.append(row(name, values, notes))
+        for replica, replica_values in _ordered(replicas):
+            lines.append(row(f"  {replica}", replica_values))
     lines.append(f"  {'total (system)':<26} {total:9.3f} {'':11}  100.0%")
     gen = cpu["load generator"]
     lines.append(
@@ -129,6 +145,10 @@ def _counters(doc: dict[str, Any]) -> list[str]:
             f"{k} {v:.2f}" for k, v in sorted(row["sql_by_verb"].items(), key=lambda kv: -kv[1]) if v >= 0.005
         )
         detail = "; ".join(x for x in (apis, verbs) if x)
+        if replicas := row.get("replicas"):
+            answered = row.get("replicas_scraped", replicas)
+            of = f"{answered} of {replicas}" if answered < replicas else f"{replicas}"
+            detail += f"  [sum of {of} replicas]"
         lines.append(
             f"  {name:<16} {_num(row['sql_statements'], '10.2f')} {_num(row['sql_transactions'], '8.2f')} "
             f"{row['kafka_requests']:10.2f}   {detail}"
@@ -169,6 +189,11 @@ def render(doc: dict[str, Any]) -> str:
         f"{config['capacity']} each); warm-up {config['warmup']} messages; assignment watcher fetch wait "
         f"{config['watch_wait_ms']} ms"
         + (f"; service env {' '.join(config['env'])}" if config["env"] else ""),
+        *(
+            [f"replicas: {scaled(config)} (in one consumer group each); every other service 1"]
+            if scaled(config)
+            else []
+        ),
         "",
         *_throughput(t),
         "",
@@ -199,6 +224,18 @@ def render(doc: dict[str, Any]) -> str:
             f"WARNING: {t['accepted'] - t['assigned']} accepted messages were not seen assigned; the "
             "measured window includes the wait for them (--assign-timeout)",
         ]
+    joins = {
+        name: row["group_joins"]
+        for name, row in doc["counters"].items()
+        if name in SYSTEM and row.get("group_joins")
+    }
+    if joins:
+        lines += [
+            "",
+            "WARNING: consumer groups rebalanced inside the measured window (JoinGroup requests: "
+            + ", ".join(f"{name} {n:.0f}" for name, n in joins.items())
+            + "); partitions moved while measuring",
+        ]
     if doc.get("services_exited"):
         lines += ["", f"WARNING: services exited during the run: {doc['services_exited']}"]
     generator_ms = doc["generator_ms_per_request"]
@@ -224,6 +261,9 @@ def comparable(doc: dict[str, Any]) -> dict[str, float]:
     for name, row in doc.get("cpu", {}).items():
         if isinstance(row.get("ms_per_msg"), int | float):
             out[f"cpu_ms_per_msg.{name}"] = float(row["ms_per_msg"])
+        for replica, replica_row in (row.get("replicas") or {}).items():
+            if isinstance(replica_row.get("ms_per_msg"), int | float):
+                out[f"cpu_ms_per_msg.{replica}"] = float(replica_row["ms_per_msg"])
     for key in ("cpu_total_system_ms_per_msg", "cpu_total_ms_per_msg"):
         if isinstance(doc.get(key), int | float):
             out[key] = float(doc[key])

@@ -38,7 +38,14 @@ from switchboard_devstack.bench.generators import (
 from switchboard_devstack.bench.stats import rate_between, steady_rate, summary_ms
 from switchboard_devstack.bench.watcher import AssignmentWatcher, message_id_for
 from switchboard_devstack.ports import free_port
-from switchboard_devstack.stack import SERVICES, Infrastructure, ServiceProcesses, prepare, service_env
+from switchboard_devstack.stack import (
+    SERVICES,
+    Infrastructure,
+    ServiceProcesses,
+    parse_replicas,
+    prepare,
+    service_env,
+)
 
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_API_KEY}"}
 INGEST_AUTH = f"Bearer {DEV_INGEST_API_KEY}"
@@ -55,6 +62,13 @@ class _HelpFormatter(argparse.HelpFormatter):
         if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+def _replicas(text: str) -> dict[str, int]:
+    try:
+        return parse_replicas(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +148,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compare", type=Path, default=None, help="print deltas against an earlier --json file"
     )
     parser.add_argument(
+        "--replicas",
+        type=_replicas,
+        default=None,
+        metavar="NAME=N[,NAME=N]",
+        help="processes per service (1 each unless named), e.g. conversation=2,router=2: the replicas of a "
+        "service join one consumer group and share its partitions; ingest replicas share the load "
+        "generator's connections (lean generator only)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -148,9 +171,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass
 class Stack:
     services: ServiceProcesses
-    roots: dict[str, int]  # process name -> pid whose tree is sampled
+    roots: dict[str, int]  # process name (a service, or a replica: "router#2") -> pid whose tree is sampled
     bootstrap: str
     topic_prefix: str
+
+    def processes(self, name: str) -> list[str]:
+        """The sampled processes that make up ``name``: a service's replicas, or ``name`` itself."""
+        if name in self.services.replicas:
+            return [i.name for i in self.services.of(name)]
+        return [name]
 
 
 @dataclass
@@ -191,8 +220,8 @@ class Bench:
         return self.stack.services.url(service)
 
     @property
-    def ingest_port(self) -> int:
-        return self.stack.services.ports["ingest"]
+    def ingest_ports(self) -> list[int]:
+        return [i.port for i in self.stack.services.of("ingest")]
 
     # -- setup --------------------------------------------------------------------------------------------
 
@@ -233,7 +262,7 @@ class Bench:
     ]:
         """CPU of every process and the services' counters. The scrapes lie outside the CPU window: at its
         start they come first, at its end last."""
-        urls = {n: self.url(n) for n in SERVICE_NAMES}
+        urls = {i.name: i.url for i in self.stack.services.instances}
         metrics = {} if end else await promscrape.scrape(self.client, urls)
         own_kafka = _own_kafka()
         cpu = procstat.snapshot(self.stack.roots)
@@ -271,6 +300,10 @@ class Bench:
         """wrk drives closed-loop (saturation) phases only: a fixed offered rate needs the open loop."""
         if not saturate or self.args.generator == "lean":
             return None
+        if len(self.ingest_ports) > 1:
+            if self.args.generator == "wrk":
+                raise SystemExit("--generator wrk drives one URL: with ingest replicas use --generator lean")
+            return None
         binary = wrk.wrk_path()
         if binary is None and self.args.generator == "wrk":
             raise SystemExit("--generator wrk: wrk is not on PATH (apt-get install wrk)")
@@ -287,7 +320,7 @@ class Bench:
         if binary is not None:
             generator = WrkGenerator(
                 binary,
-                self.ingest_port,
+                self.ingest_ports[0],
                 prefix=prefix,
                 quota=count,
                 threads=self.args.wrk_threads,
@@ -297,7 +330,7 @@ class Bench:
             )
         else:
             generator = LeanGenerator(
-                self.ingest_port,
+                self.ingest_ports,
                 prefix=prefix,
                 count=count,
                 rate=rate,
@@ -450,21 +483,17 @@ class Bench:
         seconds = window.end - window.start
         cpu: dict[str, dict[str, Any]] = {}
         for name in [*SERVICE_NAMES, "postgresql", "broker"]:
-            if name not in window.cpu_end:
+            parts = self.stack.processes(name)
+            if any(p not in window.cpu_end for p in parts):
                 cpu[name] = {"external": True}
                 continue
-            d = procstat.delta(window.cpu_start[name], window.cpu_end[name])
-            idle_rate = idle.get(name, math.nan)
-            cpu[name] = {
-                "cpu_seconds": d.cpu_seconds,
-                "ms_per_msg": d.cpu_seconds * 1000 / per,
-                "above_idle_ms_per_msg": (d.cpu_seconds * 1000 - idle_rate * seconds) / per,
-                "cores": d.cpu_seconds / seconds,
-                "idle_ms_per_s": idle_rate,
-                "processes": d.processes,
-                "started": d.started,
-                "exited": d.exited,
-            }
+            deltas = {p: procstat.delta(window.cpu_start[p], window.cpu_end[p]) for p in parts}
+            cpu[name] = _cpu_row(procstat.total(deltas.values()), _idle_total(idle, parts), per, seconds)
+            if len(parts) > 1:
+                # the service's row is the sum over its replicas; each replica's own row is kept too
+                cpu[name]["replicas"] = {
+                    p: _cpu_row(d, idle.get(p, math.nan), per, seconds) for p, d in deltas.items()
+                }
         if "ms_per_msg" in cpu["broker"]:
             # The watcher's polling keeps the broker busy too; estimated from the two idle windows.
             extra = idle.get("broker_with_watcher", math.nan) - idle.get("broker", math.nan)
@@ -486,8 +515,16 @@ class Bench:
         }
         counters: dict[str, dict[str, Any]] = {}
         for name in SERVICE_NAMES:
-            scraped = promscrape.delta(window.metrics_start.get(name, {}), window.metrics_end.get(name, {}))
-            counters[name] = _counter_row(scraped, per, bool(window.metrics_end.get(name)))
+            # summed over the replicas that answered at both ends of the window
+            parts = self.stack.processes(name)
+            answered = [p for p in parts if window.metrics_start.get(p) and window.metrics_end.get(p)]
+            scraped = promscrape.combine(
+                promscrape.delta(window.metrics_start[p], window.metrics_end[p]) for p in answered
+            )
+            counters[name] = _counter_row(scraped, per, bool(answered))
+            if len(parts) > 1 and answered:
+                counters[name]["replicas"] = len(parts)
+                counters[name]["replicas_scraped"] = len(answered)
         counters[BENCH_SELF] = _counter_row(
             promscrape.delta(window.own_kafka_start, window.own_kafka_end), per, True
         )
@@ -507,6 +544,7 @@ class Bench:
                 "settle_s": args.settle,
                 "watch_wait_ms": self.watch_wait_ms,
                 "env": args.env,
+                "replicas": dict(self.stack.services.replicas),
                 "cpus": os.cpu_count(),
                 "clk_tck": procstat.CLK_TCK,
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -538,10 +576,30 @@ def _check_sample(result: LoadResult) -> str:
     return "ok" if returned in derived else f"MISMATCH: ingest returned {returned}"
 
 
+def _idle_total(idle: dict[str, float], parts: list[str]) -> float:
+    """What ``parts`` (a service's replicas) burn idle together, in ms per second."""
+    return sum(idle.get(p, math.nan) for p in parts)
+
+
+def _cpu_row(d: procstat.TreeDelta, idle_rate: float, per: int, seconds: float) -> dict[str, Any]:
+    return {
+        "cpu_seconds": d.cpu_seconds,
+        "ms_per_msg": d.cpu_seconds * 1000 / per,
+        "above_idle_ms_per_msg": (d.cpu_seconds * 1000 - idle_rate * seconds) / per,
+        "cores": d.cpu_seconds / seconds,
+        "idle_ms_per_s": idle_rate,
+        "processes": d.processes,
+        "started": d.started,
+        "exited": d.exited,
+    }
+
+
 def _counter_row(d: promscrape.Samples, per: int, scraped: bool) -> dict[str, Any]:
     if not scraped:
         return {"scraped": False}
     return {
+        # absolute, not per message: any JoinGroup inside the window means a consumer group rebalanced
+        "group_joins": promscrape.by_label(d, promscrape.KAFKA_REQUESTS, "api").get("JoinGroupRequest", 0.0),
         "sql_statements": promscrape.total(d, promscrape.SQL_STATEMENTS) / per,
         "sql_transactions": promscrape.total(d, promscrape.SQL_TRANSACTIONS) / per,
         "kafka_requests": promscrape.total(d, promscrape.KAFKA_REQUESTS) / per,
@@ -613,9 +671,13 @@ def run_bench(args: argparse.Namespace) -> int:
         settings = CommonSettings()
         prepare(settings)
         services = ServiceProcesses(
-            _service_env(args, env), workdir / "logs", ports={s.name: free_port() for s in SERVICES}
+            _service_env(args, env),
+            workdir / "logs",
+            ports={s.name: free_port() for s in SERVICES},
+            replicas=args.replicas,
         )
-        print("Starting services ...", flush=True)
+        scaled = ", ".join(f"{n} x{k}" for n, k in services.replicas.items() if k > 1)
+        print(f"Starting services{f' ({scaled})' if scaled else ''} ...", flush=True)
         services.start()
         stack = Stack(
             services=services,
@@ -630,7 +692,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 doc["ceilings"] = ceilings.measure(args, settings)
             except Exception as exc:  # the main figures are worth printing all the same
                 doc["ceilings"] = {"failed": {"summary": f"{type(exc).__name__}: {exc}"}}
-        dead = [n for n in SERVICE_NAMES if n not in services.alive()]
+        dead = services.exited()
         if dead:
             doc["services_exited"] = dead
     finally:

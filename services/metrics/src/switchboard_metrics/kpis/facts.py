@@ -56,7 +56,10 @@ def _queued(payload: ConversationQueued) -> tuple[uuid.UUID, Facts] | None:
 
 @facts_of.register
 def _assigned(payload: ConversationAssigned) -> tuple[uuid.UUID, Facts] | None:
-    return payload.conversation_id, Facts(assigned_at=payload.assigned_at, agent_id=payload.agent_id)
+    # A conversation assigned at once has no conversation.queued event: its queued_at comes from here.
+    return payload.conversation_id, Facts(
+        queued_at=payload.queued_at, assigned_at=payload.assigned_at, agent_id=payload.agent_id
+    )
 
 
 @facts_of.register

@@ -87,6 +87,14 @@ async def on_opened(
     if not tasks:
         return
     causes = {cid: envelope for cid, (envelope, _) in first.items()}
+    # The new tasks are invisible to other transactions until commit: only the agents need locking.
+    candidates = await repository.lock_best_candidates(
+        session, [t.required_skills for t in tasks], len(tasks)
+    )
+    assigned = await _assign(session, tasks, candidates, causes, now)
+    # conversation.queued announces a conversation left waiting; one assigned at once needs no such event
+    # (conversation.assigned carries its queued_at), which saves a record per message on the hot path.
+    placed = {key for _, key, _ in assigned}  # routing events are keyed by conversation id
     out = [
         _routing_event(
             ConversationQueued(
@@ -98,13 +106,9 @@ async def on_opened(
             causes[t.conversation_id],
         )
         for t in tasks
+        if str(t.conversation_id) not in placed
     ]
-    # The new tasks are invisible to other transactions until commit: only the agents need locking.
-    candidates = await repository.lock_best_candidates(
-        session, [t.required_skills for t in tasks], len(tasks)
-    )
-    out += await _assign(session, tasks, candidates, causes, now)
-    await outbox.add_many(session, out)
+    await outbox.add_many(session, out + assigned)
 
 
 async def assign_queued(
