@@ -27,85 +27,87 @@ from switchboard_conversation.models import (
 
 # --- the inbound-message batch ------------------------------------------------------------------------
 
-_STORED_MESSAGES = statement("SELECT id FROM conversation.messages WHERE id = ANY(:ids)", ids=UUIDS)
-
-
-async def stored_message_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    return set((await session.scalars(_STORED_MESSAGES, {"ids": list(ids)})).all())
-
-
-_OWNERS = statement(
+_KNOWN = statement(
     """
-    SELECT i.kind, i.value, i.customer_id
+    SELECT 'message' AS what, id::text AS kind, NULL AS value, NULL::uuid AS customer_id
+    FROM conversation.messages WHERE id = ANY(:ids)
+    UNION ALL
+    SELECT 'identity', i.kind, i.value, i.customer_id
     FROM conversation.customer_identities i
     JOIN unnest(:kinds, :values) AS k(kind, value) ON i.kind = k.kind AND i.value = k.value
     """,
+    ids=UUIDS,
     kinds=TEXTS,
     values=TEXTS,
 )
 
 
-async def identity_owners(session: AsyncSession, keys: Sequence[IdentityKey]) -> dict[IdentityKey, uuid.UUID]:
-    rows = await session.execute(_OWNERS, {"kinds": [k for k, _ in keys], "values": [v for _, v in keys]})
-    return {(kind, value): customer_id for kind, value, customer_id in rows}
+async def known(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID], keys: Sequence[IdentityKey]
+) -> tuple[set[uuid.UUID], dict[IdentityKey, uuid.UUID]]:
+    """What the batch needs to know, in one round trip: the message ids already stored, and the owner of
+    every identity the batch carries."""
+    rows = await session.execute(
+        _KNOWN, {"ids": list(message_ids), "kinds": [k for k, _ in keys], "values": [v for _, v in keys]}
+    )
+    stored: set[uuid.UUID] = set()
+    owners: dict[IdentityKey, uuid.UUID] = {}
+    for what, kind, value, customer_id in rows:
+        if what == "message":
+            stored.add(uuid.UUID(kind))
+        else:
+            owners[(kind, value)] = customer_id
+    return stored, owners
 
 
-_INSERT_CUSTOMERS = statement(
-    "INSERT INTO conversation.customers (id, display_name) SELECT * FROM unnest(:ids, :names)",
-    ids=UUIDS,
-    names=TEXTS,
-)
-
-
-async def insert_customers(session: AsyncSession, customers: Mapping[uuid.UUID, str | None]) -> None:
-    if customers:
-        await session.execute(_INSERT_CUSTOMERS, {"ids": list(customers), "names": list(customers.values())})
-
-
-_INSERT_IDENTITIES = statement(
+_ADD_CUSTOMERS = statement(
     """
+    WITH customers AS (
+        INSERT INTO conversation.customers (id, display_name) SELECT * FROM unnest(:ids, :names)
+    ), named AS (
+        UPDATE conversation.customers c SET display_name = u.name
+        FROM unnest(:fill_ids, :fill_names) AS u(id, name)
+        WHERE c.id = u.id AND c.display_name IS NULL
+    )
     INSERT INTO conversation.customer_identities (kind, value, customer_id)
-    SELECT * FROM unnest(:kinds, :values, :customers)
+    SELECT * FROM unnest(:kinds, :values, :owners)
     ON CONFLICT DO NOTHING
     RETURNING kind, value
     """,
+    ids=UUIDS,
+    names=TEXTS,
+    fill_ids=UUIDS,
+    fill_names=TEXTS,
     kinds=TEXTS,
     values=TEXTS,
-    customers=UUIDS,
+    owners=UUIDS,
 )
 
 
-async def insert_identities(
-    session: AsyncSession, identities: Mapping[IdentityKey, uuid.UUID]
+async def add_customers(
+    session: AsyncSession,
+    customers: Mapping[uuid.UUID, str | None],
+    identities: Mapping[IdentityKey, uuid.UUID],
+    names: Mapping[uuid.UUID, str],
 ) -> set[IdentityKey]:
-    """Attach identities; returns those inserted (one another customer already owns is left alone)."""
-    if not identities:
+    """In one statement: create ``customers`` (id -> display name), attach ``identities`` (identity ->
+    customer) and give existing customers without a name one. Returns the identities inserted: one
+    another customer already owns is left alone."""
+    if not (customers or identities or names):
         return set()
     rows = await session.execute(
-        _INSERT_IDENTITIES,
+        _ADD_CUSTOMERS,
         {
+            "ids": list(customers),
+            "names": list(customers.values()),
+            "fill_ids": list(names),
+            "fill_names": list(names.values()),
             "kinds": [k for k, _ in identities],
             "values": [v for _, v in identities],
-            "customers": list(identities.values()),
+            "owners": list(identities.values()),
         },
     )
     return {(kind, value) for kind, value in rows}
-
-
-_FILL_NAMES = statement(
-    """
-    UPDATE conversation.customers c SET display_name = u.name
-    FROM unnest(:ids, :names) AS u(id, name)
-    WHERE c.id = u.id AND c.display_name IS NULL
-    """,
-    ids=UUIDS,
-    names=TEXTS,
-)
-
-
-async def fill_display_names(session: AsyncSession, names: Mapping[uuid.UUID, str]) -> None:
-    if names:
-        await session.execute(_FILL_NAMES, {"ids": list(names), "names": list(names.values())})
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +167,9 @@ _INSERT_CONVERSATIONS = statement(
 async def insert_conversations(
     session: AsyncSession, conversations: Sequence[NewConversation]
 ) -> set[uuid.UUID]:
-    """Open conversations; returns the ids inserted. One whose customer meanwhile got an unresolved
-    conversation from another transaction is not inserted (the one-unresolved-per-customer index)."""
+    """Open conversations; returns the ids inserted. One whose customer already has an unresolved
+    conversation is not inserted (the one-unresolved-per-customer index; a conflicting transaction is
+    waited for, so a conversation being resolved right now counts once that commits)."""
     if not conversations:
         return set()
     rows = await session.scalars(
@@ -199,12 +202,22 @@ class NewMessage:
 
 _INSERT_MESSAGES = statement(
     """
-    INSERT INTO conversation.messages (id, conversation_id, channel, external_id, direction, body,
-        sent_at, received_at)
-    SELECT * FROM unnest(:ids, :conversations, :channels, :external_ids, :directions, :bodies, :sent,
-        :received)
-    ON CONFLICT DO NOTHING
-    RETURNING id
+    WITH inserted AS (
+        INSERT INTO conversation.messages (id, conversation_id, channel, external_id, direction, body,
+            sent_at, received_at)
+        SELECT * FROM unnest(:ids, :conversations, :channels, :external_ids, :directions, :bodies, :sent,
+            :received)
+        ON CONFLICT DO NOTHING
+        RETURNING id, conversation_id, channel, received_at
+    ), latest AS (
+        SELECT DISTINCT ON (conversation_id) conversation_id, channel, received_at
+        FROM inserted ORDER BY conversation_id, received_at DESC
+    ), touched AS (
+        UPDATE conversation.conversations c
+        SET last_channel = l.channel, last_message_at = greatest(c.last_message_at, l.received_at)
+        FROM latest l WHERE c.id = l.conversation_id
+    )
+    SELECT id FROM inserted
     """,
     ids=UUIDS,
     conversations=UUIDS,
@@ -218,8 +231,9 @@ _INSERT_MESSAGES = statement(
 
 
 async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage]) -> set[uuid.UUID]:
-    """Store messages; returns the ids inserted (a message id or a channel's message id already stored is
-    skipped)."""
+    """Store messages and record each conversation's latest activity (channel and time of its newest
+    message), in one statement; returns the ids inserted (a message id or a channel's message id already
+    stored is skipped)."""
     if not messages:
         return set()
     rows = await session.scalars(
@@ -236,34 +250,6 @@ async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage])
         },
     )
     return set(rows.all())
-
-
-_TOUCH = statement(
-    """
-    UPDATE conversation.conversations c
-    SET last_channel = u.channel, last_message_at = greatest(c.last_message_at, u.at)
-    FROM unnest(:ids, :channels, :ats) AS u(id, channel, at)
-    WHERE c.id = u.id
-    """,
-    ids=UUIDS,
-    channels=TEXTS,
-    ats=TIMES,
-)
-
-
-async def touch_conversations(
-    session: AsyncSession, latest: Mapping[uuid.UUID, tuple[str, datetime]]
-) -> None:
-    """Record each conversation's latest message: (channel, received_at)."""
-    if latest:
-        await session.execute(
-            _TOUCH,
-            {
-                "ids": list(latest),
-                "channels": [channel for channel, _ in latest.values()],
-                "ats": [at for _, at in latest.values()],
-            },
-        )
 
 
 # --- routing outcomes ---------------------------------------------------------------------------------

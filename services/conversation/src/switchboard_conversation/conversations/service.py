@@ -56,30 +56,30 @@ async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequen
     customer meanwhile is found and used.
     """
     batch = _unique_new(received)
-    stored = await repository.stored_message_ids(session, [e.message_id for _, e in batch])
-    batch = [(env, e) for env, e in batch if e.message_id not in stored]
-    if not batch:
-        return
-
-    # 1. Customers: link every message to its customer (pure policy), then write what is new.
     senders = [Sender(e.sender, e.identities, e.display_name) for _, e in batch]
     keys = list(dict.fromkeys(key_of(i) for s in senders for i in (s.identity, *s.others)))
-    linking = link(senders, await repository.identity_owners(session, keys))
-    await repository.insert_customers(session, linking.new_customers)
-    inserted = await repository.insert_identities(session, linking.new_identities)
+    stored, owners = await repository.known(session, [e.message_id for _, e in batch], keys)
+    kept = [i for i, (_, e) in enumerate(batch) if e.message_id not in stored]
+    if not kept:
+        return
+    batch, senders = [batch[i] for i in kept], [senders[i] for i in kept]
+
+    # 1. Customers: link every message to its customer (pure policy), then write what is new.
+    linking = link(senders, owners)
+    inserted = await repository.add_customers(
+        session, linking.new_customers, linking.new_identities, linking.names_to_fill
+    )
     if not linking.claimed <= inserted:
         # Another transaction created a customer for one of these senders first: retry the batch, which
         # will then find that customer.
         raise Unavailable("a new sender was claimed concurrently; retrying")
-    await repository.fill_display_names(session, linking.names_to_fill)
 
-    # 2. Conversations: each customer's unresolved one, or a new one opened by its first message here.
-    customers = list(dict.fromkeys(linking.customer_of))
-    open_of = {c: o.id for c, o in (await repository.lock_unresolved(session, customers)).items()}
-    opening: dict[uuid.UUID, NewConversation] = {}
+    # 2. Conversations: propose a new one for every customer (opened by their first message here); the
+    # one-unresolved-per-customer index keeps the customers who have one, which are then locked.
+    proposed: dict[uuid.UUID, NewConversation] = {}
     for (_, event), customer in zip(batch, linking.customer_of, strict=True):
-        if customer not in open_of and customer not in opening:
-            opening[customer] = NewConversation(
+        if customer not in proposed:
+            proposed[customer] = NewConversation(
                 id=uuid.uuid4(),
                 customer_id=customer,
                 channel=event.channel.value,
@@ -87,13 +87,17 @@ async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequen
                 priority=event.priority,
                 opened_at=event.received_at,
             )
-    opened = await repository.insert_conversations(session, list(opening.values()))
-    raced = [c for c, new in opening.items() if new.id not in opened]
-    if raced:
-        open_of.update({c: o.id for c, o in (await repository.lock_unresolved(session, raced)).items()})
-    open_of.update({c: new.id for c, new in opening.items() if new.id in opened})
+    opened = await repository.insert_conversations(session, list(proposed.values()))
+    opening = {c: new for c, new in proposed.items() if new.id in opened}
+    open_of = {c: new.id for c, new in opening.items()}
+    existing = [c for c in proposed if c not in opening]
+    if existing:
+        open_of.update({c: o.id for c, o in (await repository.lock_unresolved(session, existing)).items()})
+        if len(open_of) < len(proposed):
+            # Its conversation was resolved between the two statements: retry and open a new one.
+            raise Unavailable("a conversation was resolved concurrently; retrying")
 
-    # 3. Messages, then each conversation's latest activity, then the events, in one statement each.
+    # 3. Messages with each conversation's latest activity, then the events: one statement each.
     messages = [
         NewMessage(
             id=e.message_id,
@@ -108,20 +112,16 @@ async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequen
         for (_, e), customer in zip(batch, linking.customer_of, strict=True)
     ]
     stored_now = await repository.insert_messages(session, messages)
-    latest: dict[uuid.UUID, tuple[str, datetime]] = {}
     out: list[OutboxEvent] = []
     announced: set[uuid.UUID] = set()
     for (envelope, event), message, customer in zip(batch, messages, linking.customer_of, strict=True):
         conversation_id = message.conversation_id
         new = opening.get(customer)
-        if new is not None and new.id == conversation_id and conversation_id not in announced:
+        if new is not None and conversation_id not in announced:
             announced.add(conversation_id)
             out.append(_event(_opened(new, event), envelope))
         if message.id not in stored_now:
             continue  # the channel's id was stored under another message id: a duplicate
-        previous = latest.get(conversation_id)
-        if previous is None or previous[1] <= event.received_at:
-            latest[conversation_id] = (event.channel.value, event.received_at)
         added = ConversationMessageAdded(
             conversation_id=conversation_id,
             message_id=message.id,
@@ -130,7 +130,6 @@ async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequen
             sent_at=event.sent_at,
         )
         out.append(_event(added, envelope))
-    await repository.touch_conversations(session, latest)
     await outbox.add_many(session, out)
 
 
