@@ -39,7 +39,8 @@ async def ready(request: Request) -> JSONResponse:
         ok = consumer.running and (max_lag is None or lag <= max_lag)
         checks[f"consumer:{consumer.group_id}"] = {"ok": ok, "running": consumer.running, "lag": lag}
     for relay in runtime.relays:
-        checks["outbox_relay"] = {"ok": relay.running}
+        # A standby relay (another replica leads) is healthy: it takes over when the leader goes.
+        checks["outbox_relay"] = {"ok": relay.running, "leader": relay.leader}
     healthy = all(c["ok"] for c in checks.values())
     return JSONResponse(
         {"status": "ok" if healthy else "unavailable", "checks": checks}, 200 if healthy else 503
