@@ -10,17 +10,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-ReceiptKey = tuple[str, str]  # (channel, external_id)
+from switchboard_common.db.sql import TEXTS, TIMES, UUIDS, statement
 
-_TEXTS = postgresql.ARRAY(sa.Text)
-_UUIDS = postgresql.ARRAY(sa.Uuid)
-_TIMES = postgresql.ARRAY(sa.DateTime(timezone=True))
+ReceiptKey = tuple[str, str]  # (channel, external_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +25,10 @@ class StoredReceipt:
     received_at: datetime
 
 
-def _stmt(sql: str, **types: sa.types.TypeEngine[Any]) -> sa.TextClause:
-    return sa.text(sql).bindparams(*(sa.bindparam(name, type_=type_) for name, type_ in types.items()))
-
-
 # Rows go in key order: two transactions inserting overlapping keys then wait on each other in the same
 # order and can never deadlock. A key another transaction is inserting waits for it to commit (then it is a
 # conflict here) or roll back (then it is inserted here).
-_INSERT_RECEIPTS = _stmt(
+_INSERT_RECEIPTS = statement(
     """
     INSERT INTO ingest.receipts (channel, external_id, message_id, content_digest, received_at)
     SELECT u.channel, u.external_id, u.message_id, u.content_digest, u.received_at
@@ -47,11 +38,11 @@ _INSERT_RECEIPTS = _stmt(
     ON CONFLICT (channel, external_id) DO NOTHING
     RETURNING channel, external_id, received_at
     """,
-    channels=_TEXTS,
-    external_ids=_TEXTS,
-    message_ids=_UUIDS,
-    digests=_TEXTS,
-    received_ats=_TIMES,
+    channels=TEXTS,
+    external_ids=TEXTS,
+    message_ids=UUIDS,
+    digests=TEXTS,
+    received_ats=TIMES,
 )
 
 
@@ -82,15 +73,15 @@ async def insert_receipts(
     return {(r.channel, r.external_id): r.received_at for r in rows}
 
 
-_RECEIPTS = _stmt(
+_RECEIPTS = statement(
     """
     SELECT r.channel, r.external_id, r.message_id, r.content_digest, r.received_at
     FROM ingest.receipts AS r
     JOIN unnest(:channels, :external_ids) AS k(channel, external_id)
         ON r.channel = k.channel AND r.external_id = k.external_id
     """,
-    channels=_TEXTS,
-    external_ids=_TEXTS,
+    channels=TEXTS,
+    external_ids=TEXTS,
 )
 
 

@@ -10,74 +10,71 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from switchboard_common.db.sql import BIGINTS, INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_metrics.kpis.facts import COLUMNS, Facts
 from switchboard_metrics.models import EventCount
 
 Partition = tuple[str, int]  # (physical topic, partition)
 
-_TEXTS = postgresql.ARRAY(sa.Text)
-_INTS = postgresql.ARRAY(sa.Integer)
-_BIGINTS = postgresql.ARRAY(sa.BigInteger)
-_UUIDS = postgresql.ARRAY(sa.Uuid)
-_TIMES = postgresql.ARRAY(sa.DateTime(timezone=True))
 
 # Returns the stored next offset of each partition, creating missing rows at 0. The no-op update locks the
 # rows until commit, so a second transaction on the same partitions (a consumer that lost them in a
 # rebalance and still finishes its poll) waits and then reads the offsets this one stores: nothing is
 # counted twice, even for a partition seen for the first time.
-_CLAIM_OFFSETS = sa.text(
+_CLAIM_OFFSETS = statement(
     """
     INSERT INTO metrics.partition_offsets AS o (topic, partition, next_offset)
     SELECT t, p, 0 FROM unnest(:topics, :partitions) AS u(t, p)
     ON CONFLICT (topic, partition) DO UPDATE SET next_offset = o.next_offset
     RETURNING o.topic, o.partition, o.next_offset
-    """
-).bindparams(sa.bindparam("topics", type_=_TEXTS), sa.bindparam("partitions", type_=_INTS))
+    """,
+    topics=TEXTS,
+    partitions=INTS,
+)
 
-_ADVANCE_OFFSETS = sa.text(
+_ADVANCE_OFFSETS = statement(
     """
     UPDATE metrics.partition_offsets AS o SET next_offset = greatest(o.next_offset, u.n)
     FROM unnest(:topics, :partitions, :next_offsets) AS u(t, p, n)
     WHERE o.topic = u.t AND o.partition = u.p
-    """
-).bindparams(
-    sa.bindparam("topics", type_=_TEXTS),
-    sa.bindparam("partitions", type_=_INTS),
-    sa.bindparam("next_offsets", type_=_BIGINTS),
+    """,
+    topics=TEXTS,
+    partitions=INTS,
+    next_offsets=BIGINTS,
 )
 
-_ADD_COUNTS = sa.text(
+_ADD_COUNTS = statement(
     """
     INSERT INTO metrics.event_counts AS c (event_type, count)
     SELECT t, n FROM unnest(:types, :counts) AS u(t, n)
     ON CONFLICT (event_type) DO UPDATE SET count = c.count + excluded.count
-    """
-).bindparams(sa.bindparam("types", type_=_TEXTS), sa.bindparam("counts", type_=_BIGINTS))
+    """,
+    types=TEXTS,
+    counts=BIGINTS,
+)
 
-_FACT_TYPES: dict[str, postgresql.ARRAY[Any]] = {
-    "channel": _TEXTS,
-    "agent_id": _UUIDS,
-    "opened_at": _TIMES,
-    "queued_at": _TIMES,
-    "assigned_at": _TIMES,
-    "resolved_at": _TIMES,
+_FACT_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "channel": TEXTS,
+    "agent_id": UUIDS,
+    "opened_at": TIMES,
+    "queued_at": TIMES,
+    "assigned_at": TIMES,
+    "resolved_at": TIMES,
 }
 assert set(_FACT_TYPES) == set(COLUMNS)
 
 # A column once set keeps its value: the first event to tell it wins, in whatever order events arrive.
-_RECORD_FACTS = sa.text(
+_RECORD_FACTS = statement(
     f"""
     INSERT INTO metrics.conversation_facts AS f (conversation_id, {", ".join(COLUMNS)})
     SELECT * FROM unnest(:conversation_ids, {", ".join(f":{c}" for c in COLUMNS)})
     ON CONFLICT (conversation_id) DO UPDATE
     SET {", ".join(f"{c} = coalesce(f.{c}, excluded.{c})" for c in COLUMNS)}
-    """  # noqa: S608 - the column names are ours, not input
-).bindparams(
-    sa.bindparam("conversation_ids", type_=_UUIDS),
-    *(sa.bindparam(c, type_=_FACT_TYPES[c]) for c in COLUMNS),
+    """,  # noqa: S608 - the column names are ours, not input
+    conversation_ids=UUIDS,
+    **_FACT_TYPES,
 )
 
 
@@ -105,21 +102,21 @@ async def advance_offsets(session: AsyncSession, next_offsets: Mapping[Partition
     )
 
 
-_STORED_OFFSETS = sa.text(
-    "SELECT topic, partition, next_offset FROM metrics.partition_offsets WHERE topic = ANY(:topics)"
-).bindparams(sa.bindparam("topics", type_=_TEXTS))
+_STORED_OFFSETS = statement(
+    "SELECT topic, partition, next_offset FROM metrics.partition_offsets WHERE topic = ANY(:topics)",
+    topics=TEXTS,
+)
 
-_FORGET_OFFSETS_BEYOND = sa.text(
+_FORGET_OFFSETS_BEYOND = statement(
     """
     DELETE FROM metrics.partition_offsets AS o
     USING unnest(:topics, :partitions, :end_offsets) AS u(t, p, e)
     WHERE o.topic = u.t AND o.partition = u.p AND o.next_offset > u.e
     RETURNING o.topic, o.partition, o.next_offset
-    """
-).bindparams(
-    sa.bindparam("topics", type_=_TEXTS),
-    sa.bindparam("partitions", type_=_INTS),
-    sa.bindparam("end_offsets", type_=_BIGINTS),
+    """,
+    topics=TEXTS,
+    partitions=INTS,
+    end_offsets=BIGINTS,
 )
 
 
