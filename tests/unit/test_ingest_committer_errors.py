@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from switchboard_ingest.messages.committer import database_unavailable
+from switchboard_common.db.database import database_unavailable
 
 
 class _DriverError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -25,6 +26,27 @@ def create_engine(settings: CommonSettings, *, pool_size: int | None = None) -> 
     )
     instrument_engine(engine)
     return engine
+
+
+# SQLSTATE classes that say "not now" rather than "not this": connection exception, transaction rollback
+# (serialization failure, deadlock), insufficient resources (too many connections), operator intervention
+# (shutting down, starting up).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached, dropped the connection or refused for now: a retry can succeed.
+
+    The one classification every caller uses: HTTP answers 503, the consumer runner rewinds and retries
+    instead of dead-lettering, ingest's group commit refuses the batch with 503.
+    """
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES):
+        return True
+    # asyncpg's refused or reset connection surfaces as a plain OSError (ConnectionRefusedError, ...).
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from switchboard_common.db.database import database_unavailable
 from switchboard_common.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -84,14 +85,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(sa_exc.OperationalError)
-    @app.exception_handler(sa_exc.InterfaceError)
+    @app.exception_handler(sa_exc.DBAPIError)
     @app.exception_handler(sa_exc.TimeoutError)
     # asyncpg's refused or reset connection surfaces as a plain OSError (ConnectionRefusedError, ...).
     @app.exception_handler(OSError)
-    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
-        return error_response(503, "the database is unavailable, retry later", headers=_RETRY_AFTER)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):
+            log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)})
+            return error_response(503, "the database is unavailable, retry later", headers=_RETRY_AFTER)
+        log.exception("database error", extra={"path": request.url.path})
+        return error_response(500, "internal error", code="internal_error")
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

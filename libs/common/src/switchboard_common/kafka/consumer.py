@@ -32,11 +32,10 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common import topics
-from switchboard_common.db.database import Database
+from switchboard_common.db.database import Database, database_unavailable
 from switchboard_common.errors import Unavailable
 from switchboard_common.events import EventEnvelope, Payload, PoisonEvent
 from switchboard_common.kafka.producer import EventPublisher, OutgoingRecord
@@ -89,22 +88,11 @@ class TransientError(Exception):
     """Raise from a handler when the failure is about the environment, not the record."""
 
 
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    TransientError,
-    Unavailable,
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    OSError,
-    TimeoutError,
-    KafkaError,
-)
-
-
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, _TRANSIENT)
+    """A failure of the environment, not of the record: rewind and retry, never dead-letter."""
+    return isinstance(exc, TransientError | Unavailable | TimeoutError | KafkaError) or database_unavailable(
+        exc
+    )
 
 
 Decoded = tuple[ConsumerRecord, Delivery[Any]]

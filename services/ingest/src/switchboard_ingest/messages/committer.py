@@ -21,9 +21,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from prometheus_client import Histogram
-from sqlalchemy import exc as sa_exc
 
-from switchboard_common.db.database import Database
+from switchboard_common.db.database import Database, database_unavailable
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.errors import Unavailable
 from switchboard_ingest.messages import service
@@ -48,23 +47,6 @@ class AcceptFailed(Exception):
 class _Pending:
     submission: Submission
     future: asyncio.Future[MessageAccepted]
-
-
-# SQLSTATE classes that say "not now" rather than "not this": connection exception, transaction rollback
-# (serialization failure, deadlock), insufficient resources (too many connections), operator intervention
-# (shutting down, starting up).
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """The database could not be reached, dropped the connection or refused for now: a retry can succeed."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    sqlstate = getattr(exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc, "sqlstate", None)
-    if isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES):
-        return True
-    # asyncpg's refused or reset connection surfaces as a plain OSError (ConnectionRefusedError, ...).
-    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError)
 
 
 def _settle(pending: _Pending, outcome: Outcome | Exception) -> None:
