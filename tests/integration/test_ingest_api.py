@@ -192,6 +192,15 @@ async def test_unavailable_database_is_a_503_with_retry_after(settings: Settings
         (AUTH, json.dumps(api_message("x", "c", skills=["Not A Skill"])), 422, "validation_error"),
         (AUTH, json.dumps(api_message("x", "c", text="a" * 70_000)), 413, "payload_too_large"),
         (AUTH, "[]", 422, "validation_error"),
+        # PostgreSQL cannot store NUL in text: refused here, not acknowledged and lost (or a 500) later.
+        (AUTH, json.dumps(api_message("x", "c\u0000d")), 422, "validation_error"),
+        (AUTH, json.dumps(api_message("x", "c", text="nul \u0000 inside")), 422, "validation_error"),
+        (
+            AUTH,
+            json.dumps({**api_message("x", "c"), "customer": {"id": "c", "name": "A\u0000"}}),
+            422,
+            "validation_error",
+        ),
     ],
     ids=[
         "no-key",
@@ -203,6 +212,9 @@ async def test_unavailable_database_is_a_503_with_retry_after(settings: Settings
         "bad-skill",
         "oversized",
         "not-an-object",
+        "nul-in-customer-id",
+        "nul-in-text",
+        "nul-in-name",
     ],
 )
 async def test_bad_requests_get_a_clear_4xx(

@@ -7,19 +7,22 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from switchboard_common.validation import StorableText
+
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
 
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
-        description="Your own reference for the customer; the sender identity on the API channel."
+    id: Annotated[StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = (
+        Field(description="Your own reference for the customer; the sender identity on the API channel.")
     )
-    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")] | None = (
-        Field(default=None, description="Links this customer to the email channel.")
-    )
+    name: Annotated[StorableText, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    email: (
+        Annotated[StorableText, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")]
+        | None
+    ) = Field(default=None, description="Links this customer to the email channel.")
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ().\-]{5,32}$")] | None = Field(
         default=None, description="Links this customer to SMS and WhatsApp."
     )
@@ -34,7 +37,7 @@ class MessageCreate(BaseModel):
         Field(description="Your id for this message: sending it again is a no-op (idempotency key).")
     )
     customer: CustomerIn
-    text: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    text: Annotated[StorableText, StringConstraints(min_length=1, max_length=4096)]
     sent_at: AwareDatetime | None = None
     skills: list[Skill] = Field(default_factory=list, max_length=10, description="Skills the agent needs.")
     priority: int = Field(default=0, ge=0, le=10)
