@@ -220,6 +220,10 @@ async def test_agent_api_rejects_bad_input(system: System) -> None:
     )
     assert bad.status_code == 422
     assert bad.json()["error"]["code"] == "validation_error"
+    nul = await system.router.post(
+        "/v1/agents", json={"name": "x", "email": "nul\u0000@example.com"}, headers=ADMIN
+    )
+    assert nul.status_code == 422, nul.text
     await system.agent("ada@example.com", [])
     dup = await system.router.post(
         "/v1/agents", json={"name": "Ada", "email": "ada@example.com"}, headers=ADMIN

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from switchboard_common.validation import StorableText
 from switchboard_router.models import AgentStatus
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
@@ -14,9 +15,9 @@ Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 class AgentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Annotated[StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     email: Annotated[
-        str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[^@\s]+@[^@\s]+$")
+        StorableText, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[^@\s]+@[^@\s]+$")
     ]
     skills: list[Skill] = Field(default_factory=list, max_length=50)
     capacity: int = Field(default=3, ge=0, le=100, description="Conversations handled at once.")
