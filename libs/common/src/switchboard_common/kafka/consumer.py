@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -274,13 +275,12 @@ class ConsumerRunner:
                         dead.append((item[0], error))
         if dead:
             await self._dead_letter(dead)
-        for topic in {r.topic for r in records}:
-            n_dead = sum(1 for r, _ in dead if r.topic == topic)
-            EVENTS_CONSUMED.labels(self.group_id, topic, "ok").inc(
-                sum(1 for r in records if r.topic == topic) - n_dead
-            )
-            if n_dead:
-                EVENTS_CONSUMED.labels(self.group_id, topic, "dead_lettered").inc(n_dead)
+        per_topic = Counter(r.topic for r in records)
+        dead_per_topic = Counter(r.topic for r, _ in dead)
+        for topic, n in per_topic.items():
+            EVENTS_CONSUMED.labels(self.group_id, topic, "ok").inc(n - dead_per_topic[topic])
+        for topic, n in dead_per_topic.items():
+            EVENTS_CONSUMED.labels(self.group_id, topic, "dead_lettered").inc(n)
 
     async def _process_alone(self, item: Decoded) -> str | None:
         """Handle one record in its own transaction; returns the error when it must be dead-lettered."""

@@ -22,7 +22,7 @@ from switchboard_common.events import (
     utcnow,
 )
 from switchboard_router.routing import policy, repository
-from switchboard_router.routing.policy import Candidate, Waiting
+from switchboard_router.routing.policy import Candidate, Match, Waiting
 
 PRODUCER = "router"
 
@@ -38,9 +38,8 @@ async def _assign(
     session: AsyncSession,
     tasks: Sequence[Waiting],
     candidates: Sequence[Candidate],
-    causes: dict[uuid.UUID, EventEnvelope],
     now: datetime,
-) -> list[OutboxEvent]:
+) -> list[Match]:
     """Match locked tasks to locked candidates, reserve the capacity and record the assignments."""
     matches = policy.match(tasks, candidates, now)
     if not matches:
@@ -53,6 +52,12 @@ async def _assign(
     assigned = await repository.mark_assigned(session, matches, now)
     if len(assigned) != len(matches):
         raise RuntimeError("a locked task was no longer queued")
+    return matches
+
+
+def _assigned_events(
+    matches: Sequence[Match], tasks: Sequence[Waiting], causes: dict[uuid.UUID, EventEnvelope], now: datetime
+) -> list[OutboxEvent]:
     enqueued = {t.conversation_id: t.enqueued_at for t in tasks}
     return [
         _routing_event(
@@ -91,11 +96,11 @@ async def on_opened(
     candidates = await repository.lock_best_candidates(
         session, [t.required_skills for t in tasks], len(tasks)
     )
-    assigned = await _assign(session, tasks, candidates, causes, now)
+    matches = await _assign(session, tasks, candidates, now)
     # conversation.queued announces a conversation left waiting; one assigned at once needs no such event
     # (conversation.assigned carries its queued_at), which saves a record per message on the hot path.
-    placed = {key for _, key, _ in assigned}  # routing events are keyed by conversation id
-    out = [
+    placed = {m.conversation_id for m in matches}
+    queued = [
         _routing_event(
             ConversationQueued(
                 conversation_id=t.conversation_id,
@@ -106,9 +111,9 @@ async def on_opened(
             causes[t.conversation_id],
         )
         for t in tasks
-        if str(t.conversation_id) not in placed
+        if t.conversation_id not in placed
     ]
-    await outbox.add_many(session, out + assigned)
+    await outbox.add_many(session, queued + _assigned_events(matches, tasks, causes, now))
 
 
 async def assign_queued(
@@ -119,9 +124,10 @@ async def assign_queued(
     candidates = await repository.lock_agents_with_capacity(session, agent_ids)
     free = sum(c.capacity - c.active for c in candidates)
     tasks = await repository.lock_queued(session, candidates, free)
-    out = await _assign(session, tasks, candidates, {}, utcnow())
-    await outbox.add_many(session, out)
-    return len(out)
+    now = utcnow()
+    matches = await _assign(session, tasks, candidates, now)
+    await outbox.add_many(session, _assigned_events(matches, tasks, {}, now))
+    return len(matches)
 
 
 async def on_resolved(
