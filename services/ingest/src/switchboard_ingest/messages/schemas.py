@@ -5,9 +5,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from switchboard_common.validation import StorableText
+from switchboard_common.validation import StorableDatetime, StorableText
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
@@ -38,7 +38,7 @@ class MessageCreate(BaseModel):
     )
     customer: CustomerIn
     text: Annotated[StorableText, StringConstraints(min_length=1, max_length=4096)]
-    sent_at: AwareDatetime | None = None
+    sent_at: StorableDatetime | None = None
     skills: list[Skill] = Field(default_factory=list, max_length=10, description="Skills the agent needs.")
     priority: int = Field(default=0, ge=0, le=10)
 
