@@ -34,7 +34,7 @@ def message(
     name: str | None = None,
     channel: Channel = Channel.API,
     kind: IdentityKind = IdentityKind.API,
-) -> tuple[EventEnvelope, MessageReceived]:
+) -> Received:
     external_id = uuid.uuid4().hex
     now = utcnow()
     event = MessageReceived(
@@ -49,6 +49,9 @@ def message(
         received_at=now,
     )
     return EventEnvelope.wrap(event, producer="test"), event
+
+
+Received = tuple[EventEnvelope, MessageReceived]
 
 
 async def rows(session: AsyncSession, sql: str) -> list[tuple[object, ...]]:
@@ -165,43 +168,105 @@ async def test_statements_do_not_grow_with_the_batch(session: AsyncSession, outb
     assert many == 5  # known, customers+identities, conversations, messages+activity, outbox
 
 
-async def test_racing_batches_keep_one_unresolved_conversation_per_customer(settings: Settings) -> None:
-    """Two replicas' transactions take the same new sender at once: the second is told to retry, and its
-    retry joins the first one's customer and conversation."""
+async def _race(settings: Settings, first: list[Received], second: list[Received]) -> bool:
+    """Two replicas' transactions store ``first`` and ``second`` at the same time: the second starts while
+    the first is uncommitted. Returns whether the second was told to retry (it then retries, as the
+    consumer does, after the first committed)."""
     engine = create_async_engine(settings.database_url)
     outbox = Outbox(outbox_table, settings)
-    sender = f"race-{uuid.uuid4().hex[:6]}"
+    retried = False
     try:
-        async with engine.connect() as first, engine.connect() as second:
-            a = AsyncSession(bind=first)
-            b = AsyncSession(bind=second)
+        async with engine.connect() as one, engine.connect() as two:
+            a, b = AsyncSession(bind=one), AsyncSession(bind=two)
             await a.begin()
-            await service.record_inbound(a, outbox, [message(sender)])
+            await service.record_inbound(a, outbox, first)
+            if not second:
+                await a.commit()
+                return False
             await b.begin()
-            racing = asyncio.create_task(service.record_inbound(b, outbox, [message(sender)]))
-            await eventually(lambda: _blocked_on_a_lock(engine), what="b to wait on a's identity")
+            racing = asyncio.create_task(service.record_inbound(b, outbox, second))
+            await eventually(lambda: _blocked_on_a_lock(engine), what="the second to wait on the first")
             await a.commit()
-            with pytest.raises(Unavailable):
+            try:
                 await racing
-            await b.rollback()
-            await b.begin()
-            await service.record_inbound(b, outbox, [message(sender)])
+            except Unavailable:
+                retried = True
+                await b.rollback()
+                await b.begin()
+                await service.record_inbound(b, outbox, second)
             await b.commit()
-            counts = (
-                await a.execute(
-                    sa.text(
-                        "SELECT count(DISTINCT c.id), count(m.id) FROM conversation.customer_identities i "
-                        "JOIN conversation.conversations c ON c.customer_id = i.customer_id "
-                        "JOIN conversation.messages m ON m.conversation_id = c.id WHERE i.value = :v"
-                    ),
-                    {"v": sender},
-                )
-            ).one()
             await a.close()
             await b.close()
     finally:
         await engine.dispose()
-    assert tuple(counts) == (1, 2)
+    return retried
+
+
+async def _thread_counts(settings: Settings, identity_value: str) -> tuple[int, int, int]:
+    """(customers, conversations, messages) reachable from the identity ``identity_value``."""
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT count(DISTINCT i.customer_id), count(DISTINCT c.id), count(DISTINCT m.id) "
+                        "FROM conversation.customer_identities i "
+                        "LEFT JOIN conversation.conversations c ON c.customer_id = i.customer_id "
+                        "LEFT JOIN conversation.messages m ON m.conversation_id = c.id WHERE i.value = :v"
+                    ),
+                    {"v": identity_value},
+                )
+            ).one()
+            empty = await conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM conversation.conversations c WHERE NOT EXISTS "
+                    "(SELECT 1 FROM conversation.messages m WHERE m.conversation_id = c.id)"
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert empty == 0, "a conversation without any message was left behind"
+    return row[0], row[1], row[2]
+
+
+async def test_racing_batches_keep_one_unresolved_conversation_per_customer(settings: Settings) -> None:
+    """Two replicas' transactions take the same new sender at once: the second is told to retry, and its
+    retry joins the first one's customer and conversation."""
+    sender = f"race-{uuid.uuid4().hex[:6]}"
+    assert await _race(settings, [message(sender)], [message(sender)])
+    assert await _thread_counts(settings, sender) == (1, 1, 2)
+
+
+async def test_two_new_senders_with_one_email_racing_on_two_replicas_become_one_customer(
+    settings: Settings,
+) -> None:
+    """Different sender ids carrying the same email (normalized by ingest, so equal here), first seen at
+    the same moment by two replicas: one customer with one conversation, not two."""
+    email = f"race-{uuid.uuid4().hex[:6]}@example.com"
+    first = message(f"web-{uuid.uuid4().hex[:6]}", email=email)
+    second = message(f"app-{uuid.uuid4().hex[:6]}", email=email)
+    assert await _race(settings, [first], [second])
+    assert await _thread_counts(settings, email) == (1, 1, 2)
+
+
+@pytest.mark.parametrize("known_customer", [False, True], ids=["new customer", "known customer"])
+async def test_one_record_processed_by_two_replicas_at_once_is_stored_once(
+    settings: Settings, known_customer: bool
+) -> None:
+    """A rebalance can hand a record to a new owner while the old one is still storing it: the record is
+    stored once, and no conversation is left without messages (which would break the customer's later
+    messages)."""
+    sender = f"rebalance-{uuid.uuid4().hex[:6]}"
+    if known_customer:
+        await _race(settings, [message(sender)], [])
+    record = message(sender)
+    await _race(settings, [record], [record])
+    stored = 2 if known_customer else 1
+    assert await _thread_counts(settings, sender) == (1, 1, stored)
+    # The customer's next message still lands in the same thread.
+    await _race(settings, [message(sender)], [])
+    assert await _thread_counts(settings, sender) == (1, 1, stored + 1)
 
 
 async def _blocked_on_a_lock(engine: AsyncEngine) -> bool:

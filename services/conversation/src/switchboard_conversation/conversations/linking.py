@@ -32,8 +32,9 @@ class Sender:
 class Linking:
     customer_of: list[uuid.UUID] = field(default_factory=list)  # one per message, in order
     new_customers: dict[uuid.UUID, str | None] = field(default_factory=dict)  # id -> display name
-    # identity -> customer, for identities to attach; the sender identities of new customers are the
-    # ones that must not be taken concurrently (``claimed``).
+    # identity -> customer, for identities to attach. Every identity of a new customer is ``claimed``: if
+    # another transaction attached one of them first (say the same email, from another replica), that
+    # customer exists and this one must not be created beside it.
     new_identities: dict[IdentityKey, uuid.UUID] = field(default_factory=dict)
     claimed: set[IdentityKey] = field(default_factory=set)
     names_to_fill: dict[uuid.UUID, str] = field(default_factory=dict)  # existing customers without a name
@@ -52,10 +53,10 @@ def link(
         customer = known.get(sender_key)
         if customer is None:
             customer = next((known[key_of(i)] for i in sender.others if key_of(i) in known), None)
+        is_new = customer is None
         if customer is None:
             customer = new_id()
             out.new_customers[customer] = sender.display_name
-            out.claimed.add(sender_key)
         elif sender.display_name and customer not in out.new_customers:
             out.names_to_fill.setdefault(customer, sender.display_name)
         for identity in (sender.identity, *sender.others):
@@ -63,5 +64,7 @@ def link(
             if key not in known:
                 known[key] = customer
                 out.new_identities[key] = customer
+                if is_new:
+                    out.claimed.add(key)
         out.customer_of.append(customer)
     return out

@@ -70,9 +70,9 @@ async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequen
         session, linking.new_customers, linking.new_identities, linking.names_to_fill
     )
     if not linking.claimed <= inserted:
-        # Another transaction created a customer for one of these senders first: retry the batch, which
-        # will then find that customer.
-        raise Unavailable("a new sender was claimed concurrently; retrying")
+        # Another transaction attached one of a new customer's identities first (the same sender, or the
+        # same email or phone from another channel): retry the batch, which will then find that customer.
+        raise Unavailable("a new customer's identity was claimed concurrently; retrying")
 
     # 2. Conversations: propose a new one for every customer (opened by their first message here); the
     # one-unresolved-per-customer index keeps the customers who have one, which are then locked.
