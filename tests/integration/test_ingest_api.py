@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,7 @@ from switchboard_common import topics
 from switchboard_common.events import EventEnvelope, MessageReceived
 from switchboard_devstack.ports import free_port
 from switchboard_ingest.app import create_app
+from switchboard_ingest.messages import service
 from tests.conftest import INGEST_KEY, Settings
 from tests.support import api_message, bearer, eventually, read_topic, serve
 
@@ -72,6 +74,33 @@ async def test_retry_returns_the_first_answer_and_publishes_once(settings: Setti
     assert again.json()["received_at"] == first.json()["received_at"]
     # One sender's messages leave in the order they were accepted.
     assert _external_ids(records) == ["m-2", "m-3"]
+    # The event's id is the message's: were it ever published again, consumers would see the same event.
+    envelope = EventEnvelope.from_bytes(records[0].value)
+    assert envelope.event_id == service.event_id_for(uuid.UUID(first.json()["message_id"]))
+
+
+async def test_a_resend_differing_only_in_form_is_a_duplicate(settings: Settings) -> None:
+    """Idempotency compares the normalized message, not the request's bytes."""
+    first = api_message(
+        "m-form",
+        "cust-form",
+        skills=["billing"],
+        sent_at="2026-11-23T10:30:00+02:00",
+    )
+    first["customer"]["email"] = "Ann@Example.COM"
+    resend = {
+        "text": first["text"],
+        "sent_at": "2026-11-23T08:30:00Z",  # the same instant
+        "skills": ["billing", "billing"],
+        "customer": {"email": "ann@example.com", "id": "cust-form"},
+        "message_id": "m-form",
+    }
+    async with serve(create_app(settings)) as client:
+        accepted = await client.post("/v1/messages", json=first, headers=AUTH)
+        again = await client.post("/v1/messages", json=resend, headers=AUTH)
+        changed = await client.post("/v1/messages", json={**resend, "skills": ["sales"]}, headers=AUTH)
+    assert (accepted.status_code, again.status_code, changed.status_code) == (202, 200, 409), again.text
+    assert again.json()["message_id"] == accepted.json()["message_id"]
 
 
 async def test_same_id_with_other_content_is_a_conflict(settings: Settings) -> None:
@@ -178,6 +207,36 @@ async def test_unavailable_database_is_a_503_with_retry_after(settings: Settings
     async with serve(create_app(settings)) as client:
         retry = await client.post("/v1/messages", json=api_message("m-0", "c"), headers=AUTH)
     assert retry.status_code == 202
+
+
+async def test_a_database_that_does_not_answer_is_a_503_within_the_accept_bound(settings: Settings) -> None:
+    """A database that accepts connections but never answers (a hung server, a dropped network) must not
+    hold the provider's request until it gives up: the request answers 503 after the configured bound,
+    long before the driver's own connect timeout (60 s)."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; returns when the client goes
+        writer.close()
+
+    blackhole = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = blackhole.sockets[0].getsockname()[1]
+    hung = settings.model_copy(
+        update={
+            "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{port}/switchboard",
+            "ingest_accept_timeout_ms": 300,
+            "db_connect_timeout_ms": 1000,
+        }
+    )
+    try:
+        async with serve(create_app(hung)) as client:
+            client.timeout = httpx.Timeout(30)
+            response = await client.post("/v1/messages", json=api_message("m-hung", "c"), headers=AUTH)
+    finally:
+        blackhole.close()
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "unavailable"
+    assert response.headers["retry-after"]
+    assert "same message_id" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -88,9 +88,12 @@ class EventEnvelope(BaseModel):
         correlation_id: str | None = None,
         causation: EventEnvelope | None = None,
         tenant_id: str | None = None,
+        event_id: uuid.UUID | None = None,
     ) -> EventEnvelope:
-        """Build an envelope for ``payload``; ``causation`` links it to the event that caused it."""
-        event_id = uuid.uuid4()
+        """Build an envelope for ``payload``; ``causation`` links it to the event that caused it. Give
+        ``event_id`` when the event has a natural identity (a retry must be the same event); else a
+        random one."""
+        event_id = event_id or uuid.uuid4()
         if correlation_id is None:
             correlation_id = causation.correlation_id if causation else str(event_id)
         return cls(

@@ -52,6 +52,10 @@ class CommonSettings(BaseSettings):
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/switchboard"
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    # Opening a connection, and waiting for a free one in the pool, give up after this long: a database
+    # that does not answer then fails fast (HTTP 503, consumers retry) instead of holding work for the
+    # driver's 60 s default.
+    db_connect_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     topic_partitions: int = Field(default=6, ge=1)

@@ -22,6 +22,10 @@ class IngestSettings(CommonSettings):
     # Transactions in flight at once, each on its own pooled connection. Two keep the database busy while
     # one batch commits and the next is written; more rarely help, since batches grow instead.
     ingest_commit_concurrency: int = Field(default=2, ge=1, le=32)
+    # The longest a request waits for its message to be recorded before it answers 503 (retry with the same
+    # message_id: the retry is answered as the message's state then is). Providers give up after ~10-15 s,
+    # connect included, and would count a slow success as a failure anyway.
+    ingest_accept_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
 
     @property
     def ingest_pool_size(self) -> int:

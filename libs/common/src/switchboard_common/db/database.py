@@ -23,6 +23,8 @@ def create_engine(settings: CommonSettings, *, pool_size: int | None = None) -> 
         # No pre-ping: it costs a round trip per transaction. A dropped connection fails its transaction
         # instead: HTTP answers 503, consumers retry the batch.
         pool_recycle=1800,
+        pool_timeout=settings.db_connect_timeout_ms / 1000,
+        connect_args={"timeout": settings.db_connect_timeout_ms / 1000},
     )
     instrument_engine(engine)
     return engine

@@ -66,6 +66,7 @@ class GroupCommitter:
         self._outbox = outbox
         self._max_batch = settings.ingest_commit_max_batch
         self._concurrency = settings.ingest_commit_concurrency
+        self._timeout_s = settings.ingest_accept_timeout_ms / 1000
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -85,13 +86,22 @@ class GroupCommitter:
         self._workers = []
 
     async def submit(self, submission: Submission) -> MessageAccepted:
-        """Queue ``submission`` and wait until its transaction committed (or failed)."""
+        """Queue ``submission`` and wait until its transaction committed (or failed), at most
+        ``ingest_accept_timeout_ms``: then ``Unavailable``. The message may still be recorded after that;
+        the caller's retry with the same id is answered as a duplicate then, so nothing is lost or doubled."""
         if not self._accepting:
             raise Unavailable("ingest is shutting down, retry later")
         future: asyncio.Future[MessageAccepted] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(submission, future))
         self._wakeup.set()
-        return await future
+        try:
+            # On timeout the future is cancelled: a batch not yet formed leaves it out.
+            return await asyncio.wait_for(future, self._timeout_s)
+        except TimeoutError:
+            raise Unavailable(
+                "the message could not be confirmed in time (the database is slow or unreachable); "
+                "retry with the same message_id"
+            ) from None
 
     async def _work(self) -> None:
         while True:
@@ -101,6 +111,9 @@ class GroupCommitter:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            batch = [p for p in batch if not p.future.done()]  # requests that timed out while queued
+            if not batch:
+                continue
             # Whatever happens, every request of the batch is answered and the worker lives on.
             try:
                 await self._commit(batch)

@@ -5,6 +5,7 @@ durable and the relay will publish it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,22 @@ def message_id_for(channel: Channel, external_id: str) -> uuid.UUID:
     return uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{channel.value}:{external_id}")
 
 
+def event_id_for(message_id: uuid.UUID) -> uuid.UUID:
+    """The id of the ``message.received`` event announcing a message: derived from the message id, so
+    however often the message is accepted or the event published, consumers see one event."""
+    return uuid.uuid5(message_id, MessageReceived.event_type)
+
+
+def content_digest(event: MessageReceived, *, sent_at_given: bool) -> str:
+    """A digest of what the message says once normalized: a resend that differs only in form (key order,
+    a repeated skill, an email's case, another offset for the same instant) is the same message. The
+    times ingest assigns itself (``received_at``, and ``sent_at`` when the sender gave none) are left out,
+    since a retry gets new ones."""
+    exclude = {"received_at"} if sent_at_given else {"received_at", "sent_at"}
+    canonical = json.dumps(event.model_dump(mode="json", exclude=exclude), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def from_api(request: MessageCreate) -> InboundMessage:
     customer = request.customer
     sender = CustomerIdentity(kind=IdentityKind.API, value=customer.id)
@@ -91,13 +108,18 @@ def from_api(request: MessageCreate) -> InboundMessage:
         required_skills=sorted(set(request.skills)),
         priority=request.priority,
     )
-    digest = hashlib.sha256(request.model_dump_json(exclude_none=True).encode()).hexdigest()
+    digest = content_digest(event, sent_at_given=request.sent_at is not None)
     return InboundMessage(Channel.API, request.message_id, digest, event)
 
 
 def submission_for(message: InboundMessage) -> Submission:
     """Wrap the message's event; call it in the request's context, which carries the correlation id."""
-    envelope = EventEnvelope.wrap(message.event, producer=PRODUCER, correlation_id=correlation_id.get())
+    envelope = EventEnvelope.wrap(
+        message.event,
+        producer=PRODUCER,
+        correlation_id=correlation_id.get(),
+        event_id=event_id_for(message.event.message_id),
+    )
     return Submission(message, envelope)
 
 
