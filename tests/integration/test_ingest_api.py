@@ -260,6 +260,26 @@ async def test_a_database_that_does_not_answer_is_a_503_within_the_accept_bound(
             422,
             "validation_error",
         ),
+        # A phone links customers: one that is no number at all must not join strangers into one thread.
+        (
+            AUTH,
+            json.dumps({**api_message("x", "c"), "customer": {"id": "c", "phone": "((((("}}),
+            422,
+            "validation_error",
+        ),
+        (
+            AUTH,
+            json.dumps({**api_message("x", "c"), "customer": {"id": "c", "phone": "020 7946 0958"}}),
+            422,
+            "validation_error",
+        ),
+        (
+            AUTH,
+            json.dumps(api_message("x", "c", sent_at="0001-01-01T00:00:00+14:00")),
+            422,
+            "validation_error",
+        ),
+        (AUTH, json.dumps(api_message("x", "c", sent_at=1700000000)), 422, "validation_error"),
     ],
     ids=[
         "no-key",
@@ -274,6 +294,10 @@ async def test_a_database_that_does_not_answer_is_a_503_within_the_accept_bound(
         "nul-in-customer-id",
         "nul-in-text",
         "nul-in-name",
+        "phone-without-digits",
+        "national-phone",
+        "sent-at-before-year-1-in-utc",
+        "sent-at-as-a-number",
     ],
 )
 async def test_bad_requests_get_a_clear_4xx(

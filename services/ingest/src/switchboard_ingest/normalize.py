@@ -3,23 +3,27 @@ and whichever channel it came from."""
 
 from __future__ import annotations
 
-import re
-
-_PHONE_NOISE = re.compile(r"[\s().\-]")
+import phonenumbers
 
 
 def normalize_email(value: str) -> str:
     return value.strip().lower()
 
 
-def normalize_phone(value: str) -> str:
-    """Digits with a leading ``+``: ``+1 (415) 555-0100`` and ``+14155550100`` are one number.
+def normalize_phone(value: str, region: str | None = None) -> str:
+    """The number in E.164 (``+14155550100``), however it was written: ``+1 (415) 555-0100``,
+    ``0044 20 7946 0958``, or a national number when ``region`` (ISO 3166 alpha-2) says whose.
 
-    Numbers without a country code are kept as digits only; mapping them to E.164 needs the business's
-    default region, a setting for when SMS and WhatsApp channels land.
+    Raises ``ValueError`` for anything that is not a possible phone number: a phone links customers, so a
+    malformed one (``(((((`` normalizing to nothing) must not join strangers into one thread.
     """
-    compact = _PHONE_NOISE.sub("", value.strip())
-    if compact.startswith("00"):
-        compact = "+" + compact[2:]
-    digits = re.sub(r"\D", "", compact)
-    return f"+{digits}" if compact.startswith("+") else digits
+    text = value.strip()
+    if text.startswith("00"):  # the international call prefix most of the world dials
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("must be a phone number in international form, e.g. +14155550100") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError("is not a possible phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

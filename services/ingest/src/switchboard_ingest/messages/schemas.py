@@ -5,9 +5,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from switchboard_common.validation import StorableDatetime, StorableText
+from switchboard_ingest.normalize import normalize_phone
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
@@ -23,8 +24,11 @@ class CustomerIn(BaseModel):
         Annotated[StorableText, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")]
         | None
     ) = Field(default=None, description="Links this customer to the email channel.")
-    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ().\-]{5,32}$")] | None = Field(
-        default=None, description="Links this customer to SMS and WhatsApp."
+    phone: Annotated[str, StringConstraints(max_length=64), AfterValidator(normalize_phone)] | None = Field(
+        default=None,
+        description="In international form (`+14155550100`, `+44 20 7946 0958`, `0044...`): kept in E.164, "
+        "it links this customer to SMS and WhatsApp.",
+        examples=["+1 415 555 0100"],
     )
 
 

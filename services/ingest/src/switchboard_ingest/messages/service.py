@@ -27,7 +27,7 @@ from switchboard_common.logging import correlation_id
 from switchboard_ingest.messages import repository
 from switchboard_ingest.messages.repository import NewReceipt, ReceiptKey, StoredReceipt
 from switchboard_ingest.messages.schemas import AcceptStatus, MessageAccepted, MessageCreate
-from switchboard_ingest.normalize import normalize_email, normalize_phone
+from switchboard_ingest.normalize import normalize_email
 
 PRODUCER = "ingest"
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b1c2f0e-8d7a-4c3e-9f61-2a4b8e0d7c15")
@@ -92,7 +92,7 @@ def from_api(request: MessageCreate) -> InboundMessage:
     if customer.email:
         identities.append(CustomerIdentity(kind=IdentityKind.EMAIL, value=normalize_email(customer.email)))
     if customer.phone:
-        identities.append(CustomerIdentity(kind=IdentityKind.PHONE, value=normalize_phone(customer.phone)))
+        identities.append(CustomerIdentity(kind=IdentityKind.PHONE, value=customer.phone))  # E.164 already
     now = utcnow()
     event = MessageReceived(
         message_id=message_id_for(Channel.API, request.message_id),
