@@ -1,6 +1,7 @@
-"""Metrics on the real database and broker: each record counts once whatever the redelivery (offsets stored
-per partition, no row per event), conversation facts fill in any order, and a call costs the same
-statements for one delivery or two hundred."""
+"""Metrics on the real database and broker: each event type counts its natural keys, so an event met again
+(redelivered, replayed in a poll, republished by a relay at a new offset) counts nothing; facts fill in
+any order; concurrent transactions on the same rows take turns and count each transition once; and a call
+costs the same statements for one delivery or two hundred."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import event
 
 from switchboard_common.db.database import Database
@@ -40,7 +42,6 @@ from switchboard_common.kafka.producer import EventPublisher
 from switchboard_metrics.app import GROUP_ID
 from switchboard_metrics.app import create_app as metrics_app
 from switchboard_metrics.kpis.service import record_batch
-from switchboard_metrics.offsets import forget_offsets_beyond_the_log
 from tests.conftest import ADMIN_KEY, Settings
 from tests.support import bearer, eventually, read_topic, serve
 
@@ -80,32 +81,53 @@ def resolved(cid: uuid.UUID, at: datetime) -> ConversationResolved:
     return ConversationResolved(conversation_id=cid, agent_id=None, resolved_at=at)
 
 
-def received(n: int) -> MessageReceived:
+def received(n: int, message_id: uuid.UUID | None = None) -> MessageReceived:
     return MessageReceived(
-        message_id=uuid.uuid4(),
+        message_id=message_id or uuid.uuid4(),
         channel=Channel.API,
         external_id=f"m-{n}",
         sender=CustomerIdentity(kind=IdentityKind.API, value=f"cust-{n}"),
         text="hello",
-        sent_at=T0,
+        sent_at=T0 - timedelta(seconds=1),
         received_at=T0,
     )
 
 
-def message_added(cid: uuid.UUID) -> ConversationMessageAdded:
+def message_added(
+    cid: uuid.UUID, message_id: uuid.UUID | None = None, direction: Direction = Direction.INBOUND
+) -> ConversationMessageAdded:
     return ConversationMessageAdded(
         conversation_id=cid,
-        message_id=uuid.uuid4(),
+        message_id=message_id or uuid.uuid4(),
         channel=Channel.API,
-        direction=Direction.INBOUND,
-        sent_at=T0,
+        direction=direction,
+        sent_at=T0 - timedelta(seconds=1),
     )
 
 
-def status_changed() -> AgentStatusChanged:
+def status_changed(agent_id: uuid.UUID | None = None, at: datetime = T0) -> AgentStatusChanged:
     return AgentStatusChanged(
-        agent_id=uuid.uuid4(), status=AgentStatus.ONLINE, previous_status=AgentStatus.OFFLINE, changed_at=T0
+        agent_id=agent_id or uuid.uuid4(),
+        status=AgentStatus.ONLINE,
+        previous_status=AgentStatus.OFFLINE,
+        changed_at=at,
     )
+
+
+def one_of_each() -> list[Payload]:
+    """One event of every registered type, about fresh keys."""
+    cid, mid = uuid.uuid4(), uuid.uuid4()
+    events: list[Payload] = [
+        received(1, mid),
+        opened(cid),
+        message_added(cid, mid),
+        queued(cid),
+        assigned(cid, uuid.uuid4(), T0 + timedelta(seconds=2)),
+        resolved(cid, T0 + timedelta(seconds=9)),
+        status_changed(),
+    ]
+    assert {type(e) for e in events} == set(registered())
+    return events
 
 
 class Log:
@@ -116,15 +138,19 @@ class Log:
         self._settings = settings
         self._next: defaultdict[tuple[str, int], int] = defaultdict(int)
 
+    def _at_end(self, envelope: EventEnvelope, payload: Payload, partition: int) -> Delivery[Payload]:
+        topic = self._settings.topic(payload.topic)
+        offset = self._next[(topic, partition)]
+        self._next[(topic, partition)] += 1
+        return Delivery(envelope, payload, topic, partition, offset)
+
     def append(self, payloads: Iterable[Payload], partition: int = 0) -> list[Delivery[Payload]]:
-        out: list[Delivery[Payload]] = []
-        for payload in payloads:
-            topic = self._settings.topic(payload.topic)
-            offset = self._next[(topic, partition)]
-            self._next[(topic, partition)] += 1
-            envelope = EventEnvelope.wrap(payload, producer="test")
-            out.append(Delivery(envelope, payload, topic, partition, offset))
-        return out
+        return [self._at_end(EventEnvelope.wrap(p, producer="test"), p, partition) for p in payloads]
+
+    def republish(self, deliveries: Iterable[Delivery[Payload]]) -> list[Delivery[Payload]]:
+        """The same events (same envelope, same event id) written again at the end of their partition, as
+        an outbox relay does after a crash between the broker's ack and its DELETE."""
+        return [self._at_end(d.envelope, d.payload, d.partition) for d in deliveries]
 
 
 # --- reading the tables ------------------------------------------------------------------------------------
@@ -143,18 +169,25 @@ async def counts(db: Database) -> dict[str, int]:
         return {event_type: int(n) for event_type, n in rows}
 
 
+async def rows(db: Database, table: str, key: str) -> dict[Any, dict[str, Any]]:
+    async with db.unit_of_work() as session:
+        found = (await session.execute(sa.text(f"SELECT * FROM metrics.{table}"))).mappings()  # noqa: S608
+        return {row[key]: dict(row) for row in found}
+
+
 async def facts(db: Database) -> dict[uuid.UUID, dict[str, Any]]:
-    async with db.unit_of_work() as session:
-        rows = (await session.execute(sa.text("SELECT * FROM metrics.conversation_facts"))).mappings()
-        return {row["conversation_id"]: dict(row) for row in rows}
+    return await rows(db, "conversation_facts", "conversation_id")
 
 
-async def offsets(db: Database) -> dict[tuple[str, int], int]:
+async def message_facts(db: Database) -> dict[uuid.UUID, dict[str, Any]]:
+    return await rows(db, "message_facts", "message_id")
+
+
+async def tables(db: Database) -> set[str]:
     async with db.unit_of_work() as session:
-        rows = await session.execute(
-            sa.text("SELECT topic, partition, next_offset FROM metrics.partition_offsets")
+        return set(
+            await session.scalars(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'metrics'"))
         )
-        return {(topic, partition): int(n) for topic, partition, n in rows}
 
 
 def by_type(deliveries: Iterable[Delivery[Payload]]) -> dict[str, int]:
@@ -164,7 +197,7 @@ def by_type(deliveries: Iterable[Delivery[Payload]]) -> dict[str, int]:
     return dict(out)
 
 
-# --- exactly-once counting ---------------------------------------------------------------------------------
+# --- counting by natural keys ------------------------------------------------------------------------------
 
 
 async def test_redelivered_records_count_once(settings: Settings, db: Database) -> None:
@@ -191,61 +224,83 @@ async def test_redelivered_records_count_once(settings: Settings, db: Database) 
             "conversation.queued": 1,
         }
     )
-    topic = settings.topic
-    assert await offsets(db) == {
-        (topic("conversation.events"), 1): 3,
-        (topic("messages.inbound"), 0): 5,
-        (topic("messages.inbound"), 2): 3,
-        (topic("routing.events"), 1): 1,
+    # No row per event, and no offsets: nothing but the facts and the counts.
+    assert await tables(db) == {
+        "alembic_version",
+        "event_counts",
+        "conversation_facts",
+        "message_facts",
+        "agent_status_changes",
     }
-    async with db.unit_of_work() as session:
-        tables = set(
-            await session.scalars(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'metrics'"))
-        )
-    assert "processed_events" not in tables
 
 
-async def test_a_replay_overlapping_a_counted_poll_counts_only_the_new_records(
+async def test_an_event_republished_at_a_new_offset_in_a_later_poll_counts_once(
     settings: Settings, db: Database
 ) -> None:
+    """The relay's at-least-once: the same event (same event id) at a new offset, in another poll, mixed
+    with new events, for every event type."""
     log = Log(settings)
-    records = log.append([received(n) for n in range(8)])
-    await record(db, records[:5], records[3:])
-    assert await counts(db) == {"message.received": 8}
-    assert await offsets(db) == {(settings.topic("messages.inbound"), 0): 8}
+    first = log.append(one_of_each(), partition=1)
+    fresh = log.append(one_of_each(), partition=1)
+    again = log.republish(first)
+    assert [d.offset for d in again] != [d.offset for d in first]
+    await record(db, first, [*again[:3], *fresh, *again[3:]], log.republish(first + fresh))
+
+    assert await counts(db) == dict.fromkeys(by_type(first), 2)
 
 
-async def test_several_calls_in_one_transaction_see_each_others_offsets(
+async def test_a_poll_replayed_after_a_crash_counts_nothing_twice(settings: Settings, db: Database) -> None:
+    log = Log(settings)
+    cid = uuid.uuid4()
+    records = log.append([received(n) for n in range(8)]) + log.append(
+        [opened(cid), queued(cid), message_added(cid)], partition=2
+    )
+    # Counted, then the poll's offsets were not committed: the next owner reads from the last commit, an
+    # overlap of the counted records and new ones.
+    await record(db, records[:5], records[3:], records)
+    assert await counts(db) == by_type(records)
+
+
+async def test_new_events_at_offsets_seen_before_count(settings: Settings, db: Database) -> None:
+    """A topic deleted and created again (the embedded broker keeps its topics in memory) starts again at
+    offset 0: what counts is the events, not where they were read."""
+    before = Log(settings).append([received(n) for n in range(3)])
+    after = Log(settings).append([received(n) for n in range(3)])
+    assert [d.offset for d in before] == [d.offset for d in after]
+    await record(db, before, after)
+    assert await counts(db) == {"message.received": 6}
+
+
+async def test_several_calls_in_one_transaction_see_each_others_rows(
     settings: Settings, db: Database
 ) -> None:
     log = Log(settings)
     records = log.append([received(n) for n in range(6)]) + log.append([received(n) for n in range(6, 9)], 1)
+    records += log.append(one_of_each(), partition=2)
     async with db.unit_of_work() as session:
         await record_batch(session, records[:4])
         await record_batch(session, records[4:])
         await record_batch(session, records)
         await record_batch(session, records[2:3])
-    assert await counts(db) == {"message.received": 9}
+        await record_batch(session, log.republish(records[-7:]))
+    assert await counts(db) == by_type(records)
 
 
 async def test_the_same_record_or_event_twice_in_one_call_counts_once(
     settings: Settings, db: Database
 ) -> None:
     log = Log(settings)
-    [first, second] = log.append([received(1), received(2)])
-    # The same event at another offset in the same poll: a producer's retry, written twice to the log.
-    retried = Delivery(first.envelope, first.payload, first.topic, first.partition, second.offset + 1)
-    await record(db, [first, second, first, retried])
-    assert await counts(db) == {"message.received": 2}
-    # Replayed, the retry is still behind the stored offset, alone or with its poll.
-    await record(db, [retried], [first, second, retried])
-    assert await counts(db) == {"message.received": 2}
-    assert await offsets(db) == {(first.topic, 0): 3}
+    each = log.append(one_of_each())
+    [retried] = log.republish(each[:1])  # a producer's retry, written twice to the log
+    await record(db, [*each, each[0], retried, *each])
+    assert await counts(db) == by_type(each)
+    await record(db, [retried], each)
+    assert await counts(db) == by_type(each)
 
 
 async def test_a_rolled_back_call_leaves_nothing_behind(settings: Settings, db: Database) -> None:
     log = Log(settings)
-    records = log.append([received(n) for n in range(3)])
+    records = log.append(one_of_each())
 
     async def fail_after_counting() -> None:
         async with db.unit_of_work() as session:
@@ -254,16 +309,17 @@ async def test_a_rolled_back_call_leaves_nothing_behind(settings: Settings, db: 
 
     with pytest.raises(RuntimeError, match="handler after metrics failed"):
         await fail_after_counting()
-    assert await offsets(db) == {}
+    assert (await counts(db), await facts(db), await message_facts(db)) == ({}, {}, {})
     await record(db, records)
-    assert await counts(db) == {"message.received": 3}
+    assert await counts(db) == by_type(records)
 
 
-# --- conversation facts ------------------------------------------------------------------------------------
+# --- facts -------------------------------------------------------------------------------------------------
 
 
 async def test_facts_fill_in_any_order(settings: Settings, db: Database) -> None:
-    """Every order of the four fact events, each delivered alone and then all again, gives one full row."""
+    """Every order of the four fact events, each delivered alone and then all again, gives one full row,
+    and each event counts once."""
     log = Log(settings)
     agent_id = uuid.uuid4()
     expected: dict[uuid.UUID, dict[str, Any]] = {}
@@ -282,21 +338,80 @@ async def test_facts_fill_in_any_order(settings: Settings, db: Database) -> None
             "channel": "email",
             "agent_id": agent_id,
             "opened_at": T0,
+            "queued": True,
             "queued_at": T0,
             "assigned_at": T0 + timedelta(seconds=3),
             "resolved_at": T0 + timedelta(seconds=9),
         }
     await record(db, *([d] for d in deliveries))
     assert await facts(db) == expected
-    # Facts are idempotent by their key: applying them again changes nothing.
+    # The same events again, as new records: nothing changes, nothing counts.
     await record(db, log.append(d.payload for d in deliveries))
     assert await facts(db) == expected
     assert await counts(db) == {
-        "conversation.opened": 48,
-        "conversation.queued": 48,
-        "conversation.assigned": 48,
-        "conversation.resolved": 48,
+        "conversation.opened": 24,
+        "conversation.queued": 24,
+        "conversation.assigned": 24,
+        "conversation.resolved": 24,
     }
+
+
+async def test_an_assigned_conversation_never_queued_counts_no_queued_event(
+    settings: Settings, db: Database
+) -> None:
+    log = Log(settings)
+    cid = uuid.uuid4()
+    await record(db, log.append([opened(cid), assigned(cid, uuid.uuid4(), T0)]))
+    row = (await facts(db))[cid]
+    assert (row["queued_at"], row["queued"]) == (T0, None)
+    assert await counts(db) == {"conversation.opened": 1, "conversation.assigned": 1}
+    # A conversation.queued arriving late still counts: its own column was unknown.
+    await record(db, log.append([queued(cid)]))
+    assert (await counts(db))["conversation.queued"] == 1
+
+
+async def test_message_facts_fill_from_both_events_in_either_order(settings: Settings, db: Database) -> None:
+    log = Log(settings)
+    cid = uuid.uuid4()
+    first_received, first_added, together = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    outbound = uuid.uuid4()
+    await record(
+        db,
+        log.append([received(1, first_received)]),
+        log.append([message_added(cid, first_added)]),
+        log.append([message_added(cid, together), received(3, together)]),
+        log.append([message_added(cid, first_received)]),
+        log.append([received(2, first_added)]),
+        log.append([message_added(cid, outbound, Direction.OUTBOUND)]),  # an agent's reply: never received
+    )
+    found = await message_facts(db)
+    inbound = {
+        "channel": "api",
+        "direction": "inbound",
+        "conversation_id": cid,
+        "sent_at": T0 - timedelta(seconds=1),
+        "received_at": T0,
+    }
+    assert found == {
+        first_received: {"message_id": first_received, **inbound},
+        first_added: {"message_id": first_added, **inbound},
+        together: {"message_id": together, **inbound},
+        outbound: {"message_id": outbound, **inbound, "direction": "outbound", "received_at": None},
+    }
+    assert await counts(db) == {"message.received": 3, "conversation.message_added": 4}
+
+
+async def test_agent_status_changes_are_stored_once_each(settings: Settings, db: Database) -> None:
+    log = Log(settings)
+    agent = uuid.uuid4()
+    changes = [status_changed(agent, T0 + timedelta(seconds=n)) for n in range(3)]
+    first = log.append(changes[:2])
+    await record(db, first, log.append(changes), log.republish(first))
+    stored = await rows(db, "agent_status_changes", "changed_at")
+    assert stored == {
+        c.changed_at: {"agent_id": agent, "changed_at": c.changed_at, "status": "online"} for c in changes
+    }
+    assert await counts(db) == {"agent.status_changed": 3}
 
 
 async def test_a_batch_with_several_events_for_one_conversation(settings: Settings, db: Database) -> None:
@@ -311,20 +426,22 @@ async def test_a_batch_with_several_events_for_one_conversation(settings: Settin
         *log.append([queued(cid), assigned(cid, second_agent, T0 + timedelta(seconds=4))], partition=2),
     ]
     await record(db, batch)
-    rows = await facts(db)
+    found = await facts(db)
     # The first value of a column in the batch wins, as it would against the stored row.
-    assert rows[cid] == {
+    assert found[cid] == {
         "conversation_id": cid,
         "channel": "api",
         "agent_id": first_agent,
         "opened_at": T0,
+        "queued": True,
         "queued_at": T0,
         "assigned_at": T0 + timedelta(seconds=2),
         "resolved_at": T0 + timedelta(seconds=5),
     }
-    assert rows[other]["opened_at"] == T0
-    assert rows[other]["assigned_at"] is None
-    assert await counts(db) == by_type(batch)
+    assert found[other]["opened_at"] == T0
+    assert found[other]["assigned_at"] is None
+    # Two assignments of one conversation: one natural key, one count.
+    assert await counts(db) == by_type(batch) | {"conversation.opened": 2, "conversation.assigned": 1}
 
 
 # --- constant-shape statements -----------------------------------------------------------------------------
@@ -337,64 +454,152 @@ async def test_statements_do_not_depend_on_the_batch_size(settings: Settings, db
         statements.append(statement)
 
     log = Log(settings)
-    one = log.append([opened(uuid.uuid4())])
+    each = log.append(one_of_each())
     many: list[Delivery[Payload]] = []
-    for n in range(40):
-        cid = uuid.uuid4()
-        many += log.append([opened(cid), message_added(cid), resolved(cid, T0)], partition=n % 3)
-        many += log.append([queued(cid), assigned(cid, uuid.uuid4(), T0)], partition=n % 3)
-        many += log.append([received(n), status_changed()], partition=n % 3)
+    for n in range(30):
+        many += log.append(one_of_each(), partition=n % 3)
     many = many[:200]
     assert len(many) == 200
 
-    sizes: dict[int, list[str]] = {}
+    calls: dict[str, list[str]] = {}
     event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
     try:
-        for batch in (one, many):
+        for name, batch in (("one of each", each), ("200", many), ("replay", many)):
             statements.clear()
             async with db.unit_of_work() as session:
                 await record_batch(session, batch)
-            sizes[len(batch)] = list(statements)
+            calls[name] = list(statements)
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
 
-    assert sizes[1] == sizes[200]  # the same statements, text for text (prepared once)
-    assert len(sizes[200]) <= 4
-    assert await counts(db) == by_type(one + many)
+    assert calls["one of each"] == calls["200"]  # the same statements, text for text (prepared once)
+    assert len(calls["200"]) == 5
+    # Nothing new: the before-image shows it, and the status changes' insert-if-absent adds nothing; no
+    # fact is written and nothing is counted.
+    assert calls["replay"] == [calls["200"][0], calls["200"][3]]
+    assert await counts(db) == by_type(each + many)
+
+
+# --- concurrent transactions -------------------------------------------------------------------------------
+
+
+async def lock_waiters(db: Database) -> int:
+    async with db.unit_of_work() as session:
+        found = await session.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE '%metrics.%'"
+            )
+        )
+        return int(found or 0)
+
+
+class _RollBack(Exception):
+    pass
+
+
+async def run_concurrently(
+    db: Database,
+    first: Sequence[Delivery[Payload]],
+    second: Sequence[Delivery[Payload]],
+    *,
+    commit: bool = True,
+) -> None:
+    """``first`` in a transaction kept open until ``second``, in another, waits on it; then ``first``
+    commits (or rolls back) and ``second`` goes on."""
+
+    async def run_second() -> None:
+        async with db.unit_of_work() as session:
+            await record_batch(session, second)
+
+    task: asyncio.Task[None] | None = None
+    try:
+        async with db.unit_of_work() as session:
+            await record_batch(session, first)
+            task = asyncio.create_task(run_second())
+            await eventually(lambda: lock_waiters(db), timeout=10, what="the second transaction to wait")
+            if not commit:
+                raise _RollBack
+    except _RollBack:
+        pass
+    except BaseException:
+        if task is not None:
+            task.cancel()
+        raise
+    assert task is not None
+    await asyncio.wait_for(task, 10)
+
+
+async def test_concurrent_transactions_on_an_existing_conversation_count_each_transition_once(
+    settings: Settings, db: Database
+) -> None:
+    """conversation.events and routing.events may be read by two replicas at once: the second transaction
+    waits for the first, then sees what it stored."""
+    log = Log(settings)
+    cid, agent = uuid.uuid4(), uuid.uuid4()
+    await record(db, log.append([opened(cid)]))
+    routing = log.append([queued(cid), assigned(cid, agent, T0 + timedelta(seconds=2))], partition=1)
+    conversation = log.append([resolved(cid, T0 + timedelta(seconds=9))], partition=2) + log.republish(
+        routing[1:]
+    )
+    await run_concurrently(db, routing, conversation)
+    assert await counts(db) == {
+        "conversation.opened": 1,
+        "conversation.queued": 1,
+        "conversation.assigned": 1,
+        "conversation.resolved": 1,
+    }
+    assert (await facts(db))[cid]["resolved_at"] == T0 + timedelta(seconds=9)
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["first commits", "first rolls back"])
+async def test_concurrent_transactions_creating_the_same_rows_count_them_once(
+    settings: Settings, db: Database, commit: bool
+) -> None:
+    """A record handled by its old owner and its new one at once (a rebalance): rows neither has seen.
+    The second waits; it counts nothing if the first commits, everything if it rolls back."""
+    log = Log(settings)
+    records = log.append(one_of_each())
+    await run_concurrently(db, records, list(reversed(log.republish(records))), commit=commit)
+    assert await counts(db) == by_type(records)
 
 
 # --- through the consumer runner and the service -----------------------------------------------------------
 
 
-async def publish(settings: Settings, payloads: Iterable[tuple[str, Payload]]) -> None:
+async def publish(settings: Settings, envelopes: Iterable[tuple[str, Payload, EventEnvelope]]) -> None:
     publisher = EventPublisher(settings, client_id="test")
     await publisher.start()
     try:
-        for key, payload in payloads:
-            await publisher.publish(payload.topic, key, EventEnvelope.wrap(payload, producer="test"))
+        for key, payload, envelope in envelopes:
+            await publisher.publish(payload.topic, key, envelope)
     finally:
         await publisher.stop()
 
 
-def traffic(conversations: int) -> list[tuple[str, Payload]]:
+def traffic(conversations: int) -> list[tuple[str, Payload, EventEnvelope]]:
     """A few conversations' worth of events, keyed as their producers key them."""
     out: list[tuple[str, Payload]] = []
     agent_id = uuid.uuid4()
     for n in range(conversations):
-        cid = uuid.uuid4()
-        out += [(f"api:cust-{n}", received(n))]
-        out += [(str(cid), e) for e in (opened(cid), message_added(cid), queued(cid))]
+        cid, mid = uuid.uuid4(), uuid.uuid4()
+        out += [(f"api:cust-{n}", received(n, mid))]
+        out += [(str(cid), e) for e in (opened(cid), message_added(cid, mid), queued(cid))]
         out += [(str(cid), assigned(cid, agent_id, T0 + timedelta(seconds=n)))]
-    out += [(str(agent_id), status_changed())]
-    return out
+    out += [(str(agent_id), status_changed(agent_id))]
+    return [(key, p, EventEnvelope.wrap(p, producer="test")) for key, p in out]
 
 
-async def test_records_replayed_through_the_runner_count_once(settings: Settings, db: Database) -> None:
+async def test_records_replayed_or_republished_through_the_runner_count_once(
+    settings: Settings, db: Database
+) -> None:
     sent = traffic(6)
-    await publish(settings, sent)
+    # Each event published twice with its envelope (a relay's republish), the copies after the originals.
+    await publish(settings, sent + sent)
     records = []
-    for topic in sorted({p.topic for _, p in sent}):
-        records += await read_topic(settings, topic, sum(1 for _, p in sent if p.topic == topic))
+    for topic in sorted({p.topic for _, p, _ in sent}):
+        records += await read_topic(settings, topic, 2 * sum(1 for _, p, _ in sent if p.topic == topic))
+    assert len(records) == 2 * len(sent)
     publisher = EventPublisher(settings, client_id="test-dlq")
     await publisher.start()
     try:
@@ -405,33 +610,52 @@ async def test_records_replayed_through_the_runner_count_once(settings: Settings
             group_id=GROUP_ID,
             handlers=dict.fromkeys(registered(), record_batch),
         )
-        await runner.process(records)  # the poll
-        await runner.process(records)  # the same poll again, as after a crash before the offset commit
-        await runner.process(records[len(records) // 2 :])
+        poll = records[: len(records) // 2]
+        await runner.process(poll)
+        await runner.process(poll)  # the same poll again, as after a crash before the offset commit
+        await runner.process(records)  # everything, the republished copies included
     finally:
         await publisher.stop()
 
     expected = {"message.received": 6, "conversation.opened": 6, "conversation.message_added": 6}
     expected |= {"conversation.queued": 6, "conversation.assigned": 6, "agent.status_changed": 1}
     assert await counts(db) == expected
-    last: dict[tuple[str, int], int] = {}
-    for r in records:
-        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), 0), r.offset + 1)
-    assert await offsets(db) == last
+
+
+async def consumed_everything(settings: Settings, topics: Iterable[str]) -> bool:
+    """Whether the metrics group has committed every partition of ``topics`` up to its end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=GROUP_ID, enable_auto_commit=False
+    )
+    await consumer.start()  # no subscription: nothing is joined
+    try:
+        await consumer.topics()  # loads the metadata partitions_for_topic reads
+        partitions = [
+            TopicPartition(settings.topic(t), p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(settings.topic(t)) or set())
+        ]
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
+                return False
+        return True
+    finally:
+        await consumer.stop()
 
 
 async def test_the_service_counts_what_it_consumes_and_serves_the_kpis(settings: Settings) -> None:
     sent = traffic(5)
     async with serve(metrics_app(settings)) as client:
-        await publish(settings, sent)
-
-        async def all_counted() -> dict[str, Any] | None:
-            response = await client.get("/v1/kpis", headers=bearer(ADMIN_KEY))
-            assert response.status_code == 200, response.text
-            body: dict[str, Any] = response.json()
-            return body if body["conversations_assigned"] == 5 and body["messages_received"] == 5 else None
-
-        snapshot = await eventually(all_counted, timeout=60, what="metrics to count every event")
+        # Each event twice, with the same envelope: the second copy counts nothing.
+        await publish(settings, sent + sent)
+        topics = {p.topic for _, p, _ in sent}
+        await eventually(
+            lambda: consumed_everything(settings, topics), timeout=60, what="metrics to consume every record"
+        )
+        response = await client.get("/v1/kpis", headers=bearer(ADMIN_KEY))
+        assert response.status_code == 200, response.text
+        snapshot = response.json()
         assert (await client.get("/v1/kpis")).status_code == 401
 
     assert snapshot == {
@@ -451,45 +675,3 @@ async def test_the_service_counts_what_it_consumes_and_serves_the_kpis(settings:
             "agent.status_changed": 1,
         },
     }
-
-
-async def test_offsets_beyond_the_end_of_a_recreated_log_are_forgotten(
-    settings: Settings, db: Database
-) -> None:
-    """After the broker lost its topics (the embedded one keeps them in memory) while PostgreSQL kept the
-    offsets, the old offsets must not hide the new records."""
-    topic = settings.topic("messages.inbound")
-    await publish(settings, [("api:cust-1", received(1)), ("api:cust-1", received(2))])
-    [first, *_] = await read_topic(settings, "messages.inbound", 2)
-    other = (first.partition + 1) % settings.topic_partitions
-    async with db.unit_of_work() as session:
-        await session.execute(
-            sa.text(
-                "INSERT INTO metrics.partition_offsets VALUES (:t, :p1, 1000), (:t, :p2, 0), ('gone', 0, 7)"
-            ),
-            {"t": topic, "p1": first.partition, "p2": other},
-        )
-    await forget_offsets_beyond_the_log(db, settings)
-    assert await offsets(db) == {(topic, other): 0, ("gone", 0): 7}
-
-
-async def test_a_concurrent_transaction_on_the_same_partitions_waits_and_counts_nothing_twice(
-    settings: Settings, db: Database
-) -> None:
-    """A consumer that lost its partitions in a rebalance may still finish its poll while the new owner
-    replays it: the second waits for the first's commit, then sees its offsets (even on a partition never
-    seen before, which has no row yet)."""
-    log = Log(settings)
-    records = log.append([received(n) for n in range(4)]) + log.append([received(n) for n in range(4, 6)], 1)
-    async with db.unit_of_work() as first:
-        await record_batch(first, records)
-
-        async def second() -> None:
-            async with db.unit_of_work() as session:
-                await record_batch(session, list(reversed(records)))
-
-        replay = asyncio.create_task(second())
-        await asyncio.sleep(0.5)
-        assert not replay.done()  # blocked on the partitions' rows
-    await asyncio.wait_for(replay, 10)
-    assert await counts(db) == {"message.received": 6}

@@ -15,18 +15,28 @@ from switchboard_metrics.models import SCHEMA
 from tests.conftest import Settings
 
 PACKAGE = "switchboard_metrics"
+HEAD = {"alembic_version", "event_counts", "conversation_facts", "message_facts", "agent_status_changes"}
 
 
-async def _tables(url: str) -> set[str]:
+async def _scalars(url: str, sql: str, **params: str) -> set[str]:
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
-            rows = await conn.scalars(
-                sa.text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": SCHEMA}
-            )
-            return set(rows)
+            return set(await conn.scalars(sa.text(sql), {"s": SCHEMA, **params}))
     finally:
         await engine.dispose()
+
+
+async def _tables(url: str) -> set[str]:
+    return await _scalars(url, "SELECT tablename FROM pg_tables WHERE schemaname = :s")
+
+
+async def _columns(url: str, table: str) -> set[str]:
+    return await _scalars(
+        url,
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = :s AND table_name = :t",
+        t=table,
+    )
 
 
 async def test_migrations_downgrade_and_upgrade_again(settings: Settings) -> None:
@@ -40,19 +50,26 @@ async def test_migrations_downgrade_and_upgrade_again(settings: Settings) -> Non
             "event_counts",
             "conversation_facts",
         }
-        await asyncio.to_thread(upgrade, PACKAGE, SCHEMA, url)
+        await asyncio.to_thread(upgrade, PACKAGE, SCHEMA, url, "0002")
         assert await _tables(url) == {
             "alembic_version",
             "partition_offsets",
             "event_counts",
             "conversation_facts",
         }
+        await asyncio.to_thread(upgrade, PACKAGE, SCHEMA, url)
+        assert await _tables(url) == HEAD
+        assert "queued" in await _columns(url, "conversation_facts")
+        await asyncio.to_thread(command.downgrade, alembic_config(PACKAGE, SCHEMA, url), "0002")
+        assert "partition_offsets" in await _tables(url)
+        assert "message_facts" not in await _tables(url)
+        assert "queued" not in await _columns(url, "conversation_facts")
         await asyncio.to_thread(command.downgrade, alembic_config(PACKAGE, SCHEMA, url), "0001")
         assert "processed_events" in await _tables(url)
         await asyncio.to_thread(command.downgrade, alembic_config(PACKAGE, SCHEMA, url), "base")
         assert await _tables(url) == {"alembic_version"}
         await asyncio.to_thread(upgrade, PACKAGE, SCHEMA, url)
-        assert "partition_offsets" in await _tables(url)
+        assert await _tables(url) == HEAD
     finally:
         server = create_async_engine(settings.database_url, isolation_level="AUTOCOMMIT")
         try:

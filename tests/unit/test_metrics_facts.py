@@ -1,35 +1,54 @@
-"""The pure parts of metrics: which facts each event sets, how a batch's facts merge, which deliveries are
-fresh, and the KPI formulas."""
+"""The pure parts of metrics: what each event tells and of which natural key, how a call's facts merge,
+which columns become known against the stored rows (and so what counts), and the KPI formulas."""
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switchboard_common.events import (
     AgentStatus,
     AgentStatusChanged,
     Channel,
     ConversationAssigned,
+    ConversationMessageAdded,
     ConversationOpened,
     ConversationQueued,
     ConversationResolved,
-    EventEnvelope,
+    CustomerIdentity,
+    Direction,
+    IdentityKind,
+    MessageReceived,
     Payload,
+    registered,
     utcnow,
 )
-from switchboard_common.kafka.consumer import Delivery
-from switchboard_metrics.kpis.facts import Facts, facts_of, merge_facts
-from switchboard_metrics.kpis.service import fresh_deliveries, kpi_snapshot, next_offsets_after
+from switchboard_metrics.kpis.facts import (
+    Batch,
+    ConversationFacts,
+    MessageFacts,
+    StatusChange,
+    facts_of,
+    merge,
+    news,
+    news_of,
+    then,
+)
+from switchboard_metrics.kpis.service import kpi_snapshot
 
 T0 = utcnow()
 CID = uuid.uuid4()
+MID = uuid.uuid4()
 AGENT = uuid.uuid4()
 
 
-def _opened(at: datetime = T0) -> ConversationOpened:
+def _opened(at: datetime = T0, cid: uuid.UUID = CID) -> ConversationOpened:
     return ConversationOpened(
-        conversation_id=CID,
+        conversation_id=cid,
         customer_id=uuid.uuid4(),
         channel=Channel.SMS,
         required_skills=[],
@@ -38,51 +57,248 @@ def _opened(at: datetime = T0) -> ConversationOpened:
     )
 
 
-def test_each_conversation_event_sets_its_columns_and_others_set_none() -> None:
-    assert facts_of(_opened()) == (CID, Facts(channel="sms", opened_at=T0))
-    queued = ConversationQueued(conversation_id=CID, required_skills=[], priority=0, queued_at=T0)
-    assert facts_of(queued) == (CID, Facts(queued_at=T0))
-    assigned = ConversationAssigned(conversation_id=CID, agent_id=AGENT, queued_at=T0, assigned_at=T0)
-    # An assignment also tells when the conversation was queued (no queued event when assigned at once).
-    assert facts_of(assigned) == (CID, Facts(agent_id=AGENT, queued_at=T0, assigned_at=T0))
-    assert facts_of(ConversationResolved(conversation_id=CID, agent_id=AGENT, resolved_at=T0)) == (
-        CID,
-        Facts(resolved_at=T0),
+def _queued(at: datetime = T0, cid: uuid.UUID = CID) -> ConversationQueued:
+    return ConversationQueued(conversation_id=cid, required_skills=[], priority=0, queued_at=at)
+
+
+def _assigned(at: datetime = T0, cid: uuid.UUID = CID, agent: uuid.UUID = AGENT) -> ConversationAssigned:
+    return ConversationAssigned(conversation_id=cid, agent_id=agent, queued_at=T0, assigned_at=at)
+
+
+def _resolved(at: datetime = T0, cid: uuid.UUID = CID) -> ConversationResolved:
+    return ConversationResolved(conversation_id=cid, agent_id=None, resolved_at=at)
+
+
+def _received(mid: uuid.UUID = MID, at: datetime = T0) -> MessageReceived:
+    return MessageReceived(
+        message_id=mid,
+        channel=Channel.WHATSAPP,
+        external_id="wamid-1",
+        sender=CustomerIdentity(kind=IdentityKind.PHONE, value="+15550001111"),
+        text="hi",
+        sent_at=T0 - timedelta(seconds=1),
+        received_at=at,
     )
-    status = AgentStatusChanged(
-        agent_id=AGENT, status=AgentStatus.AWAY, previous_status=AgentStatus.ONLINE, changed_at=T0
+
+
+def _added(
+    mid: uuid.UUID = MID, cid: uuid.UUID = CID, direction: Direction = Direction.INBOUND
+) -> ConversationMessageAdded:
+    return ConversationMessageAdded(
+        conversation_id=cid,
+        message_id=mid,
+        channel=Channel.WHATSAPP,
+        direction=direction,
+        sent_at=T0 - timedelta(seconds=1),
     )
-    assert facts_of(status) is None
+
+
+def _status(at: datetime = T0, status: AgentStatus = AgentStatus.AWAY) -> AgentStatusChanged:
+    return AgentStatusChanged(
+        agent_id=AGENT, status=status, previous_status=AgentStatus.ONLINE, changed_at=at
+    )
+
+
+# --- what each event tells ---------------------------------------------------------------------------------
+
+
+def test_each_event_tells_its_natural_key_and_columns() -> None:
+    sent = T0 - timedelta(seconds=1)
+    assert facts_of(_received()) == (
+        MID,
+        MessageFacts(channel="whatsapp", direction="inbound", sent_at=sent, received_at=T0),
+    )
+    assert facts_of(_added(direction=Direction.OUTBOUND)) == (
+        MID,
+        MessageFacts(channel="whatsapp", direction="outbound", conversation_id=CID, sent_at=sent),
+    )
+    assert facts_of(_opened()) == (CID, ConversationFacts(channel="sms", opened_at=T0))
+    assert facts_of(_queued()) == (CID, ConversationFacts(queued=True, queued_at=T0))
+    # An assignment also tells when the conversation was queued (no queued event when assigned at once),
+    # but not that a conversation.queued event was seen.
+    assert facts_of(_assigned()) == (CID, ConversationFacts(agent_id=AGENT, queued_at=T0, assigned_at=T0))
+    assert facts_of(_resolved()) == (CID, ConversationFacts(resolved_at=T0))
+    assert facts_of(_status()) == StatusChange(AGENT, T0, "away")
+
+
+def test_every_registered_event_type_has_a_natural_key() -> None:
+    examples: list[Payload] = [
+        _received(),
+        _added(),
+        _opened(),
+        _queued(),
+        _assigned(),
+        _resolved(),
+        _status(),
+    ]
+    assert {type(p) for p in examples} == set(registered())
+    assert all(facts_of(p) is not None for p in examples)
+
+
+# --- merging a call ----------------------------------------------------------------------------------------
 
 
 def test_the_first_known_value_of_a_column_wins() -> None:
     later = T0 + timedelta(seconds=5)
-    assert Facts(opened_at=T0).then(Facts(opened_at=later, resolved_at=later)) == Facts(
-        opened_at=T0, resolved_at=later
+    assert then(ConversationFacts(opened_at=T0), ConversationFacts(opened_at=later, resolved_at=later)) == (
+        ConversationFacts(opened_at=T0, resolved_at=later)
     )
-    assert Facts().then(Facts(channel="sms")) == Facts(channel="sms")
+    assert then(MessageFacts(), MessageFacts(channel="sms")) == MessageFacts(channel="sms")
     other = uuid.uuid4()
-    resolved = ConversationResolved(conversation_id=CID, agent_id=None, resolved_at=later)
-    merged = merge_facts(
-        [resolved, _opened(later), _opened(T0), _opened().model_copy(update={"conversation_id": other})]
+    merged = merge([_resolved(later), _opened(later), _opened(T0), _opened(T0, other)])
+    assert merged.conversations == {
+        CID: ConversationFacts(channel="sms", opened_at=later, resolved_at=later),
+        other: ConversationFacts(channel="sms", opened_at=T0),
+    }
+    assert merged.messages == {}
+    assert merged.statuses == {}
+
+
+def test_a_call_merges_one_entry_per_natural_key() -> None:
+    later = T0 + timedelta(seconds=5)
+    merged = merge(
+        [
+            _added(),
+            _received(),
+            _received(at=later),  # the same message again: the first value stays
+            _status(T0, AgentStatus.AWAY),
+            _status(T0, AgentStatus.OFFLINE),  # the same change again: the first status stays
+            _status(later, AgentStatus.ONLINE),
+            _queued(),
+            _assigned(),
+        ]
     )
-    assert merged == {
-        CID: Facts(channel="sms", opened_at=later, resolved_at=later),
-        other: Facts(channel="sms", opened_at=T0),
+    sent = T0 - timedelta(seconds=1)
+    assert merged == Batch(
+        messages={
+            MID: MessageFacts(
+                channel="whatsapp", direction="inbound", conversation_id=CID, sent_at=sent, received_at=T0
+            )
+        },
+        conversations={CID: ConversationFacts(agent_id=AGENT, queued=True, queued_at=T0, assigned_at=T0)},
+        statuses={(AGENT, T0): "away", (AGENT, later): "online"},
+    )
+
+
+# --- what is news ------------------------------------------------------------------------------------------
+
+
+def test_news_is_what_was_unknown_and_becomes_known() -> None:
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    later = T0 + timedelta(seconds=3)
+    before = {
+        a: ConversationFacts(opened_at=T0, channel="sms"),
+        b: ConversationFacts(opened_at=T0, assigned_at=T0),
+        c: ConversationFacts(),  # claimed but empty: as good as no row
+    }
+    incoming = {
+        a: ConversationFacts(opened_at=later, channel="email", resolved_at=later),  # a stored value stays
+        b: ConversationFacts(opened_at=T0, assigned_at=later),  # nothing new
+        c: ConversationFacts(queued=True, queued_at=T0),
+        CID: ConversationFacts(opened_at=T0),  # no row at all
+    }
+    assert news(before, incoming) == {
+        a: ConversationFacts(resolved_at=later),
+        c: ConversationFacts(queued=True, queued_at=T0),
+        CID: ConversationFacts(opened_at=T0),
     }
 
 
-def _delivery(payload: Payload, topic: str, partition: int, offset: int) -> Delivery[Payload]:
-    return Delivery(EventEnvelope.wrap(payload, producer="test"), payload, topic, partition, offset)
+def test_each_event_type_counts_the_keys_whose_column_becomes_known() -> None:
+    m2 = uuid.uuid4()
+    c2 = uuid.uuid4()
+    batch = merge(
+        [
+            _received(),
+            _added(),
+            _received(m2),
+            _opened(),
+            _queued(),
+            _assigned(),
+            _assigned(cid=c2),
+            _resolved(),
+        ]
+    )
+    # MID was received before, c2 queued_at is known (an assignment told it), CID is new.
+    stored_messages = {MID: MessageFacts(received_at=T0, channel="whatsapp")}
+    stored_conversations = {c2: ConversationFacts(queued_at=T0, opened_at=T0)}
+    result = news_of(batch, stored_messages, stored_conversations)
+    assert result.counts == Counter(
+        {
+            "message.received": 1,  # m2 only
+            "conversation.message_added": 1,
+            "conversation.opened": 1,
+            "conversation.queued": 1,
+            "conversation.assigned": 2,
+            "conversation.resolved": 1,
+        }
+    )
+    assert result.conversations[c2] == ConversationFacts(agent_id=AGENT, assigned_at=T0)
+    # The same batch against the rows it leaves behind: nothing new, nothing counted.
+    after_messages = {k: then(stored_messages.get(k, MessageFacts()), v) for k, v in batch.messages.items()}
+    after_conversations = {
+        k: then(stored_conversations.get(k, ConversationFacts()), v) for k, v in batch.conversations.items()
+    }
+    replay = news_of(batch, after_messages, after_conversations)
+    assert (replay.messages, replay.conversations, +replay.counts) == ({}, {}, Counter())
 
 
-def test_fresh_deliveries_are_at_or_above_the_stored_offset_and_each_counted_once() -> None:
-    a = [_delivery(_opened(), "a", 0, n) for n in range(5)]
-    b = [_delivery(_opened(), "b", 0, n) for n in range(2)]
-    retried = Delivery(b[0].envelope, b[0].payload, "b", 0, 2)
-    batch = [*a, *b, a[4], retried]
-    assert fresh_deliveries(batch, {("a", 0): 3, ("b", 1): 9}) == [a[3], a[4], *b]
-    assert next_offsets_after(fresh_deliveries(batch, {})) == {("a", 0): 5, ("b", 0): 2}
+def test_an_assignment_does_not_count_as_queued() -> None:
+    counted = news_of(merge([_assigned()]), {}, {}).counts
+    assert counted == Counter({"conversation.assigned": 1})
+    # conversation.queued after the assignment told queued_at still counts: the queued column is new.
+    stored = {CID: ConversationFacts(agent_id=AGENT, queued_at=T0, assigned_at=T0)}
+    assert news_of(merge([_queued()]), {}, stored).counts == Counter({"conversation.queued": 1})
+
+
+# Events about a few keys, so that repeats are frequent; each call is a slice of the stream.
+_CIDS = [uuid.uuid4() for _ in range(3)]
+_MIDS = [uuid.uuid4() for _ in range(3)]
+_TIMES = [T0 + timedelta(seconds=n) for n in range(3)]
+_events = st.one_of(
+    st.builds(_received, st.sampled_from(_MIDS), st.sampled_from(_TIMES)),
+    st.builds(_added, st.sampled_from(_MIDS), st.sampled_from(_CIDS)),
+    st.builds(_opened, st.sampled_from(_TIMES), st.sampled_from(_CIDS)),
+    st.builds(_queued, st.sampled_from(_TIMES), st.sampled_from(_CIDS)),
+    st.builds(_assigned, st.sampled_from(_TIMES), st.sampled_from(_CIDS)),
+    st.builds(_resolved, st.sampled_from(_TIMES), st.sampled_from(_CIDS)),
+)
+
+
+def _natural_key(payload: Payload) -> object:
+    told = facts_of(payload)
+    assert told is not None and not isinstance(told, StatusChange)
+    return told[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_events, max_size=30), st.lists(st.integers(min_value=1, max_value=8), min_size=1))
+def test_calls_in_sequence_count_each_natural_key_once(stream: list[Payload], cuts: list[int]) -> None:
+    """However a stream (with repeats) is cut into calls, against the rows the earlier calls left, each
+    event type counts its distinct natural keys, and the rows are the stream's merged facts."""
+    messages: dict[uuid.UUID, MessageFacts] = {}
+    conversations: dict[uuid.UUID, ConversationFacts] = {}
+    total: Counter[str] = Counter()
+    start, sizes = 0, iter(cuts * (len(stream) + 1))
+    while start < len(stream):
+        end = start + next(sizes)
+        call, start = stream[start:end], end
+        result = news_of(merge(call), messages, conversations)
+        for key, new in result.messages.items():
+            messages[key] = then(messages.get(key, MessageFacts()), new)
+        for key, cnew in result.conversations.items():
+            conversations[key] = then(conversations.get(key, ConversationFacts()), cnew)
+        total += result.counts
+
+    distinct: dict[str, set[object]] = {}
+    for payload in stream:
+        distinct.setdefault(payload.event_type, set()).add(_natural_key(payload))
+    assert total == Counter({event_type: len(keys) for event_type, keys in distinct.items()})
+    whole = merge(stream)
+    assert (messages, conversations) == (whole.messages, whole.conversations)
+
+
+# --- KPIs --------------------------------------------------------------------------------------------------
 
 
 def test_kpi_snapshot() -> None:

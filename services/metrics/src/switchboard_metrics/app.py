@@ -7,14 +7,12 @@ from switchboard_common.http.app import create_service_app
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_metrics.kpis import service
 from switchboard_metrics.kpis.endpoints import router as kpis_router
-from switchboard_metrics.offsets import forget_offsets_beyond_the_log
 from switchboard_metrics.settings import MetricsSettings
 
 GROUP_ID = "metrics"
 
 
 async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
-    await forget_offsets_beyond_the_log(runtime.db, runtime.settings)
     # Every event type, one batch handler: a poll is one call, and the group reads only topics with events.
     runtime.add_consumer(GROUP_ID, dict.fromkeys(registered(), service.record_batch))
 

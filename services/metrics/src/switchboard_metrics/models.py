@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Integer, MetaData, Text
+from sqlalchemy import BigInteger, DateTime, Index, MetaData, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "metrics"
@@ -13,24 +13,28 @@ class Base(DeclarativeBase):
     metadata = MetaData(schema=SCHEMA)
 
 
-class PartitionOffset(Base):
-    """The next offset to count, per partition read by the metrics group, written in the same transaction
-    as the counts: a redelivered record (offset below it) is not counted again. One row per partition,
-    whatever the traffic."""
-
-    __tablename__ = "partition_offsets"
-    __table_args__ = (CheckConstraint("next_offset >= 0", name="partition_offsets_next_offset_non_negative"),)
-
-    topic: Mapped[str] = mapped_column(Text, primary_key=True)  # physical name (with the prefix)
-    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
-    next_offset: Mapped[int] = mapped_column(BigInteger)
-
-
 class EventCount(Base):
+    """Per event type, how many of its natural keys became known (see ``kpis.facts``)."""
+
     __tablename__ = "event_counts"
 
     event_type: Mapped[str] = mapped_column(Text, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MessageFact(Base):
+    """Raw facts per message, from ``message.received`` and ``conversation.message_added`` in any order:
+    every column is filled independently and, once set, keeps its value."""
+
+    __tablename__ = "message_facts"
+    __table_args__ = (Index("message_facts_received_at", "received_at"),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    channel: Mapped[str | None] = mapped_column(Text)
+    direction: Mapped[str | None] = mapped_column(Text)
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ConversationFact(Base):
@@ -44,6 +48,18 @@ class ConversationFact(Base):
     channel: Mapped[str | None] = mapped_column(Text)
     agent_id: Mapped[uuid.UUID | None] = mapped_column()
     opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A conversation.queued event was seen (queued_at is also told by conversation.assigned).
+    queued: Mapped[bool | None] = mapped_column()
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AgentStatusChange(Base):
+    """One row per agent status change, inserted if absent: the raw material for time in each status."""
+
+    __tablename__ = "agent_status_changes"
+
+    agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    status: Mapped[str] = mapped_column(Text)

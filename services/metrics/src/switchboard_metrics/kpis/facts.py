@@ -1,80 +1,234 @@
-"""What each event tells about its conversation: pure functions, dispatched by payload type."""
+"""What each event tells, keyed by the natural key it is about, and which of it is news: pure functions,
+dispatched by payload type.
+
+Every counted event type has a natural key and a column that only it sets: ``message.received`` the
+message's ``received_at``, ``conversation.message_added`` the message's ``conversation_id``,
+``conversation.opened`` / ``queued`` / ``assigned`` / ``resolved`` the conversation's ``opened_at`` /
+``queued`` / ``assigned_at`` / ``resolved_at``; ``agent.status_changed`` is its own row, keyed by
+``(agent_id, changed_at)``. An event counts when its column goes from unknown to known, so the same event
+met again (a redelivery, a replayed poll, an outbox republish at a new offset) counts nothing.
+"""
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, fields, replace
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
+from typing import Any, TypeVar
 
 from switchboard_common.events import (
+    AgentStatusChanged,
     ConversationAssigned,
+    ConversationMessageAdded,
     ConversationOpened,
     ConversationQueued,
     ConversationResolved,
+    Direction,
+    MessageReceived,
     Payload,
 )
 
 
 @dataclass(frozen=True, slots=True)
-class Facts:
-    """The ``conversation_facts`` columns one or more events set; ``None`` means "not known here"."""
+class MessageFacts:
+    """The ``message_facts`` columns (but the key); ``None`` means "not known here"."""
+
+    channel: str | None = None
+    direction: str | None = None
+    conversation_id: uuid.UUID | None = None
+    sent_at: datetime | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFacts:
+    """The ``conversation_facts`` columns (but the key); ``None`` means "not known here"."""
 
     channel: str | None = None
     agent_id: uuid.UUID | None = None
     opened_at: datetime | None = None
+    # conversation.assigned carries queued_at too, so queued_at cannot tell whether conversation.queued
+    # was seen: this column can.
+    queued: bool | None = None
     queued_at: datetime | None = None
     assigned_at: datetime | None = None
     resolved_at: datetime | None = None
 
-    def then(self, later: Facts) -> Facts:
-        """These facts followed by ``later``: a column already known keeps its value (first wins, as the
-        stored row does), so applying an event twice, or in any order, gives the same row."""
-        known = {column: value for column in COLUMNS if (value := getattr(self, column)) is not None}
-        return replace(later, **known)
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    agent_id: uuid.UUID
+    changed_at: datetime
+    status: str
 
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Facts))
+F = TypeVar("F", MessageFacts, ConversationFacts)
+K = TypeVar("K")
+
+MESSAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(MessageFacts))
+CONVERSATION_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ConversationFacts))
+
+# The column whose first value counts each event type (only that type sets it).
+COUNTED_MESSAGE_COLUMNS: dict[str, str] = {
+    "received_at": MessageReceived.event_type,
+    "conversation_id": ConversationMessageAdded.event_type,
+}
+COUNTED_CONVERSATION_COLUMNS: dict[str, str] = {
+    "opened_at": ConversationOpened.event_type,
+    "queued": ConversationQueued.event_type,
+    "assigned_at": ConversationAssigned.event_type,
+    "resolved_at": ConversationResolved.event_type,
+}
+
+
+def _known(facts: MessageFacts | ConversationFacts) -> dict[str, Any]:
+    return {f.name: value for f in fields(facts) if (value := getattr(facts, f.name)) is not None}
+
+
+def then(earlier: F, later: F) -> F:
+    """``earlier`` followed by ``later``: a column already known keeps its value (first wins, as the stored
+    row does), so applying an event twice, or in any order, gives the same row."""
+    return replace(later, **_known(earlier))
+
+
+# --- what each event tells -----------------------------------------------------------------------------
+
+Told = tuple[uuid.UUID, MessageFacts] | tuple[uuid.UUID, ConversationFacts] | StatusChange
 
 
 @functools.singledispatch
-def facts_of(payload: Payload) -> tuple[uuid.UUID, Facts] | None:
-    """The conversation and the facts an event sets; ``None`` for events that are only counted."""
+def facts_of(payload: Payload) -> Told | None:
+    """The natural key an event is about and what it tells of it; ``None`` for a type metrics does not
+    know (a unit test keeps every registered type known)."""
     return None
 
 
 @facts_of.register
-def _opened(payload: ConversationOpened) -> tuple[uuid.UUID, Facts] | None:
-    return payload.conversation_id, Facts(opened_at=payload.opened_at, channel=payload.channel.value)
+def _received(payload: MessageReceived) -> Told | None:
+    return payload.message_id, MessageFacts(
+        channel=payload.channel.value,
+        direction=Direction.INBOUND.value,
+        sent_at=payload.sent_at,
+        received_at=payload.received_at,
+    )
 
 
 @facts_of.register
-def _queued(payload: ConversationQueued) -> tuple[uuid.UUID, Facts] | None:
-    return payload.conversation_id, Facts(queued_at=payload.queued_at)
+def _message_added(payload: ConversationMessageAdded) -> Told | None:
+    return payload.message_id, MessageFacts(
+        conversation_id=payload.conversation_id,
+        channel=payload.channel.value,
+        direction=payload.direction.value,
+        sent_at=payload.sent_at,
+    )
 
 
 @facts_of.register
-def _assigned(payload: ConversationAssigned) -> tuple[uuid.UUID, Facts] | None:
+def _opened(payload: ConversationOpened) -> Told | None:
+    return payload.conversation_id, ConversationFacts(
+        opened_at=payload.opened_at, channel=payload.channel.value
+    )
+
+
+@facts_of.register
+def _queued(payload: ConversationQueued) -> Told | None:
+    return payload.conversation_id, ConversationFacts(queued=True, queued_at=payload.queued_at)
+
+
+@facts_of.register
+def _assigned(payload: ConversationAssigned) -> Told | None:
     # A conversation assigned at once has no conversation.queued event: its queued_at comes from here.
-    return payload.conversation_id, Facts(
+    return payload.conversation_id, ConversationFacts(
         queued_at=payload.queued_at, assigned_at=payload.assigned_at, agent_id=payload.agent_id
     )
 
 
 @facts_of.register
-def _resolved(payload: ConversationResolved) -> tuple[uuid.UUID, Facts] | None:
-    return payload.conversation_id, Facts(resolved_at=payload.resolved_at)
+def _resolved(payload: ConversationResolved) -> Told | None:
+    return payload.conversation_id, ConversationFacts(resolved_at=payload.resolved_at)
 
 
-def merge_facts(payloads: Iterable[Payload]) -> dict[uuid.UUID, Facts]:
-    """The facts of ``payloads``, one entry per conversation (in order: the first value of a column wins),
-    ready for one upsert, which may touch each row only once."""
-    merged: dict[uuid.UUID, Facts] = {}
+@facts_of.register
+def _status_changed(payload: AgentStatusChanged) -> Told | None:
+    return StatusChange(payload.agent_id, payload.changed_at, payload.status.value)
+
+
+# --- a call's facts, merged ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The facts of a call's events, one entry per natural key (the first value of a column wins), ready
+    for statements that may touch each row only once."""
+
+    messages: dict[uuid.UUID, MessageFacts] = field(default_factory=dict)
+    conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
+    statuses: dict[tuple[uuid.UUID, datetime], str] = field(default_factory=dict)
+
+
+def _put(into: dict[uuid.UUID, F], key: uuid.UUID, facts: F) -> None:
+    earlier = into.get(key)
+    into[key] = facts if earlier is None else then(earlier, facts)
+
+
+def merge(payloads: Iterable[Payload]) -> Batch:
+    batch = Batch()
     for payload in payloads:
-        found = facts_of(payload)
-        if found is not None:
-            conversation_id, facts = found
-            earlier = merged.get(conversation_id)
-            merged[conversation_id] = facts if earlier is None else earlier.then(facts)
-    return merged
+        told = facts_of(payload)
+        if told is None:
+            continue
+        if isinstance(told, StatusChange):
+            batch.statuses.setdefault((told.agent_id, told.changed_at), told.status)
+            continue
+        key, facts = told
+        if isinstance(facts, MessageFacts):
+            _put(batch.messages, key, facts)
+        else:
+            _put(batch.conversations, key, facts)
+    return batch
+
+
+# --- what is news ----------------------------------------------------------------------------------------
+
+
+def news(before: Mapping[K, F], incoming: Mapping[K, F]) -> dict[K, F]:
+    """Per key of ``incoming`` with anything new, only the columns that become known: unknown in the
+    stored row ``before`` (no row: nothing known) and known in ``incoming``. A stored value is never
+    replaced, so what is known already is not news even when ``incoming`` says otherwise."""
+    out: dict[K, F] = {}
+    for key, facts in incoming.items():
+        stored = before.get(key)
+        known = _known(stored) if stored is not None else {}
+        new = {column: value for column, value in _known(facts).items() if column not in known}
+        if new:
+            out[key] = type(facts)(**new)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class News:
+    """What a call adds to the stored facts (only the columns that become known) and what it counts."""
+
+    messages: dict[uuid.UUID, MessageFacts]
+    conversations: dict[uuid.UUID, ConversationFacts]
+    counts: Counter[str]
+
+
+def news_of(
+    batch: Batch,
+    stored_messages: Mapping[uuid.UUID, MessageFacts],
+    stored_conversations: Mapping[uuid.UUID, ConversationFacts],
+) -> News:
+    """The news of ``batch`` against the stored rows of its keys; each event type counts the keys whose
+    counting column becomes known (agent status changes are counted by the rows their insert adds)."""
+    messages = news(stored_messages, batch.messages)
+    conversations = news(stored_conversations, batch.conversations)
+    counts: Counter[str] = Counter()
+    for m in messages.values():
+        counts.update(t for c, t in COUNTED_MESSAGE_COLUMNS.items() if getattr(m, c) is not None)
+    for cf in conversations.values():
+        counts.update(t for c, t in COUNTED_CONVERSATION_COLUMNS.items() if getattr(cf, c) is not None)
+    return News(messages, conversations, counts)

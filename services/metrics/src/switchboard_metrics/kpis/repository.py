@@ -1,48 +1,114 @@
 """The metrics statements. Every write is one statement of constant shape whatever the batch (``unnest``
 over typed arrays), so PostgreSQL and asyncpg prepare each once; every input is deduplicated by the
-caller (an upsert may touch a row only once) and sorted (concurrent transactions lock rows in one order,
-so they wait for each other instead of deadlocking)."""
+caller (an upsert may touch a row only once) and sorted here (concurrent transactions lock rows in one
+order, so they wait for each other instead of deadlocking)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard_common.db.sql import BIGINTS, INTS, TEXTS, TIMES, UUIDS, statement
-from switchboard_metrics.kpis.facts import COLUMNS, Facts
+from switchboard_common.db.sql import BIGINTS, TEXTS, TIMES, UUIDS, statement
+from switchboard_metrics.kpis.facts import (
+    CONVERSATION_COLUMNS,
+    MESSAGE_COLUMNS,
+    ConversationFacts,
+    MessageFacts,
+)
 from switchboard_metrics.models import EventCount
 
-Partition = tuple[str, int]  # (physical topic, partition)
+BOOLS = postgresql.ARRAY(sa.Boolean)
+
+# Per fact column: its SQL type and the array type its values bind as.
+_COLUMN_TYPES: dict[str, tuple[str, sa.types.TypeEngine[Any]]] = {
+    "channel": ("text", TEXTS),
+    "direction": ("text", TEXTS),
+    "conversation_id": ("uuid", UUIDS),
+    "agent_id": ("uuid", UUIDS),
+    "sent_at": ("timestamptz", TIMES),
+    "received_at": ("timestamptz", TIMES),
+    "opened_at": ("timestamptz", TIMES),
+    "queued": ("boolean", BOOLS),
+    "queued_at": ("timestamptz", TIMES),
+    "assigned_at": ("timestamptz", TIMES),
+    "resolved_at": ("timestamptz", TIMES),
+}
+assert set(_COLUMN_TYPES) == {*MESSAGE_COLUMNS, *CONVERSATION_COLUMNS}
 
 
-# Returns the stored next offset of each partition, creating missing rows at 0. The no-op update locks the
-# rows until commit, so a second transaction on the same partitions (a consumer that lost them in a
-# rebalance and still finishes its poll) waits and then reads the offsets this one stores: nothing is
-# counted twice, even for a partition seen for the first time.
-_CLAIM_OFFSETS = statement(
-    """
-    INSERT INTO metrics.partition_offsets AS o (topic, partition, next_offset)
-    SELECT t, p, 0 FROM unnest(:topics, :partitions) AS u(t, p)
-    ON CONFLICT (topic, partition) DO UPDATE SET next_offset = o.next_offset
-    RETURNING o.topic, o.partition, o.next_offset
-    """,
-    topics=TEXTS,
-    partitions=INTS,
+def _claim_arm(table: str, key: str, alias: str, columns: tuple[str, ...]) -> str:
+    """One side of the claim's result: the columns of both tables, the other table's as typed NULLs."""
+    values = [
+        f"{alias}.{c}" if c in columns else f"NULL::{_COLUMN_TYPES[c][0]}"
+        for c in (*MESSAGE_COLUMNS, *CONVERSATION_COLUMNS)
+    ]
+    return f"SELECT '{table}' AS kind, {alias}.{key} AS key, {', '.join(values)} FROM {alias}"  # noqa: S608 - ours
+
+
+# The before-image of every message and conversation of a call, in one statement. An upsert rather than a
+# SELECT ... FOR UPDATE, because it also claims the rows that do not exist yet: a missing row is created
+# empty, existing ones are "updated" to themselves, and RETURNING gives the stored values. Under READ
+# COMMITTED, ON CONFLICT waits for a concurrent transaction holding the row (or inserting the same key),
+# then works on its committed version, so the image is the latest one and stays so until commit: two
+# transactions on the same facts take turns, and each counts what the other had not. The inputs are sorted,
+# so concurrent claims lock in one order (messages, then conversations). The price is one more row version
+# per fact row touched.
+_CLAIM = statement(
+    f"""
+    WITH m AS (
+        INSERT INTO metrics.message_facts AS f (message_id)
+        SELECT * FROM unnest(:message_ids)
+        ON CONFLICT (message_id) DO UPDATE SET message_id = excluded.message_id
+        RETURNING f.*
+    ), c AS (
+        INSERT INTO metrics.conversation_facts AS f (conversation_id)
+        SELECT * FROM unnest(:conversation_ids)
+        ON CONFLICT (conversation_id) DO UPDATE SET conversation_id = excluded.conversation_id
+        RETURNING f.*
+    )
+    {_claim_arm("m", "message_id", "m", MESSAGE_COLUMNS)}
+    UNION ALL
+    {_claim_arm("c", "conversation_id", "c", CONVERSATION_COLUMNS)}
+    """,  # noqa: S608 - the names are ours, not input
+    message_ids=UUIDS,
+    conversation_ids=UUIDS,
 )
 
-_ADVANCE_OFFSETS = statement(
+
+def _fill(table: str, key: str, columns: tuple[str, ...]) -> sa.TextClause:
+    # A column once set keeps its value (coalesce), whatever the caller passes.
+    return statement(
+        f"""
+        INSERT INTO metrics.{table} AS f ({key}, {", ".join(columns)})
+        SELECT * FROM unnest(:keys, {", ".join(f":{c}" for c in columns)})
+        ON CONFLICT ({key}) DO UPDATE
+        SET {", ".join(f"{c} = coalesce(f.{c}, excluded.{c})" for c in columns)}
+        """,  # noqa: S608 - the names are ours, not input
+        keys=UUIDS,
+        **{c: _COLUMN_TYPES[c][1] for c in columns},
+    )
+
+
+_FILL_MESSAGES = _fill("message_facts", "message_id", MESSAGE_COLUMNS)
+_FILL_CONVERSATIONS = _fill("conversation_facts", "conversation_id", CONVERSATION_COLUMNS)
+
+# Insert-if-absent; RETURNING gives the rows this call added, which are the changes it counts.
+_INSERT_STATUSES = statement(
     """
-    UPDATE metrics.partition_offsets AS o SET next_offset = greatest(o.next_offset, u.n)
-    FROM unnest(:topics, :partitions, :next_offsets) AS u(t, p, n)
-    WHERE o.topic = u.t AND o.partition = u.p
+    INSERT INTO metrics.agent_status_changes (agent_id, changed_at, status)
+    SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses)
+    ON CONFLICT (agent_id, changed_at) DO NOTHING
+    RETURNING agent_id, changed_at
     """,
-    topics=TEXTS,
-    partitions=INTS,
-    next_offsets=BIGINTS,
+    agent_ids=UUIDS,
+    changed_ats=TIMES,
+    statuses=TEXTS,
 )
 
 _ADD_COUNTS = statement(
@@ -55,110 +121,65 @@ _ADD_COUNTS = statement(
     counts=BIGINTS,
 )
 
-_FACT_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
-    "channel": TEXTS,
-    "agent_id": UUIDS,
-    "opened_at": TIMES,
-    "queued_at": TIMES,
-    "assigned_at": TIMES,
-    "resolved_at": TIMES,
-}
-assert set(_FACT_TYPES) == set(COLUMNS)
 
-# A column once set keeps its value: the first event to tell it wins, in whatever order events arrive.
-_RECORD_FACTS = statement(
-    f"""
-    INSERT INTO metrics.conversation_facts AS f (conversation_id, {", ".join(COLUMNS)})
-    SELECT * FROM unnest(:conversation_ids, {", ".join(f":{c}" for c in COLUMNS)})
-    ON CONFLICT (conversation_id) DO UPDATE
-    SET {", ".join(f"{c} = coalesce(f.{c}, excluded.{c})" for c in COLUMNS)}
-    """,  # noqa: S608 - the column names are ours, not input
-    conversation_ids=UUIDS,
-    **_FACT_TYPES,
-)
-
-
-async def claim_offsets(session: AsyncSession, partitions: Sequence[Partition]) -> dict[Partition, int]:
-    """The next offset to count on each of ``partitions``; locks their rows until the transaction ends."""
-    ordered = sorted(set(partitions))
+async def claim_facts(
+    session: AsyncSession, message_ids: Collection[uuid.UUID], conversation_ids: Collection[uuid.UUID]
+) -> tuple[dict[uuid.UUID, MessageFacts], dict[uuid.UUID, ConversationFacts]]:
+    """The stored facts of these messages and conversations (a missing row is created empty), locked until
+    the transaction ends."""
     rows = await session.execute(
-        _CLAIM_OFFSETS, {"topics": [t for t, _ in ordered], "partitions": [p for _, p in ordered]}
+        _CLAIM, {"message_ids": sorted(message_ids), "conversation_ids": sorted(conversation_ids)}
     )
-    return {(topic, partition): int(next_offset) for topic, partition, next_offset in rows}
+    split = 2 + len(MESSAGE_COLUMNS)
+    messages: dict[uuid.UUID, MessageFacts] = {}
+    conversations: dict[uuid.UUID, ConversationFacts] = {}
+    for row in rows:
+        if row[0] == "m":
+            messages[row[1]] = MessageFacts(*row[2:split])
+        else:
+            conversations[row[1]] = ConversationFacts(*row[split:])
+    return messages, conversations
 
 
-async def advance_offsets(session: AsyncSession, next_offsets: Mapping[Partition, int]) -> None:
-    """Store the next offset to count on each partition (never moving one back); the rows exist (claimed)."""
-    if not next_offsets:
-        return
-    ordered = sorted(next_offsets.items())
-    await session.execute(
-        _ADVANCE_OFFSETS,
+def _columns(ordered: Sequence[tuple[uuid.UUID, Any]], columns: tuple[str, ...]) -> dict[str, list[Any]]:
+    params: dict[str, list[Any]] = {"keys": [key for key, _ in ordered]}
+    for column in columns:
+        params[column] = [getattr(facts, column) for _, facts in ordered]
+    return params
+
+
+async def fill_messages(session: AsyncSession, facts: Mapping[uuid.UUID, MessageFacts]) -> None:
+    if facts:
+        await session.execute(_FILL_MESSAGES, _columns(sorted(facts.items()), MESSAGE_COLUMNS))
+
+
+async def fill_conversations(session: AsyncSession, facts: Mapping[uuid.UUID, ConversationFacts]) -> None:
+    if facts:
+        await session.execute(_FILL_CONVERSATIONS, _columns(sorted(facts.items()), CONVERSATION_COLUMNS))
+
+
+async def insert_statuses(session: AsyncSession, statuses: Mapping[tuple[uuid.UUID, datetime], str]) -> int:
+    """Store the status changes not stored yet; returns how many were new."""
+    if not statuses:
+        return 0
+    ordered = sorted(statuses.items())
+    rows = await session.execute(
+        _INSERT_STATUSES,
         {
-            "topics": [t for (t, _), _ in ordered],
-            "partitions": [p for (_, p), _ in ordered],
-            "next_offsets": [n for _, n in ordered],
+            "agent_ids": [a for (a, _), _ in ordered],
+            "changed_ats": [t for (_, t), _ in ordered],
+            "statuses": [s for _, s in ordered],
         },
     )
-
-
-_STORED_OFFSETS = statement(
-    "SELECT topic, partition, next_offset FROM metrics.partition_offsets WHERE topic = ANY(:topics)",
-    topics=TEXTS,
-)
-
-_FORGET_OFFSETS_BEYOND = statement(
-    """
-    DELETE FROM metrics.partition_offsets AS o
-    USING unnest(:topics, :partitions, :end_offsets) AS u(t, p, e)
-    WHERE o.topic = u.t AND o.partition = u.p AND o.next_offset > u.e
-    RETURNING o.topic, o.partition, o.next_offset
-    """,
-    topics=TEXTS,
-    partitions=INTS,
-    end_offsets=BIGINTS,
-)
-
-
-async def stored_offsets(session: AsyncSession, topics: Sequence[str]) -> dict[Partition, int]:
-    rows = await session.execute(_STORED_OFFSETS, {"topics": list(topics)})
-    return {(topic, partition): int(next_offset) for topic, partition, next_offset in rows}
-
-
-async def forget_offsets_beyond(
-    session: AsyncSession, end_offsets: Mapping[Partition, int]
-) -> dict[Partition, int]:
-    """Delete the offsets stored beyond their partition's end; returns the rows deleted."""
-    if not end_offsets:
-        return {}
-    ordered = sorted(end_offsets.items())
-    rows = await session.execute(
-        _FORGET_OFFSETS_BEYOND,
-        {
-            "topics": [t for (t, _), _ in ordered],
-            "partitions": [p for (_, p), _ in ordered],
-            "end_offsets": [e for _, e in ordered],
-        },
-    )
-    return {(topic, partition): int(next_offset) for topic, partition, next_offset in rows}
+    return len(rows.all())
 
 
 async def add_counts(session: AsyncSession, counts: Mapping[str, int]) -> None:
-    if not counts:
-        return
-    ordered = sorted(counts.items())
-    await session.execute(_ADD_COUNTS, {"types": [t for t, _ in ordered], "counts": [n for _, n in ordered]})
-
-
-async def record_facts(session: AsyncSession, facts: Mapping[uuid.UUID, Facts]) -> None:
-    """Fill conversation facts, one row per conversation; a column already set keeps its value."""
-    if not facts:
-        return
-    ordered = sorted(facts.items())
-    params: dict[str, list[Any]] = {"conversation_ids": [cid for cid, _ in ordered]}
-    for column in COLUMNS:
-        params[column] = [getattr(f, column) for _, f in ordered]
-    await session.execute(_RECORD_FACTS, params)
+    ordered = sorted((t, n) for t, n in counts.items() if n)
+    if ordered:
+        await session.execute(
+            _ADD_COUNTS, {"types": [t for t, _ in ordered], "counts": [n for _, n in ordered]}
+        )
 
 
 # --- reading ---------------------------------------------------------------------------------------------

@@ -1,28 +1,35 @@
 """Counting events into KPIs, and reading them.
 
-Idempotency without a row per event:
+Metrics counts natural keys, not log records: each counted event type has a key and a column only it sets
+(see ``facts``), and counts when that column becomes known. The same event met again changes nothing,
+however it comes back: redelivered after a crash or a rebalance, replayed in a poll, republished by an
+outbox relay at a new offset (a crash between the broker's ack and the outbox DELETE), or read again from a
+recreated topic. So no offsets are kept, and no row per event.
 
-* conversation facts are keyed by the conversation id and a column once set keeps its value, so applying
-  an event again changes nothing;
-* counts are exactly-once per record of the log: the next offset to count on each partition is stored in
-  the same transaction as the counts (``metrics.partition_offsets``), and a delivery below it (a poll
-  replayed after a crash between the database commit and the offset commit, or by a partition's new owner
-  after a rebalance) is dropped.
+A call's before-image is exact under concurrency: it is taken by an upsert that locks every row of the call
+(creating the missing ones) and reads its latest committed version (see ``repository``), so two
+transactions on the same message or conversation, e.g. two replicas consuming ``conversation.events`` and
+``routing.events``, or the same record handled by an old and a new owner during a rebalance, take turns,
+and each counts only what the other had not. Agent status changes are counted by the rows an
+insert-if-absent adds, which is exact the same way. What is exact is the count of distinct keys: an
+event that comes back with another key (a new message id) is a new event here.
 
-A call costs at most four statements whatever the number of deliveries: claim the partitions' offsets,
-add the counts, fill the facts, advance the offsets.
+A call costs at most five statements whatever the number of deliveries: the before-image, the message facts,
+the conversation facts, the status changes, the counts; a statement with nothing to do is skipped (a
+replayed poll writes no fact and no count: it costs the before-image, and the status insert if it has
+status changes).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.events import (
+    AgentStatusChanged,
     ConversationAssigned,
     ConversationOpened,
     ConversationResolved,
@@ -31,60 +38,29 @@ from switchboard_common.events import (
 )
 from switchboard_common.kafka.consumer import Delivery
 from switchboard_metrics.kpis import repository
-from switchboard_metrics.kpis.facts import merge_facts
-from switchboard_metrics.kpis.repository import Partition
+from switchboard_metrics.kpis.facts import ConversationFacts, MessageFacts, merge, news_of
 from switchboard_metrics.kpis.schemas import KpiSnapshot, WaitStats
 
 
-def fresh_deliveries(
-    deliveries: Sequence[Delivery[Payload]], next_offsets: Mapping[Partition, int]
-) -> list[Delivery[Payload]]:
-    """The deliveries not counted yet: at or above their partition's stored next offset, each record and
-    each event id once (in order)."""
-    seen_records: set[tuple[str, int, int]] = set()
-    seen_events: set[uuid.UUID] = set()
-    fresh = []
-    for d in deliveries:
-        record = (d.topic, d.partition, d.offset)
-        if d.offset < next_offsets.get((d.topic, d.partition), 0) or record in seen_records:
-            continue
-        seen_records.add(record)
-        # The same event at two offsets (a producer's retry) in one call: counted once. Across calls such
-        # duplicates are counted as the records they are.
-        if d.envelope.event_id in seen_events:
-            continue
-        seen_events.add(d.envelope.event_id)
-        fresh.append(d)
-    return fresh
-
-
-def next_offsets_after(deliveries: Sequence[Delivery[Payload]]) -> dict[Partition, int]:
-    """Per partition, the offset after the last of ``deliveries`` (the statement keeps the greater of it
-    and the stored one)."""
-    out: dict[Partition, int] = {}
-    for d in deliveries:
-        key = (d.topic, d.partition)
-        out[key] = max(out.get(key, 0), d.offset + 1)
-    return out
-
-
 async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payload]]) -> None:
-    """Count ``deliveries`` and fill their conversations' facts, exactly once per record.
+    """Fill the facts of ``deliveries`` and count what is new in them.
 
     Called with a whole poll, a part of one, or one record (the runner's failure isolation), possibly
-    several times in one transaction: each call reads the offsets its predecessors stored.
+    several times in one transaction: each call reads the rows its predecessors wrote.
     """
-    if not deliveries:
-        return
-    stored = await repository.claim_offsets(session, [(d.topic, d.partition) for d in deliveries])
-    fresh = fresh_deliveries(deliveries, stored)
-    if not fresh:
-        return  # every delivery is below its partition's stored offset: nothing to count or store
-    await repository.add_counts(session, Counter(d.payload.event_type for d in fresh))
-    await repository.record_facts(session, merge_facts(d.payload for d in fresh))
-    # Past every delivery, counted or not (an event id met twice in the call is counted once, and its
-    # second record must stay behind the offset when the poll is replayed).
-    await repository.advance_offsets(session, next_offsets_after(deliveries))
+    batch = merge(d.payload for d in deliveries)
+    stored_messages: dict[uuid.UUID, MessageFacts] = {}
+    stored_conversations: dict[uuid.UUID, ConversationFacts] = {}
+    if batch.messages or batch.conversations:
+        stored_messages, stored_conversations = await repository.claim_facts(
+            session, batch.messages.keys(), batch.conversations.keys()
+        )
+    news = news_of(batch, stored_messages, stored_conversations)
+    await repository.fill_messages(session, news.messages)
+    await repository.fill_conversations(session, news.conversations)
+    counts = news.counts
+    counts[AgentStatusChanged.event_type] += await repository.insert_statuses(session, batch.statuses)
+    await repository.add_counts(session, counts)
 
 
 # --- reading ---------------------------------------------------------------------------------------------
