@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
+from switchboard_common.events import Channel, ConversationOpened, EventEnvelope, utcnow
 from tests.conftest import Settings
 
 T = TypeVar("T")
@@ -76,3 +78,16 @@ def api_message(message_id: str, customer: str, **extra: Any) -> dict[str, Any]:
     }
     body.update(extra)
     return body
+
+
+def opened_envelope() -> EventEnvelope:
+    """A ``conversation.opened`` event of a new conversation, as the conversation service publishes it."""
+    payload = ConversationOpened(
+        conversation_id=uuid.uuid4(),
+        customer_id=uuid.uuid4(),
+        channel=Channel.API,
+        required_skills=[],
+        priority=0,
+        opened_at=utcnow(),
+    )
+    return EventEnvelope.wrap(payload, producer="test")

@@ -23,21 +23,9 @@ from switchboard_common.events import (
 from switchboard_common.kafka.consumer import ConsumerRunner, Delivery
 from switchboard_common.kafka.producer import EventPublisher
 from tests.conftest import Settings
-from tests.support import eventually, read_topic
+from tests.support import eventually, opened_envelope, read_topic
 
 HANDLED = "public.consumer_runner_handled"
-
-
-def _opened() -> EventEnvelope:
-    payload = ConversationOpened(
-        conversation_id=uuid.uuid4(),
-        customer_id=uuid.uuid4(),
-        channel=Channel.API,
-        required_skills=[],
-        priority=0,
-        opened_at=utcnow(),
-    )
-    return EventEnvelope.wrap(payload, producer="test")
 
 
 async def _count_handled(db: Database) -> int:
@@ -48,8 +36,8 @@ async def _count_handled(db: Database) -> int:
 async def test_poison_in_a_multi_partition_poll_is_dead_lettered_and_the_rest_commits(
     settings: Settings,
 ) -> None:
-    failing = _opened()
-    good = [_opened() for _ in range(30)]
+    failing = opened_envelope()
+    good = [opened_envelope() for _ in range(30)]
     poll_sizes: list[int] = []
 
     async def handler(session: AsyncSession, deliveries: Sequence[Delivery[ConversationOpened]]) -> None:

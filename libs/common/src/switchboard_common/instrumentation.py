@@ -1,8 +1,14 @@
-"""Cost counters: SQL statements and transactions per engine, Kafka requests per API.
+"""Cost counters: SQL statements and transactions per engine, Kafka requests per API; and the gauges that
+tell whether a consumer is still making progress.
 
-They let `make bench` report round trips per message for each service (it scrapes `/metrics` before and
-after its measured window). Counting costs one dictionary lookup and one counter increment per statement,
-transaction or Kafka request.
+The counters let `make bench` report round trips per message for each service (it scrapes `/metrics`
+before and after its measured window). Counting costs one dictionary lookup and one counter increment per
+statement, transaction or Kafka request.
+
+The progress gauges are what `/health/ready` judges, for alerting: a consumer can be connected, joined and
+"running" and still consume nothing (its position beyond the end of a recreated log, its handler failing
+on an unavailable dependency, its offset commits failing). They are refreshed by the consumer loop and at
+every scrape.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +28,31 @@ SQL_STATEMENTS = Counter(
 SQL_TRANSACTIONS = Counter("switchboard_sql_transactions_total", "Database transactions ended", ["outcome"])
 KAFKA_REQUESTS = Counter(
     "switchboard_kafka_requests_total", "Requests sent to Kafka brokers, by request type", ["api"]
+)
+
+# Reasons of CONSUMER_STALLED; each is 0 or 1 for every group, so an alert can name the reason.
+STALL_REASONS = ("beyond_log_end", "no_progress", "commit_failing")
+CONSUMER_STALLED = Gauge(
+    "switchboard_consumer_stalled",
+    "1 while the consumer group makes no progress, by reason: beyond_log_end (a partition's position is "
+    "past the end of its log), no_progress (records wait and a position has not moved for "
+    "SWITCHBOARD_CONSUMER_STALL_SECONDS), commit_failing (offset commits failing that long)",
+    ["group", "reason"],
+)
+CONSUMER_UNMOVED_SECONDS = Gauge(
+    "switchboard_consumer_unmoved_seconds",
+    "Longest time a partition of the group has had records waiting while its position did not move",
+    ["group"],
+)
+CONSUMER_COMMIT_FAILURES = Gauge(
+    "switchboard_consumer_commit_failures",
+    "Offset commits failed in a row (0 once one succeeds)",
+    ["group"],
+)
+CONSUMER_LAST_COMMIT = Gauge(
+    "switchboard_consumer_last_commit_timestamp_seconds",
+    "Unix time of the group's last successful offset commit",
+    ["group"],
 )
 
 _VERBS = ("select", "insert", "update", "delete", "with", "begin", "commit", "rollback")

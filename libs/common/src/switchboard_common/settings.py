@@ -77,6 +77,10 @@ class CommonSettings(BaseSettings):
     outbox_poll_interval_ms: int = Field(default=1000, ge=10)
     # /health/ready reports consumer lag always; it fails on lag only when this is set.
     health_max_consumer_lag: int | None = Field(default=None, ge=0)
+    # A consumer is reported stalled (/health/ready fails, switchboard_consumer_stalled is 1) when records
+    # wait on a partition whose position has not moved for this long, or its offset commits have been
+    # failing this long. A single poll that takes longer than this counts as a stall too.
+    consumer_stall_seconds: float = Field(default=120.0, gt=0)
 
     # HTTP
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)

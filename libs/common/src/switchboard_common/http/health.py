@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from switchboard_common.kafka.consumer import ConsumerRunner
 from switchboard_common.runtime import ServiceRuntime
 
 router = APIRouter(tags=["health"])
@@ -28,6 +29,35 @@ async def _probe(check: Any) -> dict[str, Any]:
     return {"ok": True}
 
 
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def consumer_check(consumer: ConsumerRunner, max_lag: int | None) -> dict[str, Any]:
+    """One consumer's readiness: running, and making progress (see ``ConsumerRunner.progress``)."""
+    report = consumer.progress()
+    problems = report.problems
+    if not consumer.running:
+        problems.insert(0, "not running")
+    if max_lag is not None and report.lag > max_lag:
+        problems.append(f"lag above {max_lag}")
+    return {
+        "ok": not problems,
+        "running": consumer.running,
+        "lag": report.lag,
+        "problems": problems,
+        "beyond_log_end": {
+            f"{tp.topic}/{tp.partition}": {"position": p.position, "log_end": p.log_end}
+            for tp, p in sorted(report.beyond_log_end.items())
+        },
+        "stalled_s": {f"{tp.topic}/{tp.partition}": _seconds(s) for tp, s in sorted(report.stalled.items())},
+        "poll_running_s": _seconds(report.poll_running_for),
+        "commit_failures": report.commit_failures,
+        "commit_failing_s": _seconds(report.commit_failing_for),
+        "since_commit_s": _seconds(report.since_commit),
+    }
+
+
 @router.get("/health/ready", summary="Database, broker and consumers are usable")
 async def ready(request: Request) -> JSONResponse:
     runtime: ServiceRuntime = request.app.state.runtime
@@ -35,9 +65,7 @@ async def ready(request: Request) -> JSONResponse:
     checks: dict[str, Any] = {"database": database, "broker": broker}
     max_lag = runtime.settings.health_max_consumer_lag
     for consumer in runtime.consumers:
-        lag = consumer.total_lag()
-        ok = consumer.running and (max_lag is None or lag <= max_lag)
-        checks[f"consumer:{consumer.group_id}"] = {"ok": ok, "running": consumer.running, "lag": lag}
+        checks[f"consumer:{consumer.group_id}"] = consumer_check(consumer, max_lag)
     for relay in runtime.relays:
         # A standby relay (another replica leads) is healthy: it takes over when the leader goes.
         checks["outbox_relay"] = {"ok": relay.running, "leader": relay.leader}
@@ -48,5 +76,10 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    runtime: ServiceRuntime | None = getattr(request.app.state, "runtime", None)
+    # The stall gauges depend on the time: judge now, even while a consumer's loop waits (on a retry
+    # backoff, a slow poll) and cannot refresh them itself.
+    for consumer in runtime.consumers if runtime is not None else ():
+        consumer.progress()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
