@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,14 +68,21 @@ class System:
         return items
 
 
-@pytest.fixture
-async def system(settings: Settings) -> AsyncIterator[System]:
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[System]:
+    """The four services in-process on ``settings``."""
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(serve(f(settings)))
             for f in (ingest_app, conversation_app, router_app, metrics_app)
         ]
         yield System(*clients)
+
+
+@pytest.fixture
+async def system(settings: Settings) -> AsyncIterator[System]:
+    async with running(settings) as system:
+        yield system
 
 
 async def test_message_is_stored_and_assigned_to_a_skilled_online_agent(system: System) -> None:
@@ -233,3 +240,62 @@ async def test_agent_api_rejects_bad_input(system: System) -> None:
     assert missing.status_code == 404
     bad_id = await system.conversation.get("/v1/conversations/not-a-uuid", headers=ADMIN)
     assert bad_id.status_code == 422
+
+
+async def test_a_customer_writing_again_after_resolution_reopens_the_same_conversation(
+    system: System,
+) -> None:
+    ada = await system.agent("ada@example.com", [], capacity=1)
+    first = await system.send("m-1", "cust-1")
+    [conversation] = await eventually(lambda: system.conversations_of(ada), what="assignment")
+    resolved = await system.conversation.post(
+        f"/v1/conversations/{conversation['id']}/resolve", headers=ada["auth"]
+    )
+    assert resolved.status_code == 200
+
+    second = await system.send("m-2", "cust-1")
+
+    async def reassigned() -> dict[str, Any] | None:
+        detail: dict[str, Any] = (
+            await system.conversation.get(f"/v1/conversations/{conversation['id']}", headers=ADMIN)
+        ).json()
+        return detail if detail["status"] == "assigned" and len(detail["messages"]) == 2 else None
+
+    detail = await eventually(reassigned, what="the conversation to reopen and be assigned again")
+    assert detail["assigned_agent_id"] == ada["id"]
+    assert [m["id"] for m in detail["messages"]] == [first, second]
+    all_of_them = (await system.conversation.get("/v1/conversations", headers=ADMIN)).json()["items"]
+    assert [c["id"] for c in all_of_them] == [conversation["id"]]
+    router_view = (await system.router.get(f"/v1/agents/{ada['id']}", headers=ada["auth"])).json()
+    assert router_view["active_count"] == 1
+
+    async def kpis() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await system.metrics.get("/v1/kpis", headers=ADMIN)).json()
+        return body if body["conversations_reopened"] == 1 and body["messages_received"] == 2 else None
+
+    snapshot = await eventually(kpis, what="metrics to count the reopen")
+    assert snapshot["conversations_opened"] == 1
+    assert snapshot["conversations_resolved"] == 1
+
+
+async def test_with_reopening_switched_off_a_returning_customer_gets_a_new_conversation(
+    settings: Settings,
+) -> None:
+    """SWITCHBOARD_CONVERSATION_REOPEN_WINDOW_S reaches the service: 0 means never reopen."""
+    async with running(settings.model_copy(update={"conversation_reopen_window_s": 0})) as system:
+        ada = await system.agent("ada@example.com", [], capacity=2)
+        await system.send("m-1", "cust-1")
+        [first] = await eventually(lambda: system.conversations_of(ada), what="assignment")
+        resolved = await system.conversation.post(
+            f"/v1/conversations/{first['id']}/resolve", headers=ada["auth"]
+        )
+        assert resolved.status_code == 200
+        await system.send("m-2", "cust-1")
+
+        async def two() -> list[dict[str, Any]] | None:
+            items = await system.conversations_of(ada)
+            return items if len(items) == 2 else None
+
+        conversations = await eventually(two, what="a second conversation")
+    assert {c["status"] for c in conversations} == {"resolved", "assigned"}
+    assert first["id"] in {c["id"] for c in conversations}

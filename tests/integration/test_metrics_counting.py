@@ -27,6 +27,7 @@ from switchboard_common.events import (
     ConversationMessageAdded,
     ConversationOpened,
     ConversationQueued,
+    ConversationReopened,
     ConversationResolved,
     CustomerIdentity,
     Direction,
@@ -81,6 +82,18 @@ def resolved(cid: uuid.UUID, at: datetime) -> ConversationResolved:
     return ConversationResolved(conversation_id=cid, agent_id=None, resolved_at=at)
 
 
+def reopened(cid: uuid.UUID, at: datetime) -> ConversationReopened:
+    return ConversationReopened(
+        conversation_id=cid,
+        customer_id=uuid.uuid4(),
+        channel=Channel.API,
+        required_skills=[],
+        priority=0,
+        reopened_at=at,
+        previous_agent_id=None,
+    )
+
+
 def received(n: int, message_id: uuid.UUID | None = None) -> MessageReceived:
     return MessageReceived(
         message_id=message_id or uuid.uuid4(),
@@ -125,6 +138,7 @@ def one_of_each() -> list[Payload]:
         assigned(cid, uuid.uuid4(), T0 + timedelta(seconds=2)),
         resolved(cid, T0 + timedelta(seconds=9)),
         status_changed(),
+        reopened(cid, T0 + timedelta(seconds=20)),
     ]
     assert {type(e) for e in events} == set(registered())
     return events
@@ -231,6 +245,7 @@ async def test_redelivered_records_count_once(settings: Settings, db: Database) 
         "conversation_facts",
         "message_facts",
         "agent_status_changes",
+        "conversation_reopens",
     }
 
 
@@ -412,6 +427,21 @@ async def test_agent_status_changes_are_stored_once_each(settings: Settings, db:
         c.changed_at: {"agent_id": agent, "changed_at": c.changed_at, "status": "online"} for c in changes
     }
     assert await counts(db) == {"agent.status_changed": 3}
+
+
+async def test_each_reopen_of_a_conversation_counts_once(settings: Settings, db: Database) -> None:
+    log = Log(settings)
+    cid, other = uuid.uuid4(), uuid.uuid4()
+    first = log.append([reopened(cid, T0 + timedelta(hours=1)), reopened(other, T0)])
+    again = log.append([reopened(cid, T0 + timedelta(hours=5))])
+    # Redelivered, republished, and the later reopen alongside the first one again.
+    await record(db, first, first, log.republish(first), again + log.republish(first))
+    assert await rows(db, "conversation_reopens", "reopened_at") == {
+        T0 + timedelta(hours=1): {"conversation_id": cid, "reopened_at": T0 + timedelta(hours=1)},
+        T0 + timedelta(hours=5): {"conversation_id": cid, "reopened_at": T0 + timedelta(hours=5)},
+        T0: {"conversation_id": other, "reopened_at": T0},
+    }
+    assert await counts(db) == {"conversation.reopened": 3}
 
 
 async def test_a_batch_with_several_events_for_one_conversation(settings: Settings, db: Database) -> None:
@@ -663,6 +693,7 @@ async def test_the_service_counts_what_it_consumes_and_serves_the_kpis(settings:
         "conversations_opened": 5,
         "conversations_assigned": 5,
         "conversations_resolved": 0,
+        "conversations_reopened": 0,
         "waiting_now": 0,
         "longest_wait_seconds": None,
         "time_to_assign_seconds": {"count": 5, "avg": 2.0, "p50": 2.0, "p90": 3.6, "p99": 3.96, "max": 4.0},

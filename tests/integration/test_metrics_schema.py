@@ -15,7 +15,14 @@ from switchboard_metrics.models import SCHEMA
 from tests.conftest import Settings
 
 PACKAGE = "switchboard_metrics"
-HEAD = {"alembic_version", "event_counts", "conversation_facts", "message_facts", "agent_status_changes"}
+HEAD = {
+    "alembic_version",
+    "event_counts",
+    "conversation_facts",
+    "message_facts",
+    "agent_status_changes",
+    "conversation_reopens",
+}
 
 
 async def _scalars(url: str, sql: str, **params: str) -> set[str]:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from switchboard_common.auth import Principal, Role
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.errors import Unavailable
 from switchboard_common.events import (
     Channel,
+    ConversationAssigned,
     CustomerIdentity,
     EventEnvelope,
     IdentityKind,
@@ -34,9 +37,10 @@ def message(
     name: str | None = None,
     channel: Channel = Channel.API,
     kind: IdentityKind = IdentityKind.API,
+    at: datetime | None = None,
 ) -> Received:
     external_id = uuid.uuid4().hex
-    now = utcnow()
+    now = at or utcnow()
     event = MessageReceived(
         message_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{channel}:{external_id}"),
         channel=channel,
@@ -128,7 +132,7 @@ async def test_after_resolution_the_customer_gets_a_new_conversation(
 ) -> None:
     await service.record_inbound(session, outbox, [message("c-1")])
     await session.execute(sa.text("UPDATE conversation.conversations SET status = 'resolved'"))
-    await service.record_inbound(session, outbox, [message("c-1")])
+    await service.record_inbound(session, outbox, [message("c-1")], reopen_window=timedelta(0))
     assert await rows(
         session, "SELECT status, count(*) FROM conversation.conversations GROUP BY status ORDER BY status"
     ) == [("open", 1), ("resolved", 1)]
@@ -165,10 +169,52 @@ async def test_statements_do_not_grow_with_the_batch(session: AsyncSession, outb
 
     one, many = await statements_for(1), await statements_for(200)
     assert one == many
-    assert many == 5  # known, customers+identities, conversations, messages+activity, outbox
+    # known, customers+identities, reopen+conversations, messages+activity, outbox
+    assert many == 5
 
 
-async def _race(settings: Settings, first: list[Received], second: list[Received]) -> bool:
+async def test_reopening_statements_do_not_grow_with_the_batch(session: AsyncSession, outbox: Outbox) -> None:
+    """Returning customers whose conversations are resolved: reopening adds no statement."""
+    admin = Principal(Role.ADMIN)
+    earlier = utcnow() - timedelta(hours=1)
+
+    async def statements_for(batch_size: int) -> int:
+        senders = [f"r{batch_size}-{i}" for i in range(batch_size)]
+        await service.record_inbound(session, outbox, [message(s, at=earlier) for s in senders])
+        for cid in await session.scalars(
+            sa.text("SELECT id FROM conversation.conversations WHERE status = 'open'")
+        ):
+            await service.resolve(session, outbox, admin, cid)
+        count = 0
+
+        def before_execute(*_: object) -> None:
+            nonlocal count
+            count += 1
+
+        engine = session.bind.engine.sync_engine  # type: ignore[union-attr]
+        event.listen(engine, "before_cursor_execute", before_execute)
+        try:
+            await service.record_inbound(session, outbox, [message(s) for s in senders])
+        finally:
+            event.remove(engine, "before_cursor_execute", before_execute)
+        reopened = await session.scalar(
+            sa.text("SELECT count(*) FROM conversation.conversations WHERE status = 'reopened'")
+        )
+        assert reopened == batch_size
+        await session.execute(sa.text("UPDATE conversation.conversations SET status = 'resolved'"))
+        return count
+
+    one, many = await statements_for(1), await statements_for(200)
+    assert one == many
+    assert many == 4  # known, reopen+conversations, messages+activity, outbox (no new customer)
+
+
+async def _race(
+    settings: Settings,
+    first: list[Received],
+    second: list[Received],
+    reopen_window: timedelta = service.DEFAULT_REOPEN_WINDOW,
+) -> bool:
     """Two replicas' transactions store ``first`` and ``second`` at the same time: the second starts while
     the first is uncommitted. Returns whether the second was told to retry (it then retries, as the
     consumer does, after the first committed)."""
@@ -179,12 +225,12 @@ async def _race(settings: Settings, first: list[Received], second: list[Received
         async with engine.connect() as one, engine.connect() as two:
             a, b = AsyncSession(bind=one), AsyncSession(bind=two)
             await a.begin()
-            await service.record_inbound(a, outbox, first)
+            await service.record_inbound(a, outbox, first, reopen_window)
             if not second:
                 await a.commit()
                 return False
             await b.begin()
-            racing = asyncio.create_task(service.record_inbound(b, outbox, second))
+            racing = asyncio.create_task(service.record_inbound(b, outbox, second, reopen_window))
             await eventually(lambda: _blocked_on_a_lock(engine), what="the second to wait on the first")
             await a.commit()
             try:
@@ -193,7 +239,7 @@ async def _race(settings: Settings, first: list[Received], second: list[Received
                 retried = True
                 await b.rollback()
                 await b.begin()
-                await service.record_inbound(b, outbox, second)
+                await service.record_inbound(b, outbox, second, reopen_window)
             await b.commit()
             await a.close()
             await b.close()
@@ -277,3 +323,284 @@ async def _blocked_on_a_lock(engine: AsyncEngine) -> bool:
             )
         )
     return bool(waiting)
+
+
+# --- reopening --------------------------------------------------------------------------------------------
+
+ADMIN = Principal(Role.ADMIN)
+HOUR = timedelta(hours=1)
+
+
+async def _conversation_of(session: AsyncSession, sender: str) -> uuid.UUID:
+    cid = await session.scalar(
+        sa.text(
+            "SELECT c.id FROM conversation.conversations c JOIN conversation.customer_identities i "
+            "ON i.customer_id = c.customer_id WHERE i.value = :v ORDER BY c.opened_at DESC LIMIT 1"
+        ),
+        {"v": sender},
+    )
+    assert isinstance(cid, uuid.UUID)
+    return cid
+
+
+async def _served_and_resolved(
+    session: AsyncSession, outbox: Outbox, sender: str, opened: datetime, resolved: datetime
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A conversation of ``sender`` opened at ``opened``, assigned to an agent, resolved at ``resolved``;
+    returns (conversation id, agent id)."""
+    await service.record_inbound(session, outbox, [message(sender, at=opened)])
+    cid, agent = await _conversation_of(session, sender), uuid.uuid4()
+    assignment = ConversationAssigned(
+        conversation_id=cid, agent_id=agent, queued_at=opened, assigned_at=opened
+    )
+    await service.record_assignments(session, [assignment])
+    await service.resolve(session, outbox, ADMIN, cid, at=resolved)
+    return cid, agent
+
+
+async def _events(session: AsyncSession) -> list[tuple[str, str, dict[str, object]]]:
+    """(type, key, payload) of every event in the outbox, in order."""
+    found = await session.execute(
+        sa.text("SELECT headers->>'event_type', key, value FROM conversation.outbox ORDER BY id")
+    )
+    return [(t, k, json.loads(v)["payload"]) for t, k, v in found]
+
+
+async def test_a_customer_writing_within_the_window_reopens_their_conversation(
+    session: AsyncSession, outbox: Outbox
+) -> None:
+    now = utcnow()
+    cid, agent = await _served_and_resolved(session, outbox, "c-1", now - 3 * HOUR, now - 2 * HOUR)
+    again = message("c-1", channel=Channel.WEBCHAT, kind=IdentityKind.API, at=now)
+    before = len(await _events(session))
+
+    await service.record_inbound(session, outbox, [again])
+
+    assert await rows(
+        session,
+        "SELECT id, status, resolved_at, assigned_agent_id, assigned_at, reopened_at, reopen_count "
+        "FROM conversation.conversations",
+    ) == [(cid, "reopened", None, None, None, now, 1)]
+    assert await rows(session, "SELECT conversation_id, count(*) FROM conversation.messages GROUP BY 1") == [
+        (cid, 2)
+    ]
+    new = (await _events(session))[before:]
+    assert [(t, k) for t, k, _ in new] == [
+        ("conversation.reopened", str(cid)),
+        ("conversation.message_added", str(cid)),
+    ]
+    reopened = new[0][2]
+    assert reopened["channel"] == "webchat"
+    assert reopened["previous_agent_id"] == str(agent)
+    assert datetime.fromisoformat(str(reopened["reopened_at"])) == now
+
+
+async def test_after_the_window_a_new_conversation_starts(session: AsyncSession, outbox: Outbox) -> None:
+    now = utcnow()
+    window = timedelta(minutes=30)
+    second = timedelta(seconds=1)
+    late, _ = await _served_and_resolved(session, outbox, "late", now - HOUR, now - window - second)
+    in_time, _ = await _served_and_resolved(session, outbox, "in-time", now - HOUR, now - window + second)
+    before = len(await _events(session))
+
+    batch = [message("late", at=now), message("in-time", at=now)]
+    await service.record_inbound(session, outbox, batch, reopen_window=window)
+
+    new = await _conversation_of(session, "late")
+    assert new not in (late, in_time)
+    assert set(await rows(session, "SELECT id, status, reopen_count FROM conversation.conversations")) == {
+        (late, "resolved", 0),
+        (new, "open", 0),
+        (in_time, "reopened", 1),
+    }
+    assert {(t, k) for t, k, _ in (await _events(session))[before:]} == {
+        ("conversation.opened", str(new)),
+        ("conversation.message_added", str(new)),
+        ("conversation.reopened", str(in_time)),
+        ("conversation.message_added", str(in_time)),
+    }
+
+
+async def test_a_zero_window_never_reopens(session: AsyncSession, outbox: Outbox) -> None:
+    now = utcnow()
+    resolved = now - timedelta(seconds=1)
+    off, _ = await _served_and_resolved(session, outbox, "off", now - HOUR, resolved)
+    on, _ = await _served_and_resolved(session, outbox, "on", now - HOUR, resolved)
+
+    await service.record_inbound(session, outbox, [message("off", at=now)], reopen_window=timedelta(0))
+    await service.record_inbound(session, outbox, [message("on", at=now)], reopen_window=HOUR)
+
+    new = await _conversation_of(session, "off")
+    assert new != off
+    assert set(await rows(session, "SELECT id, status FROM conversation.conversations")) == {
+        (off, "resolved"),
+        (new, "open"),
+        (on, "reopened"),
+    }
+
+
+async def test_the_latest_resolved_conversation_is_the_one_reopened(
+    session: AsyncSession, outbox: Outbox
+) -> None:
+    now = utcnow()
+    first, _ = await _served_and_resolved(session, outbox, "c-1", now - 5 * HOUR, now - 4 * HOUR)
+    await service.record_inbound(
+        session, outbox, [message("c-1", at=now - 3 * HOUR)], reopen_window=timedelta(0)
+    )
+    second = await _conversation_of(session, "c-1")
+    await service.resolve(session, outbox, ADMIN, second, at=now - 2 * HOUR)
+
+    await service.record_inbound(session, outbox, [message("c-1", at=now)])
+
+    assert await rows(session, "SELECT id, status FROM conversation.conversations ORDER BY opened_at") == [
+        (first, "resolved"),
+        (second, "reopened"),
+    ]
+
+
+async def test_a_message_received_before_the_resolution_reopens_after_it(
+    session: AsyncSession, outbox: Outbox
+) -> None:
+    """The customer wrote just before the agent resolved, and the message is stored just after: the
+    conversation reopens, at a time after the resolution it follows (the router orders the two by it)."""
+    now = utcnow()
+    cid, _ = await _served_and_resolved(session, outbox, "c-1", now - HOUR, now)
+    await service.record_inbound(session, outbox, [message("c-1", at=now - timedelta(seconds=5))])
+    assert await rows(session, "SELECT status, reopened_at FROM conversation.conversations") == [
+        ("reopened", now + timedelta(microseconds=1))
+    ]
+    # Resolving it again lands after the reopen, even with a clock behind.
+    resolved = await service.resolve(session, outbox, ADMIN, cid, at=now - HOUR)
+    assert resolved.resolved_at == now + timedelta(microseconds=2)
+
+
+async def test_a_redelivered_message_reopens_nothing(session: AsyncSession, outbox: Outbox) -> None:
+    now = utcnow()
+    cid, _ = await _served_and_resolved(session, outbox, "c-1", now - 2 * HOUR, now - HOUR)
+    again = message("c-1", at=now)
+    await service.record_inbound(session, outbox, [again])
+    await service.resolve(session, outbox, ADMIN, cid, at=now + timedelta(seconds=1))
+    before = await _events(session)
+
+    await service.record_inbound(session, outbox, [again, again])
+
+    assert await rows(session, "SELECT status, reopen_count FROM conversation.conversations") == [
+        ("resolved", 1)
+    ]
+    assert await _events(session) == before
+
+
+async def test_two_messages_of_a_returning_customer_in_one_batch_reopen_once(
+    session: AsyncSession, outbox: Outbox
+) -> None:
+    now = utcnow()
+    cid, _ = await _served_and_resolved(session, outbox, "c-1", now - 2 * HOUR, now - HOUR)
+    before = len(await _events(session))
+    await service.record_inbound(
+        session,
+        outbox,
+        [message("c-1", at=now), message("c-1", channel=Channel.SMS, at=now + timedelta(seconds=1))],
+    )
+    assert await rows(
+        session, "SELECT id, status, reopen_count, reopened_at FROM conversation.conversations"
+    ) == [(cid, "reopened", 1, now)]
+    assert [(t, k) for t, k, _ in (await _events(session))[before:]] == [
+        ("conversation.reopened", str(cid)),
+        ("conversation.message_added", str(cid)),
+        ("conversation.message_added", str(cid)),
+    ]
+
+
+async def test_a_reopened_conversation_takes_its_new_assignment_not_a_replayed_old_one(
+    session: AsyncSession, outbox: Outbox
+) -> None:
+    now = utcnow()
+    opened = now - 2 * HOUR
+    cid, old_agent = await _served_and_resolved(session, outbox, "c-1", opened, now - HOUR)
+    await service.record_inbound(session, outbox, [message("c-1", at=now)])
+    new_agent = uuid.uuid4()
+    assigned_at = now + timedelta(seconds=1)
+
+    await service.record_assignments(
+        session,
+        [
+            ConversationAssigned(
+                conversation_id=cid, agent_id=new_agent, queued_at=now, assigned_at=assigned_at
+            )
+        ],
+    )
+    # The assignment from before the reopen, redelivered: queued before the reopen, so it changes nothing.
+    await service.record_assignments(
+        session,
+        [ConversationAssigned(conversation_id=cid, agent_id=old_agent, queued_at=opened, assigned_at=opened)],
+    )
+
+    assert await rows(
+        session, "SELECT status, assigned_agent_id, assigned_at FROM conversation.conversations"
+    ) == [("assigned", new_agent, assigned_at)]
+
+
+async def _resolve_committed(settings: Settings, sender: str, at: datetime) -> None:
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            session = AsyncSession(bind=conn)
+            await session.begin()
+            await service.resolve(
+                session, Outbox(outbox_table, settings), ADMIN, await _conversation_of(session, sender), at=at
+            )
+            await session.commit()
+            await session.close()
+    finally:
+        await engine.dispose()
+
+
+async def _conversations(settings: Settings, sender: str) -> list[tuple[object, ...]]:
+    """(status, reopen_count) of the sender's conversations, oldest first."""
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                sa.text(
+                    "SELECT c.status, c.reopen_count FROM conversation.conversations c "
+                    "JOIN conversation.customer_identities i ON i.customer_id = c.customer_id "
+                    "WHERE i.value = :v ORDER BY c.opened_at"
+                ),
+                {"v": sender},
+            )
+            return [tuple(r) for r in found]
+    finally:
+        await engine.dispose()
+
+
+async def test_two_replicas_reopening_one_conversation_at_once_reopen_it_once(settings: Settings) -> None:
+    """The second transaction waits on the conversation the first is reopening, then finds it reopened and
+    joins it: one reopen, both messages in it."""
+    sender, now = f"reopen-{uuid.uuid4().hex[:6]}", utcnow()
+    await _race(settings, [message(sender, at=now - 2 * HOUR)], [])
+    await _resolve_committed(settings, sender, now - HOUR)
+
+    retried = await _race(
+        settings, [message(sender, at=now)], [message(sender, at=now + timedelta(seconds=1))]
+    )
+
+    assert not retried
+    assert await _thread_counts(settings, sender) == (1, 1, 3)
+    assert await _conversations(settings, sender) == [("reopened", 1)]
+
+
+async def test_a_reopen_meeting_a_conversation_opened_meanwhile_retries_and_joins_it(
+    settings: Settings,
+) -> None:
+    """One replica opens a new conversation for a customer (their message came after the window) while
+    another reopens the resolved one (its message, delayed, came within it): the one-unresolved index
+    refuses the reopen, the batch is retried, and the retry joins the new conversation."""
+    sender, now = f"reopen-{uuid.uuid4().hex[:6]}", utcnow()
+    await _race(settings, [message(sender, at=now - 5 * HOUR)], [])
+    await _resolve_committed(settings, sender, now - 4 * HOUR)
+    late = message(sender, at=now)  # 4 hours after the resolution
+    delayed = message(sender, at=now - 3 * HOUR - timedelta(minutes=30))  # 30 minutes after it
+
+    assert await _race(settings, [late], [delayed], reopen_window=HOUR)
+    assert await _thread_counts(settings, sender) == (1, 2, 3)
+    assert await _conversations(settings, sender) == [("resolved", 0), ("open", 0)]

@@ -18,6 +18,7 @@ from switchboard_common.events import (
     ConversationMessageAdded,
     ConversationOpened,
     ConversationQueued,
+    ConversationReopened,
     ConversationResolved,
     CustomerIdentity,
     Direction,
@@ -31,6 +32,7 @@ from switchboard_metrics.kpis.facts import (
     Batch,
     ConversationFacts,
     MessageFacts,
+    Reopen,
     StatusChange,
     facts_of,
     merge,
@@ -67,6 +69,18 @@ def _assigned(at: datetime = T0, cid: uuid.UUID = CID, agent: uuid.UUID = AGENT)
 
 def _resolved(at: datetime = T0, cid: uuid.UUID = CID) -> ConversationResolved:
     return ConversationResolved(conversation_id=cid, agent_id=None, resolved_at=at)
+
+
+def _reopened(at: datetime = T0, cid: uuid.UUID = CID) -> ConversationReopened:
+    return ConversationReopened(
+        conversation_id=cid,
+        customer_id=uuid.uuid4(),
+        channel=Channel.EMAIL,
+        required_skills=[],
+        priority=0,
+        reopened_at=at,
+        previous_agent_id=AGENT,
+    )
 
 
 def _received(mid: uuid.UUID = MID, at: datetime = T0) -> MessageReceived:
@@ -119,6 +133,7 @@ def test_each_event_tells_its_natural_key_and_columns() -> None:
     assert facts_of(_assigned()) == (CID, ConversationFacts(agent_id=AGENT, queued_at=T0, assigned_at=T0))
     assert facts_of(_resolved()) == (CID, ConversationFacts(resolved_at=T0))
     assert facts_of(_status()) == StatusChange(AGENT, T0, "away")
+    assert facts_of(_reopened()) == Reopen(CID, T0)
 
 
 def test_every_registered_event_type_has_a_natural_key() -> None:
@@ -130,6 +145,7 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _assigned(),
         _resolved(),
         _status(),
+        _reopened(),
     ]
     assert {type(p) for p in examples} == set(registered())
     assert all(facts_of(p) is not None for p in examples)
@@ -178,6 +194,15 @@ def test_a_call_merges_one_entry_per_natural_key() -> None:
         conversations={CID: ConversationFacts(agent_id=AGENT, queued=True, queued_at=T0, assigned_at=T0)},
         statuses={(AGENT, T0): "away", (AGENT, later): "online"},
     )
+
+
+def test_a_call_keeps_each_reopen_once_and_every_reopen_of_a_conversation() -> None:
+    later = T0 + timedelta(hours=1)
+    merged = merge([_reopened(T0), _resolved(T0), _reopened(T0), _reopened(later)])
+    # Reopens are their own rows: they leave the conversation's facts alone.
+    assert merged.reopens == {Reopen(CID, T0), Reopen(CID, later)}
+    assert merged.conversations == {CID: ConversationFacts(resolved_at=T0)}
+    assert news_of(merged, {}, {}).counts == Counter({"conversation.resolved": 1})
 
 
 # --- what is news ------------------------------------------------------------------------------------------
@@ -267,7 +292,7 @@ _events = st.one_of(
 
 def _natural_key(payload: Payload) -> object:
     told = facts_of(payload)
-    assert told is not None and not isinstance(told, StatusChange)
+    assert told is not None and not isinstance(told, StatusChange | Reopen)
     return told[0]
 
 
@@ -303,7 +328,12 @@ def test_calls_in_sequence_count_each_natural_key_once(stream: list[Payload], cu
 
 def test_kpi_snapshot() -> None:
     snapshot = kpi_snapshot(
-        {"message.received": 3, "conversation.opened": 2, "agent.status_changed": 1},
+        {
+            "message.received": 3,
+            "conversation.opened": 2,
+            "agent.status_changed": 1,
+            "conversation.reopened": 2,
+        },
         {"assigned": 2, "avg": 1.23456, "p50": 1, "p90": None, "p99": None, "max": 2},
         {"waiting": 1, "longest": 7.5},
     )
@@ -312,6 +342,7 @@ def test_kpi_snapshot() -> None:
         "conversations_opened": 2,
         "conversations_assigned": 0,
         "conversations_resolved": 0,
+        "conversations_reopened": 2,
         "waiting_now": 1,
         "longest_wait_seconds": 7.5,
         "time_to_assign_seconds": {
@@ -322,5 +353,10 @@ def test_kpi_snapshot() -> None:
             "p99": None,
             "max": 2.0,
         },
-        "events_by_type": {"message.received": 3, "conversation.opened": 2, "agent.status_changed": 1},
+        "events_by_type": {
+            "message.received": 3,
+            "conversation.opened": 2,
+            "agent.status_changed": 1,
+            "conversation.reopened": 2,
+        },
     }

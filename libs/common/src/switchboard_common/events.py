@@ -222,6 +222,26 @@ class ConversationResolved(Payload):
     resolved_at: datetime
 
 
+@register
+class ConversationReopened(Payload):
+    """A resolved conversation the customer wrote to again within the reopen window: it waits for an agent
+    again. ``channel`` is the reopening message's; skills and priority are the conversation's own;
+    ``previous_agent_id`` is who had it when it was resolved. ``reopened_at`` is later than the resolution
+    it follows, so the router can tell a stale reopen (replayed after a later resolution) from the current
+    one."""
+
+    event_type: ClassVar[str] = "conversation.reopened"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
+
+    conversation_id: uuid.UUID
+    customer_id: uuid.UUID
+    channel: Channel
+    required_skills: list[str]
+    priority: int
+    reopened_at: datetime
+    previous_agent_id: uuid.UUID | None
+
+
 # --- routing.events (key: conversation id) ------------------------------------------------------------
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from switchboard_common.db.outbox import Outbox
@@ -11,18 +13,20 @@ from switchboard_conversation.models import outbox_table
 from switchboard_conversation.settings import ConversationSettings
 
 
-async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
-    outbox = Outbox(outbox_table, runtime.settings)
-    runtime.use_outbox(outbox)
-    runtime.add_consumer(GROUP_ID, handlers(outbox))
-
-
 def create_app(settings: ConversationSettings | None = None) -> FastAPI:
+    settings = settings or ConversationSettings()
+    reopen_window = timedelta(seconds=settings.conversation_reopen_window_s)
+
+    async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:
+        outbox = Outbox(outbox_table, runtime.settings)
+        runtime.use_outbox(outbox)
+        runtime.add_consumer(GROUP_ID, handlers(outbox, reopen_window))
+
     return create_service_app(
         "conversation",
-        settings or ConversationSettings(),
+        settings,
         [conversations_router],
-        setup=_setup,
+        setup=setup,
         description="One thread per customer across every channel: customers, identities, conversations and "
         "messages, and the agent API to read and resolve them.",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,9 +16,11 @@ from switchboard_conversation.conversations import service
 GROUP_ID = "conversation"
 
 
-def handlers(outbox: Outbox) -> Handlers:
+def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_WINDOW) -> Handlers:
     async def on_messages(session: AsyncSession, deliveries: Sequence[Delivery[MessageReceived]]) -> None:
-        await service.record_inbound(session, outbox, [(d.envelope, d.payload) for d in deliveries])
+        await service.record_inbound(
+            session, outbox, [(d.envelope, d.payload) for d in deliveries], reopen_window
+        )
 
     async def on_assigned(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
         await service.record_assignments(session, [d.payload for d in deliveries])

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, ForeignKey, Index, MetaData, SmallInteger, Text, func, text
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, MetaData, SmallInteger, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -24,6 +24,7 @@ class ConversationStatus(StrEnum):
     OPEN = "open"  # waiting for an agent
     ASSIGNED = "assigned"
     RESOLVED = "resolved"
+    REOPENED = "reopened"  # resolved, then the customer wrote again within the window: waiting again
 
 
 class Customer(Base):
@@ -57,6 +58,8 @@ class Conversation(Base):
             postgresql_where=text("status <> 'resolved'"),
         ),
         Index("conversations_agent_status", "assigned_agent_id", "status"),
+        # A returning customer's latest resolution (the reopen decision), and their history.
+        Index("conversations_customer_resolved", "customer_id", "resolved_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -71,6 +74,8 @@ class Conversation(Base):
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reopened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Message(Base):

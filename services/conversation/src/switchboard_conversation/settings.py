@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from switchboard_common.settings import AgentAuthSettings
+
+DEFAULT_REOPEN_WINDOW_S = 86400
 
 
 class ConversationSettings(AgentAuthSettings):
-    """The conversation service needs nothing beyond the shared settings and agent authentication yet."""
+    # A customer who writes again within this many seconds of their conversation's resolution reopens it;
+    # later, a new conversation starts. 0 disables reopening.
+    conversation_reopen_window_s: int = Field(default=DEFAULT_REOPEN_WINDOW_S, ge=0)

@@ -63,3 +63,13 @@ class AgentStatusChange(Base):
     agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     status: Mapped[str] = mapped_column(Text)
+
+
+class ConversationReopen(Base):
+    """One row per reopening of a conversation, inserted if absent (a conversation may reopen many times, so
+    the key is the conversation and when it reopened)."""
+
+    __tablename__ = "conversation_reopens"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    reopened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox
-from switchboard_common.events import ConversationOpened, ConversationResolved
+from switchboard_common.events import ConversationOpened, ConversationReopened, ConversationResolved
 from switchboard_common.kafka.consumer import Delivery, Handlers
 from switchboard_router.routing import service
 
@@ -23,5 +23,15 @@ def handlers(outbox: Outbox) -> Handlers:
     ) -> None:
         await service.on_resolved(session, outbox, [d.payload for d in deliveries])
 
-    # Opened before resolved: a conversation opened and resolved within one poll is queued, then closed.
-    return {ConversationOpened: on_opened, ConversationResolved: on_resolved}
+    async def on_reopened(
+        session: AsyncSession, deliveries: Sequence[Delivery[ConversationReopened]]
+    ) -> None:
+        await service.on_reopened(session, outbox, [(d.envelope, d.payload) for d in deliveries])
+
+    # In causal order: a conversation opened, resolved and reopened within one poll is queued, closed,
+    # then queued again (the runner cuts a poll where one conversation would go back in this order).
+    return {
+        ConversationOpened: on_opened,
+        ConversationResolved: on_resolved,
+        ConversationReopened: on_reopened,
+    }

@@ -9,13 +9,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.auth import Principal
 from switchboard_common.db.sql import INTS, TEXTS, TIMES, UUIDS, statement
+from switchboard_common.errors import Unavailable
 from switchboard_conversation.conversations.linking import IdentityKey
 from switchboard_conversation.models import (
     Conversation,
@@ -144,17 +146,79 @@ class NewConversation:
     opened_at: datetime
 
 
-_INSERT_CONVERSATIONS = statement(
+@dataclass(frozen=True, slots=True)
+class ReopenedConversation:
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    required_skills: Sequence[str]
+    priority: int
+    reopened_at: datetime
+    previous_agent_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What ``open_conversations`` did: the new conversations inserted (by id), and the conversations
+    reopened (by customer)."""
+
+    opened: set[uuid.UUID]
+    reopened: dict[uuid.UUID, ReopenedConversation]
+
+
+# Reopening comes first, in the same statement as the insert (one round trip, whatever the batch): a
+# customer without an unresolved conversation whose latest resolution is within the window of their first
+# message here gets that conversation back, waiting for an agent again; the insert then skips them. Its
+# reopened_at is never before that resolution (a message received just before it was consumed after it),
+# and strictly after it, so the router can order a reopen against the resolutions around it.
+#
+# Concurrency (READ COMMITTED): a conversation another transaction is reopening is waited for, then
+# skipped (it is no longer resolved), and the insert's ON CONFLICT finds it. A conversation another
+# transaction opened or reopened for the customer meanwhile makes the UPDATE's entry in the
+# one-unresolved-per-customer index a unique violation, which the caller retries.
+_OPEN_CONVERSATIONS = statement(
     """
-    INSERT INTO conversation.conversations (id, customer_id, status, first_channel, last_channel,
-        required_skills, priority, opened_at, last_message_at)
-    SELECT u.id, u.customer_id, 'open', u.channel, u.channel, string_to_array(u.skills, ','), u.priority,
-        u.opened_at, u.opened_at
-    FROM unnest(:ids, :customers, :channels, :skills, :priorities, :opened) AS
-        u(id, customer_id, channel, skills, priority, opened_at)
-    ON CONFLICT (customer_id) WHERE status <> 'resolved' DO NOTHING
-    RETURNING id
+    WITH latest AS (
+        SELECT l.id, l.assigned_agent_id, greatest(u.at, l.resolved_at + interval '1 microsecond') AS at
+        FROM unnest(:reopen_customers, :reopen_ats) AS u(customer_id, at)
+        CROSS JOIN LATERAL (
+            SELECT c.id, c.assigned_agent_id, c.resolved_at FROM conversation.conversations c
+            WHERE c.customer_id = u.customer_id AND c.status = 'resolved' AND c.resolved_at IS NOT NULL
+            ORDER BY c.resolved_at DESC
+            LIMIT 1
+        ) AS l
+        WHERE l.resolved_at >= u.at - :window
+          AND NOT EXISTS (
+              SELECT 1 FROM conversation.conversations o
+              WHERE o.customer_id = u.customer_id AND o.status <> 'resolved'
+          )
+    ), reopened AS (
+        UPDATE conversation.conversations c
+        SET status = 'reopened', resolved_at = NULL, assigned_agent_id = NULL, assigned_at = NULL,
+            reopened_at = l.at, reopen_count = c.reopen_count + 1
+        FROM latest l
+        WHERE c.id = l.id AND c.status = 'resolved'
+        RETURNING c.id, c.customer_id, c.required_skills, c.priority, c.reopened_at,
+            l.assigned_agent_id AS previous_agent_id
+    ), opened AS (
+        INSERT INTO conversation.conversations (id, customer_id, status, first_channel, last_channel,
+            required_skills, priority, opened_at, last_message_at)
+        SELECT u.id, u.customer_id, 'open', u.channel, u.channel, string_to_array(u.skills, ','),
+            u.priority, u.opened_at, u.opened_at
+        FROM unnest(:ids, :customers, :channels, :skills, :priorities, :opened) AS
+            u(id, customer_id, channel, skills, priority, opened_at)
+        WHERE NOT EXISTS (SELECT 1 FROM reopened r WHERE r.customer_id = u.customer_id)
+        ON CONFLICT (customer_id) WHERE status <> 'resolved' DO NOTHING
+        RETURNING id
+    )
+    SELECT id, NULL::uuid AS customer_id, NULL::text[] AS required_skills, NULL::smallint AS priority,
+        NULL::timestamptz AS reopened_at, NULL::uuid AS previous_agent_id, false AS reopened
+    FROM opened
+    UNION ALL
+    SELECT id, customer_id, required_skills, priority, reopened_at, previous_agent_id, true FROM reopened
     """,
+    reopen_customers=UUIDS,
+    reopen_ats=TIMES,
+    window=sa.Interval(),
     ids=UUIDS,
     customers=UUIDS,
     channels=TEXTS,
@@ -162,30 +226,63 @@ _INSERT_CONVERSATIONS = statement(
     priorities=INTS,
     opened=TIMES,
 )
+_ONE_UNRESOLVED = "conversations_one_unresolved_per_customer"
 
 
-async def insert_conversations(
-    session: AsyncSession, conversations: Sequence[NewConversation]
-) -> set[uuid.UUID]:
-    """Open conversations; returns the ids inserted. One whose customer already has an unresolved
-    conversation is not inserted (the one-unresolved-per-customer index; a conflicting transaction is
-    waited for, so a conversation being resolved right now counts once that commits)."""
+async def open_conversations(
+    session: AsyncSession,
+    conversations: Sequence[NewConversation],
+    reopenable: Mapping[uuid.UUID, datetime],
+    window: timedelta,
+) -> Opening:
+    """Reopen, then open, in one statement. ``reopenable`` maps customers to the time of their first
+    message here: one with no unresolved conversation whose latest was resolved within ``window`` of that
+    time has it reopened. The others' ``conversations`` are inserted, but for customers who have an
+    unresolved conversation (the one-unresolved-per-customer index; a conflicting transaction is waited
+    for, so a conversation being resolved right now counts once that commits).
+
+    Raises ``Unavailable`` when another transaction opened or reopened a conversation for a customer this
+    one was reopening for: a retry finds that conversation.
+    """
     if not conversations:
-        return set()
-    rows = await session.scalars(
-        _INSERT_CONVERSATIONS,
-        {
-            "ids": [c.id for c in conversations],
-            "customers": [c.customer_id for c in conversations],
-            "channels": [c.channel for c in conversations],
-            # Skills match ^[a-z0-9][a-z0-9_.-]*$: no commas, so a comma-joined text round-trips exactly
-            # (arrays of arrays cannot be ragged).
-            "skills": [",".join(c.required_skills) for c in conversations],
-            "priorities": [c.priority for c in conversations],
-            "opened": [c.opened_at for c in conversations],
-        },
-    )
-    return set(rows.all())
+        return Opening(set(), {})
+    try:
+        rows = await session.execute(
+            _OPEN_CONVERSATIONS,
+            {
+                "reopen_customers": list(reopenable),
+                "reopen_ats": list(reopenable.values()),
+                "window": window,
+                "ids": [c.id for c in conversations],
+                "customers": [c.customer_id for c in conversations],
+                "channels": [c.channel for c in conversations],
+                # Skills match ^[a-z0-9][a-z0-9_.-]*$: no commas, so a comma-joined text round-trips
+                # exactly (arrays of arrays cannot be ragged).
+                "skills": [",".join(c.required_skills) for c in conversations],
+                "priorities": [c.priority for c in conversations],
+                "opened": [c.opened_at for c in conversations],
+            },
+        )
+    except sa_exc.IntegrityError as exc:
+        if _violated_constraint(exc) == _ONE_UNRESOLVED:
+            raise Unavailable("a conversation was opened concurrently for a returning customer") from exc
+        raise
+    out = Opening(set(), {})
+    for r in rows:
+        if not r.reopened:
+            out.opened.add(r.id)
+        else:
+            out.reopened[r.customer_id] = ReopenedConversation(
+                r.id, r.customer_id, list(r.required_skills), r.priority, r.reopened_at, r.previous_agent_id
+            )
+    return out
+
+
+def _violated_constraint(exc: sa_exc.IntegrityError) -> str | None:
+    # The driver's own exception (asyncpg's) carries the constraint; SQLAlchemy's adapter chains it.
+    driver_error = exc.orig.__cause__ if exc.orig is not None else None
+    name = getattr(driver_error, "constraint_name", None)
+    return name if isinstance(name, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,30 +351,41 @@ async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage])
 
 # --- routing outcomes ---------------------------------------------------------------------------------
 
+# An assignment of the conversation before it was reopened (a replay: it was queued before the reopen)
+# does not override the one routing it now; reopened_at is the task's queue time, so this compares values
+# the router copied, not two clocks.
 _MARK_ASSIGNED = statement(
     """
     UPDATE conversation.conversations c
     SET status = 'assigned', assigned_agent_id = u.agent_id, assigned_at = u.at
-    FROM unnest(:ids, :agents, :ats) AS u(id, agent_id, at)
-    WHERE c.id = u.id AND c.status <> 'resolved'
+    FROM unnest(:ids, :agents, :ats, :queued) AS u(id, agent_id, at, queued_at)
+    WHERE c.id = u.id AND c.status <> 'resolved' AND (c.reopened_at IS NULL OR u.queued_at >= c.reopened_at)
     """,
     ids=UUIDS,
     agents=UUIDS,
     ats=TIMES,
+    queued=TIMES,
 )
 
 
-async def mark_assigned(
-    session: AsyncSession, assignments: Mapping[uuid.UUID, tuple[uuid.UUID, datetime]]
-) -> None:
-    """Record assignments: conversation id -> (agent id, assigned at). Resolved ones stay resolved."""
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    agent_id: uuid.UUID
+    assigned_at: datetime
+    queued_at: datetime
+
+
+async def mark_assigned(session: AsyncSession, assignments: Mapping[uuid.UUID, Assignment]) -> None:
+    """Record assignments by conversation id. Resolved ones stay resolved; a reopened one takes only an
+    assignment queued since it reopened."""
     if assignments:
         await session.execute(
             _MARK_ASSIGNED,
             {
                 "ids": list(assignments),
-                "agents": [agent for agent, _ in assignments.values()],
-                "ats": [at for _, at in assignments.values()],
+                "agents": [a.agent_id for a in assignments.values()],
+                "ats": [a.assigned_at for a in assignments.values()],
+                "queued": [a.queued_at for a in assignments.values()],
             },
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,7 @@ from switchboard_common.events import (
     ConversationAssigned,
     ConversationMessageAdded,
     ConversationOpened,
+    ConversationReopened,
     ConversationResolved,
     Direction,
     EventEnvelope,
@@ -29,10 +30,17 @@ from switchboard_common.events import (
 )
 from switchboard_conversation.conversations import repository
 from switchboard_conversation.conversations.linking import Sender, key_of, link
-from switchboard_conversation.conversations.repository import NewConversation, NewMessage
+from switchboard_conversation.conversations.repository import (
+    Assignment,
+    NewConversation,
+    NewMessage,
+    ReopenedConversation,
+)
 from switchboard_conversation.models import Conversation, ConversationStatus
+from switchboard_conversation.settings import DEFAULT_REOPEN_WINDOW_S
 
 PRODUCER = "conversation"
+DEFAULT_REOPEN_WINDOW = timedelta(seconds=DEFAULT_REOPEN_WINDOW_S)
 
 Received = tuple[EventEnvelope, MessageReceived]
 
@@ -48,12 +56,19 @@ def _unique_new(received: Sequence[Received]) -> list[Received]:
     return out
 
 
-async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequence[Received]) -> None:
-    """Store inbound messages, each in its customer's open conversation, opening one where there is none.
+async def record_inbound(
+    session: AsyncSession,
+    outbox: Outbox,
+    received: Sequence[Received],
+    reopen_window: timedelta = DEFAULT_REOPEN_WINDOW,
+) -> None:
+    """Store inbound messages, each in its customer's open conversation. A customer without one gets their
+    latest conversation back if it was resolved within ``reopen_window`` of their message (a zero window
+    never reopens), else a new conversation.
 
-    Idempotent: a message id (or a channel's message id) already stored changes nothing. Two messages of
-    one customer in the batch share one conversation; a conversation another transaction opened for the
-    customer meanwhile is found and used.
+    Idempotent: a message id (or a channel's message id) already stored changes nothing, and reopens
+    nothing. Two messages of one customer in the batch share one conversation; a conversation another
+    transaction opened or reopened for the customer meanwhile is found and used.
     """
     batch = _unique_new(received)
     senders = [Sender(e.sender, e.identities, e.display_name) for _, e in batch]
@@ -74,11 +89,14 @@ async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequen
         # same email or phone from another channel): retry the batch, which will then find that customer.
         raise Unavailable("a new customer's identity was claimed concurrently; retrying")
 
-    # 2. Conversations: propose a new one for every customer (opened by their first message here); the
-    # one-unresolved-per-customer index keeps the customers who have one, which are then locked.
+    # 2. Conversations: reopen a returning customer's recently resolved one, else propose a new one for
+    # every customer (opened by their first message here); the one-unresolved-per-customer index keeps
+    # the customers who have one, which are then locked.
     proposed: dict[uuid.UUID, NewConversation] = {}
-    for (_, event), customer in zip(batch, linking.customer_of, strict=True):
+    first: dict[uuid.UUID, Received] = {}
+    for (envelope, event), customer in zip(batch, linking.customer_of, strict=True):
         if customer not in proposed:
+            first[customer] = (envelope, event)
             proposed[customer] = NewConversation(
                 id=uuid.uuid4(),
                 customer_id=customer,
@@ -87,17 +105,24 @@ async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequen
                 priority=event.priority,
                 opened_at=event.received_at,
             )
-    opened = await repository.insert_conversations(session, list(proposed.values()))
-    opening = {c: new for c, new in proposed.items() if new.id in opened}
-    open_of = {c: new.id for c, new in opening.items()}
-    existing = [c for c in proposed if c not in opening]
+    # A customer created here has no conversation to reopen.
+    reopenable = (
+        {c: new.opened_at for c, new in proposed.items() if c not in linking.new_customers}
+        if reopen_window > timedelta(0)
+        else {}
+    )
+    opening = await repository.open_conversations(session, list(proposed.values()), reopenable, reopen_window)
+    opened = {c: new for c, new in proposed.items() if new.id in opening.opened}
+    open_of = {c: new.id for c, new in opened.items()} | {c: r.id for c, r in opening.reopened.items()}
+    existing = [c for c in proposed if c not in open_of]
     if existing:
         open_of.update({c: o.id for c, o in (await repository.lock_unresolved(session, existing)).items()})
         if len(open_of) < len(proposed):
             # Its conversation was resolved between the two statements: retry and open a new one.
             raise Unavailable("a conversation was resolved concurrently; retrying")
 
-    # 3. Messages with each conversation's latest activity, then the events: one statement each.
+    # 3. Messages with each conversation's latest activity, then the events: one statement each. An opened
+    # or reopened conversation is announced before its first message here.
     messages = [
         NewMessage(
             id=e.message_id,
@@ -113,17 +138,17 @@ async def record_inbound(session: AsyncSession, outbox: Outbox, received: Sequen
     ]
     stored_now = await repository.insert_messages(session, messages)
     out: list[OutboxEvent] = []
-    announced: set[uuid.UUID] = set()
-    for (envelope, event), message, customer in zip(batch, messages, linking.customer_of, strict=True):
-        conversation_id = message.conversation_id
-        new = opening.get(customer)
-        if new is not None and conversation_id not in announced:
-            announced.add(conversation_id)
-            out.append(_event(_opened(new, event), envelope))
+    for customer, new in opened.items():
+        envelope, event = first[customer]
+        out.append(_event(_opened(new, event), envelope))
+    for customer, reopened in opening.reopened.items():
+        envelope, event = first[customer]
+        out.append(_event(_reopened(reopened, event), envelope))
+    for (envelope, event), message in zip(batch, messages, strict=True):
         if message.id not in stored_now:
             continue  # the channel's id was stored under another message id: a duplicate
         added = ConversationMessageAdded(
-            conversation_id=conversation_id,
+            conversation_id=message.conversation_id,
             message_id=message.id,
             channel=event.channel,
             direction=Direction.INBOUND,
@@ -144,8 +169,21 @@ def _opened(new: NewConversation, first: MessageReceived) -> ConversationOpened:
     )
 
 
+def _reopened(conversation: ReopenedConversation, first: MessageReceived) -> ConversationReopened:
+    return ConversationReopened(
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=first.channel,
+        required_skills=list(conversation.required_skills),
+        priority=conversation.priority,
+        reopened_at=conversation.reopened_at,
+        previous_agent_id=conversation.previous_agent_id,
+    )
+
+
 def _event(
-    payload: ConversationOpened | ConversationMessageAdded | ConversationResolved, cause: EventEnvelope | None
+    payload: ConversationOpened | ConversationReopened | ConversationMessageAdded | ConversationResolved,
+    cause: EventEnvelope | None,
 ) -> OutboxEvent:
     """An event about one conversation: keyed by its id, so everything about it stays in order."""
     envelope = EventEnvelope.wrap(payload, producer=PRODUCER, causation=cause)
@@ -154,7 +192,19 @@ def _event(
 
 async def record_assignments(session: AsyncSession, events: Sequence[ConversationAssigned]) -> None:
     """Record who each conversation was assigned to (the latest assignment in the batch wins)."""
-    await repository.mark_assigned(session, {e.conversation_id: (e.agent_id, e.assigned_at) for e in events})
+    await repository.mark_assigned(
+        session, {e.conversation_id: Assignment(e.agent_id, e.assigned_at, e.queued_at) for e in events}
+    )
+
+
+def resolution_time(conversation: Conversation, now: datetime) -> datetime:
+    """``now``, but never before the conversation (re)started waiting: the router tells a stale resolution
+    or reopen from the current one by comparing these times, which other services' clocks set (ingest's
+    for the opening, a message's for a reopen), so a skewed clock must not put a resolution first."""
+    floor = conversation.opened_at
+    if conversation.reopened_at is not None:
+        floor = max(floor, conversation.reopened_at + timedelta(microseconds=1))
+    return max(now, floor)
 
 
 async def resolve(
@@ -172,7 +222,7 @@ async def resolve(
     if conversation.status == ConversationStatus.RESOLVED.value:
         raise Conflict("conversation is already resolved", code="already_resolved")
     conversation.status = ConversationStatus.RESOLVED.value
-    conversation.resolved_at = at or utcnow()
+    conversation.resolved_at = resolution_time(conversation, at or utcnow())
     await session.flush()
     resolved = ConversationResolved(
         conversation_id=conversation.id,

@@ -5,8 +5,10 @@ Every counted event type has a natural key and a column that only it sets: ``mes
 message's ``received_at``, ``conversation.message_added`` the message's ``conversation_id``,
 ``conversation.opened`` / ``queued`` / ``assigned`` / ``resolved`` the conversation's ``opened_at`` /
 ``queued`` / ``assigned_at`` / ``resolved_at``; ``agent.status_changed`` is its own row, keyed by
-``(agent_id, changed_at)``. An event counts when its column goes from unknown to known, so the same event
-met again (a redelivery, a replayed poll, an outbox republish at a new offset) counts nothing.
+``(agent_id, changed_at)``, and so is ``conversation.reopened``, keyed by ``(conversation_id,
+reopened_at)`` (a conversation may reopen many times). An event counts when its column goes from unknown
+to known (or its row is added), so the same event met again (a redelivery, a replayed poll, an outbox
+republish at a new offset) counts nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from switchboard_common.events import (
     ConversationMessageAdded,
     ConversationOpened,
     ConversationQueued,
+    ConversationReopened,
     ConversationResolved,
     Direction,
     MessageReceived,
@@ -65,6 +68,12 @@ class StatusChange:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reopen:
+    conversation_id: uuid.UUID
+    reopened_at: datetime
+
+
 F = TypeVar("F", MessageFacts, ConversationFacts)
 K = TypeVar("K")
 
@@ -96,7 +105,7 @@ def then(earlier: F, later: F) -> F:
 
 # --- what each event tells -----------------------------------------------------------------------------
 
-Told = tuple[uuid.UUID, MessageFacts] | tuple[uuid.UUID, ConversationFacts] | StatusChange
+Told = tuple[uuid.UUID, MessageFacts] | tuple[uuid.UUID, ConversationFacts] | StatusChange | Reopen
 
 
 @functools.singledispatch
@@ -152,6 +161,11 @@ def _resolved(payload: ConversationResolved) -> Told | None:
 
 
 @facts_of.register
+def _reopened(payload: ConversationReopened) -> Told | None:
+    return Reopen(payload.conversation_id, payload.reopened_at)
+
+
+@facts_of.register
 def _status_changed(payload: AgentStatusChanged) -> Told | None:
     return StatusChange(payload.agent_id, payload.changed_at, payload.status.value)
 
@@ -167,6 +181,7 @@ class Batch:
     messages: dict[uuid.UUID, MessageFacts] = field(default_factory=dict)
     conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
     statuses: dict[tuple[uuid.UUID, datetime], str] = field(default_factory=dict)
+    reopens: set[Reopen] = field(default_factory=set)
 
 
 def _put(into: dict[uuid.UUID, F], key: uuid.UUID, facts: F) -> None:
@@ -182,6 +197,9 @@ def merge(payloads: Iterable[Payload]) -> Batch:
             continue
         if isinstance(told, StatusChange):
             batch.statuses.setdefault((told.agent_id, told.changed_at), told.status)
+            continue
+        if isinstance(told, Reopen):
+            batch.reopens.add(told)
             continue
         key, facts = told
         if isinstance(facts, MessageFacts):
@@ -223,7 +241,8 @@ def news_of(
     stored_conversations: Mapping[uuid.UUID, ConversationFacts],
 ) -> News:
     """The news of ``batch`` against the stored rows of its keys; each event type counts the keys whose
-    counting column becomes known (agent status changes are counted by the rows their insert adds)."""
+    counting column becomes known (agent status changes and reopens are counted by the rows their insert
+    adds)."""
     messages = news(stored_messages, batch.messages)
     conversations = news(stored_conversations, batch.conversations)
     counts: Counter[str] = Counter()

@@ -20,6 +20,7 @@ from switchboard_metrics.kpis.facts import (
     MESSAGE_COLUMNS,
     ConversationFacts,
     MessageFacts,
+    Reopen,
 )
 from switchboard_metrics.models import EventCount
 
@@ -98,17 +99,28 @@ def _fill(table: str, key: str, columns: tuple[str, ...]) -> sa.TextClause:
 _FILL_MESSAGES = _fill("message_facts", "message_id", MESSAGE_COLUMNS)
 _FILL_CONVERSATIONS = _fill("conversation_facts", "conversation_id", CONVERSATION_COLUMNS)
 
-# Insert-if-absent; RETURNING gives the rows this call added, which are the changes it counts.
-_INSERT_STATUSES = statement(
+# Insert-if-absent, both tables in one round trip; RETURNING gives the rows this call added, which are the
+# changes it counts.
+_INSERT_CHANGES = statement(
     """
-    INSERT INTO metrics.agent_status_changes (agent_id, changed_at, status)
-    SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses)
-    ON CONFLICT (agent_id, changed_at) DO NOTHING
-    RETURNING agent_id, changed_at
+    WITH statuses AS (
+        INSERT INTO metrics.agent_status_changes (agent_id, changed_at, status)
+        SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses)
+        ON CONFLICT (agent_id, changed_at) DO NOTHING
+        RETURNING 1
+    ), reopens AS (
+        INSERT INTO metrics.conversation_reopens (conversation_id, reopened_at)
+        SELECT * FROM unnest(:conversation_ids, :reopened_ats)
+        ON CONFLICT (conversation_id, reopened_at) DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM statuses) AS statuses, (SELECT count(*) FROM reopens) AS reopens
     """,
     agent_ids=UUIDS,
     changed_ats=TIMES,
     statuses=TEXTS,
+    conversation_ids=UUIDS,
+    reopened_ats=TIMES,
 )
 
 _ADD_COUNTS = statement(
@@ -158,20 +170,28 @@ async def fill_conversations(session: AsyncSession, facts: Mapping[uuid.UUID, Co
         await session.execute(_FILL_CONVERSATIONS, _columns(sorted(facts.items()), CONVERSATION_COLUMNS))
 
 
-async def insert_statuses(session: AsyncSession, statuses: Mapping[tuple[uuid.UUID, datetime], str]) -> int:
-    """Store the status changes not stored yet; returns how many were new."""
-    if not statuses:
-        return 0
+async def insert_changes(
+    session: AsyncSession, statuses: Mapping[tuple[uuid.UUID, datetime], str], reopens: Collection[Reopen]
+) -> tuple[int, int]:
+    """Store the agent status changes and the conversation reopens not stored yet; returns how many of
+    each were new."""
+    if not (statuses or reopens):
+        return 0, 0
     ordered = sorted(statuses.items())
-    rows = await session.execute(
-        _INSERT_STATUSES,
-        {
-            "agent_ids": [a for (a, _), _ in ordered],
-            "changed_ats": [t for (_, t), _ in ordered],
-            "statuses": [s for _, s in ordered],
-        },
-    )
-    return len(rows.all())
+    reopened = sorted((r.conversation_id, r.reopened_at) for r in reopens)
+    row = (
+        await session.execute(
+            _INSERT_CHANGES,
+            {
+                "agent_ids": [a for (a, _), _ in ordered],
+                "changed_ats": [t for (_, t), _ in ordered],
+                "statuses": [s for _, s in ordered],
+                "conversation_ids": [c for c, _ in reopened],
+                "reopened_ats": [t for _, t in reopened],
+            },
+        )
+    ).one()
+    return int(row.statuses), int(row.reopens)
 
 
 async def add_counts(session: AsyncSession, counts: Mapping[str, int]) -> None:

@@ -19,6 +19,9 @@ class KpiSnapshot(BaseModel):
     conversations_opened: int
     conversations_assigned: int
     conversations_resolved: int
+    conversations_reopened: int = Field(
+        description="Resolved conversations the customer reopened by writing again."
+    )
     waiting_now: int = Field(description="Opened, not yet assigned nor resolved.")
     longest_wait_seconds: float | None
     time_to_assign_seconds: WaitStats

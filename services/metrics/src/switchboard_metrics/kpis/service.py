@@ -10,14 +10,14 @@ A call's before-image is exact under concurrency: it is taken by an upsert that 
 (creating the missing ones) and reads its latest committed version (see ``repository``), so two
 transactions on the same message or conversation, e.g. two replicas consuming ``conversation.events`` and
 ``routing.events``, or the same record handled by an old and a new owner during a rebalance, take turns,
-and each counts only what the other had not. Agent status changes are counted by the rows an
-insert-if-absent adds, which is exact the same way. What is exact is the count of distinct keys: an
-event that comes back with another key (a new message id) is a new event here.
+and each counts only what the other had not. Agent status changes and conversation reopens are counted
+by the rows an insert-if-absent adds, which is exact the same way. What is exact is the count of distinct
+keys: an event that comes back with another key (a new message id) is a new event here.
 
 A call costs at most five statements whatever the number of deliveries: the before-image, the message facts,
-the conversation facts, the status changes, the counts; a statement with nothing to do is skipped (a
-replayed poll writes no fact and no count: it costs the before-image, and the status insert if it has
-status changes).
+the conversation facts, the status changes and reopens, the counts; a statement with nothing to do is
+skipped (a replayed poll writes no fact and no count: it costs the before-image, and the status and reopen
+insert if it has status changes or reopens).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from switchboard_common.events import (
     AgentStatusChanged,
     ConversationAssigned,
     ConversationOpened,
+    ConversationReopened,
     ConversationResolved,
     MessageReceived,
     Payload,
@@ -59,7 +60,9 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
     await repository.fill_messages(session, news.messages)
     await repository.fill_conversations(session, news.conversations)
     counts = news.counts
-    counts[AgentStatusChanged.event_type] += await repository.insert_statuses(session, batch.statuses)
+    statuses, reopens = await repository.insert_changes(session, batch.statuses, batch.reopens)
+    counts[AgentStatusChanged.event_type] += statuses
+    counts[ConversationReopened.event_type] += reopens
     await repository.add_counts(session, counts)
 
 
@@ -79,6 +82,7 @@ def kpi_snapshot(
         conversations_opened=counts.get(ConversationOpened.event_type, 0),
         conversations_assigned=counts.get(ConversationAssigned.event_type, 0),
         conversations_resolved=counts.get(ConversationResolved.event_type, 0),
+        conversations_reopened=counts.get(ConversationReopened.event_type, 0),
         waiting_now=int(waiting["waiting"]),
         longest_wait_seconds=_seconds(waiting["longest"]),
         time_to_assign_seconds=WaitStats(

@@ -43,14 +43,14 @@ _INSERT_TASKS = statement(
 )
 
 
-async def insert_tasks(
-    session: AsyncSession, tasks: Sequence[Waiting], channels: Sequence[str]
+async def _queue(
+    session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[Waiting], channels: Sequence[str]
 ) -> set[uuid.UUID]:
-    """Queue conversations; returns the ids inserted (one already known is a redelivered event)."""
+    """Run a statement that queues ``tasks`` (insert or requeue); returns the conversation ids it queued."""
     if not tasks:
         return set()
     rows = await session.scalars(
-        _INSERT_TASKS,
+        stmt,
         {
             "ids": [t.conversation_id for t in tasks],
             "skills": [_skillset(t.required_skills) for t in tasks],
@@ -60,6 +60,40 @@ async def insert_tasks(
         },
     )
     return set(rows.all())
+
+
+async def insert_tasks(
+    session: AsyncSession, tasks: Sequence[Waiting], channels: Sequence[str]
+) -> set[uuid.UUID]:
+    """Queue conversations; returns the ids inserted (one already known is a redelivered event)."""
+    return await _queue(session, _INSERT_TASKS, tasks, channels)
+
+
+# A reopened conversation's task waits again, if the reopen is the current one: a reopen replayed after a
+# later resolution (its task closed after it) or after the requeue (not closed) changes nothing. The
+# reopen's time is later than the resolution it follows (the conversation service makes it so).
+_REQUEUE = statement(
+    """
+    UPDATE router.tasks t
+    SET state = 'queued', agent_id = NULL, enqueued_at = u.at, assigned_at = NULL, closed_at = NULL,
+        required_skills = string_to_array(u.skills, ','), priority = u.priority, channel = u.channel
+    FROM unnest(:ids, :skills, :priorities, :channels, :ats) AS u(id, skills, priority, channel, at)
+    WHERE t.conversation_id = u.id AND t.state = 'closed' AND t.closed_at <= u.at
+    RETURNING t.conversation_id
+    """,
+    ids=UUIDS,
+    skills=TEXTS,
+    priorities=INTS,
+    channels=TEXTS,
+    ats=TIMES,
+)
+
+
+async def requeue(session: AsyncSession, tasks: Sequence[Waiting], channels: Sequence[str]) -> set[uuid.UUID]:
+    """Queue the closed tasks of reopened conversations again, from ``enqueued_at`` (the reopen); returns
+    the ids requeued (the others are stale or redelivered reopens). The rows stay locked, and look closed
+    to other transactions, until commit."""
+    return await _queue(session, _REQUEUE, tasks, channels)
 
 
 _LOCK_BEST_CANDIDATES = statement(
@@ -198,19 +232,23 @@ async def mark_assigned(session: AsyncSession, matches: Sequence[Match], at: dat
     return set(rows.all())
 
 
+# A resolution closes a task queued before it: one replayed after the conversation reopened (the task
+# re-queued at the reopen, which is later than that resolution) leaves the reopened task alone.
 _LOCK_OPEN_TASKS = statement(
     """
-    SELECT state, agent_id FROM router.tasks
-    WHERE conversation_id = ANY(:ids) AND state <> 'closed'
-    FOR UPDATE
+    SELECT t.state, t.agent_id FROM router.tasks t
+    JOIN unnest(:ids, :ats) AS u(id, at) ON t.conversation_id = u.id
+    WHERE t.state <> 'closed' AND t.enqueued_at <= u.at
+    FOR UPDATE OF t
     """,
     ids=UUIDS,
+    ats=TIMES,
 )
 _CLOSE = statement(
     """
     UPDATE router.tasks t SET state = 'closed', closed_at = u.at
     FROM unnest(:ids, :ats) AS u(id, at)
-    WHERE t.conversation_id = u.id AND t.state <> 'closed'
+    WHERE t.conversation_id = u.id AND t.state <> 'closed' AND t.enqueued_at <= u.at
     """,
     ids=UUIDS,
     ats=TIMES,
@@ -218,17 +256,19 @@ _CLOSE = statement(
 
 
 async def close_tasks(session: AsyncSession, closing: Mapping[uuid.UUID, datetime]) -> dict[uuid.UUID, int]:
-    """Close tasks not closed yet; returns, per agent, how many assigned ones closed (capacity to free).
+    """Close tasks not closed yet and queued before their resolution; returns, per agent, how many
+    assigned ones closed (capacity to free).
 
     The tasks are locked first (waiting for a transaction routing them right now), so the state read is
     the one the update replaces.
     """
     if not closing:
         return {}
-    rows = (await session.execute(_LOCK_OPEN_TASKS, {"ids": list(closing)})).all()
+    params = {"ids": list(closing), "ats": list(closing.values())}
+    rows = (await session.execute(_LOCK_OPEN_TASKS, params)).all()
     if not rows:
         return {}
-    await session.execute(_CLOSE, {"ids": list(closing), "ats": list(closing.values())})
+    await session.execute(_CLOSE, params)
     freed: dict[uuid.UUID, int] = {}
     for state, agent_id in rows:
         if state == TaskState.ASSIGNED.value and agent_id is not None:

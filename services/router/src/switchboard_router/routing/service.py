@@ -1,6 +1,6 @@
-"""The assignment engine: what happens when conversations open or resolve, when agents free up, and on
-the sweeper's tick. Each entry point handles a whole batch in a fixed number of statements; the choice of
-agent is the pure policy in ``routing.policy``."""
+"""The assignment engine: what happens when conversations open, resolve or reopen, when agents free up,
+and on the sweeper's tick. Each entry point handles a whole batch in a fixed number of statements; the
+choice of agent is the pure policy in ``routing.policy``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from switchboard_common.events import (
     ConversationAssigned,
     ConversationOpened,
     ConversationQueued,
+    ConversationReopened,
     ConversationResolved,
     EventEnvelope,
     utcnow,
@@ -89,10 +90,44 @@ async def on_opened(
     ]
     inserted = await repository.insert_tasks(session, tasks, [e.channel.value for _, e in first.values()])
     tasks = [t for t in tasks if t.conversation_id in inserted]  # the others are redeliveries
+    await _route_new(session, outbox, tasks, {cid: envelope for cid, (envelope, _) in first.items()}, now)
+
+
+async def on_reopened(
+    session: AsyncSession, outbox: Outbox, reopened: Sequence[tuple[EventEnvelope, ConversationReopened]]
+) -> None:
+    """Queue reopened conversations again and assign those an eligible agent can take right away, as for
+    opened ones. Any eligible agent, not necessarily the previous one (sticky routing is not built)."""
+    first: dict[uuid.UUID, tuple[EventEnvelope, ConversationReopened]] = {}
+    for envelope, event in reopened:
+        first.setdefault(event.conversation_id, (envelope, event))
+    # Queued from the reopen exactly, not the router's clock: the conversation service recognises the
+    # assignment that follows the reopen by this time (conversation.assigned's queued_at), and the next
+    # resolution of the task is compared with it.
+    tasks = [
+        Waiting(e.conversation_id, frozenset(e.required_skills), e.priority, e.reopened_at)
+        for _, e in first.values()
+    ]
+    requeued = await repository.requeue(session, tasks, [e.channel.value for _, e in first.values()])
+    tasks = [t for t in tasks if t.conversation_id in requeued]  # the others are stale or redelivered
+    await _route_new(
+        session, outbox, tasks, {cid: envelope for cid, (envelope, _) in first.items()}, utcnow()
+    )
+
+
+async def _route_new(
+    session: AsyncSession,
+    outbox: Outbox,
+    tasks: Sequence[Waiting],
+    causes: dict[uuid.UUID, EventEnvelope],
+    now: datetime,
+) -> None:
+    """Assign the tasks this transaction just queued to the best agents free now; announce the rest as
+    waiting."""
     if not tasks:
         return
-    causes = {cid: envelope for cid, (envelope, _) in first.items()}
-    # The new tasks are invisible to other transactions until commit: only the agents need locking.
+    # The tasks are invisible to (or look closed to) other transactions until commit: only the agents
+    # need locking.
     candidates = await repository.lock_best_candidates(
         session, [t.required_skills for t in tasks], len(tasks)
     )
