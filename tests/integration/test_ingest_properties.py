@@ -176,7 +176,6 @@ phones = st.one_of(
         st.from_regex(r"[1-9][0-9]{8,9}", fullmatch=True),
         st.sampled_from(["", " ", "-", "00"]),
     ),
-    # An extension is dropped: the identity is the line.
     st.sampled_from(
         [
             "+1 (415) 555-0100",
@@ -188,7 +187,7 @@ phones = st.one_of(
     ),
 )
 bad_phones = st.one_of(
-    st.sampled_from(["1234", "1" * 33, "١٢٣٤٥٦", "12345\n", "+ +12345", ""]),
+    st.sampled_from(["1234", "1" * 33, "١٢٣٤٥٦", "12345\n", "+ +12345", "", "+1 415 555 0100 x2"]),
     # Shapes with few or no digits, and national numbers (whose country cannot be known).
     st.sampled_from(["(((((", "+-----", "00 00 0", "  .  ", "+00000", "0" * 32, "020 7946 0958"]),
     st.integers(10_000, 10**15),

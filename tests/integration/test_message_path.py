@@ -240,6 +240,12 @@ async def test_agent_api_rejects_bad_input(system: System) -> None:
     assert missing.status_code == 404
     bad_id = await system.conversation.get("/v1/conversations/not-a-uuid", headers=ADMIN)
     assert bad_id.status_code == 422
+    # Query parameters are read as strictly as bodies: an instant that cannot be put in UTC, and a number
+    # that pydantic would take for a Unix time, are both refused.
+    for before in ("0001-01-01T00:00:00+14:00", "0.5"):
+        cursor = await system.conversation.get("/v1/conversations", params={"before": before}, headers=ADMIN)
+        assert cursor.status_code == 422, cursor.text
+        assert cursor.json()["error"]["details"][0]["loc"] == ["query", "before"]
 
 
 async def test_a_customer_writing_again_after_resolution_reopens_the_same_conversation(

@@ -12,20 +12,36 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints
+
+# Patterns, not validators: a pattern is part of the string's own schema, so the OpenAPI document shows
+# exactly what is accepted (a validator's checks are invisible there, and a pattern layered on a validator
+# vanishes from it). A lone surrogate matches no pattern at all: pydantic refuses it before matching.
+NO_NUL = r"^[^\x00]*$"
+# Control characters and every Unicode space, spelled out: ``\s`` means different sets in the document's
+# regex dialect (ECMA-262) and in pydantic's (Rust), so a client validating against the document would
+# disagree with the server about, say, U+0085.
+BLANK = r"\x00-\x20\x7f-\x9f\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = rf"^[^\x00]*[^{BLANK}][^\x00]*$"
+EMAIL = rf"^[^@{BLANK}]{{1,64}}@[^@{BLANK}]{{1,255}}\.[^@{BLANK}]{{1,63}}$"
+
+StorableText = Annotated[str, StringConstraints(pattern=NO_NUL)]
+"""Text PostgreSQL can store: no NUL (U+0000), no lone surrogate. Lengths layer on top with another
+``StringConstraints``; a field with its own pattern must refuse NUL in it itself."""
+
+NonBlankText = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
+"""Storable text with at least one character that is not whitespace."""
 
 
-def _storable(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (U+0000)")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
+def json_integer(value: Any) -> Any:
+    """A ``BeforeValidator`` for integers: pydantic's lax mode reads ``true`` as 1 and ``"3"`` as 3, a
+    misreading that is refused; a whole float (``3.0``) is an integer in JSON Schema, so it stays accepted.
+    Put the bounds before it (``Annotated[int, Field(ge=0), BeforeValidator(json_integer)]``) so they
+    appear in the document."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
     return value
 
-
-StorableText = Annotated[str, AfterValidator(_storable)]
 
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 

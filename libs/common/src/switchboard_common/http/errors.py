@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from switchboard_common.db.database import database_unavailable
 from switchboard_common.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
@@ -29,6 +31,22 @@ _CODES = {
     429: "too_many_requests",
     503: "unavailable",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable and machine-readable: `not_found`, `email_taken`, `id_reused`, ...")
+    message: str = Field(description="For humans; may change.")
+    details: Any = Field(
+        default=None,
+        description="Present only when there is more to say; for `validation_error`, one "
+        "`{loc, msg, type}` per invalid field.",
+    )
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
 
 
 class ApiError(Exception):
@@ -64,6 +82,25 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
 _RETRY_AFTER = {"Retry-After": "1"}
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path.
+
+    The router answers 405 from the first route whose path matches, so its ``Allow`` names only that
+    route's methods: ``DELETE /v1/agents`` said ``POST`` while ``GET /v1/agents`` is another route. Asking
+    every route, for every method, whether it would take the request gives the path's real set, which is
+    what the OpenAPI document declares for it.
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -82,8 +119,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "request validation failed", details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(sa_exc.DBAPIError)
     @app.exception_handler(sa_exc.TimeoutError)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,6 +10,8 @@ from fastapi import APIRouter, Query
 from switchboard_common.auth import CurrentPrincipal
 from switchboard_common.errors import NotFound
 from switchboard_common.http.deps import RuntimeDep, SessionDep
+from switchboard_common.http.openapi import errors
+from switchboard_common.validation import StorableDatetime
 from switchboard_conversation.conversations import repository, service
 from switchboard_conversation.conversations.schemas import (
     ConversationList,
@@ -26,13 +27,20 @@ router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 MESSAGE_PAGE = 200
 
 
-@router.get("", summary="Conversations assigned to the calling agent (all of them for an admin)")
+@router.get(
+    "",
+    summary="Conversations assigned to the calling agent (all of them for an admin)",
+    responses=errors(401, 422, 503),
+)
 async def list_conversations(
     principal: CurrentPrincipal,
     session: SessionDep,
     status: ConversationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    before: Annotated[datetime | None, Query(description="last_message_at cursor from next_before")] = None,
+    before: Annotated[
+        StorableDatetime | None,
+        Query(description="The `next_before` of the previous page: an ISO 8601 date-time with an offset."),
+    ] = None,
 ) -> ConversationList:
     rows = await repository.list_readable(session, principal, status=status, limit=limit, before=before)
     items = [ConversationSummary.model_validate(r) for r in rows]
@@ -41,7 +49,11 @@ async def list_conversations(
     )
 
 
-@router.get("/{conversation_id}", summary="A conversation with its customer and latest messages")
+@router.get(
+    "/{conversation_id}",
+    summary="A conversation with its customer and latest messages",
+    responses=errors(401, 404, 422, 503),
+)
 async def get_conversation(
     conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
 ) -> ConversationPublic:
@@ -64,7 +76,11 @@ async def get_conversation(
     )
 
 
-@router.post("/{conversation_id}/resolve", summary="Resolve the conversation (frees the agent's capacity)")
+@router.post(
+    "/{conversation_id}/resolve",
+    summary="Resolve the conversation (frees the agent's capacity)",
+    responses=errors(401, 404, 409, 422, 503, described={409: "Already resolved (`already_resolved`)."}),
+)
 async def resolve_conversation(
     conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> ConversationSummary:

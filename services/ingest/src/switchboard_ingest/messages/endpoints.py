@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from switchboard_common.auth import bearer_credential, matches_secret
 from switchboard_common.http.errors import ApiError
+from switchboard_common.http.openapi import errors
 from switchboard_ingest.messages import service
 from switchboard_ingest.messages.committer import GroupCommitter
 from switchboard_ingest.messages.schemas import AcceptStatus, MessageAccepted, MessageCreate
@@ -36,8 +37,18 @@ CommitterDep = Annotated[GroupCommitter, Depends(get_committer)]
     dependencies=[Depends(require_api_key)],
     responses={
         200: {"model": MessageAccepted, "description": "Already accepted (a retry)"},
-        409: {"description": "This message_id was already used for a different message (`id_reused`)"},
-        503: {"description": "The database is unavailable: nothing was accepted, retry (`Retry-After`)"},
+        **errors(
+            400,
+            401,
+            409,
+            413,
+            422,
+            503,
+            described={
+                409: "This message_id was already used for a different message (`id_reused`).",
+                503: "The database is unavailable: nothing was accepted; retry after `Retry-After` seconds.",
+            },
+        ),
     },
     summary="Send a customer's message through the generic API channel",
 )

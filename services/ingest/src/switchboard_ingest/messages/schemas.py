@@ -5,9 +5,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from switchboard_common.validation import StorableDatetime, StorableText
+from switchboard_common.validation import EMAIL, NonBlankText, StorableDatetime, StorableText, json_integer
 from switchboard_ingest.normalize import normalize_phone
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
@@ -16,18 +16,26 @@ Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = (
-        Field(description="Your own reference for the customer; the sender identity on the API channel.")
+    id: Annotated[NonBlankText, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="Your own reference for the customer; the sender identity on the API channel."
     )
-    name: Annotated[StorableText, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
-    email: (
-        Annotated[StorableText, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")]
+    name: Annotated[StorableText, StringConstraints(max_length=200)] | None = None
+    email: Annotated[str, StringConstraints(pattern=EMAIL)] | None = Field(
+        default=None, description="Links this customer to the email channel."
+    )
+    phone: (
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^(\+|00)[0-9][0-9 ().\-]{3,40}$"),
+            # Which numbers exist is more than a pattern can say: a custom format names the rule.
+            Field(json_schema_extra={"format": "phone"}),
+            AfterValidator(normalize_phone),
+        ]
         | None
-    ) = Field(default=None, description="Links this customer to the email channel.")
-    phone: Annotated[str, StringConstraints(max_length=64), AfterValidator(normalize_phone)] | None = Field(
+    ) = Field(
         default=None,
-        description="In international form (`+14155550100`, `+44 20 7946 0958`, `0044...`): kept in E.164, "
-        "it links this customer to SMS and WhatsApp.",
+        description="In international form (`+14155550100`, `+44 20 7946 0958`, `0044...`), a number "
+        "`phonenumbers` deems possible: kept in E.164, it links this customer to SMS and WhatsApp.",
         examples=["+1 415 555 0100"],
     )
 
@@ -44,7 +52,7 @@ class MessageCreate(BaseModel):
     text: Annotated[StorableText, StringConstraints(min_length=1, max_length=4096)]
     sent_at: StorableDatetime | None = None
     skills: list[Skill] = Field(default_factory=list, max_length=10, description="Skills the agent needs.")
-    priority: int = Field(default=0, ge=0, le=10)
+    priority: Annotated[int, Field(ge=0, le=10), BeforeValidator(json_integer)] = 0
 
 
 class AcceptStatus(StrEnum):

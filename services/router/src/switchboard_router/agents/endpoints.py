@@ -12,6 +12,7 @@ from switchboard_common.auth import AdminPrincipal, CurrentPrincipal, issue_agen
 from switchboard_common.events import utcnow
 from switchboard_common.http.deps import RuntimeDep, SessionDep
 from switchboard_common.http.errors import ApiError
+from switchboard_common.http.openapi import errors
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_router.agents import repository, service
 from switchboard_router.agents.schemas import (
@@ -29,6 +30,9 @@ from switchboard_router.routing import repository as routing_repository
 from switchboard_router.settings import RouterSettings
 
 router = APIRouter(prefix="/v1", tags=["agents"])
+# Agent ids are matched as UUIDs by the router itself, so `/v1/agents/me` is never taken for an id: a
+# method it does not serve answers 405 rather than reaching `/v1/agents/{agent_id}` and failing there.
+AGENT = "/agents/{agent_id:uuid}"
 
 
 def _token(runtime: ServiceRuntime, agent_id: uuid.UUID) -> AgentToken:
@@ -38,7 +42,14 @@ def _token(runtime: ServiceRuntime, agent_id: uuid.UUID) -> AgentToken:
     return AgentToken(access_token=token, expires_in=ttl)
 
 
-@router.post("/agents", status_code=status.HTTP_201_CREATED, summary="Create an agent (returns their token)")
+@router.post(
+    "/agents",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an agent (returns their token)",
+    responses=errors(
+        400, 401, 403, 409, 413, 422, 503, described={409: "The email is taken (`email_taken`)."}
+    ),
+)
 async def create_agent(
     body: AgentCreate, _: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> AgentCreated:
@@ -46,31 +57,45 @@ async def create_agent(
     return AgentCreated(**AgentPublic.model_validate(agent).model_dump(), token=_token(runtime, agent.id))
 
 
-@router.get("/agents", summary="List agents")
+@router.get("/agents", summary="List agents", responses=errors(401, 403, 422, 503))
 async def list_agents(
     principal: AdminPrincipal,
     session: SessionDep,
     status: AgentStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[AgentPublic]:
     agents = await repository.list_readable(session, principal, status, limit, offset)
     return [AgentPublic.model_validate(a) for a in agents]
 
 
-@router.get("/agents/me", summary="The calling agent")
+@router.get(
+    "/agents/me",
+    summary="The calling agent",
+    responses=errors(
+        401,
+        403,
+        404,
+        503,
+        described={403: "The credential is the admin key, not an agent's (`not_an_agent`)."},
+    ),
+)
 async def me(principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
     if principal.agent_id is None:
-        raise ApiError(400, "an admin credential is not an agent; use /v1/agents/{id}")
+        raise ApiError(403, "an admin credential is not an agent; use /v1/agents/{id}", code="not_an_agent")
     return AgentPublic.model_validate(await service.get(session, principal, principal.agent_id))
 
 
-@router.get("/agents/{agent_id}", summary="One agent")
+@router.get(AGENT, summary="One agent", responses=errors(401, 404, 503))
 async def get_agent(agent_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
     return AgentPublic.model_validate(await service.get(session, principal, agent_id))
 
 
-@router.patch("/agents/{agent_id}", summary="Change an agent's skills or capacity")
+@router.patch(
+    AGENT,
+    summary="Change an agent's skills or capacity",
+    responses=errors(400, 401, 403, 404, 413, 422, 503),
+)
 async def update_agent(
     agent_id: uuid.UUID,
     body: AgentUpdate,
@@ -82,7 +107,11 @@ async def update_agent(
     return AgentPublic.model_validate(agent)
 
 
-@router.put("/agents/{agent_id}/status", summary="Set presence: online agents receive conversations")
+@router.put(
+    f"{AGENT}/status",
+    summary="Set presence: online agents receive conversations",
+    responses=errors(400, 401, 404, 413, 422, 503),
+)
 async def set_status(
     agent_id: uuid.UUID,
     body: AgentStatusUpdate,
@@ -95,7 +124,10 @@ async def set_status(
 
 
 @router.post(
-    "/agents/{agent_id}/tokens", status_code=status.HTTP_201_CREATED, summary="Issue a new agent token"
+    f"{AGENT}/tokens",
+    status_code=status.HTTP_201_CREATED,
+    summary="Issue a new agent token",
+    responses=errors(401, 403, 404, 503),
 )
 async def issue_token(
     agent_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
@@ -104,7 +136,11 @@ async def issue_token(
     return _token(runtime, agent_id)
 
 
-@router.get("/queue", summary="Conversations waiting for an agent, in the order they will be served")
+@router.get(
+    "/queue",
+    summary="Conversations waiting for an agent, in the order they will be served",
+    responses=errors(401, 403, 422, 503),
+)
 async def queue(
     _: AdminPrincipal, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> QueueSnapshot:

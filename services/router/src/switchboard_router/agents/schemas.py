@@ -4,30 +4,38 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from switchboard_common.validation import StorableText
+from switchboard_common.validation import EMAIL, NonBlankText, json_integer
 from switchboard_router.models import AgentStatus
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+# Patterns only (see switchboard_common.validation), and nothing stripped before the checks: the document
+# has to describe exactly the values that are accepted.
+Name = Annotated[NonBlankText, StringConstraints(min_length=1, max_length=200)]
+Email = Annotated[str, StringConstraints(to_lower=True, max_length=320, pattern=EMAIL)]
+
+
+# The bounds come first, so they are the integer's own and appear in the document.
+Capacity = Annotated[
+    int, Field(ge=0, le=100, description="Conversations handled at once."), BeforeValidator(json_integer)
+]
 
 
 class AgentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    email: Annotated[
-        StorableText, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[^@\s]+@[^@\s]+$")
-    ]
+    name: Name
+    email: Email
     skills: list[Skill] = Field(default_factory=list, max_length=50)
-    capacity: int = Field(default=3, ge=0, le=100, description="Conversations handled at once.")
+    capacity: Capacity = 3
 
 
 class AgentUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     skills: list[Skill] | None = Field(default=None, max_length=50)
-    capacity: int | None = Field(default=None, ge=0, le=100)
+    capacity: Capacity | None = None
 
 
 class AgentStatusUpdate(BaseModel):
