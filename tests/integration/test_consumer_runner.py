@@ -4,6 +4,7 @@ every partition, commit."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 
@@ -166,3 +167,52 @@ async def _fully_committed(settings: Settings, group: str) -> bool:
         return True
     finally:
         await consumer.stop()
+
+
+async def test_a_stop_during_a_record_by_record_replay_leaves_the_rest_uncommitted(
+    settings: Settings,
+) -> None:
+    """A failing poll is replayed one record at a time, which can take minutes; a stop ends it at the next
+    record instead, and commits nothing: the next owner replays the rest, nothing is dead-lettered."""
+    records = [opened_envelope() for _ in range(40)]
+    calls = 0
+    stopping = asyncio.Event()
+
+    async def handler(session: AsyncSession, deliveries: Sequence[Delivery[ConversationOpened]]) -> None:
+        nonlocal calls
+        calls += 1
+        if len(deliveries) == 1:
+            stopping.set()  # the replay has begun
+        raise ValueError("every record fails (a bug)")
+
+    topic = settings.topic(topics.CONVERSATION_EVENTS)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send(topic, r.to_bytes(), key=b"one-key", partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    db = Database.from_settings(settings)
+    publisher = EventPublisher(settings, client_id="test")
+    await publisher.start()
+    group = f"test-{uuid.uuid4().hex[:6]}"
+    runner = ConsumerRunner(
+        settings=settings.model_copy(update={"consumer_retry_backoff_ms": 200, "consumer_max_batch": 500}),
+        db=db,
+        publisher=publisher,
+        group_id=group,
+        handlers={ConversationOpened: handler},
+    )
+    await runner.start()
+    try:
+        await asyncio.wait_for(stopping.wait(), 60)
+    finally:
+        await runner.stop()
+        await publisher.stop()
+        await db.dispose()
+    # Each record alone is tried consumer_max_retries + 1 times: far fewer calls than a full replay.
+    assert calls < 1 + len(records) * (settings.consumer_max_retries + 1)
+    assert not await _fully_committed(settings, group)
+    assert await read_topic(settings, topics.dlq(topics.CONVERSATION_EVENTS), 1, timeout=2) == []

@@ -28,7 +28,10 @@ class _DriverError(Exception):
         (sa_exc.DBAPIError("SELECT 1", {}, _DriverError("40P01")), True),  # deadlock
         (sa_exc.DBAPIError("SELECT 1", {}, Exception(), connection_invalidated=True), True),
         (sa_exc.DBAPIError("SELECT 1", {}, _DriverError("22021")), False),  # bad byte sequence
-        (sa_exc.ProgrammingError("SELECT 1", {}, _DriverError("42P01")), False),  # undefined table
+        # Code ahead of its migration: wait for the schema, never dead-letter acknowledged messages.
+        (sa_exc.ProgrammingError("SELECT 1", {}, _DriverError("42P01")), True),  # undefined table
+        (sa_exc.ProgrammingError("SELECT 1", {}, _DriverError("42703")), True),  # undefined column
+        (sa_exc.ProgrammingError("SELECT 1", {}, _DriverError("42601")), False),  # syntax error: a bug
         (sa_exc.IntegrityError("SELECT 1", {}, _DriverError("23505")), False),
         (RuntimeError("bug"), False),
         (KeyError("bug"), False),

@@ -34,6 +34,10 @@ def create_engine(settings: CommonSettings, *, pool_size: int | None = None) -> 
 # (serialization failure, deadlock), insufficient resources (too many connections), operator intervention
 # (shutting down, starting up).
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+# Undefined table or column: code deployed ahead of its migration (a rolling deploy whose migration job
+# lags). Not the record's fault: consumers must wait (and report it) rather than dead-letter acknowledged
+# messages, and HTTP answers 503 until the schema catches up.
+_SCHEMA_NOT_READY_SQLSTATES = ("42P01", "42703")
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -45,7 +49,9 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     sqlstate = getattr(exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc, "sqlstate", None)
-    if isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES):
+    if isinstance(sqlstate, str) and (
+        sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES) or sqlstate in _SCHEMA_NOT_READY_SQLSTATES
+    ):
         return True
     # asyncpg's refused or reset connection surfaces as a plain OSError (ConnectionRefusedError, ...).
     return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | OSError)

@@ -517,6 +517,11 @@ class ConsumerRunner:
                     raise
                 # Isolate the record that fails: one transaction per record from here on.
                 for item in decoded:
+                    if self._stopping.is_set():
+                        # Replaying a whole poll alone can take minutes; a shutdown must not wait for it
+                        # (an orchestrator kills after ~30 s). Nothing is committed, so the next owner
+                        # replays the rest, and the records handled alone so far are skipped as repeats.
+                        raise TransientError("stopping: the next owner replays the rest") from exc
                     error = await self._process_alone(item)
                     if error is not None:
                         dead.append((item[0], error))
