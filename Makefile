@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 export UV_PYTHON_PREFERENCE := only-system
 
-.PHONY: help install run test lint format bench clean
+.PHONY: help install run test lint format bench faults clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-9s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ format: install ## apply ruff's fixes and formatting
 
 bench: install ## drive messages ingest -> assignment: throughput, latency, CPU and round trips per message
 	$(UV) run --frozen switchboard-dev bench $(BENCH_ARGS)
+
+faults: install ## kill, crash and pause parts of the system under load; check nothing acknowledged is lost
+	$(UV) run --frozen switchboard-dev faults $(FAULTS_ARGS)
 
 clean: ## remove the environment and the development data
 	rm -rf .venv .tools .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -87,7 +87,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     from switchboard_devstack.bench import add_arguments, run_bench
 
     add_arguments(bench)
+    faults = sub.add_parser(
+        "faults", help="inject faults under load and check that nothing acknowledged is lost (make faults)"
+    )
+    from switchboard_devstack.faults import add_arguments as add_fault_arguments
+    from switchboard_devstack.faults import run_faults
+
+    add_fault_arguments(faults)
     args = parser.parse_args(argv)
     if args.command == "run":
         sys.exit(run(args.workdir.resolve()))
+    if args.command == "faults":
+        sys.exit(run_faults(args))
     sys.exit(run_bench(args))

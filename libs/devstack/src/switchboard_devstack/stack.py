@@ -94,6 +94,16 @@ class Infrastructure:
         if self._postgres is not None:
             self._postgres.stop()
 
+    @property
+    def postgres(self) -> EmbeddedPostgres | None:
+        """The embedded PostgreSQL (None when an external server is used): the fault suite kills it."""
+        return self._postgres
+
+    @property
+    def broker(self) -> EmbeddedBroker | None:
+        """The embedded broker (None when an external one is used): the fault suite pauses it."""
+        return self._broker
+
 
 async def create_database(server_url: str, name: str) -> str:
     """Create database ``name`` on the server of ``server_url`` if missing; returns its URL."""
@@ -206,7 +216,11 @@ class ServiceProcesses:
     def start(self, timeout: float = 90) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for instance in self.instances:
-            log = (self.log_dir / instance.log_name).open("ab")
+            self._spawn(instance)
+        self.wait_ready(timeout)
+
+    def _spawn(self, instance: Instance) -> None:
+        with (self.log_dir / instance.log_name).open("ab") as log:  # the child keeps its own descriptor
             self._processes[instance.name] = subprocess.Popen(
                 [
                     sys.executable,
@@ -221,7 +235,32 @@ class ServiceProcesses:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_ready(timeout)
+
+    def instance(self, name: str) -> Instance:
+        """The instance called ``name`` (``router``, or ``router#2`` with replicas)."""
+        for instance in self.instances:
+            if instance.name == name:
+                return instance
+        raise KeyError(name)
+
+    def signal(self, name: str, signum: int) -> None:
+        """Send ``signum`` to one instance's process, if it runs (the fault suite's SIGKILL/SIGTERM)."""
+        process = self._processes[name]
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    def wait_exit(self, name: str, timeout: float) -> int | None:
+        """One instance's exit code, waiting up to ``timeout`` s; None if it still runs."""
+        try:
+            return self._processes[name].wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def restart(self, name: str) -> None:
+        """Start a stopped instance again on its port, its log appended to (readiness is the caller's)."""
+        if self._processes[name].poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        self._spawn(self.instance(name))
 
     def wait_ready(self, timeout: float) -> None:
         """Until every process answers /health/ready with 200 (a consumer is ready once it holds an

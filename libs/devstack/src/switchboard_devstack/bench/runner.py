@@ -26,7 +26,8 @@ import httpx
 from prometheus_client import REGISTRY, generate_latest
 
 from switchboard_common.instrumentation import instrument_kafka
-from switchboard_common.settings import DEV_ADMIN_API_KEY, DEV_INGEST_API_KEY, CommonSettings
+from switchboard_common.settings import DEV_INGEST_API_KEY, CommonSettings
+from switchboard_devstack.agents import create_online_agent
 from switchboard_devstack.bench import ceilings, procstat, promscrape, report, wrk
 from switchboard_devstack.bench.generators import (
     LeanGenerator,
@@ -47,7 +48,6 @@ from switchboard_devstack.stack import (
     service_env,
 )
 
-ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_API_KEY}"}
 INGEST_AUTH = f"Bearer {DEV_INGEST_API_KEY}"
 SERVICE_NAMES = [s.name for s in SERVICES]
 GENERATOR = "load generator"
@@ -232,23 +232,13 @@ class Bench:
 
         async def one(i: int) -> None:
             async with gate:
-                created = await self.client.post(
-                    f"{self.url('router')}/v1/agents",
-                    json={
-                        "name": f"bench {i}",
-                        "email": f"bench-{self.run_id}-{i}@example.com",
-                        "skills": ["general"],
-                        "capacity": capacity,
-                    },
-                    headers=ADMIN,
+                await create_online_agent(
+                    self.client,
+                    self.url("router"),
+                    name=f"bench {i}",
+                    email=f"bench-{self.run_id}-{i}@example.com",
+                    capacity=capacity,
                 )
-                created.raise_for_status()
-                online = await self.client.put(
-                    f"{self.url('router')}/v1/agents/{created.json()['id']}/status",
-                    json={"status": "online"},
-                    headers=ADMIN,
-                )
-                online.raise_for_status()
 
         await asyncio.gather(*(one(i) for i in range(agents)))
         return agents, capacity

@@ -1,0 +1,28 @@
+"""Agents for a driven system (the bench, the fault suite): created and set online through the router's
+API, as an admin would."""
+
+from __future__ import annotations
+
+import httpx
+
+from switchboard_common.settings import DEV_ADMIN_API_KEY
+
+ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_API_KEY}"}
+
+
+async def create_online_agent(
+    client: httpx.AsyncClient, router_url: str, *, name: str, email: str, capacity: int
+) -> str:
+    """An online agent with the ``general`` skill (the one driven messages ask for); returns its id."""
+    created = await client.post(
+        f"{router_url}/v1/agents",
+        json={"name": name, "email": email, "skills": ["general"], "capacity": capacity},
+        headers=ADMIN,
+    )
+    created.raise_for_status()
+    agent_id: str = created.json()["id"]
+    online = await client.put(
+        f"{router_url}/v1/agents/{agent_id}/status", json={"status": "online"}, headers=ADMIN
+    )
+    online.raise_for_status()
+    return agent_id
