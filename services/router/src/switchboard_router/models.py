@@ -67,6 +67,10 @@ class Task(Base):
     __table_args__ = (
         Index("tasks_queue", "priority", "enqueued_at", postgresql_where=text("state = 'queued'")),
         Index("tasks_agent_state", "agent_id", "state"),
+        # The most recently closed assignments, whose durations are the queue estimates' handle times.
+        Index(
+            "tasks_closed", "closed_at", postgresql_where=text("state = 'closed' AND assigned_at IS NOT NULL")
+        ),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

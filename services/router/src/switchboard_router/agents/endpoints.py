@@ -4,6 +4,7 @@ set their own presence (another agent's id answers 404, as a missing one)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -26,7 +27,7 @@ from switchboard_router.agents.schemas import (
     QueueSnapshot,
 )
 from switchboard_router.models import AgentStatus
-from switchboard_router.routing import repository as routing_repository
+from switchboard_router.routing.estimate import Estimate
 from switchboard_router.settings import RouterSettings
 
 router = APIRouter(prefix="/v1", tags=["agents"])
@@ -35,10 +36,14 @@ router = APIRouter(prefix="/v1", tags=["agents"])
 AGENT = "/agents/{agent_id:uuid}"
 
 
-def _token(runtime: ServiceRuntime, agent_id: uuid.UUID) -> AgentToken:
+def _settings(runtime: ServiceRuntime) -> RouterSettings:
     settings = runtime.settings
     assert isinstance(settings, RouterSettings)
-    token, ttl = issue_agent_token(settings, agent_id)
+    return settings
+
+
+def _token(runtime: ServiceRuntime, agent_id: uuid.UUID) -> AgentToken:
+    token, ttl = issue_agent_token(_settings(runtime), agent_id)
     return AgentToken(access_token=token, expires_in=ttl)
 
 
@@ -136,27 +141,68 @@ async def issue_token(
     return _token(runtime, agent_id)
 
 
+def _queued(
+    conversation_id: uuid.UUID,
+    required_skills: list[str],
+    priority: int,
+    channel: str,
+    enqueued_at: datetime,
+    estimate: Estimate,
+    now: datetime,
+) -> QueuedConversation:
+    return QueuedConversation(
+        conversation_id=conversation_id,
+        required_skills=required_skills,
+        priority=priority,
+        channel=channel,
+        enqueued_at=enqueued_at,
+        waiting_seconds=(now - enqueued_at).total_seconds(),
+        position=estimate.position,
+        estimated_wait_seconds=estimate.wait_seconds,
+        estimate_basis=estimate.basis,
+    )
+
+
 @router.get(
     "/queue",
-    summary="Conversations waiting for an agent, in the order they will be served",
+    summary="Conversations waiting for an agent, in the order they will be served, with positions and "
+    "estimated waits",
     responses=errors(401, 403, 422, 503),
 )
 async def queue(
-    _: AdminPrincipal, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    _: AdminPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> QueueSnapshot:
     now = utcnow()
-    tasks = await routing_repository.queue_snapshot(session, limit)
-    length = await routing_repository.queue_length(session)
+    length, entries = await service.queue(session, _settings(runtime), limit)
     items = [
-        QueuedConversation(
-            conversation_id=t.conversation_id,
-            required_skills=t.required_skills,
-            priority=t.priority,
-            channel=t.channel,
-            enqueued_at=t.enqueued_at,
-            waiting_seconds=(now - t.enqueued_at).total_seconds(),
-        )
-        for t in tasks
+        _queued(t.conversation_id, t.required_skills, t.priority, t.channel, t.enqueued_at, e, now)
+        for t, e in entries
     ]
     oldest = max((i.waiting_seconds for i in items), default=None)
     return QueueSnapshot(length=length, oldest_wait_seconds=oldest, items=items)
+
+
+@router.get(
+    "/queue/{conversation_id:uuid}",
+    summary="One waiting conversation's position and estimated wait",
+    responses=errors(
+        401, 403, 404, 503, described={404: "The conversation is not waiting: unknown, assigned or closed."}
+    ),
+)
+async def queue_position(
+    conversation_id: uuid.UUID, _: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
+) -> QueuedConversation:
+    now = utcnow()
+    task, estimate = await service.queue_position(session, _settings(runtime), conversation_id)
+    return _queued(
+        task.conversation_id,
+        task.required_skills,
+        task.priority,
+        task.channel,
+        task.enqueued_at,
+        estimate,
+        now,
+    )

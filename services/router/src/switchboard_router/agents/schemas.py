@@ -8,6 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from switchboard_common.validation import EMAIL, NonBlankText, json_integer
 from switchboard_router.models import AgentStatus
+from switchboard_router.routing.estimate import EstimateBasis
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 # Patterns only (see switchboard_common.validation), and nothing stripped before the checks: the document
@@ -76,6 +77,21 @@ class QueuedConversation(BaseModel):
     channel: str
     enqueued_at: datetime
     waiting_seconds: float
+    position: int = Field(
+        ge=1,
+        description="1-based place in its queue: the conversations waiting with the same required skills, "
+        "in the order they are served (priority, high first, then the oldest).",
+    )
+    estimated_wait_seconds: int | None = Field(
+        ge=0,
+        description="Expected further wait: ceil(max(position - free slots, 0) * mean handle time / slots), "
+        "the slots being the capacity of the online agents with every required skill; null when no online "
+        "agent has them.",
+    )
+    estimate_basis: EstimateBasis = Field(
+        description="`measured`: the mean handle time of recently closed assignments; `prior`: nothing "
+        "was measured yet, the configured default was used."
+    )
 
 
 class QueueSnapshot(BaseModel):

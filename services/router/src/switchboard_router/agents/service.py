@@ -1,5 +1,6 @@
 """Agents: creation, skills and capacity, presence. An agent coming online or gaining capacity is given
-queued work at once, in the same transaction."""
+queued work at once, in the same transaction. And the queue they serve: positions and estimated waits
+(``routing.estimate``)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ from switchboard_common.errors import Conflict, NotFound
 from switchboard_common.events import AgentStatusChanged, EventEnvelope, utcnow
 from switchboard_router.agents import repository
 from switchboard_router.agents.schemas import AgentCreate, AgentUpdate
-from switchboard_router.models import Agent, AgentStatus
+from switchboard_router.models import Agent, AgentStatus, Task
+from switchboard_router.routing import estimate
+from switchboard_router.routing import repository as routing_repository
+from switchboard_router.routing.estimate import Estimate
+from switchboard_router.routing.policy import Waiting
+from switchboard_router.routing.repository import QueuedTask
 from switchboard_router.routing.service import PRODUCER, assign_queued
+from switchboard_router.settings import RouterSettings
 
 
 async def create(session: AsyncSession, body: AgentCreate) -> Agent:
@@ -72,3 +79,42 @@ async def set_status(
     if status is AgentStatus.ONLINE and await assign_queued(session, outbox, [agent.id]):
         await session.refresh(agent)
     return agent
+
+
+async def queue(
+    session: AsyncSession, settings: RouterSettings, limit: int
+) -> tuple[int, list[tuple[Task, Estimate]]]:
+    """How many conversations wait, and the first ``limit`` in the order they are served, each with its
+    position and estimated wait. The head of the queue holds every conversation ahead of each one in it,
+    so the positions are exact."""
+    tasks = await routing_repository.queue_snapshot(session, limit)
+    length = await routing_repository.queue_length(session)
+    if not tasks:
+        return length, []
+    servers = await routing_repository.online_servers(session)
+    measured = await routing_repository.handle_times(session, settings.router_handle_time_sample)
+    waiting = [
+        Waiting(t.conversation_id, frozenset(t.required_skills), t.priority, t.enqueued_at) for t in tasks
+    ]
+    estimates = estimate.estimate(waiting, servers, measured, settings.router_default_handle_time_s)
+    return length, [(t, estimates[t.conversation_id]) for t in tasks]
+
+
+async def queue_position(
+    session: AsyncSession, settings: RouterSettings, conversation_id: uuid.UUID
+) -> tuple[QueuedTask, Estimate]:
+    """A waiting conversation's position and estimated wait; NotFound when it is not waiting (unknown,
+    assigned or closed)."""
+    task = await routing_repository.queued_with_position(session, conversation_id)
+    if task is None:
+        raise NotFound("conversation not waiting")
+    servers = await routing_repository.online_servers(session)
+    measured = await routing_repository.handle_times(session, settings.router_handle_time_sample)
+    result = estimate.estimate_one(
+        task.ahead + 1,
+        frozenset(task.required_skills),
+        servers,
+        measured,
+        settings.router_default_handle_time_s,
+    )
+    return task, result

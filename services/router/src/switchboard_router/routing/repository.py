@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.sql import INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_router.models import Task, TaskState
+from switchboard_router.routing.estimate import HandleTimes, Sample, Server
 from switchboard_router.routing.policy import Candidate, Match, Waiting
 
 
@@ -301,10 +303,11 @@ async def any_queued(session: AsyncSession) -> bool:
 
 
 async def queue_snapshot(session: AsyncSession, limit: int) -> Sequence[Task]:
+    """The head of the queue, in the order it is served (``policy.queue_order``)."""
     stmt = (
         sa.select(Task)
         .where(Task.state == TaskState.QUEUED.value)
-        .order_by(Task.priority.desc(), Task.enqueued_at)
+        .order_by(Task.priority.desc(), Task.enqueued_at, Task.conversation_id)
         .limit(limit)
     )
     return (await session.execute(stmt)).scalars().all()
@@ -313,3 +316,95 @@ async def queue_snapshot(session: AsyncSession, limit: int) -> Sequence[Task]:
 async def queue_length(session: AsyncSession) -> int:
     stmt = sa.select(sa.func.count()).where(Task.state == TaskState.QUEUED.value)
     return int(await session.scalar(stmt) or 0)
+
+
+# The queued task and how many tasks of its queue (the same required skills) are served before it, in
+# ``policy.queue_order``; counted on the partial queue index.
+_QUEUED_WITH_AHEAD = statement(
+    """
+    SELECT t.conversation_id, t.required_skills, t.priority, t.channel, t.enqueued_at,
+           (SELECT count(*) FROM router.tasks o
+            WHERE o.state = 'queued' AND o.required_skills = t.required_skills
+              AND (o.priority > t.priority
+                   OR (o.priority = t.priority
+                       AND (o.enqueued_at, o.conversation_id) < (t.enqueued_at, t.conversation_id)))
+           ) AS ahead
+    FROM router.tasks t
+    WHERE t.conversation_id = :id AND t.state = 'queued'
+    """,
+    id=sa.Uuid(),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTask:
+    conversation_id: uuid.UUID
+    required_skills: list[str]
+    priority: int
+    channel: str
+    enqueued_at: datetime
+    ahead: int  # tasks of the same queue served before this one
+
+
+async def queued_with_position(session: AsyncSession, conversation_id: uuid.UUID) -> QueuedTask | None:
+    """The conversation's task if it is waiting, with how many of its queue are ahead of it."""
+    row = (await session.execute(_QUEUED_WITH_AHEAD, {"id": conversation_id})).one_or_none()
+    if row is None:
+        return None
+    return QueuedTask(
+        row.conversation_id, row.required_skills, row.priority, row.channel, row.enqueued_at, row.ahead
+    )
+
+
+# Online agents grouped by their (sorted, deduplicated) skills: the estimate only adds capacities up, so
+# a group is exact, and there are far fewer groups than agents.
+_ONLINE_SERVERS = statement(
+    """
+    SELECT skills, sum(capacity) AS capacity, sum(greatest(capacity - active_count, 0)) AS free
+    FROM router.agents
+    WHERE status = 'online'
+    GROUP BY skills
+    """
+)
+
+
+async def online_servers(session: AsyncSession) -> list[Server]:
+    rows = await session.execute(_ONLINE_SERVERS)
+    return [Server(frozenset(r.skills), int(r.capacity), int(r.free)) for r in rows]
+
+
+# The most recently closed assignments (tasks closed without one, resolved while waiting, are not handle
+# times), newest first on the partial index ``tasks_closed``; their mean duration per required skill set
+# and overall (the empty grouping set). A clock difference between services never makes one negative.
+_HANDLE_TIMES = statement(
+    """
+    WITH recent AS (
+        SELECT required_skills,
+               extract(epoch FROM greatest(closed_at - assigned_at, interval '0')) AS seconds
+        FROM router.tasks
+        WHERE state = 'closed' AND assigned_at IS NOT NULL
+        ORDER BY closed_at DESC
+        LIMIT :sample
+    )
+    SELECT grouping(required_skills) = 1 AS overall, required_skills, count(*) AS n,
+           avg(seconds)::float8 AS mean_seconds
+    FROM recent
+    GROUP BY GROUPING SETS ((required_skills), ())
+    """,
+    sample=sa.Integer(),
+)
+
+
+async def handle_times(session: AsyncSession, sample: int) -> HandleTimes:
+    """Mean handle times over the ``sample`` most recently closed assignments."""
+    by_skills: dict[frozenset[str], Sample] = {}
+    overall: Sample | None = None
+    for r in await session.execute(_HANDLE_TIMES, {"sample": sample}):
+        if r.n == 0:
+            continue  # the overall row of an empty history
+        measured = Sample(int(r.n), float(r.mean_seconds))
+        if r.overall:
+            overall = measured
+        else:
+            by_skills[frozenset(r.required_skills)] = measured
+    return HandleTimes(by_skills, overall)
