@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="SIGKILL only (no SIGTERM scenarios), shorter load phases"
     )
-    parser.add_argument("--rate", type=float, default=50.0, help="steady messages per second (default 50)")
+    parser.add_argument("--rate", type=float, default=30.0, help="steady messages per second (default 30)")
     parser.add_argument(
         "--duration", type=float, default=None, help="seconds of load per scenario (default 20; --quick: 12)"
     )
