@@ -33,6 +33,7 @@ from switchboard_common.events import (
     Direction,
     EventEnvelope,
     IdentityKind,
+    MessageOutbound,
     MessageReceived,
     Payload,
     registered,
@@ -118,6 +119,18 @@ def message_added(
     )
 
 
+def outbound(cid: uuid.UUID, message_id: uuid.UUID | None = None) -> MessageOutbound:
+    return MessageOutbound(
+        message_id=message_id or uuid.uuid4(),
+        conversation_id=cid,
+        customer_id=uuid.uuid4(),
+        channel=Channel.EMAIL,
+        agent_id=uuid.uuid4(),
+        text="on its way",
+        sent_at=T0 + timedelta(seconds=30),
+    )
+
+
 def status_changed(agent_id: uuid.UUID | None = None, at: datetime = T0) -> AgentStatusChanged:
     return AgentStatusChanged(
         agent_id=agent_id or uuid.uuid4(),
@@ -139,6 +152,7 @@ def one_of_each() -> list[Payload]:
         resolved(cid, T0 + timedelta(seconds=9)),
         status_changed(),
         reopened(cid, T0 + timedelta(seconds=20)),
+        outbound(cid),
     ]
     assert {type(e) for e in events} == set(registered())
     return events
@@ -414,6 +428,26 @@ async def test_message_facts_fill_from_both_events_in_either_order(settings: Set
         outbound: {"message_id": outbound, **inbound, "direction": "outbound", "received_at": None},
     }
     assert await counts(db) == {"message.received": 3, "conversation.message_added": 4}
+
+
+async def test_an_agents_reply_is_one_outbound_message_however_often_it_comes(
+    settings: Settings, db: Database
+) -> None:
+    log = Log(settings)
+    cid, reply, inbound = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    first = log.append([outbound(cid, reply), message_added(cid, inbound)])
+    # Redelivered in the same poll, replayed, and republished by the relay at a new offset.
+    await record(db, first + first, first, log.republish(first))
+    found = await message_facts(db)
+    assert found[reply] == {
+        "message_id": reply,
+        "channel": "email",
+        "direction": "outbound",
+        "conversation_id": cid,
+        "sent_at": T0 + timedelta(seconds=30),
+        "received_at": None,
+    }
+    assert await counts(db) == {"message.outbound": 1, "conversation.message_added": 1}
 
 
 async def test_agent_status_changes_are_stored_once_each(settings: Settings, db: Database) -> None:

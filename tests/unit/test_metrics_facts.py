@@ -23,6 +23,7 @@ from switchboard_common.events import (
     CustomerIdentity,
     Direction,
     IdentityKind,
+    MessageOutbound,
     MessageReceived,
     Payload,
     registered,
@@ -107,6 +108,18 @@ def _added(
     )
 
 
+def _outbound(mid: uuid.UUID = MID, cid: uuid.UUID = CID) -> MessageOutbound:
+    return MessageOutbound(
+        message_id=mid,
+        conversation_id=cid,
+        customer_id=uuid.uuid4(),
+        channel=Channel.SMS,
+        agent_id=AGENT,
+        text="on its way",
+        sent_at=T0,
+    )
+
+
 def _status(at: datetime = T0, status: AgentStatus = AgentStatus.AWAY) -> AgentStatusChanged:
     return AgentStatusChanged(
         agent_id=AGENT, status=status, previous_status=AgentStatus.ONLINE, changed_at=at
@@ -146,9 +159,35 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _resolved(),
         _status(),
         _reopened(),
+        _outbound(),
     ]
     assert {type(p) for p in examples} == set(registered())
     assert all(facts_of(p) is not None for p in examples)
+
+
+def test_an_agents_reply_tells_an_outbound_message_of_its_conversation() -> None:
+    assert facts_of(_outbound()) == (
+        MID,
+        MessageFacts(channel="sms", direction="outbound", conversation_id=CID, sent_at=T0),
+    )
+
+
+def test_a_reply_counts_as_message_outbound_once() -> None:
+    reply, other = uuid.uuid4(), uuid.uuid4()
+    first = news_of(merge([_outbound(reply), _outbound(reply), _added(other)]), {}, {})
+    assert first.counts == Counter({"message.outbound": 1, "conversation.message_added": 1})
+    # Delivered again, against the row the first call left: nothing new.
+    stored = {reply: first.messages[reply], other: first.messages[other]}
+    assert +news_of(merge([_outbound(reply)]), stored, {}).counts == Counter()
+
+
+def test_a_message_told_by_both_announcing_events_counts_the_first_once() -> None:
+    """No producer announces one message both ways; were it so, the first to tell its conversation (the
+    value the row keeps) counts, and the message still counts once."""
+    assert news_of(merge([_outbound(), _added()]), {}, {}).counts == Counter({"message.outbound": 1})
+    assert news_of(merge([_added(), _outbound()]), {}, {}).counts == Counter(
+        {"conversation.message_added": 1}
+    )
 
 
 # --- merging a call ----------------------------------------------------------------------------------------
@@ -280,7 +319,9 @@ def test_an_assignment_does_not_count_as_queued() -> None:
 _CIDS = [uuid.uuid4() for _ in range(3)]
 _MIDS = [uuid.uuid4() for _ in range(3)]
 _TIMES = [T0 + timedelta(seconds=n) for n in range(3)]
+_REPLY_MIDS = [uuid.uuid4() for _ in range(3)]  # a reply is never a received message
 _events = st.one_of(
+    st.builds(_outbound, st.sampled_from(_REPLY_MIDS), st.sampled_from(_CIDS)),
     st.builds(_received, st.sampled_from(_MIDS), st.sampled_from(_TIMES)),
     st.builds(_added, st.sampled_from(_MIDS), st.sampled_from(_CIDS)),
     st.builds(_opened, st.sampled_from(_TIMES), st.sampled_from(_CIDS)),

@@ -279,3 +279,30 @@ class AgentStatusChanged(Payload):
     status: AgentStatus
     previous_status: AgentStatus
     changed_at: datetime
+
+
+# --- messages.outbound (key: conversation id) ---------------------------------------------------------
+
+
+@register
+class MessageOutbound(Payload):
+    """An agent's reply, stored in the thread with delivery status ``queued``, for the dispatcher to send
+    to the customer through ``channel``. Keyed by conversation id, so one conversation's replies leave in
+    order. The event id is derived from ``message_id``: the reply is one event however often it is
+    published."""
+
+    event_type: ClassVar[str] = "message.outbound"
+    topic: ClassVar[str] = topics.MESSAGES_OUTBOUND
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    customer_id: uuid.UUID
+    channel: Channel
+    agent_id: uuid.UUID
+    text: str
+    sent_at: datetime
+
+
+def outbound_event_id(message_id: uuid.UUID) -> uuid.UUID:
+    """The id of the ``message.outbound`` event of a reply."""
+    return uuid.uuid5(message_id, MessageOutbound.event_type)

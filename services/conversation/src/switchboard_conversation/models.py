@@ -27,6 +27,24 @@ class ConversationStatus(StrEnum):
     REOPENED = "reopened"  # resolved, then the customer wrote again within the window: waiting again
 
 
+class MessageDirection(StrEnum):
+    """An item of the thread: a customer's message, an agent's reply, or an internal note (never sent)."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    NOTE = "note"
+
+
+class DeliveryStatus(StrEnum):
+    """Where an agent's reply is on its way to the customer (the dispatcher moves it on from queued)."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
 class Customer(Base):
     __tablename__ = "customers"
 
@@ -76,22 +94,38 @@ class Conversation(Base):
     last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reopened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # When an agent first replied: the raw fact for first response time.
+    first_replied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Message(Base):
+    """An item of a conversation's thread: an inbound message, an agent's reply or an internal note."""
+
     __tablename__ = "messages"
     __table_args__ = (
         # The provider's id is unique within its channel: a redelivered message is never stored twice.
         Index("messages_channel_external_id", "channel", "external_id", unique=True),
         Index("messages_conversation_sent", "conversation_id", "sent_at"),
+        # An agent's request repeated with its idempotency key (a double click, a client retry) is one reply.
+        Index(
+            "messages_conversation_idempotency_key",
+            "conversation_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id"))
-    channel: Mapped[str] = mapped_column(Text)
-    external_id: Mapped[str] = mapped_column(Text)
-    direction: Mapped[str] = mapped_column(Text)  # inbound | outbound
+    channel: Mapped[str | None] = mapped_column(Text)  # none for a note
+    # The provider's id: none for an agent's reply (until the dispatcher sends it) and for a note.
+    external_id: Mapped[str | None] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(Text)  # MessageDirection
     body: Mapped[str] = mapped_column(Text)
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    author_agent_id: Mapped[uuid.UUID | None] = mapped_column()  # replies and notes
+    delivery_status: Mapped[str | None] = mapped_column(Text)  # DeliveryStatus, replies only
+    idempotency_key: Mapped[str | None] = mapped_column(Text)  # replies only

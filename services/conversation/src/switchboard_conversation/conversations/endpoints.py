@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response, status
 
 from switchboard_common.auth import CurrentPrincipal
 from switchboard_common.errors import NotFound
@@ -20,6 +20,8 @@ from switchboard_conversation.conversations.schemas import (
     CustomerPublic,
     IdentityPublic,
     MessagePublic,
+    NoteIn,
+    ReplyIn,
 )
 from switchboard_conversation.models import ConversationStatus
 
@@ -86,3 +88,65 @@ async def resolve_conversation(
 ) -> ConversationSummary:
     conversation = await service.resolve(session, runtime.outbox, principal, conversation_id)
     return ConversationSummary.model_validate(conversation)
+
+
+@router.post(
+    "/{conversation_id}/replies",
+    summary="Reply to the customer (sent through the channel they last wrote on, or the one given)",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": MessagePublic, "description": "The idempotency key was used: the reply stored then."},
+        201: {"description": "The reply, stored and queued for delivery."},
+        **errors(
+            400,
+            401,
+            403,
+            404,
+            409,
+            413,
+            422,
+            503,
+            described={
+                403: "The admin credential cannot write replies: an agent does (`forbidden`).",
+                409: "The conversation is resolved (`conversation_resolved`), or the idempotency key was "
+                "used for another reply (`idempotency_key_reused`).",
+            },
+        ),
+    },
+)
+async def reply(
+    conversation_id: uuid.UUID,
+    body: ReplyIn,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    response: Response,
+) -> MessagePublic:
+    message, new = await service.reply(
+        session, runtime.outbox, principal, conversation_id, body.text, body.idempotency_key, body.channel
+    )
+    if not new:
+        response.status_code = status.HTTP_200_OK
+    return MessagePublic.model_validate(message)
+
+
+@router.post(
+    "/{conversation_id}/notes",
+    summary="Add an internal note to the thread (never sent to the customer)",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(
+        400,
+        401,
+        403,
+        404,
+        413,
+        422,
+        503,
+        described={403: "The admin credential cannot write notes: an agent does (`forbidden`)."},
+    ),
+)
+async def add_note(
+    conversation_id: uuid.UUID, body: NoteIn, principal: CurrentPrincipal, session: SessionDep
+) -> MessagePublic:
+    note = await service.add_note(session, principal, conversation_id, body.text)
+    return MessagePublic.model_validate(note)

@@ -24,7 +24,9 @@ from switchboard_conversation.models import (
     ConversationStatus,
     Customer,
     CustomerIdentity,
+    DeliveryStatus,
     Message,
+    MessageDirection,
 )
 
 # --- the inbound-message batch ------------------------------------------------------------------------
@@ -448,3 +450,84 @@ async def messages_of(session: AsyncSession, conversation_id: uuid.UUID, limit: 
         .limit(limit)
     )
     return list(reversed((await session.execute(latest)).scalars().all()))
+
+
+# --- agents' replies and notes --------------------------------------------------------------------------
+
+# The reply, unless the conversation has one with this idempotency key already (the unique partial index:
+# a concurrent request with the same key waits for the other's transaction and then inserts nothing), and
+# the conversation's first reply time if it has none.
+_ADD_REPLY = statement(
+    """
+    WITH inserted AS (
+        INSERT INTO conversation.messages (id, conversation_id, channel, direction, body, sent_at,
+            received_at, author_agent_id, delivery_status, idempotency_key)
+        VALUES (:id, :conversation_id, :channel, :direction, :body, :at, :at, :agent_id, :status, :key)
+        ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id
+    ), replied AS (
+        UPDATE conversation.conversations SET first_replied_at = :at
+        WHERE id = :conversation_id AND first_replied_at IS NULL AND EXISTS (SELECT FROM inserted)
+    )
+    SELECT id FROM inserted
+    """,
+    id=sa.Uuid(),
+    conversation_id=sa.Uuid(),
+    channel=sa.Text(),
+    direction=sa.Text(),
+    body=sa.Text(),
+    at=sa.DateTime(timezone=True),
+    agent_id=sa.Uuid(),
+    status=sa.Text(),
+    key=sa.Text(),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewReply:
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    channel: str
+    body: str
+    agent_id: uuid.UUID
+    idempotency_key: str
+    at: datetime
+
+
+async def add_reply(session: AsyncSession, reply: NewReply) -> Message:
+    """Store an agent's reply (queued for delivery) and record the conversation's first reply; a reply
+    with the same idempotency key stored before is returned instead. Tell them apart by id."""
+    params = {
+        "id": reply.id,
+        "conversation_id": reply.conversation_id,
+        "channel": reply.channel,
+        "direction": MessageDirection.OUTBOUND.value,
+        "body": reply.body,
+        "at": reply.at,
+        "agent_id": reply.agent_id,
+        "status": DeliveryStatus.QUEUED.value,
+        "key": reply.idempotency_key,
+    }
+    await session.execute(_ADD_REPLY, params)
+    stmt = sa.select(Message).where(
+        Message.conversation_id == reply.conversation_id, Message.idempotency_key == reply.idempotency_key
+    )
+    # populate_existing: the row may have been written by this session's raw statement just now.
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
+
+
+async def add_note(
+    session: AsyncSession, conversation_id: uuid.UUID, agent_id: uuid.UUID, body: str, at: datetime
+) -> Message:
+    note = Message(
+        id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        direction=MessageDirection.NOTE.value,
+        body=body,
+        sent_at=at,
+        received_at=at,
+        author_agent_id=agent_id,
+    )
+    session.add(note)
+    await session.flush()
+    return note

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from switchboard_conversation.models import ConversationStatus
+from switchboard_common.events import Channel
+from switchboard_common.validation import NonBlankText
+from switchboard_conversation.models import ConversationStatus, DeliveryStatus, MessageDirection
 
 
 class _FromOrm(BaseModel):
@@ -24,12 +27,40 @@ class CustomerPublic(BaseModel):
 
 
 class MessagePublic(_FromOrm):
+    """An item of the thread: a customer's message (inbound), an agent's reply (outbound) or an internal
+    note (note, never sent to the customer)."""
+
     id: uuid.UUID
-    channel: str
-    direction: str
+    channel: Channel | None = Field(description="The channel it came or goes through; none for a note.")
+    direction: MessageDirection
     body: str
     sent_at: datetime
     received_at: datetime
+    author_agent_id: uuid.UUID | None = Field(description="The agent who wrote a reply or a note.")
+    delivery_status: DeliveryStatus | None = Field(description="A reply's way to the customer.")
+
+
+ThreadText = Annotated[NonBlankText, StringConstraints(min_length=1, max_length=4096)]
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
+
+
+class ReplyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: ThreadText
+    channel: Channel | None = Field(
+        default=None, description="Where to send it; by default the channel the customer last wrote on."
+    )
+    idempotency_key: IdempotencyKey = Field(
+        description="Chosen by the client, one per reply (1-200 visible ASCII characters, no spaces): the "
+        "same request again returns the stored reply and sends nothing twice."
+    )
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: ThreadText
 
 
 class ConversationSummary(_FromOrm):
@@ -45,6 +76,7 @@ class ConversationSummary(_FromOrm):
     assigned_at: datetime | None
     resolved_at: datetime | None
     last_message_at: datetime
+    first_replied_at: datetime | None = Field(description="When an agent first replied.")
 
 
 class ConversationPublic(ConversationSummary):

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common import topics
 from switchboard_common.auth import Principal
 from switchboard_common.db.outbox import Outbox, OutboxEvent
-from switchboard_common.errors import Conflict, NotFound, Unavailable
+from switchboard_common.errors import Conflict, Forbidden, NotFound, Unavailable
 from switchboard_common.events import (
+    Channel,
     ConversationAssigned,
     ConversationMessageAdded,
     ConversationOpened,
@@ -25,18 +26,22 @@ from switchboard_common.events import (
     ConversationResolved,
     Direction,
     EventEnvelope,
+    MessageOutbound,
     MessageReceived,
+    outbound_event_id,
     utcnow,
 )
+from switchboard_common.logging import correlation_id
 from switchboard_conversation.conversations import repository
 from switchboard_conversation.conversations.linking import Sender, key_of, link
 from switchboard_conversation.conversations.repository import (
     Assignment,
     NewConversation,
     NewMessage,
+    NewReply,
     ReopenedConversation,
 )
-from switchboard_conversation.models import Conversation, ConversationStatus
+from switchboard_conversation.models import Conversation, ConversationStatus, Message
 from switchboard_conversation.settings import DEFAULT_REOPEN_WINDOW_S
 
 PRODUCER = "conversation"
@@ -231,3 +236,80 @@ async def resolve(
     )
     await outbox.add_many(session, [_event(resolved, None)])
     return conversation
+
+
+# --- agents' replies and notes --------------------------------------------------------------------------
+
+
+async def _writable(
+    session: AsyncSession, principal: Principal, conversation_id: uuid.UUID, *, resolved_too: bool
+) -> tuple[Conversation, uuid.UUID]:
+    """The conversation an agent writes to, locked (a resolution waits for the write, and the write for
+    it), with the agent's id. Someone else's conversation is NotFound; a resolved one is a Conflict unless
+    ``resolved_too``."""
+    if principal.agent_id is None:
+        # The admin credential is nobody: a reply or note must have an agent as its author.
+        raise Forbidden("only an agent can write to a conversation")
+    conversation = await repository.get_readable(session, principal, conversation_id, for_update=True)
+    if conversation is None:
+        raise NotFound("conversation not found")
+    if conversation.status == ConversationStatus.RESOLVED.value and not resolved_too:
+        raise Conflict("conversation is resolved", code="conversation_resolved")
+    return conversation, principal.agent_id
+
+
+async def reply(
+    session: AsyncSession,
+    outbox: Outbox,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    text: str,
+    idempotency_key: str,
+    channel: Channel | None = None,
+) -> tuple[Message, bool]:
+    """An agent's reply: stored in the thread, queued for delivery through ``channel`` (by default the one
+    the customer last wrote on), and handed to the dispatcher as ``message.outbound`` through the outbox.
+    Returns it and whether it is new.
+
+    Idempotent by ``idempotency_key`` within the conversation: the same request again returns the reply
+    stored the first time and emits nothing; the same key with another text or channel is a Conflict.
+    """
+    conversation, agent_id = await _writable(session, principal, conversation_id, resolved_too=False)
+    at = utcnow()
+    new = NewReply(
+        id=uuid.uuid4(),
+        conversation_id=conversation.id,
+        channel=(channel or Channel(conversation.last_channel)).value,
+        body=text,
+        agent_id=agent_id,
+        idempotency_key=idempotency_key,
+        at=at,
+    )
+    message = await repository.add_reply(session, new)
+    if message.id != new.id:
+        if message.body != text or (channel is not None and message.channel != channel.value):
+            raise Conflict("this idempotency key was used for another reply", code="idempotency_key_reused")
+        return message, False
+    event = MessageOutbound(
+        message_id=message.id,
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=Channel(new.channel),
+        agent_id=agent_id,
+        text=text,
+        sent_at=at,
+    )
+    envelope = EventEnvelope.wrap(
+        event, producer=PRODUCER, correlation_id=correlation_id.get(), event_id=outbound_event_id(message.id)
+    )
+    await outbox.add_many(session, [(topics.MESSAGES_OUTBOUND, str(conversation.id), envelope)])
+    return message, True
+
+
+async def add_note(
+    session: AsyncSession, principal: Principal, conversation_id: uuid.UUID, text: str
+) -> Message:
+    """An internal note in the thread: for agents only, it never reaches the customer. A resolved
+    conversation takes notes too (a wrap-up after resolving)."""
+    conversation, agent_id = await _writable(session, principal, conversation_id, resolved_too=True)
+    return await repository.add_note(session, conversation.id, agent_id, text, utcnow())

@@ -2,8 +2,11 @@
 dispatched by payload type.
 
 Every counted event type has a natural key and a column that only it sets: ``message.received`` the
-message's ``received_at``, ``conversation.message_added`` the message's ``conversation_id``,
-``conversation.opened`` / ``queued`` / ``assigned`` / ``resolved`` the conversation's ``opened_at`` /
+message's ``received_at``; the message's ``conversation_id`` is set by the event that announces the message
+in its thread, ``conversation.message_added`` for a customer's message and ``message.outbound`` for an
+agent's reply, and counts that event (a message is announced by one of the two: were it told by both, the
+first to tell its conversation would count); ``conversation.opened`` / ``queued`` / ``assigned`` /
+``resolved`` the conversation's ``opened_at`` /
 ``queued`` / ``assigned_at`` / ``resolved_at``; ``agent.status_changed`` is its own row, keyed by
 ``(agent_id, changed_at)``, and so is ``conversation.reopened``, keyed by ``(conversation_id,
 reopened_at)`` (a conversation may reopen many times). An event counts when its column goes from unknown
@@ -30,6 +33,7 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationResolved,
     Direction,
+    MessageOutbound,
     MessageReceived,
     Payload,
 )
@@ -81,10 +85,8 @@ MESSAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(MessageFacts))
 CONVERSATION_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ConversationFacts))
 
 # The column whose first value counts each event type (only that type sets it).
-COUNTED_MESSAGE_COLUMNS: dict[str, str] = {
-    "received_at": MessageReceived.event_type,
-    "conversation_id": ConversationMessageAdded.event_type,
-}
+# A message's conversation_id counts the event that told it first (``Batch.announced``).
+COUNTED_MESSAGE_COLUMNS: dict[str, str] = {"received_at": MessageReceived.event_type}
 COUNTED_CONVERSATION_COLUMNS: dict[str, str] = {
     "opened_at": ConversationOpened.event_type,
     "queued": ConversationQueued.event_type,
@@ -136,6 +138,16 @@ def _message_added(payload: ConversationMessageAdded) -> Told | None:
 
 
 @facts_of.register
+def _outbound(payload: MessageOutbound) -> Told | None:
+    return payload.message_id, MessageFacts(
+        conversation_id=payload.conversation_id,
+        channel=payload.channel.value,
+        direction=Direction.OUTBOUND.value,
+        sent_at=payload.sent_at,
+    )
+
+
+@facts_of.register
 def _opened(payload: ConversationOpened) -> Told | None:
     return payload.conversation_id, ConversationFacts(
         opened_at=payload.opened_at, channel=payload.channel.value
@@ -182,6 +194,9 @@ class Batch:
     conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
     statuses: dict[tuple[uuid.UUID, datetime], str] = field(default_factory=dict)
     reopens: set[Reopen] = field(default_factory=set)
+    # Per message, the type of the first event that told its conversation (the value its row keeps), which
+    # counts when that column becomes known. Bookkeeping of ``messages``: not compared.
+    announced: dict[uuid.UUID, str] = field(default_factory=dict, compare=False)
 
 
 def _put(into: dict[uuid.UUID, F], key: uuid.UUID, facts: F) -> None:
@@ -204,6 +219,8 @@ def merge(payloads: Iterable[Payload]) -> Batch:
         key, facts = told
         if isinstance(facts, MessageFacts):
             _put(batch.messages, key, facts)
+            if facts.conversation_id is not None:
+                batch.announced.setdefault(key, payload.event_type)
         else:
             _put(batch.conversations, key, facts)
     return batch
@@ -241,13 +258,15 @@ def news_of(
     stored_conversations: Mapping[uuid.UUID, ConversationFacts],
 ) -> News:
     """The news of ``batch`` against the stored rows of its keys; each event type counts the keys whose
-    counting column becomes known (agent status changes and reopens are counted by the rows their insert
-    adds)."""
+    counting column becomes known (a message's conversation counts the event that announced it; agent
+    status changes and reopens are counted by the rows their insert adds)."""
     messages = news(stored_messages, batch.messages)
     conversations = news(stored_conversations, batch.conversations)
     counts: Counter[str] = Counter()
-    for m in messages.values():
+    for key, m in messages.items():
         counts.update(t for c, t in COUNTED_MESSAGE_COLUMNS.items() if getattr(m, c) is not None)
+        if m.conversation_id is not None:
+            counts[batch.announced[key]] += 1
     for cf in conversations.values():
         counts.update(t for c, t in COUNTED_CONVERSATION_COLUMNS.items() if getattr(cf, c) is not None)
     return News(messages, conversations, counts)
