@@ -7,8 +7,8 @@ statement, transaction or Kafka request.
 
 The progress gauges are what `/health/ready` judges, for alerting: a consumer can be connected, joined and
 "running" and still consume nothing (its position beyond the end of a recreated log, its handler failing
-on an unavailable dependency, its offset commits failing). They are refreshed by the consumer loop and at
-every scrape.
+on an unavailable dependency, its offset commits failing). They are computed from the consumer's
+observations at every scrape and readiness probe, not in the poll loop.
 """
 
 from __future__ import annotations

@@ -21,14 +21,14 @@ CONSUMER_LAG = Gauge(
 )
 BATCH_SECONDS = Histogram(
     "switchboard_consumer_batch_seconds",
-    "Time to handle one poll (one database transaction, one offset commit)",
+    "Time to handle one poll (one database transaction and one offset commit, unless a record fails)",
     ["group"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 OUTBOX_PUBLISHED = Counter("switchboard_outbox_published_total", "Events relayed from the outbox", ["schema"])
 BATCH_RECORDS = Histogram(
     "switchboard_consumer_batch_records",
-    "Records handled in one poll (one database transaction)",
+    "Records handled in one poll",
     ["group"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
 )

@@ -27,7 +27,8 @@ class Receipt(Base):
     channel: Mapped[str] = mapped_column(Text, primary_key=True)
     external_id: Mapped[str] = mapped_column(Text, primary_key=True)
     message_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
-    # sha256 of the request's content: the same id with other content is a client bug (409), not a retry.
+    # sha256 of the normalized message (service.content_digest): the same id with another message is a
+    # client bug (409), not a retry.
     content_digest: Mapped[str] = mapped_column(Text, nullable=False)
     # The event's received_at. Committed together with the message.received outbox row: a receipt means
     # "durable, and will be published".

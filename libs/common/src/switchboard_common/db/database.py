@@ -15,10 +15,10 @@ from switchboard_common.settings import CommonSettings
 _AFTER_COMMIT = "switchboard.after_commit"
 
 
-def create_engine(settings: CommonSettings, *, pool_size: int | None = None) -> AsyncEngine:
+def create_engine(settings: CommonSettings) -> AsyncEngine:
     engine = create_async_engine(
         settings.database_url,
-        pool_size=pool_size or settings.db_pool_size,
+        pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         # No pre-ping: it costs a round trip per transaction. A dropped connection fails its transaction
         # instead: HTTP answers 503, consumers retry the batch.

@@ -52,6 +52,7 @@ from switchboard_common.instrumentation import (
     CONSUMER_LAST_COMMIT,
     CONSUMER_STALLED,
     CONSUMER_UNMOVED_SECONDS,
+    STALL_REASONS,
 )
 from switchboard_common.kafka.producer import EventPublisher, OutgoingRecord
 from switchboard_common.logging import correlation_id
@@ -191,12 +192,13 @@ class ProgressTracker:
     commit_failing_since: float | None = None
     last_commit_at: float | None = None
 
-    def observe(self, tp: TopicPartition, position: int, log_end: int, now: float) -> None:
+    def observe(self, tp: TopicPartition, position: int, log_end: int, now: float) -> PartitionProgress:
         before = self.partitions.get(tp)
         # Waiting counts from the first observation that saw records waiting on an unmoved position.
         still = before is not None and before.lag > 0 and before.position == position and log_end > position
         since = before.unmoved_since if before is not None and still else now
-        self.partitions[tp] = PartitionProgress(position, log_end, since)
+        self.partitions[tp] = observed = PartitionProgress(position, log_end, since)
+        return observed
 
     def poll_started(self, now: float) -> None:
         self.poll_running_since = now
@@ -305,7 +307,8 @@ class ConsumerRunner:
         return self._started and self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
-        """Finish the poll in flight, commit it, and leave the group (partitions move at once)."""
+        """Finish the poll in flight and commit it (a record-by-record replay is cut short instead, and
+        left uncommitted for the next owner), then leave the group (partitions move at once)."""
         self._stopping.set()
         if self._task is not None:
             await self._task
@@ -343,19 +346,19 @@ class ConsumerRunner:
                 await consumer.stop()
             return
 
-    def total_lag(self) -> int:
-        """Records waiting on this consumer's partitions, as of its last observation."""
-        return self._progress.report(time.monotonic()).lag
-
     def progress(self) -> ProgressReport:
-        """Judge the consumer's progress now (and refresh the stall gauges with it)."""
+        """Judge the consumer's progress now, and refresh the lag and stall gauges with it (called by
+        ``/metrics`` and ``/health/ready``; the poll loop only records observations)."""
         report = self._progress.report(time.monotonic())
-        for reason, stalled in (
-            ("beyond_log_end", bool(report.beyond_log_end)),
-            ("no_progress", bool(report.stalled) or report.poll_stalled),
-            ("commit_failing", report.commit_stalled),
-        ):
-            CONSUMER_STALLED.labels(self.group_id, reason).set(int(stalled))
+        for tp, observed in self._progress.partitions.items():
+            CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(observed.lag)
+        stalled_by_reason = {
+            "beyond_log_end": bool(report.beyond_log_end),
+            "no_progress": bool(report.stalled) or report.poll_stalled,
+            "commit_failing": report.commit_stalled,
+        }
+        for reason in STALL_REASONS:
+            CONSUMER_STALLED.labels(self.group_id, reason).set(int(stalled_by_reason[reason]))
         CONSUMER_UNMOVED_SECONDS.labels(self.group_id).set(report.unmoved_for)
         CONSUMER_COMMIT_FAILURES.labels(self.group_id).set(report.commit_failures)
         return report
@@ -416,11 +419,8 @@ class ConsumerRunner:
             position, log_end = _fetch_state(self._consumer, tp)
             if position is None or log_end is None:
                 continue  # not fetched yet since it was assigned or reset
-            self._progress.observe(tp, position, log_end, now)
-            CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(max(0, log_end - position))
-            if position > log_end:
+            if self._progress.observe(tp, position, log_end, now).beyond_log_end:
                 beyond[tp] = position
-        self.progress()
         return beyond
 
     async def _reset_beyond_log_end(self, suspects: Mapping[TopicPartition, int]) -> None:

@@ -127,19 +127,20 @@ class GroupCommitter:
             batch = [p for p in batch if not p.future.done()]  # requests that timed out while queued
             if not batch:
                 continue
+            COMMIT_BATCH.observe(len(batch))
             # Whatever happens, every request of the batch is answered and the worker lives on.
             try:
                 await self._commit(batch)
+            except asyncio.CancelledError:
+                for pending in batch:  # a forced shutdown: nothing more will happen to them
+                    _settle(pending, Unavailable("message not accepted, retry later"))
+                raise
             except Exception:
                 log.exception("group commit failed unexpectedly", extra={"requests": len(batch)})
                 for pending in batch:
                     _settle(pending, AcceptFailed("accepting the message failed"))
-            finally:
-                for pending in batch:  # cancelled (a forced shutdown): nothing more will happen to them
-                    _settle(pending, Unavailable("message not accepted, retry later"))
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        COMMIT_BATCH.observe(len(batch))
         try:
             async with self._db.unit_of_work() as session:
                 outcomes = await service.accept_batch(session, self._outbox, [p.submission for p in batch])

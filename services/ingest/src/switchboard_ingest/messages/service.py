@@ -35,7 +35,7 @@ MESSAGE_ID_NAMESPACE = uuid.UUID("5b1c2f0e-8d7a-4c3e-9f61-2a4b8e0d7c15")
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
-    """A message normalized from any channel, ready to publish."""
+    """A message normalized from any channel, ready to record (the outbox relay publishes it)."""
 
     channel: Channel
     external_id: str
