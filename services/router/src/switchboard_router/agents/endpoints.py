@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from switchboard_common.auth import AdminPrincipal, CurrentPrincipal, issue_agent_token
+from switchboard_common.errors import Forbidden
 from switchboard_common.events import utcnow
 from switchboard_common.http.deps import RuntimeDep, SessionDep
-from switchboard_common.http.errors import ApiError
 from switchboard_common.http.openapi import errors
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_router.agents import repository, service
@@ -87,7 +87,7 @@ async def list_agents(
 )
 async def me(principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
     if principal.agent_id is None:
-        raise ApiError(403, "an admin credential is not an agent; use /v1/agents/{id}", code="not_an_agent")
+        raise Forbidden("an admin credential is not an agent; use /v1/agents/{id}", code="not_an_agent")
     return AgentPublic.model_validate(await service.get(session, principal, principal.agent_id))
 
 

@@ -2,8 +2,9 @@
 
 Reservation is atomic in PostgreSQL: candidate agents and queued tasks are locked ``FOR UPDATE SKIP
 LOCKED`` and capacity is taken by a conditional UPDATE, so replicas never over-assign an agent and never
-assign one conversation twice. SKIP LOCKED means no transaction waits on another; a conversation that
-misses an agent another transaction holds at that instant is picked up by the sweeper.
+assign one conversation twice. Routing skips locked rows, so it never waits on another transaction (a
+conversation that misses an agent another transaction holds at that instant is picked up by the sweeper);
+resolution and requeue wait for the rows they change.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,23 +75,42 @@ def _assigned_events(
     ]
 
 
+Queueable = TypeVar("Queueable", ConversationOpened, ConversationReopened)
+QueueStatement = Callable[[AsyncSession, Sequence[Waiting], Sequence[str]], Awaitable[set[uuid.UUID]]]
+
+
+async def _queue_and_route(
+    session: AsyncSession,
+    outbox: Outbox,
+    events: Sequence[tuple[EventEnvelope, Queueable]],
+    enqueued_at: Callable[[Queueable], datetime],
+    queue: QueueStatement,
+    now: datetime,
+) -> None:
+    """Queue the conversations of ``events`` (the first event of each; ``queue`` returns those it really
+    queued, the others being redeliveries or stale) and route them."""
+    first: dict[uuid.UUID, tuple[EventEnvelope, Queueable]] = {}
+    for envelope, event in events:
+        first.setdefault(event.conversation_id, (envelope, event))
+    tasks = [
+        Waiting(e.conversation_id, frozenset(e.required_skills), e.priority, enqueued_at(e))
+        for _, e in first.values()
+    ]
+    queued = await queue(session, tasks, [e.channel.value for _, e in first.values()])
+    tasks = [t for t in tasks if t.conversation_id in queued]
+    await _route_new(session, outbox, tasks, {cid: envelope for cid, (envelope, _) in first.items()}, now)
+
+
 async def on_opened(
     session: AsyncSession, outbox: Outbox, opened: Sequence[tuple[EventEnvelope, ConversationOpened]]
 ) -> None:
     """Queue newly opened conversations and assign those an eligible agent can take right away."""
     now = utcnow()
-    first: dict[uuid.UUID, tuple[EventEnvelope, ConversationOpened]] = {}
-    for envelope, event in opened:
-        first.setdefault(event.conversation_id, (envelope, event))
     # A conversation waits from the moment it opened (the customer's first message reached ingest), not
     # from when the router got to it: queue order and reported waits are the customer's.
-    tasks = [
-        Waiting(e.conversation_id, frozenset(e.required_skills), e.priority, min(e.opened_at, now))
-        for _, e in first.values()
-    ]
-    inserted = await repository.insert_tasks(session, tasks, [e.channel.value for _, e in first.values()])
-    tasks = [t for t in tasks if t.conversation_id in inserted]  # the others are redeliveries
-    await _route_new(session, outbox, tasks, {cid: envelope for cid, (envelope, _) in first.items()}, now)
+    await _queue_and_route(
+        session, outbox, opened, lambda e: min(e.opened_at, now), repository.insert_tasks, now
+    )
 
 
 async def on_reopened(
@@ -98,21 +118,10 @@ async def on_reopened(
 ) -> None:
     """Queue reopened conversations again and assign those an eligible agent can take right away, as for
     opened ones. Any eligible agent, not necessarily the previous one (sticky routing is not built)."""
-    first: dict[uuid.UUID, tuple[EventEnvelope, ConversationReopened]] = {}
-    for envelope, event in reopened:
-        first.setdefault(event.conversation_id, (envelope, event))
     # Queued from the reopen exactly, not the router's clock: the conversation service recognises the
     # assignment that follows the reopen by this time (conversation.assigned's queued_at), and the next
     # resolution of the task is compared with it.
-    tasks = [
-        Waiting(e.conversation_id, frozenset(e.required_skills), e.priority, e.reopened_at)
-        for _, e in first.values()
-    ]
-    requeued = await repository.requeue(session, tasks, [e.channel.value for _, e in first.values()])
-    tasks = [t for t in tasks if t.conversation_id in requeued]  # the others are stale or redelivered
-    await _route_new(
-        session, outbox, tasks, {cid: envelope for cid, (envelope, _) in first.items()}, utcnow()
-    )
+    await _queue_and_route(session, outbox, reopened, lambda e: e.reopened_at, repository.requeue, utcnow())
 
 
 async def _route_new(
