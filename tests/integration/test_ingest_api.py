@@ -331,7 +331,7 @@ async def test_health_and_metrics(settings: Settings) -> None:
     async with serve(create_app(settings)) as client:
         assert (await client.get("/health/live")).json() == {"status": "ok"}
         ready = await client.get("/health/ready")
-        assert ready.status_code == 200
+        assert ready.status_code == 200, ready.text
         checks = ready.json()["checks"]
         assert checks["database"]["ok"] and checks["broker"]["ok"] and checks["outbox_relay"]["ok"]
         await client.post("/v1/messages", json=api_message("m", "c"), headers=AUTH)

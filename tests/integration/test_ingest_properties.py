@@ -9,8 +9,10 @@ every acknowledged message must end stored once, with its text, in an assigned c
 dead-lettered anywhere.
 
 The bodies are generated once, up front, into a list: one end-to-end wait for all of them instead of one
-per example keeps the run short. Generation is derandomized (``derandomize=True``), so every run, locally
-and in CI, posts the same bodies.
+per example keeps the run short. Generation is derandomized (``derandomize=True``), so every run of the
+same test selection, locally and in CI, posts the same bodies. (Hypothesis also draws string constants from
+the project's modules loaded at the time, so running other tests first can change the bodies, and how many
+fall on each side of the edge.)
 """
 
 from __future__ import annotations
@@ -611,8 +613,9 @@ async def test_every_acknowledged_message_is_stored_and_assigned(system: System,
     assert not bare_refusals, bare_refusals
     accepted = [a for a in answers if a.status < 300]
     refused = [a for a in answers if a.status >= 400]
-    # The generator must reach both sides of the edge, or the property says nothing.
-    assert len(accepted) >= len(bodies) // 4 and len(refused) >= len(bodies) // 4
+    # The generator must reach both sides of the edge, or the property says nothing. Each side gets 22-40 %
+    # of the bodies depending on which modules are loaded (see the module's docstring); a sixth is the floor.
+    assert len(accepted) >= len(bodies) // 6 and len(refused) >= len(bodies) // 6
 
     # Per message_id: one 202 (the stored one), any repeats answered 200 with the same id.
     by_external_id: dict[str, list[Answer]] = defaultdict(list)

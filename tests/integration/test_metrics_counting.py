@@ -36,13 +36,13 @@ from switchboard_common.events import (
     MessageOutbound,
     MessageReceived,
     Payload,
-    registered,
     utcnow,
 )
 from switchboard_common.kafka.consumer import ConsumerRunner, Delivery
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_metrics.app import GROUP_ID
 from switchboard_metrics.app import create_app as metrics_app
+from switchboard_metrics.kpis.facts import counted_types
 from switchboard_metrics.kpis.service import record_batch
 from tests.conftest import ADMIN_KEY, Settings
 from tests.support import bearer, eventually, read_topic, serve
@@ -154,7 +154,7 @@ def one_of_each() -> list[Payload]:
         reopened(cid, T0 + timedelta(seconds=20)),
         outbound(cid),
     ]
-    assert {type(e) for e in events} == set(registered())
+    assert {type(e) for e in events} == set(counted_types())
     return events
 
 
@@ -672,7 +672,7 @@ async def test_records_replayed_or_republished_through_the_runner_count_once(
             db=db,
             publisher=publisher,
             group_id=GROUP_ID,
-            handlers=dict.fromkeys(registered(), record_batch),
+            handlers=dict.fromkeys(counted_types(), record_batch),
         )
         poll = records[: len(records) // 2]
         await runner.process(poll)

@@ -180,9 +180,12 @@ async def test_a_reply_is_stored_queued_and_handed_to_the_dispatcher(desk: Desk,
 async def test_a_reply_goes_through_the_channel_the_customer_last_wrote_on(
     desk: Desk, settings: Settings
 ) -> None:
-    phone = "+14155550100"
+    phone, email = "+14155550100", "ada@example.com"
     cid, _, auth = await desk.assigned_conversation(
-        identities=[CustomerIdentity(kind=IdentityKind.PHONE, value=phone)]
+        identities=[
+            CustomerIdentity(kind=IdentityKind.PHONE, value=phone),
+            CustomerIdentity(kind=IdentityKind.EMAIL, value=email),
+        ]
     )
     later = await desk.inbound("sms-1", Channel.SMS, sender=phone)
     assert await desk.conversation_of(later) == cid  # the same customer, the same thread
@@ -194,7 +197,17 @@ async def test_a_reply_goes_through_the_channel_the_customer_last_wrote_on(
     assert chosen.status_code == 201, chosen.text
     assert chosen.json()["channel"] == "email"
     events = outbound(await read_topic(settings, topics.MESSAGES_OUTBOUND, 2))
-    assert [e.channel for _, _, e in events] == [Channel.SMS, Channel.EMAIL]
+    # Each addressed to the customer's identity on its channel.
+    assert [(e.channel, e.recipient) for _, _, e in events] == [(Channel.SMS, phone), (Channel.EMAIL, email)]
+
+
+async def test_a_reply_on_a_channel_the_customer_cannot_be_reached_on_is_refused(desk: Desk) -> None:
+    cid, _, auth = await desk.assigned_conversation()
+    refused = await desk.reply(cid, auth, "By WhatsApp?", "k-1", channel="whatsapp")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "customer_unreachable"
+    thread = (await desk.client.get(f"/v1/conversations/{cid}", headers=auth)).json()["messages"]
+    assert [m["direction"] for m in thread] == ["inbound"]  # nothing stored, nothing sent
 
 
 async def test_a_double_click_sends_once(desk: Desk, settings: Settings) -> None:

@@ -50,6 +50,37 @@ class Direction(StrEnum):
     OUTBOUND = "outbound"
 
 
+class DeliveryState(StrEnum):
+    """Where an outbound message is on its way to the customer. Providers report these out of order (a
+    ``read`` may come without ``delivered``), so a message's state is the furthest one reported:
+    ``DELIVERY_PROGRESS`` orders them."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+# Furthest last: a failure ends the way (a provider reports it after ``sent``, never after ``read``).
+DELIVERY_PROGRESS: tuple[DeliveryState, ...] = (
+    DeliveryState.QUEUED,
+    DeliveryState.SENT,
+    DeliveryState.DELIVERED,
+    DeliveryState.READ,
+    DeliveryState.FAILED,
+)
+
+
+class AttachmentKind(StrEnum):
+    IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
+    DOCUMENT = "document"
+    STICKER = "sticker"
+    FILE = "file"  # anything else a provider sends as a file
+
+
 class AgentStatus(StrEnum):
     ONLINE = "online"
     AWAY = "away"
@@ -163,6 +194,18 @@ class CustomerIdentity(BaseModel):
     value: str
 
 
+class Attachment(BaseModel):
+    """Media a customer sent, kept as a reference: the provider's media id or URL, never the bytes."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: AttachmentKind
+    url: str | None = None  # where the provider serves it (Twilio MediaUrlN, Meta attachment payload.url)
+    media_id: str | None = None  # the provider's id for fetching it (WhatsApp media id)
+    content_type: str | None = None
+    filename: str | None = None
+    caption: str | None = None
+
+
 @register
 class MessageReceived(Payload):
     event_type: ClassVar[str] = "message.received"
@@ -182,6 +225,10 @@ class MessageReceived(Payload):
     received_at: datetime
     required_skills: list[str] = []
     priority: int = 0
+    attachments: list[Attachment] = []
+    # What the message is when it is not plain text: "location", "contacts", "button_reply", "postback",
+    # "voicemail", ... (its ``text`` is then a readable rendering of it); none for plain text.
+    content_kind: str | None = None
 
 
 # --- conversation.events (key: conversation id) -------------------------------------------------------
@@ -301,8 +348,48 @@ class MessageOutbound(Payload):
     agent_id: uuid.UUID
     text: str
     sent_at: datetime
+    # The customer's address on ``channel`` (E.164 phone, email address, page-scoped id, API reference).
+    recipient: str | None = None
 
 
 def outbound_event_id(message_id: uuid.UUID) -> uuid.UUID:
     """The id of the ``message.outbound`` event of a reply."""
     return uuid.uuid5(message_id, MessageOutbound.event_type)
+
+
+# --- delivery.events (key: "<channel>:<provider message id>", else the message id) ---------------------
+
+
+@register
+class DeliveryStatusChanged(Payload):
+    """An outbound message moved on: the dispatcher sent it (``message_id`` and the provider's
+    ``external_id`` together, which ties later callbacks to the message), a send failed for good
+    (``message_id`` alone), or a provider's status callback reported it (``external_id`` alone)."""
+
+    event_type: ClassVar[str] = "delivery.status_changed"
+    topic: ClassVar[str] = topics.DELIVERY_EVENTS
+
+    channel: Channel
+    message_id: uuid.UUID | None = None
+    external_id: str | None = None
+    status: DeliveryState
+    at: datetime
+    error_code: str | None = None
+    error_reason: str | None = None
+
+    @property
+    def partition_key(self) -> str:
+        """The provider's id when known, so a send and the callbacks about it stay in order."""
+        if self.external_id is not None:
+            return f"{self.channel.value}:{self.external_id}"
+        return str(self.message_id)
+
+
+DELIVERY_NAMESPACE = uuid.UUID("0f7d8c52-3a1e-4b6f-9d2c-6e5a4b3c2d1e")
+
+
+def delivery_event_id(event: DeliveryStatusChanged) -> uuid.UUID:
+    """One event per (message, status): a provider's repeated callback, or a republished send report, is
+    the same event."""
+    subject = event.external_id if event.external_id is not None else str(event.message_id)
+    return uuid.uuid5(DELIVERY_NAMESPACE, f"{event.channel.value}:{subject}:{event.status.value}")

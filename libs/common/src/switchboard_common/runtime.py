@@ -22,6 +22,9 @@ class ServiceRuntime:
     relays: list[OutboxRelay] = field(default_factory=list)
     background: list[Background] = field(default_factory=list)
     outbox_: Outbox | None = None
+    # Consumer groups reported by /health/ready without deciding it: work beside the service's purpose (a
+    # stuck reply dispatcher must not take ingest's webhooks out of the load balancer).
+    advisory_groups: set[str] = field(default_factory=set)
 
     @property
     def outbox(self) -> Outbox:
@@ -30,12 +33,26 @@ class ServiceRuntime:
             raise RuntimeError(f"service {self.name} has no outbox")
         return self.outbox_
 
-    def add_consumer(self, group_id: str, handlers: Handlers) -> None:
+    def add_consumer(
+        self,
+        group_id: str,
+        handlers: Handlers,
+        *,
+        fetch_max_wait_ms: int | None = None,
+        advisory: bool = False,
+    ) -> None:
         """Consume, in ``group_id``, the topics that carry the handled payload types, for the life of the
-        process. ``handlers`` maps each payload type to its batch handler, in causal order."""
+        process. ``handlers`` maps each payload type to its batch handler, in causal order.
+        ``fetch_max_wait_ms`` overrides the service's fetch wait for a consumer off the hot path;
+        ``advisory``: its health is reported but does not decide readiness."""
+        if advisory:
+            self.advisory_groups.add(group_id)
+        settings = self.settings
+        if fetch_max_wait_ms is not None:
+            settings = settings.model_copy(update={"consumer_fetch_max_wait_ms": fetch_max_wait_ms})
         self.consumers.append(
             ConsumerRunner(
-                settings=self.settings,
+                settings=settings,
                 db=self.db,
                 publisher=self.publisher,
                 group_id=group_id,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox
-from switchboard_common.events import ConversationAssigned, MessageReceived
+from switchboard_common.events import ConversationAssigned, DeliveryStatusChanged, MessageReceived
 from switchboard_common.kafka.consumer import Delivery, Handlers
 from switchboard_conversation.conversations import service
 
@@ -25,4 +25,13 @@ def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_W
     async def on_assigned(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
         await service.record_assignments(session, [d.payload for d in deliveries])
 
-    return {MessageReceived: on_messages, ConversationAssigned: on_assigned}
+    async def on_delivery(
+        session: AsyncSession, deliveries: Sequence[Delivery[DeliveryStatusChanged]]
+    ) -> None:
+        await service.record_delivery(session, [d.payload for d in deliveries])
+
+    return {
+        MessageReceived: on_messages,
+        ConversationAssigned: on_assigned,
+        DeliveryStatusChanged: on_delivery,
+    }

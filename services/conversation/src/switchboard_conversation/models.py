@@ -3,9 +3,21 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, MetaData, SmallInteger, Text, func, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from switchboard_common.db.outbox import define_outbox_table
@@ -33,16 +45,6 @@ class MessageDirection(StrEnum):
     INBOUND = "inbound"
     OUTBOUND = "outbound"
     NOTE = "note"
-
-
-class DeliveryStatus(StrEnum):
-    """Where an agent's reply is on its way to the customer (the dispatcher moves it on from queued)."""
-
-    QUEUED = "queued"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    READ = "read"
-    FAILED = "failed"
 
 
 class Customer(Base):
@@ -127,5 +129,29 @@ class Message(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     author_agent_id: Mapped[uuid.UUID | None] = mapped_column()  # replies and notes
-    delivery_status: Mapped[str | None] = mapped_column(Text)  # DeliveryStatus, replies only
+    delivery_status: Mapped[str | None] = mapped_column(Text)  # events.DeliveryState, replies only
     idempotency_key: Mapped[str | None] = mapped_column(Text)  # replies only
+    # Media the customer sent, as references (a list of events.Attachment); none when there is none.
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    content_kind: Mapped[str | None] = mapped_column(Text)  # events.MessageReceived.content_kind
+    delivery_error: Mapped[str | None] = mapped_column(Text)  # why a reply failed, as the provider said
+    delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryReport(Base):
+    """A provider's report on a sent message, keyed by the provider's id: it can arrive before the
+    dispatcher's report that ties that id to the reply, so reports are kept and folded into the message."""
+
+    __tablename__ = "delivery_reports"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'sent', 'delivered', 'read', 'failed')", name="delivery_reports_status"
+        ),
+    )
+
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    external_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    status: Mapped[str] = mapped_column(Text, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    error_code: Mapped[str | None] = mapped_column(Text)
+    error_reason: Mapped[str | None] = mapped_column(Text)

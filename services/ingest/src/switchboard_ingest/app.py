@@ -5,9 +5,13 @@ from fastapi import FastAPI
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.http.app import create_service_app
 from switchboard_common.runtime import ServiceRuntime
+from switchboard_ingest.channels.endpoints import router as webhooks_router
+from switchboard_ingest.channels.registry import configure
 from switchboard_ingest.messages.committer import GroupCommitter
 from switchboard_ingest.messages.endpoints import router as messages_router
 from switchboard_ingest.models import outbox_table
+from switchboard_ingest.outbound import consumer as dispatch_consumer
+from switchboard_ingest.outbound.dispatcher import Dispatcher
 from switchboard_ingest.settings import IngestSettings
 
 
@@ -23,12 +27,23 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         committer = GroupCommitter(runtime.db, outbox, settings)
         runtime.background.append(committer)
         app.state.committer = committer
+        channels = configure(settings)
+        app.state.channels = channels
+        dispatcher = Dispatcher(runtime.db, outbox, channels.outbound(), settings)
+        runtime.background.append(dispatcher)
+        runtime.add_consumer(
+            dispatch_consumer.GROUP_ID,
+            dispatch_consumer.handlers(dispatcher),
+            fetch_max_wait_ms=settings.dispatch_fetch_max_wait_ms,
+            advisory=True,
+        )
 
     return create_service_app(
         "ingest",
         settings,
-        [messages_router],
+        [messages_router, webhooks_router],
         setup=setup,
-        description="Receives customers' messages from every channel, verifies and normalizes them, and "
-        "records them durably; the outbox relay publishes them to the event log.",
+        description="Receives customers' messages from every channel (the generic API and providers' "
+        "webhooks), verifies and normalizes them, and records them durably; the outbox relay publishes them "
+        "to the event log. Sends agents' replies through each channel's provider, with retries.",
     )

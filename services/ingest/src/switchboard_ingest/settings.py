@@ -6,8 +6,9 @@ from pydantic import Field, SecretStr
 
 from switchboard_common.settings import DEV_INGEST_API_KEY, CommonSettings
 
-# Connections ingest uses beside its committers: the outbox relay's dedicated one and a /health/ready probe.
-_SIDE_CONNECTIONS = 2
+# Connections ingest uses beside its committers: the outbox relay's dedicated one, a /health/ready probe, the
+# dispatcher's consumer and its claim / record transactions.
+_SIDE_CONNECTIONS = 5
 
 
 class IngestSettings(CommonSettings):
@@ -26,6 +27,44 @@ class IngestSettings(CommonSettings):
     # message_id: the retry is answered as the message's state then is). Providers give up after ~10-15 s,
     # connect included, and would count a slow success as a failure anyway.
     ingest_accept_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
+
+    # --- channels: each is served only once its secrets are set (else its webhook answers 404) -----------
+    # The base URL providers call, as they see it (e.g. "https://hooks.example.com"), when ingest runs
+    # behind a proxy: Twilio signs the URL it called, so it is rebuilt from this, not from what ingest sees.
+    public_base_url: str | None = None
+    # Meta Graph API, for the WhatsApp Cloud API and the Messenger/Instagram send API.
+    graph_api_base: str = "https://graph.facebook.com/v21.0"
+    whatsapp_app_secret: SecretStr | None = None  # signs webhooks (X-Hub-Signature-256)
+    whatsapp_verify_token: SecretStr | None = None  # the GET handshake's hub.verify_token
+    whatsapp_access_token: SecretStr | None = None  # sends messages
+    whatsapp_phone_number_id: str | None = None  # the business number messages are sent from
+    messenger_app_secret: SecretStr | None = None
+    messenger_verify_token: SecretStr | None = None
+    messenger_page_access_token: SecretStr | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None  # signs webhooks (X-Twilio-Signature) and authenticates sends
+    twilio_from_number: str | None = None  # the E.164 number SMS replies are sent from
+    # Replies on the generic API channel are POSTed to this URL, signed with the secret (docs/channels.md).
+    api_reply_url: str | None = None
+    api_reply_secret: SecretStr | None = None
+
+    # --- outbound dispatcher ------------------------------------------------------------------------------
+    # Sends in flight at once, across channels, and per channel (a slow provider fills only its own share).
+    dispatch_concurrency: int = Field(default=32, ge=1, le=1000)
+    dispatch_channel_concurrency: int = Field(default=16, ge=1, le=1000)
+    # One provider call's bound (connect included).
+    dispatch_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
+    # A reply is retried after 429 (no sooner than Retry-After), 408 and 5xx: first after the initial delay,
+    # doubling up to the maximum; after this many attempts it is dead-lettered and reported failed.
+    dispatch_max_attempts: int = Field(default=8, ge=1, le=100)
+    dispatch_backoff_initial_ms: int = Field(default=1000, ge=1)
+    dispatch_backoff_max_ms: int = Field(default=300_000, ge=1)
+    # The dispatcher's consumer of message.outbound waits up to this long per fetch: replies are not the hot
+    # path, and an idle consumer then costs a few fetches a second instead of fifty.
+    dispatch_fetch_max_wait_ms: int = Field(default=200, ge=1, le=5000)
+    # Due retries are looked for this often (new replies wake the dispatcher at once).
+    dispatch_poll_interval_ms: int = Field(default=500, ge=10)
 
     @property
     def ingest_pool_size(self) -> int:

@@ -64,12 +64,19 @@ async def ready(request: Request) -> JSONResponse:
     database, broker = await asyncio.gather(_probe(runtime.db.check), _probe(runtime.publisher.check))
     checks: dict[str, Any] = {"database": database, "broker": broker}
     max_lag = runtime.settings.health_max_consumer_lag
+    deciding: list[bool] = []
     for consumer in runtime.consumers:
-        checks[f"consumer:{consumer.group_id}"] = consumer_check(consumer, max_lag)
+        check = consumer_check(consumer, max_lag)
+        if consumer.group_id in runtime.advisory_groups:
+            check["advisory"] = True
+        else:
+            deciding.append(check["ok"])
+        checks[f"consumer:{consumer.group_id}"] = check
     for relay in runtime.relays:
         # A standby relay (another replica leads) is healthy: it takes over when the leader goes.
         checks["outbox_relay"] = {"ok": relay.running, "leader": relay.leader}
-    healthy = all(c["ok"] for c in checks.values())
+        deciding.append(relay.running)
+    healthy = database["ok"] and broker["ok"] and all(deciding)
     return JSONResponse(
         {"status": "ok" if healthy else "unavailable", "checks": checks}, 200 if healthy else 503
     )

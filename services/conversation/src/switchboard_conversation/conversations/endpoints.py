@@ -108,8 +108,9 @@ async def resolve_conversation(
             503,
             described={
                 403: "The admin credential cannot write replies: an agent does (`forbidden`).",
-                409: "The conversation is resolved (`conversation_resolved`), or the idempotency key was "
-                "used for another reply (`idempotency_key_reused`).",
+                409: "The conversation is resolved (`conversation_resolved`), the idempotency key was "
+                "used for another reply (`idempotency_key_reused`), or the customer has no address on the "
+                "channel (`customer_unreachable`: say, a reply by SMS to someone who only emailed).",
             },
         ),
     },

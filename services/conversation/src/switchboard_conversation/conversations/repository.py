@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -18,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.auth import Principal
 from switchboard_common.db.sql import INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_common.errors import Unavailable
+from switchboard_common.events import DELIVERY_PROGRESS, DeliveryState
 from switchboard_conversation.conversations.linking import IdentityKey
 from switchboard_conversation.models import (
     Conversation,
     ConversationStatus,
     Customer,
     CustomerIdentity,
-    DeliveryStatus,
     Message,
     MessageDirection,
 )
@@ -297,15 +298,21 @@ class NewMessage:
     body: str
     sent_at: datetime
     received_at: datetime
+    attachments: str | None = None  # a JSON array of events.Attachment
+    content_kind: str | None = None
 
 
 _INSERT_MESSAGES = statement(
     """
     WITH inserted AS (
         INSERT INTO conversation.messages (id, conversation_id, channel, external_id, direction, body,
-            sent_at, received_at)
-        SELECT * FROM unnest(:ids, :conversations, :channels, :external_ids, :directions, :bodies, :sent,
-            :received)
+            sent_at, received_at, attachments, content_kind)
+        SELECT id, conversation_id, channel, external_id, direction, body, sent_at, received_at,
+            attachments::jsonb, content_kind
+        FROM unnest(:ids, :conversations, :channels, :external_ids, :directions, :bodies, :sent,
+            :received, :attachments, :content_kinds)
+            AS u(id, conversation_id, channel, external_id, direction, body, sent_at, received_at,
+                attachments, content_kind)
         ON CONFLICT DO NOTHING
         RETURNING id, conversation_id, channel, received_at
     ), latest AS (
@@ -326,6 +333,8 @@ _INSERT_MESSAGES = statement(
     bodies=TEXTS,
     sent=TIMES,
     received=TIMES,
+    attachments=TEXTS,
+    content_kinds=TEXTS,
 )
 
 
@@ -346,6 +355,8 @@ async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage])
             "bodies": [m.body for m in messages],
             "sent": [m.sent_at for m in messages],
             "received": [m.received_at for m in messages],
+            "attachments": [m.attachments for m in messages],
+            "content_kinds": [m.content_kind for m in messages],
         },
     )
     return set(rows.all())
@@ -505,7 +516,7 @@ async def add_reply(session: AsyncSession, reply: NewReply) -> Message:
         "body": reply.body,
         "at": reply.at,
         "agent_id": reply.agent_id,
-        "status": DeliveryStatus.QUEUED.value,
+        "status": DeliveryState.QUEUED.value,
         "key": reply.idempotency_key,
     }
     await session.execute(_ADD_REPLY, params)
@@ -531,3 +542,106 @@ async def add_note(
     session.add(note)
     await session.flush()
     return note
+
+
+# --- delivery reports -----------------------------------------------------------------------------------
+
+
+_REPORT_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "channels": TEXTS,
+    "message_ids": UUIDS,
+    "external_ids": TEXTS,
+    "statuses": TEXTS,
+    "ats": TIMES,
+    "codes": TEXTS,
+    "reasons": TEXTS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReportRow:
+    channel: str
+    message_id: uuid.UUID | None
+    external_id: str | None
+    status: str
+    at: datetime
+    error_code: str | None
+    error_reason: str | None
+
+
+# Tie provider ids to replies (the dispatcher's reports carry both) and keep every report that names a
+# provider id: a callback can come before the report that ties its id, and is folded in once it does.
+_KEEP_DELIVERY = statement(
+    """
+    WITH reported AS (
+        SELECT * FROM unnest(:channels, :message_ids, :external_ids, :statuses, :ats, :codes, :reasons)
+            AS r(channel, message_id, external_id, status, at, error_code, error_reason)
+    ), tied AS (
+        UPDATE conversation.messages m SET external_id = r.external_id
+        FROM reported r
+        WHERE m.id = r.message_id AND r.external_id IS NOT NULL AND m.external_id IS NULL
+            AND m.direction = 'outbound'
+    )
+    INSERT INTO conversation.delivery_reports (channel, external_id, status, at, error_code, error_reason)
+    SELECT DISTINCT ON (channel, external_id, status)
+        channel, external_id, status, at, error_code, error_reason
+    FROM reported WHERE external_id IS NOT NULL
+    ORDER BY channel, external_id, status, at
+    ON CONFLICT DO NOTHING
+    """,
+    **_REPORT_TYPES,
+)
+
+# Set each reply the batch touched to the furthest state reported for it. ``rank`` is DELIVERY_PROGRESS, so
+# a ``read`` that came before its ``delivered``, or a report replayed, never moves a reply backwards. A
+# report naming only our id (a send that failed for good) applies directly.
+_FOLD_DELIVERY = statement(
+    """
+    WITH reported AS (
+        SELECT * FROM unnest(:channels, :message_ids, :external_ids, :statuses, :ats, :codes, :reasons)
+            AS r(channel, message_id, external_id, status, at, error_code, error_reason)
+    ), touched AS (
+        SELECT m.id, m.channel, m.external_id FROM conversation.messages m
+        WHERE m.direction = 'outbound' AND (
+            m.id = ANY(:message_ids)
+            OR (m.channel, m.external_id) IN (SELECT channel, external_id FROM reported))
+    ), candidates AS (
+        SELECT t.id, d.status, d.at, d.error_code, d.error_reason
+        FROM touched t JOIN conversation.delivery_reports d
+            ON d.channel = t.channel AND d.external_id = t.external_id
+        UNION ALL
+        SELECT t.id, r.status, r.at, r.error_code, r.error_reason
+        FROM touched t JOIN reported r ON r.message_id = t.id AND r.external_id IS NULL
+    ), furthest AS (
+        SELECT DISTINCT ON (id) id, status, at, error_code, error_reason
+        FROM candidates
+        ORDER BY id, array_position(:rank, status) DESC, at DESC
+    )
+    UPDATE conversation.messages m
+    SET delivery_status = f.status,
+        delivery_error = CASE WHEN f.status = 'failed'
+            THEN coalesce(f.error_reason, f.error_code, 'failed') END,
+        delivery_updated_at = f.at
+    FROM furthest f
+    WHERE m.id = f.id AND array_position(:rank, f.status) > array_position(:rank, m.delivery_status)
+    """,
+    **_REPORT_TYPES,
+    rank=TEXTS,
+)
+
+
+async def record_delivery(session: AsyncSession, reports: Sequence[DeliveryReportRow]) -> None:
+    """Keep delivery reports and fold them into the replies they are about, in two statements."""
+    if not reports:
+        return
+    params = {
+        "channels": [r.channel for r in reports],
+        "message_ids": [r.message_id for r in reports],
+        "external_ids": [r.external_id for r in reports],
+        "statuses": [r.status for r in reports],
+        "ats": [r.at for r in reports],
+        "codes": [r.error_code for r in reports],
+        "reasons": [r.error_reason for r in reports],
+    }
+    await session.execute(_KEEP_DELIVERY, params)
+    await session.execute(_FOLD_DELIVERY, {**params, "rank": [state.value for state in DELIVERY_PROGRESS]})

@@ -4,11 +4,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from switchboard_common.events import Channel
+from switchboard_common.events import Attachment, Channel, DeliveryState
 from switchboard_common.validation import NonBlankText
-from switchboard_conversation.models import ConversationStatus, DeliveryStatus, MessageDirection
+from switchboard_conversation.models import ConversationStatus, MessageDirection
 
 
 class _FromOrm(BaseModel):
@@ -37,7 +37,24 @@ class MessagePublic(_FromOrm):
     sent_at: datetime
     received_at: datetime
     author_agent_id: uuid.UUID | None = Field(description="The agent who wrote a reply or a note.")
-    delivery_status: DeliveryStatus | None = Field(description="A reply's way to the customer.")
+    delivery_status: DeliveryState | None = Field(
+        description="A reply's way to the customer: the furthest state reported, whatever order the "
+        "provider's reports arrived in."
+    )
+    delivery_error: str | None = Field(default=None, description="Why a reply failed, as the provider said.")
+    attachments: list[Attachment] = Field(
+        default_factory=list, description="Media the customer sent, as the provider's references."
+    )
+    content_kind: str | None = Field(
+        default=None,
+        description="What a customer's message is when not plain text (`location`, `contacts`, "
+        "`button_reply`, `postback`, ...); `text` then renders it.",
+    )
+
+    @field_validator("attachments", mode="before")
+    @classmethod
+    def _no_attachments(cls, value: object) -> object:
+        return [] if value is None else value
 
 
 ThreadText = Annotated[NonBlankText, StringConstraints(min_length=1, max_length=4096)]

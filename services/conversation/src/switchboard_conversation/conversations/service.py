@@ -7,6 +7,7 @@ whole batch and issue a fixed number of statements whatever its size.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -24,8 +25,10 @@ from switchboard_common.events import (
     ConversationOpened,
     ConversationReopened,
     ConversationResolved,
+    DeliveryStatusChanged,
     Direction,
     EventEnvelope,
+    IdentityKind,
     MessageOutbound,
     MessageReceived,
     outbound_event_id,
@@ -36,6 +39,7 @@ from switchboard_conversation.conversations import repository
 from switchboard_conversation.conversations.linking import Sender, key_of, link
 from switchboard_conversation.conversations.repository import (
     Assignment,
+    DeliveryReportRow,
     NewConversation,
     NewMessage,
     NewReply,
@@ -48,6 +52,24 @@ PRODUCER = "conversation"
 DEFAULT_REOPEN_WINDOW = timedelta(seconds=DEFAULT_REOPEN_WINDOW_S)
 
 Received = tuple[EventEnvelope, MessageReceived]
+
+# Where a reply on each channel is addressed: the customer's identity of this kind.
+RECIPIENT_KIND: dict[Channel, IdentityKind] = {
+    Channel.API: IdentityKind.API,
+    Channel.WHATSAPP: IdentityKind.PHONE,
+    Channel.SMS: IdentityKind.PHONE,
+    Channel.VOICE: IdentityKind.PHONE,
+    Channel.EMAIL: IdentityKind.EMAIL,
+    Channel.MESSENGER: IdentityKind.MESSENGER,
+    Channel.INSTAGRAM: IdentityKind.INSTAGRAM,
+    Channel.WEBCHAT: IdentityKind.WEBCHAT,
+}
+
+
+def _attachments_json(event: MessageReceived) -> str | None:
+    if not event.attachments:
+        return None
+    return json.dumps([a.model_dump(mode="json", exclude_none=True) for a in event.attachments])
 
 
 def _unique_new(received: Sequence[Received]) -> list[Received]:
@@ -138,6 +160,8 @@ async def record_inbound(
             body=e.text,
             sent_at=e.sent_at,
             received_at=e.received_at,
+            attachments=_attachments_json(e),
+            content_kind=e.content_kind,
         )
         for (_, e), customer in zip(batch, linking.customer_of, strict=True)
     ]
@@ -276,10 +300,11 @@ async def reply(
     """
     conversation, agent_id = await _writable(session, principal, conversation_id, resolved_too=False)
     at = utcnow()
+    via = channel or Channel(conversation.last_channel)
     new = NewReply(
         id=uuid.uuid4(),
         conversation_id=conversation.id,
-        channel=(channel or Channel(conversation.last_channel)).value,
+        channel=via.value,
         body=text,
         agent_id=agent_id,
         idempotency_key=idempotency_key,
@@ -290,6 +315,9 @@ async def reply(
         if message.body != text or (channel is not None and message.channel != channel.value):
             raise Conflict("this idempotency key was used for another reply", code="idempotency_key_reused")
         return message, False
+    # After the idempotency check, so a retried request is answered as the first was; the caller's unit of
+    # work rolls the stored reply back when the customer cannot be reached.
+    recipient = await _recipient(session, conversation.customer_id, via)
     event = MessageOutbound(
         message_id=message.id,
         conversation_id=conversation.id,
@@ -298,12 +326,47 @@ async def reply(
         agent_id=agent_id,
         text=text,
         sent_at=at,
+        recipient=recipient,
     )
     envelope = EventEnvelope.wrap(
         event, producer=PRODUCER, correlation_id=correlation_id.get(), event_id=outbound_event_id(message.id)
     )
     await outbox.add_many(session, [(topics.MESSAGES_OUTBOUND, str(conversation.id), envelope)])
     return message, True
+
+
+async def _recipient(session: AsyncSession, customer_id: uuid.UUID, channel: Channel) -> str:
+    """The customer's address on ``channel``; a Conflict when they have none there (a reply could not
+    reach them)."""
+    kind = RECIPIENT_KIND[channel]
+    # The customer's own identities in a stable order: the first of the kind is where replies go.
+    for identity in await repository.identities_of(session, customer_id):
+        if identity.kind == kind.value:
+            return identity.value
+    raise Conflict(
+        f"the customer has no {kind.value} identity, so a reply on {channel.value} cannot reach them",
+        code="customer_unreachable",
+    )
+
+
+async def record_delivery(session: AsyncSession, events: Sequence[DeliveryStatusChanged]) -> None:
+    """Fold delivery reports (the dispatcher's and providers' callbacks) into the replies' status.
+    Idempotent: a report is kept once per (provider id, status), and a status never moves backwards."""
+    await repository.record_delivery(
+        session,
+        [
+            DeliveryReportRow(
+                channel=e.channel.value,
+                message_id=e.message_id,
+                external_id=e.external_id,
+                status=e.status.value,
+                at=e.at,
+                error_code=e.error_code,
+                error_reason=e.error_reason,
+            )
+            for e in events
+        ],
+    )
 
 
 async def add_note(

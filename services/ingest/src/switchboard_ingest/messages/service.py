@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,18 +19,23 @@ from switchboard_common.errors import Conflict, DomainError
 from switchboard_common.events import (
     Channel,
     CustomerIdentity,
+    DeliveryStatusChanged,
     EventEnvelope,
     IdentityKind,
     MessageReceived,
+    delivery_event_id,
     utcnow,
 )
 from switchboard_common.logging import correlation_id
+from switchboard_ingest.channels.base import ParsedMessage, ParsedStatus
 from switchboard_ingest.messages import repository
 from switchboard_ingest.messages.repository import NewReceipt, ReceiptKey, StoredReceipt
 from switchboard_ingest.messages.schemas import AcceptStatus, MessageAccepted, MessageCreate
 from switchboard_ingest.normalize import normalize_email
 
 PRODUCER = "ingest"
+# Receipts of status callbacks live beside the messages' under "<channel>:status".
+STATUS_RECEIPT_SUFFIX = ":status"
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b1c2f0e-8d7a-4c3e-9f61-2a4b8e0d7c15")
 
 
@@ -49,15 +55,17 @@ class InboundMessage:
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """A message and the event that announces it, built in the request's context (its correlation id)."""
+    """Something a channel received (a customer's message or a delivery status) and the event that
+    announces it, built in the request's context (its correlation id). ``key`` is its receipt: the
+    provider's id, so a provider's retry is recognised; ``record_id`` is what the receipt answers with."""
 
-    message: InboundMessage
+    key: ReceiptKey
+    record_id: uuid.UUID
+    digest: str
+    received_at: datetime
+    topic: str
+    partition_key: str
     envelope: EventEnvelope
-
-    @property
-    def partition_key(self) -> str:
-        sender = self.message.event.sender
-        return f"{sender.kind}:{sender.value}"
 
 
 # Per submission, in order: the answer, or the error the request fails with.
@@ -112,15 +120,70 @@ def from_api(request: MessageCreate) -> InboundMessage:
     return InboundMessage(Channel.API, request.message_id, digest, event)
 
 
+def from_parsed(parsed: ParsedMessage, received_at: datetime | None = None) -> InboundMessage:
+    """A provider's message, parsed by its channel adapter, as the canonical inbound message."""
+    now = received_at or utcnow()
+    event = MessageReceived(
+        message_id=message_id_for(parsed.channel, parsed.external_id),
+        channel=parsed.channel,
+        external_id=parsed.external_id,
+        sender=parsed.sender,
+        identities=list(parsed.identities),
+        display_name=parsed.display_name,
+        text=parsed.text,
+        sent_at=parsed.sent_at or now,
+        received_at=now,
+        attachments=list(parsed.attachments),
+        content_kind=parsed.content_kind,
+    )
+    digest = content_digest(event, sent_at_given=parsed.sent_at is not None)
+    return InboundMessage(parsed.channel, parsed.external_id, digest, event)
+
+
 def submission_for(message: InboundMessage) -> Submission:
     """Wrap the message's event; call it in the request's context, which carries the correlation id."""
+    event = message.event
     envelope = EventEnvelope.wrap(
-        message.event,
-        producer=PRODUCER,
-        correlation_id=correlation_id.get(),
-        event_id=event_id_for(message.event.message_id),
+        event, producer=PRODUCER, correlation_id=correlation_id.get(), event_id=event_id_for(event.message_id)
     )
-    return Submission(message, envelope)
+    return Submission(
+        key=message.key,
+        record_id=event.message_id,
+        digest=message.payload_digest,
+        received_at=event.received_at,
+        topic=topics.MESSAGES_INBOUND,
+        partition_key=f"{event.sender.kind}:{event.sender.value}",
+        envelope=envelope,
+    )
+
+
+def status_submission(status: ParsedStatus, received_at: datetime | None = None) -> Submission:
+    """A provider's status callback. Its receipt is (channel, provider id, status): the same status reported
+    twice is one report (its digest names only the key, so a repeat is a duplicate, never a conflict,
+    whatever else the provider changed in it)."""
+    now = received_at or utcnow()
+    event = DeliveryStatusChanged(
+        channel=status.channel,
+        external_id=status.external_id,
+        status=status.status,
+        at=status.at or now,
+        error_code=status.error_code,
+        error_reason=status.error_reason,
+    )
+    event_id = delivery_event_id(event)
+    envelope = EventEnvelope.wrap(
+        event, producer=PRODUCER, correlation_id=correlation_id.get(), event_id=event_id
+    )
+    key = (f"{status.channel.value}{STATUS_RECEIPT_SUFFIX}", f"{status.external_id}:{status.status.value}")
+    return Submission(
+        key=key,
+        record_id=event_id,
+        digest=hashlib.sha256(f"{key[0]}|{key[1]}".encode()).hexdigest(),
+        received_at=now,
+        topic=topics.DELIVERY_EVENTS,
+        partition_key=event.partition_key,
+        envelope=envelope,
+    )
 
 
 async def accept_batch(
@@ -135,22 +198,22 @@ async def accept_batch(
     """
     firsts: dict[ReceiptKey, Submission] = {}
     for submission in submissions:
-        firsts.setdefault(submission.message.key, submission)
+        firsts.setdefault(submission.key, submission)
     inserted = await repository.insert_receipts(
         session,
         [
             NewReceipt(
                 channel=key[0],
                 external_id=key[1],
-                message_id=s.message.event.message_id,
-                content_digest=s.message.payload_digest,
-                received_at=s.message.event.received_at,
+                message_id=s.record_id,
+                content_digest=s.digest,
+                received_at=s.received_at,
             )
             for key, s in firsts.items()
         ],
     )
     stored: dict[ReceiptKey, StoredReceipt] = {
-        key: StoredReceipt(s.message.event.message_id, s.message.payload_digest, inserted[key])
+        key: StoredReceipt(s.record_id, s.digest, inserted[key])
         for key, s in firsts.items()
         if key in inserted
     }
@@ -162,19 +225,15 @@ async def accept_batch(
     # In arrival order: the relay publishes by outbox id, so one sender's messages keep their order.
     await outbox.add_many(
         session,
-        [
-            (topics.MESSAGES_INBOUND, s.partition_key, s.envelope)
-            for key, s in firsts.items()
-            if key in inserted
-        ],
+        [(s.topic, s.partition_key, s.envelope) for key, s in firsts.items() if key in inserted],
     )
     outcomes: list[Outcome] = []
     for submission in submissions:
-        key = submission.message.key
+        key = submission.key
         receipt = stored[key]
         if key in inserted and firsts[key] is submission:
             status = AcceptStatus.ACCEPTED
-        elif receipt.content_digest == submission.message.payload_digest:
+        elif receipt.content_digest == submission.digest:
             status = AcceptStatus.DUPLICATE
         else:
             outcomes.append(Conflict("message_id was already used for a different message", code="id_reused"))

@@ -32,11 +32,23 @@ from switchboard_common.events import (
     ConversationQueued,
     ConversationReopened,
     ConversationResolved,
+    DeliveryStatusChanged,
     Direction,
     MessageOutbound,
     MessageReceived,
     Payload,
+    registered,
 )
+
+# Delivery reports are about a provider's message id, which metrics cannot tie to a message of its own yet:
+# delivery KPIs (delivered and failed shares per channel) come with the live-KPI work. Until then metrics
+# does not read delivery.events at all.
+NOT_COUNTED: frozenset[type[Payload]] = frozenset({DeliveryStatusChanged})
+
+
+def counted_types() -> list[type[Payload]]:
+    """The event types metrics consumes: every registered one it has facts for."""
+    return [t for t in registered() if t not in NOT_COUNTED]
 
 
 @dataclass(frozen=True, slots=True)
