@@ -26,6 +26,7 @@ from switchboard_router.settings import RouterSettings
 ADMIN_KEY = "test-admin-key-0123456789"
 INGEST_KEY = "test-ingest-key-0123456789"
 AUTH_SECRET = "test-auth-secret-0123456789-0123456789"
+WEBCHAT_SECRET = "test-webchat-secret-0123456789-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +65,7 @@ def make_settings(infra: Infrastructure, prefix: str, **overrides: object) -> Se
         "ingest_api_keys": [INGEST_KEY],
         "admin_api_key": ADMIN_KEY,
         "auth_secret": AUTH_SECRET,
+        "webchat_token_secret": WEBCHAT_SECRET,
         "consumer_retry_backoff_ms": 10,
         "outbox_poll_interval_ms": 50,
         "router_sweep_interval_ms": 200,

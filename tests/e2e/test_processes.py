@@ -11,7 +11,7 @@ import pytest
 
 from switchboard_devstack.ports import free_port
 from switchboard_devstack.stack import SERVICES, ServiceProcesses, service_env
-from tests.conftest import ADMIN_KEY, AUTH_SECRET, INGEST_KEY, Settings
+from tests.conftest import ADMIN_KEY, AUTH_SECRET, INGEST_KEY, WEBCHAT_SECRET, Settings
 from tests.support import api_message, bearer, eventually
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +29,7 @@ def processes(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
             "SWITCHBOARD_INGEST_API_KEYS": f'["{INGEST_KEY}"]',
             "SWITCHBOARD_ADMIN_API_KEY": ADMIN_KEY,
             "SWITCHBOARD_AUTH_SECRET": AUTH_SECRET,
+            "SWITCHBOARD_WEBCHAT_TOKEN_SECRET": WEBCHAT_SECRET,
             "SWITCHBOARD_DB_POOL_SIZE": "5",
         }
     )

@@ -62,3 +62,18 @@ def test_messages_of_one_batch_see_each_other() -> None:
     # another customer must make this batch retry, or the customer would be split in two.
     assert result.claimed == {("api", "c-1"), ("email", "x@example.com")}
     assert result.new_identities == {("api", "c-1"): first, ("email", "x@example.com"): first}
+
+
+def test_an_unknown_email_sender_answering_a_customers_thread_joins_that_customer() -> None:
+    customer = uuid.uuid4()
+    colleague = Sender(ident(EMAIL, "colleague@example.com"), [], None, replied_to=customer)
+    result = link([colleague], {})
+    assert result.customer_of == [customer] and not result.new_customers
+    assert result.new_identities == {("email", "colleague@example.com"): customer}
+    assert not result.claimed  # an existing customer's new identity: nobody else can be created from it
+
+
+def test_a_known_sender_stays_their_own_customer_whatever_thread_they_answer() -> None:
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    sender = Sender(ident(EMAIL, "me@example.com"), [], None, replied_to=theirs)
+    assert link([sender], {("email", "me@example.com"): mine}).customer_of == [mine]

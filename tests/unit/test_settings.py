@@ -24,7 +24,7 @@ def test_production_requires_every_secret_of_the_service() -> None:
 
 
 def test_a_service_asks_only_for_its_own_secrets() -> None:
-    ingest = IngestSettings(environment="production", ingest_api_keys=["k" * 20])
+    ingest = IngestSettings(environment="production", ingest_api_keys=["k" * 20], webchat_token_secret=STRONG)
     assert not hasattr(ingest, "admin_api_key")
     router = RouterSettings(environment="production", admin_api_key="a" * 20, auth_secret=STRONG)
     assert not hasattr(router, "ingest_api_keys")
@@ -34,7 +34,9 @@ def test_production_refuses_development_secrets() -> None:
     with pytest.raises(ValidationError, match="development secrets"):
         RouterSettings(environment="production", admin_api_key=DEV_ADMIN_API_KEY, auth_secret=STRONG)
     with pytest.raises(ValidationError, match="development secrets"):
-        IngestSettings(environment="production", ingest_api_keys=["dev-ingest-key"])
+        IngestSettings(
+            environment="production", ingest_api_keys=["dev-ingest-key"], webchat_token_secret=STRONG
+        )
 
 
 def test_production_refuses_short_auth_secret() -> None:

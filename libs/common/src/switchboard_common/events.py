@@ -229,6 +229,11 @@ class MessageReceived(Payload):
     # What the message is when it is not plain text: "location", "contacts", "button_reply", "postback",
     # "voicemail", ... (its ``text`` is then a readable rendering of it); none for plain text.
     content_kind: str | None = None
+    # Email: its subject; the whole text as written when ``text`` shows less (quoted history and the
+    # signature stripped); the Message-IDs it answers, newest first (a reply to our email names ours).
+    subject: str | None = None
+    original_text: str | None = None
+    thread_refs: list[str] = []
 
 
 # --- conversation.events (key: conversation id) -------------------------------------------------------
@@ -350,6 +355,10 @@ class MessageOutbound(Payload):
     sent_at: datetime
     # The customer's address on ``channel`` (E.164 phone, email address, page-scoped id, API reference).
     recipient: str | None = None
+    # Email: the subject, and the customer's Message-IDs this answers, so it threads in their mail client.
+    subject: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = []
 
 
 def outbound_event_id(message_id: uuid.UUID) -> uuid.UUID:

@@ -23,7 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_INGEST_API_KEY = "dev-ingest-key"
 DEV_ADMIN_API_KEY = "dev-admin-key"
 DEV_AUTH_SECRET = "dev-auth-secret-not-for-production-use"  # noqa: S105
-_DEV_VALUES = {DEV_INGEST_API_KEY, DEV_ADMIN_API_KEY, DEV_AUTH_SECRET}
+DEV_WEBCHAT_TOKEN_SECRET = "dev-webchat-secret-not-for-production-use"  # noqa: S105
+_DEV_VALUES = {DEV_INGEST_API_KEY, DEV_ADMIN_API_KEY, DEV_AUTH_SECRET, DEV_WEBCHAT_TOKEN_SECRET}
 
 
 class Environment(StrEnum):

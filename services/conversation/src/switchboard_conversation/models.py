@@ -134,6 +134,11 @@ class Message(Base):
     # Media the customer sent, as references (a list of events.Attachment); none when there is none.
     attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     content_kind: Mapped[str | None] = mapped_column(Text)  # events.MessageReceived.content_kind
+    # Email: the subject, the text as written when ``body`` shows less (quotes and signature stripped), and
+    # the Message-IDs it answers (a reply's threading headers are built from them).
+    subject: Mapped[str | None] = mapped_column(Text)
+    original_body: Mapped[str | None] = mapped_column(Text)
+    thread_refs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     delivery_error: Mapped[str | None] = mapped_column(Text)  # why a reply failed, as the provider said
     delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

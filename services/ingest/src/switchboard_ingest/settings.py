@@ -4,7 +4,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr
 
-from switchboard_common.settings import DEV_INGEST_API_KEY, CommonSettings
+from switchboard_common.settings import DEV_INGEST_API_KEY, DEV_WEBCHAT_TOKEN_SECRET, CommonSettings
 
 # Connections ingest uses beside its committers: the outbox relay's dedicated one, a /health/ready probe, the
 # dispatcher's consumer and its claim / record transactions.
@@ -12,7 +12,10 @@ _SIDE_CONNECTIONS = 5
 
 
 class IngestSettings(CommonSettings):
-    DEV_SECRETS: ClassVar[dict[str, Any]] = {"ingest_api_keys": [SecretStr(DEV_INGEST_API_KEY)]}
+    DEV_SECRETS: ClassVar[dict[str, Any]] = {
+        "ingest_api_keys": [SecretStr(DEV_INGEST_API_KEY)],
+        "webchat_token_secret": SecretStr(DEV_WEBCHAT_TOKEN_SECRET),
+    }
 
     # Bearer keys accepted on the generic API channel (POST /v1/messages).
     ingest_api_keys: list[SecretStr] = Field(default_factory=list)
@@ -48,6 +51,40 @@ class IngestSettings(CommonSettings):
     # Replies on the generic API channel are POSTed to this URL, signed with the secret (docs/channels.md).
     api_reply_url: str | None = None
     api_reply_secret: SecretStr | None = None
+
+    # --- email -------------------------------------------------------------------------------------------
+    # Mailgun inbound routes (POST /webhooks/email/mailgun): the HTTP webhook signing key, and how old a
+    # signed timestamp may be.
+    mailgun_signing_key: SecretStr | None = None
+    mailgun_max_age_s: int = Field(default=300, ge=1, le=3600)
+    # Raw RFC 5322 messages (POST /webhooks/email/mime) from your own MTA: a Bearer token; and/or SES through
+    # SNS, from these topic ARNs only (the SNS signature is verified against the certificate SNS names,
+    # fetched only from an SNS host).
+    email_mime_token: SecretStr | None = None
+    email_sns_topic_arns: list[str] = Field(default_factory=list)
+    # Replies by email: over SMTP from this address; Message-IDs of our replies use its domain.
+    email_from_address: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    # --- voice (Twilio) -------------------------------------------------------------------------------------
+    # Inbound calls reach POST /webhooks/twilio/voice with the Twilio account above; callbacks need
+    # public_base_url. Greeting and voicemail limits:
+    voice_max_recording_s: int = Field(default=120, ge=5, le=3600)
+
+    # --- web chat -------------------------------------------------------------------------------------------
+    # Signs visitors' session tokens (required outside development).
+    webchat_token_secret: SecretStr | None = None
+    # Sites that verify their signed-in users: user_hash = hex(HMAC-SHA256(this, user_id)). Unset: every
+    # visitor is anonymous (identified by their session).
+    webchat_identity_secret: SecretStr | None = None
+    webchat_session_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # Origins allowed to embed the widget and call the visitor API (CORS); empty: same origin only.
+    webchat_allowed_origins: list[str] = Field(default_factory=list)
 
     # --- outbound dispatcher ------------------------------------------------------------------------------
     # Sends in flight at once, across channels, and per channel (a slow provider fills only its own share).

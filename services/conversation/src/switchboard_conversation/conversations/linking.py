@@ -1,7 +1,8 @@
 """Who wrote each message: the identity-linking policy, pure, for a whole batch at once.
 
 A known sender identity gives its customer. Otherwise another identity the message carries (an email or
-phone the channel vouches for) links it to that identity's customer. Otherwise it is a new customer. An
+phone the channel vouches for) links it to that identity's customer. Otherwise, for an email answering a
+message in a customer's thread (In-Reply-To / References), that customer. Otherwise it is a new customer. An
 identity already owned by a customer is never moved (merging customers is an explicit act). Messages of
 one batch see each other: two first messages of one new sender make one customer, not two.
 """
@@ -26,6 +27,7 @@ class Sender:
     identity: CustomerIdentity
     others: Sequence[CustomerIdentity]
     display_name: str | None
+    replied_to: uuid.UUID | None = None  # the customer whose thread the message answers, if any
 
 
 @dataclass
@@ -53,6 +55,8 @@ def link(
         customer = known.get(sender_key)
         if customer is None:
             customer = next((known[key_of(i)] for i in sender.others if key_of(i) in known), None)
+        if customer is None:
+            customer = sender.replied_to
         is_new = customer is None
         if customer is None:
             customer = new_id()

@@ -40,29 +40,51 @@ _KNOWN = statement(
     SELECT 'identity', i.kind, i.value, i.customer_id
     FROM conversation.customer_identities i
     JOIN unnest(:kinds, :values) AS k(kind, value) ON i.kind = k.kind AND i.value = k.value
+    UNION ALL
+    SELECT 'thread', m.external_id, NULL, c.customer_id
+    FROM conversation.messages m JOIN conversation.conversations c ON c.id = m.conversation_id
+    WHERE m.channel = 'email' AND m.external_id = ANY(:refs)
     """,
     ids=UUIDS,
     kinds=TEXTS,
     values=TEXTS,
+    refs=TEXTS,
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Known:
+    stored: set[uuid.UUID]  # message ids already stored
+    owners: dict[IdentityKey, uuid.UUID]  # identity -> its customer
+    threads: dict[str, uuid.UUID]  # an email Message-ID in the thread of -> customer
+
+
 async def known(
-    session: AsyncSession, message_ids: Sequence[uuid.UUID], keys: Sequence[IdentityKey]
-) -> tuple[set[uuid.UUID], dict[IdentityKey, uuid.UUID]]:
-    """What the batch needs to know, in one round trip: the message ids already stored, and the owner of
-    every identity the batch carries."""
+    session: AsyncSession,
+    message_ids: Sequence[uuid.UUID],
+    keys: Sequence[IdentityKey],
+    refs: Sequence[str] = (),
+) -> Known:
+    """What the batch needs to know, in one round trip: the message ids already stored, the owner of every
+    identity the batch carries, and whose thread holds each email Message-ID the batch answers."""
     rows = await session.execute(
-        _KNOWN, {"ids": list(message_ids), "kinds": [k for k, _ in keys], "values": [v for _, v in keys]}
+        _KNOWN,
+        {
+            "ids": list(message_ids),
+            "kinds": [k for k, _ in keys],
+            "values": [v for _, v in keys],
+            "refs": list(refs),
+        },
     )
-    stored: set[uuid.UUID] = set()
-    owners: dict[IdentityKey, uuid.UUID] = {}
+    out = Known(set(), {}, {})
     for what, kind, value, customer_id in rows:
         if what == "message":
-            stored.add(uuid.UUID(kind))
+            out.stored.add(uuid.UUID(kind))
+        elif what == "thread":
+            out.threads[kind] = customer_id
         else:
-            owners[(kind, value)] = customer_id
-    return stored, owners
+            out.owners[(kind, value)] = customer_id
+    return out
 
 
 _ADD_CUSTOMERS = statement(
@@ -300,19 +322,23 @@ class NewMessage:
     received_at: datetime
     attachments: str | None = None  # a JSON array of events.Attachment
     content_kind: str | None = None
+    subject: str | None = None
+    original_body: str | None = None
+    thread_refs: str | None = None  # a JSON array of Message-IDs (arrays of arrays do not unnest)
 
 
 _INSERT_MESSAGES = statement(
     """
     WITH inserted AS (
         INSERT INTO conversation.messages (id, conversation_id, channel, external_id, direction, body,
-            sent_at, received_at, attachments, content_kind)
+            sent_at, received_at, attachments, content_kind, subject, original_body, thread_refs)
         SELECT id, conversation_id, channel, external_id, direction, body, sent_at, received_at,
-            attachments::jsonb, content_kind
+            attachments::jsonb, content_kind, subject, original_body,
+            ARRAY(SELECT jsonb_array_elements_text(thread_refs::jsonb))
         FROM unnest(:ids, :conversations, :channels, :external_ids, :directions, :bodies, :sent,
-            :received, :attachments, :content_kinds)
+            :received, :attachments, :content_kinds, :subjects, :originals, :thread_refs)
             AS u(id, conversation_id, channel, external_id, direction, body, sent_at, received_at,
-                attachments, content_kind)
+                attachments, content_kind, subject, original_body, thread_refs)
         ON CONFLICT DO NOTHING
         RETURNING id, conversation_id, channel, received_at
     ), latest AS (
@@ -335,6 +361,9 @@ _INSERT_MESSAGES = statement(
     received=TIMES,
     attachments=TEXTS,
     content_kinds=TEXTS,
+    subjects=TEXTS,
+    originals=TEXTS,
+    thread_refs=TEXTS,
 )
 
 
@@ -357,6 +386,9 @@ async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage])
             "received": [m.received_at for m in messages],
             "attachments": [m.attachments for m in messages],
             "content_kinds": [m.content_kind for m in messages],
+            "subjects": [m.subject for m in messages],
+            "originals": [m.original_body for m in messages],
+            "thread_refs": [m.thread_refs for m in messages],
         },
     )
     return set(rows.all())
@@ -461,6 +493,21 @@ async def messages_of(session: AsyncSession, conversation_id: uuid.UUID, limit: 
         .limit(limit)
     )
     return list(reversed((await session.execute(latest)).scalars().all()))
+
+
+async def latest_inbound(session: AsyncSession, conversation_id: uuid.UUID, channel: str) -> Message | None:
+    """The customer's latest message in the conversation on ``channel`` (what an email reply answers)."""
+    stmt = (
+        sa.select(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.channel == channel,
+            Message.direction == MessageDirection.INBOUND.value,
+        )
+        .order_by(Message.sent_at.desc(), Message.created_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 # --- agents' replies and notes --------------------------------------------------------------------------

@@ -51,6 +51,13 @@ class MessagePublic(_FromOrm):
         "`button_reply`, `postback`, ...); `text` then renders it.",
     )
 
+    subject: str | None = Field(default=None, description="An email's subject.")
+    original_text: str | None = Field(
+        default=None,
+        validation_alias="original_body",
+        description="An email as written, when `body` shows less (quoted history and signature stripped).",
+    )
+
     @field_validator("attachments", mode="before")
     @classmethod
     def _no_attachments(cls, value: object) -> object:

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -98,16 +99,25 @@ async def record_inbound(
     transaction opened or reopened for the customer meanwhile is found and used.
     """
     batch = _unique_new(received)
-    senders = [Sender(e.sender, e.identities, e.display_name) for _, e in batch]
-    keys = list(dict.fromkeys(key_of(i) for s in senders for i in (s.identity, *s.others)))
-    stored, owners = await repository.known(session, [e.message_id for _, e in batch], keys)
-    kept = [i for i, (_, e) in enumerate(batch) if e.message_id not in stored]
-    if not kept:
+    keys = list(dict.fromkeys(key_of(i) for _, e in batch for i in (e.sender, *e.identities)))
+    refs = list(dict.fromkeys(ref for _, e in batch for ref in e.thread_refs))
+    known = await repository.known(session, [e.message_id for _, e in batch], keys, refs)
+    batch = [(envelope, e) for envelope, e in batch if e.message_id not in known.stored]
+    if not batch:
         return
-    batch, senders = [batch[i] for i in kept], [senders[i] for i in kept]
+    senders = [
+        Sender(
+            e.sender,
+            e.identities,
+            e.display_name,
+            # An email answering one in a customer's thread (ours or theirs) belongs to that customer.
+            replied_to=next((known.threads[r] for r in e.thread_refs if r in known.threads), None),
+        )
+        for _, e in batch
+    ]
 
     # 1. Customers: link every message to its customer (pure policy), then write what is new.
-    linking = link(senders, owners)
+    linking = link(senders, known.owners)
     inserted = await repository.add_customers(
         session, linking.new_customers, linking.new_identities, linking.names_to_fill
     )
@@ -162,6 +172,9 @@ async def record_inbound(
             received_at=e.received_at,
             attachments=_attachments_json(e),
             content_kind=e.content_kind,
+            subject=e.subject,
+            original_body=e.original_text,
+            thread_refs=json.dumps(e.thread_refs) if e.thread_refs else None,
         )
         for (_, e), customer in zip(batch, linking.customer_of, strict=True)
     ]
@@ -318,6 +331,7 @@ async def reply(
     # After the idempotency check, so a retried request is answered as the first was; the caller's unit of
     # work rolls the stored reply back when the customer cannot be reached.
     recipient = await _recipient(session, conversation.customer_id, via)
+    threading = await _email_threading(session, conversation.id) if via is Channel.EMAIL else {}
     event = MessageOutbound(
         message_id=message.id,
         conversation_id=conversation.id,
@@ -327,6 +341,7 @@ async def reply(
         text=text,
         sent_at=at,
         recipient=recipient,
+        **threading,
     )
     envelope = EventEnvelope.wrap(
         event, producer=PRODUCER, correlation_id=correlation_id.get(), event_id=outbound_event_id(message.id)
@@ -347,6 +362,21 @@ async def _recipient(session: AsyncSession, customer_id: uuid.UUID, channel: Cha
         f"the customer has no {kind.value} identity, so a reply on {channel.value} cannot reach them",
         code="customer_unreachable",
     )
+
+
+async def _email_threading(session: AsyncSession, conversation_id: uuid.UUID) -> dict[str, Any]:
+    """Subject and threading headers for an email reply: it answers the customer's latest email, so it
+    lands in the same thread of their mail client."""
+    parent = await repository.latest_inbound(session, conversation_id, Channel.EMAIL.value)
+    if parent is None or parent.external_id is None:
+        return {}
+    # thread_refs are newest first; References lists the thread oldest first, ending with the parent.
+    earlier = [r for r in reversed(parent.thread_refs or []) if r != parent.external_id]
+    return {
+        "subject": parent.subject,
+        "in_reply_to": parent.external_id,
+        "references": [*earlier, parent.external_id],
+    }
 
 
 async def record_delivery(session: AsyncSession, events: Sequence[DeliveryStatusChanged]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 
@@ -39,6 +39,8 @@ class WebhookRequest:
     headers: Mapping[str, str]  # names in lower case
     url: str  # the URL the provider called (the configured public URL when behind a proxy), query included
     query: Mapping[str, str] = field(default_factory=dict)
+    # When it arrived: what freshness checks (a signed timestamp's age) compare against.
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,11 @@ class ParsedMessage:
     display_name: str | None = None
     attachments: tuple[Attachment, ...] = ()
     content_kind: str | None = None  # see MessageReceived.content_kind
+    # Email: the subject; the whole text as written (``text`` is what is shown: quoted history and the
+    # signature stripped); the Message-IDs it answers (In-Reply-To first, then References, newest first).
+    subject: str | None = None
+    original_text: str | None = None
+    thread_refs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,9 @@ class ParsedStatus:
 class Parsed:
     messages: tuple[ParsedMessage, ...] = ()
     statuses: tuple[ParsedStatus, ...] = ()
+    # Single-use values the provider signed (Mailgun's token): recorded with the items, so the same value
+    # presented again with other content is refused as a replay.
+    replay_keys: tuple[str, ...] = ()
 
 
 class InboundAdapter(Protocol):
@@ -85,12 +95,17 @@ class InboundAdapter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
-    """One reply to send: ``recipient`` is the customer's address on ``channel``."""
+    """One reply to send: ``recipient`` is the customer's address on ``channel``. Email replies carry the
+    subject and the Message-IDs of the customer's message they answer, so they thread in the customer's
+    mail client."""
 
     message_id: uuid.UUID
     channel: Channel
     recipient: str
     text: str
+    subject: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
 
 
 class SendResult(StrEnum):
@@ -108,12 +123,22 @@ class SendOutcome:
     error_reason: str | None = None
 
 
+@runtime_checkable
 class OutboundAdapter(Protocol):
+    """A provider reached over HTTP: the dispatcher sends what ``build`` makes on its shared client."""
+
     def build(self, message: OutboundMessage) -> httpx.Request:
         """The provider's send request for ``message``, authenticated."""
 
     def outcome(self, response: httpx.Response) -> SendOutcome:
         """What the provider's answer means (see ``http_outcome``)."""
+
+
+class Sender(Protocol):
+    """A channel that delivers by other means than one HTTP request (SMTP, the web chat stream)."""
+
+    async def send(self, message: OutboundMessage) -> SendOutcome:
+        """Deliver ``message``; never raises for the provider's failures (they are outcomes)."""
 
 
 def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:

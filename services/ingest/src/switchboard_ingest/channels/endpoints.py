@@ -89,12 +89,23 @@ def _parse(adapter: WhatsAppChannel | MessengerChannel | TwilioSmsChannel, raw: 
         raise ApiError(400, f"malformed payload: {exc}") from exc
 
 
-async def _accept(committer: GroupCommitter, parsed: Parsed) -> None:
-    """Record every item; returns once all are durable, else raises (``Unavailable``: 503)."""
+async def accept(committer: GroupCommitter, parsed: Parsed, replay_kind: str = "") -> None:
+    """Record every item; returns once all are durable, else raises (``Unavailable``: 503). A replay key
+    (a signed single-use value) presented before with other items raises ``ApiError(401)``."""
     submissions = [service.submission_for(service.from_parsed(m)) for m in parsed.messages]
     submissions += [service.status_submission(s) for s in parsed.statuses]
     if not submissions:
         return
+    # Replay keys are recorded first, naming the items they came with, and the items only then: a key
+    # presented again with other items is refused before any of them is recorded. (Recorded key, items not
+    # yet: the provider's retry carries the same key and items, a duplicate, and records the items.)
+    for key in parsed.replay_keys:
+        try:
+            await committer.submit(service.replay_submission(replay_kind, key, submissions))
+        except Conflict as exc:
+            raise ApiError(
+                401, "this signed request was already used for other content", code="replayed"
+            ) from exc
     outcomes = await asyncio.gather(*(committer.submit(s) for s in submissions), return_exceptions=True)
     for submission, outcome in zip(submissions, outcomes, strict=True):
         if isinstance(outcome, Conflict):
@@ -126,7 +137,7 @@ async def whatsapp_webhook(
 ) -> dict[str, int]:
     """Customers' messages and the statuses of our replies, signed with ``X-Hub-Signature-256``."""
     parsed = _parse(_configured(channels.whatsapp, "whatsapp"), await _raw(request))
-    await _accept(committer, parsed)
+    await accept(committer, parsed)
     return {"messages": len(parsed.messages), "statuses": len(parsed.statuses)}
 
 
@@ -146,7 +157,7 @@ async def messenger_webhook(
     """Messages, postbacks and delivery receipts of a Facebook page or an Instagram account; echoes of our
     own sends are recognised and dropped."""
     parsed = _parse(_configured(channels.messenger, "messenger"), await _raw(request))
-    await _accept(committer, parsed)
+    await accept(committer, parsed)
     return {"messages": len(parsed.messages), "statuses": len(parsed.statuses)}
 
 
@@ -157,7 +168,7 @@ async def _twilio(request: Request, channels: Channels, committer: GroupCommitte
     path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     query = request.scope.get("query_string", b"").decode("latin-1")
     url = public_url(settings.public_base_url, path, query, str(request.url))
-    await _accept(committer, _parse(adapter, await _raw(request, url)))
+    await accept(committer, _parse(adapter, await _raw(request, url)))
 
 
 @router.post(

@@ -98,39 +98,13 @@ class TwilioSmsChannel:
     # --- inbound ------------------------------------------------------------------------------------------
 
     def verify(self, request: WebhookRequest) -> None:
-        """Twilio's signature: base64 HMAC-SHA1 under the auth token of the URL followed by every POST
-        parameter's name and value, sorted. As ``RequestValidator`` does, the URL is tried with and
-        without its port (Twilio is inconsistent about the standard one), and a JSON body is covered by
-        its SHA-256 in the URL's ``bodySHA256`` parameter instead of by the parameters."""
-        signature = request.headers.get(SIGNATURE_HEADER)
-        if not signature:
-            raise SignatureInvalid("missing X-Twilio-Signature header")
-        try:
-            parts = urlparse(request.url)
-            variants = (_without_port(parts), _with_port(parts))
-        except ValueError as exc:  # an unreadable port
-            raise SignatureInvalid("the request URL is not valid") from exc
-
-        body_hash = parse_qs(parts.query).get("bodySHA256")
-        if body_hash:
-            if not constant_time_equal(hashlib.sha256(request.body).hexdigest(), body_hash[0]):
-                raise SignatureInvalid("body does not match bodySHA256")
-            params: dict[str, list[str]] = {}
-        else:
-            # Lenient decoding: whatever it yields must still match the signature.
-            params = _multidict(
-                parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True, errors="replace")
-            )
-
-        # Both compared, whichever matches, so the time taken does not tell which variant was signed.
-        matches = [constant_time_equal(self._signature(url, params), signature) for url in variants]
-        if not any(matches):
-            raise SignatureInvalid("X-Twilio-Signature does not match")
+        """Twilio's signature (see ``verify_signature``)."""
+        verify_signature(self._auth_token, request)
 
     def parse(self, request: WebhookRequest) -> Parsed:
         """An incoming message (no MessageStatus, or ``received``) or a status callback on a message we
         sent (MessageStatus, see ``STATUS_STATES``)."""
-        form = _form(request.body)
+        form = parse_form(request.body)
         sid = form.get("MessageSid")
         if not sid:
             raise PayloadInvalid("MessageSid is missing")
@@ -192,28 +166,84 @@ class TwilioSmsChannel:
         )
 
     def outcome(self, response: httpx.Response) -> SendOutcome:
-        """The message's ``sid`` on success; Twilio's error ``code`` and ``message`` otherwise (also read
-        from the RFC 9457 shape some newer Twilio APIs answer with)."""
-        body = _json_object(response)
-        sid = body.get("sid")
-        code = body.get("code")
-        reason = body.get("message") or body.get("detail") or body.get("title")
-        return http_outcome(
-            response,
-            external_id=sid if isinstance(sid, str) else None,
-            error_code=str(code) if isinstance(code, int | str) and code != "" else None,
-            error_reason=reason if isinstance(reason, str) else None,
+        """The message's ``sid`` on success; Twilio's error otherwise (see ``api_outcome``)."""
+        return api_outcome(response)
+
+
+# --- shared by the Twilio adapters (SMS and Voice) ---------------------------------------------------------
+
+
+def verify_signature(auth_token: str, request: WebhookRequest) -> None:
+    """Twilio's signature: base64 HMAC-SHA1 under the auth token of the URL followed by every POST
+    parameter's name and value, sorted. As ``RequestValidator`` does, the URL is tried with and without its
+    port (Twilio is inconsistent about the standard one), and a JSON body is covered by its SHA-256 in the
+    URL's ``bodySHA256`` parameter instead of by the parameters. Raises ``SignatureInvalid``."""
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if not signature:
+        raise SignatureInvalid("missing X-Twilio-Signature header")
+    try:
+        parts = urlparse(request.url)
+        variants = (_without_port(parts), _with_port(parts))
+    except ValueError as exc:  # an unreadable port
+        raise SignatureInvalid("the request URL is not valid") from exc
+
+    body_hash = parse_qs(parts.query).get("bodySHA256")
+    if body_hash:
+        if not constant_time_equal(hashlib.sha256(request.body).hexdigest(), body_hash[0]):
+            raise SignatureInvalid("body does not match bodySHA256")
+        params: dict[str, list[str]] = {}
+    else:
+        # Lenient decoding: whatever it yields must still match the signature.
+        params = _multidict(
+            parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True, errors="replace")
         )
 
-    def _signature(self, url: str, params: dict[str, list[str]]) -> str:
-        # RequestValidator's order: names sorted, and under each name its distinct values sorted.
-        text = url + "".join(name + value for name in sorted(params) for value in sorted(set(params[name])))
-        return base64.b64encode(
-            hmac.new(self._auth_token.encode(), text.encode(), hashlib.sha1).digest()
-        ).decode()
+    # Both compared, whichever matches, so the time taken does not tell which variant was signed.
+    matches = [constant_time_equal(_signature(auth_token, url, params), signature) for url in variants]
+    if not any(matches):
+        raise SignatureInvalid("X-Twilio-Signature does not match")
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """The form's parameters; each appears once in what Twilio sends, so a repeated one is refused rather
+    than one of its values picked. Raises ``PayloadInvalid``."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, errors="strict")
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise PayloadInvalid(
+            "body is not a form-encoded (application/x-www-form-urlencoded) payload"
+        ) from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise PayloadInvalid(f"parameter {name} appears more than once")
+        form[name] = value
+    return form
+
+
+def api_outcome(response: httpx.Response) -> SendOutcome:
+    """A Twilio REST answer (Messages, Calls): the created resource's ``sid`` on success; Twilio's error
+    ``code`` and ``message`` otherwise (also read from the RFC 9457 shape some newer Twilio APIs answer
+    with)."""
+    body = _json_object(response)
+    sid = body.get("sid")
+    code = body.get("code")
+    reason = body.get("message") or body.get("detail") or body.get("title")
+    return http_outcome(
+        response,
+        external_id=sid if isinstance(sid, str) else None,
+        error_code=str(code) if isinstance(code, int | str) and code != "" else None,
+        error_reason=reason if isinstance(reason, str) else None,
+    )
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _signature(auth_token: str, url: str, params: dict[str, list[str]]) -> str:
+    # RequestValidator's order: names sorted, and under each name its distinct values sorted.
+    text = url + "".join(name + value for name in sorted(params) for value in sorted(set(params[name])))
+    return base64.b64encode(hmac.new(auth_token.encode(), text.encode(), hashlib.sha1).digest()).decode()
 
 
 def _without_port(parts: ParseResult) -> str:
@@ -236,23 +266,6 @@ def _multidict(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     for name, value in pairs:
         values[name].append(value)
     return dict(values)
-
-
-def _form(body: bytes) -> dict[str, str]:
-    """The form's parameters; each appears once in what Twilio sends, so a repeated one is refused rather
-    than one of its values picked."""
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, errors="strict")
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise PayloadInvalid(
-            "body is not a form-encoded (application/x-www-form-urlencoded) payload"
-        ) from exc
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if name in form:
-            raise PayloadInvalid(f"parameter {name} appears more than once")
-        form[name] = value
-    return form
 
 
 def _attachments(form: dict[str, str]) -> tuple[Attachment, ...]:

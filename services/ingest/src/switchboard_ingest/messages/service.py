@@ -63,9 +63,9 @@ class Submission:
     record_id: uuid.UUID
     digest: str
     received_at: datetime
-    topic: str
+    topic: str | None  # none: a receipt alone, no event (a replay key)
     partition_key: str
-    envelope: EventEnvelope
+    envelope: EventEnvelope | None
 
 
 # Per submission, in order: the answer, or the error the request fails with.
@@ -135,6 +135,9 @@ def from_parsed(parsed: ParsedMessage, received_at: datetime | None = None) -> I
         received_at=now,
         attachments=list(parsed.attachments),
         content_kind=parsed.content_kind,
+        subject=parsed.subject,
+        original_text=parsed.original_text,
+        thread_refs=list(parsed.thread_refs),
     )
     digest = content_digest(event, sent_at_given=parsed.sent_at is not None)
     return InboundMessage(parsed.channel, parsed.external_id, digest, event)
@@ -154,6 +157,24 @@ def submission_for(message: InboundMessage) -> Submission:
         topic=topics.MESSAGES_INBOUND,
         partition_key=f"{event.sender.kind}:{event.sender.value}",
         envelope=envelope,
+    )
+
+
+def replay_submission(kind: str, value: str, covers: Sequence[Submission]) -> Submission:
+    """A single-use value a provider signed (Mailgun's token), recorded with the items it came with: the
+    same value again with the same items is a duplicate (a retry), with other items a ``Conflict`` (a
+    replay of a captured signature)."""
+    now = utcnow()
+    key = (f"replay:{kind}", value)
+    covered = "|".join(sorted(f"{s.key[0]}:{s.key[1]}:{s.digest}" for s in covers))
+    return Submission(
+        key=key,
+        record_id=uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{key[0]}:{value}"),
+        digest=hashlib.sha256(covered.encode()).hexdigest(),
+        received_at=now,
+        topic=None,
+        partition_key="",
+        envelope=None,
     )
 
 
@@ -225,7 +246,11 @@ async def accept_batch(
     # In arrival order: the relay publishes by outbox id, so one sender's messages keep their order.
     await outbox.add_many(
         session,
-        [(s.topic, s.partition_key, s.envelope) for key, s in firsts.items() if key in inserted],
+        [
+            (s.topic, s.partition_key, s.envelope)
+            for key, s in firsts.items()
+            if key in inserted and s.topic is not None and s.envelope is not None
+        ],
     )
     outcomes: list[Outcome] = []
     for submission in submissions:

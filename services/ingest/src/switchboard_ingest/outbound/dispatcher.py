@@ -20,8 +20,8 @@ from prometheus_client import Counter
 
 from switchboard_common.db.database import Database, database_unavailable
 from switchboard_common.db.outbox import Outbox
-from switchboard_common.events import Channel
-from switchboard_ingest.channels.base import OutboundAdapter, OutboundMessage, SendOutcome, SendResult
+from switchboard_common.events import Channel, EventEnvelope, MessageOutbound
+from switchboard_ingest.channels.base import OutboundAdapter, OutboundMessage, Sender, SendOutcome, SendResult
 from switchboard_ingest.outbound import repository, service
 from switchboard_ingest.outbound.policy import RetrySchedule
 from switchboard_ingest.outbound.repository import Claimed
@@ -44,7 +44,7 @@ class Dispatcher:
         self,
         db: Database,
         outbox: Outbox,
-        adapters: Mapping[Channel, OutboundAdapter],
+        adapters: Mapping[Channel, OutboundAdapter | Sender],
         settings: IngestSettings,
     ) -> None:
         self._db = db
@@ -165,7 +165,9 @@ class Dispatcher:
             return SendOutcome(
                 SendResult.FAILED, error_code="no_recipient", error_reason="the reply names no recipient"
             )
-        message = OutboundMessage(reply.message_id, Channel(reply.channel), reply.recipient, reply.text)
+        message = _message(reply)
+        if not isinstance(adapter, OutboundAdapter):
+            return await adapter.send(message)
         try:
             request = adapter.build(message)
         except ValueError as exc:  # the recipient or text cannot be sent on this channel
@@ -223,3 +225,18 @@ class Dispatcher:
                 if not await self._record([result]):
                     return False
         return True
+
+
+def _message(reply: Claimed) -> OutboundMessage:
+    """The reply to send; email threading fields come from its event, which the delivery row keeps."""
+    event = EventEnvelope.model_validate_json(reply.envelope).parse()
+    assert isinstance(event, MessageOutbound)
+    return OutboundMessage(
+        message_id=reply.message_id,
+        channel=Channel(reply.channel),
+        recipient=reply.recipient or "",
+        text=reply.text,
+        subject=event.subject,
+        in_reply_to=event.in_reply_to,
+        references=tuple(event.references),
+    )

@@ -1,4 +1,4 @@
-"""channels: attachments and content kinds of customers' messages, delivery reports of replies
+"""channels: attachments, content kinds and email fields of customers' messages, delivery reports of replies
 
 Revision ID: 0004
 Revises: 0003
@@ -18,6 +18,9 @@ S = "conversation"
 def upgrade() -> None:
     op.add_column("messages", sa.Column("attachments", postgresql.JSONB), schema=S)
     op.add_column("messages", sa.Column("content_kind", sa.Text), schema=S)
+    op.add_column("messages", sa.Column("subject", sa.Text), schema=S)
+    op.add_column("messages", sa.Column("original_body", sa.Text), schema=S)
+    op.add_column("messages", sa.Column("thread_refs", postgresql.ARRAY(sa.Text)), schema=S)
     op.add_column("messages", sa.Column("delivery_error", sa.Text), schema=S)
     op.add_column("messages", sa.Column("delivery_updated_at", sa.DateTime(timezone=True)), schema=S)
     # Every report on a sent message, as the provider gave it: callbacks can arrive before the dispatcher's
@@ -39,5 +42,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("delivery_reports", schema=S)
-    for column in ("delivery_updated_at", "delivery_error", "content_kind", "attachments"):
+    for column in (
+        "delivery_updated_at",
+        "delivery_error",
+        "thread_refs",
+        "original_body",
+        "subject",
+        "content_kind",
+        "attachments",
+    ):
         op.drop_column("messages", column, schema=S)

@@ -1,0 +1,94 @@
+"""Web chat rules: who a new session speaks as, and how a visitor's message and read report become the same
+canonical items every other channel produces (so they take the same group commit)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from switchboard_common.events import Channel, CustomerIdentity, DeliveryState, IdentityKind
+from switchboard_ingest.channels.base import ParsedMessage, ParsedStatus
+from switchboard_ingest.normalize import normalize_email
+from switchboard_ingest.webchat import tokens
+from switchboard_ingest.webchat.sender import external_id
+from switchboard_ingest.webchat.tokens import Visitor
+
+
+class IdentityRejected(Exception):
+    """The site's proof of its user is missing or wrong (answered 401)."""
+
+
+class SessionRefused(Exception):
+    """The session cannot be given as asked (answered 400 with ``code``)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def new_visitor(
+    *,
+    identity_secret: str | None,
+    ttl_s: int,
+    user_id: str | None,
+    user_hash: str | None,
+    name: str | None,
+    email: str | None,
+    now: datetime | None = None,
+) -> Visitor:
+    """A new session's visitor: a verified site user (``user:<id>``, one identity across their devices and
+    sessions), else an anonymous visitor known by this session only.
+
+    An email is taken only from a verified user: it links the visitor to the customer of that address, and
+    an anonymous visitor typing someone else's would join their thread.
+    """
+    session_id = uuid.uuid4()
+    if user_id is None:
+        if email is not None:
+            raise SessionRefused(
+                "an email is accepted only with a verified user (user_id and user_hash)",
+                code="email_requires_verified_user",
+            )
+        identity = tokens.visitor_identity(session_id)
+    else:
+        if identity_secret is None:
+            raise SessionRefused(
+                "this deployment does not verify site users (no identity secret is configured)",
+                code="identity_verification_not_configured",
+            )
+        if user_hash is None or not tokens.verify_identity(identity_secret, user_id, user_hash):
+            raise IdentityRejected("user_hash does not match user_id")
+        identity = tokens.user_identity(user_id)
+    return Visitor(
+        session_id=session_id,
+        identity=identity,
+        expires_at=tokens.expiry(ttl_s, now),
+        name=name,
+        email=normalize_email(email) if email is not None else None,
+    )
+
+
+def renewed(visitor: Visitor, ttl_s: int, now: datetime | None = None) -> Visitor:
+    """The same session and identity, with a new expiry."""
+    return Visitor(
+        visitor.session_id, visitor.identity, tokens.expiry(ttl_s, now), visitor.name, visitor.email
+    )
+
+
+def message(visitor: Visitor, client_message_id: str, text: str) -> ParsedMessage:
+    """A visitor's message as the canonical inbound message. Its provider id is scoped by the session, so
+    the widget's retry of one message is recognised and two sessions' ids never collide."""
+    identities = (CustomerIdentity(kind=IdentityKind.EMAIL, value=visitor.email),) if visitor.email else ()
+    return ParsedMessage(
+        channel=Channel.WEBCHAT,
+        external_id=f"{visitor.session_id}:{client_message_id}",
+        sender=CustomerIdentity(kind=IdentityKind.WEBCHAT, value=visitor.identity),
+        text=text,
+        identities=identities,
+        display_name=visitor.name,
+    )
+
+
+def read_report(seq: int) -> ParsedStatus:
+    """The visitor saw reply ``seq``: the agent's thread shows it read."""
+    return ParsedStatus(channel=Channel.WEBCHAT, external_id=external_id(seq), status=DeliveryState.READ)
