@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 export UV_PYTHON_PREFERENCE := only-system
 
-.PHONY: help install run test lint format bench faults clean
+.PHONY: help install chromium run test lint format bench faults clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-9s %s\n", $$1, $$2}'
@@ -20,7 +20,18 @@ install: $(UV) ## create .venv with every package and tool (from uv.lock)
 run: install ## start the whole system (embedded PostgreSQL and broker unless configured)
 	$(UV) run --frozen switchboard-dev run
 
-test: install ## run the whole test suite against the real broker and PostgreSQL
+# Page tests drive Debian's chromium (never a downloaded browser). Installed when missing and possible (root
+# with apt); otherwise those tests are skipped and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+	     || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)) \
+	     && echo "installed Debian's chromium for the page tests" \
+	     || echo "could not install chromium: page tests will be skipped"; \
+	  else echo "chromium is not installed: page tests will be skipped (apt-get install chromium)"; fi; }
+
+test: install chromium ## run the whole test suite against the real broker and PostgreSQL
 	$(UV) run --frozen pytest
 
 lint: install ## ruff and mypy

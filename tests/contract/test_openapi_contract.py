@@ -28,7 +28,15 @@ from switchboard_devstack.stack import Infrastructure
 from switchboard_ingest.app import create_app as ingest_app
 from switchboard_metrics.app import create_app as metrics_app
 from switchboard_router.app import create_app as router_app
-from tests.conftest import ADMIN_KEY, AUTH_SECRET, INGEST_KEY, Settings, make_settings, truncate_all
+from tests.conftest import (
+    ADMIN_KEY,
+    AUTH_SECRET,
+    INGEST_KEY,
+    WEBCHAT_SECRET,
+    Settings,
+    make_settings,
+    truncate_all,
+)
 from tests.support import bearer
 
 FACTORIES: dict[str, Callable[[Settings], FastAPI]] = {
@@ -41,7 +49,11 @@ FACTORIES: dict[str, Callable[[Settings], FastAPI]] = {
 # database and the broker are not up yet, from apps that are never started. The apps under test are
 # built from the same code with the real settings.
 _PLACEHOLDER = Settings(
-    environment="test", ingest_api_keys=[INGEST_KEY], admin_api_key=ADMIN_KEY, auth_secret=AUTH_SECRET
+    environment="test",
+    ingest_api_keys=[INGEST_KEY],
+    admin_api_key=ADMIN_KEY,
+    auth_secret=AUTH_SECRET,
+    webchat_token_secret=WEBCHAT_SECRET,
 )
 DOCUMENTS = {name: factory(_PLACEHOLDER).openapi() for name, factory in FACTORIES.items()}
 

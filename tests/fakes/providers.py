@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from switchboard_devstack.ports import free_port
 
-ROUTES = ("whatsapp", "messenger", "twilio")
+ROUTES = ("whatsapp", "messenger", "twilio", "twilio-calls")
 
 _GRAPH_VERSION = re.compile(r"^v\d+\.\d+$")
 _WA_TO = re.compile(r"^\+?\d{5,15}$")
@@ -150,7 +150,7 @@ def _graph_unauthorized(whatsapp: bool) -> _Reject:
 
 def _default_fault_body(route: str, status: int) -> dict[str, Any]:
     whatsapp = route == "whatsapp"
-    if route == "twilio":
+    if route in ("twilio", "twilio-calls"):
         code, message = {
             400: (21610, "Attempt to send to unsubscribed recipient"),
             401: (20003, "Authenticate"),
@@ -244,6 +244,7 @@ class FakeProviders:
         self.app = Starlette(
             routes=[
                 Route("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio, methods=["POST"]),
+                Route("/2010-04-01/Accounts/{sid}/Calls.json", self._twilio_calls, methods=["POST"]),
                 Route("/{version}/{node}/messages", self._graph, methods=["POST"]),
                 Route("/{path:path}", self._unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             ]
@@ -393,7 +394,7 @@ class FakeProviders:
         if status == 401:
             headers["WWW-Authenticate"] = (
                 'Basic realm="Twilio API"'
-                if route == "twilio"
+                if route in ("twilio", "twilio-calls")
                 else 'OAuth "Facebook Platform" "invalid_token" "Invalid OAuth access token"'
             )
         delivered = True
@@ -489,7 +490,38 @@ class FakeProviders:
         mid = "m_" + secrets.token_urlsafe(32)
         return 200, {"recipient_id": psid, "message_id": mid}, mid
 
-    def _twilio_create(self, request: Request, body: bytes) -> tuple[int, Any, str | None]:
+    async def _twilio_calls(self, request: Request) -> Response:
+        return await self._handle("twilio-calls", request, self._twilio_call)
+
+    def _twilio_call(self, request: Request, body: bytes) -> tuple[int, Any, str | None]:
+        """Twilio's Calls API: Basic auth, form To (E.164), From, and Twiml or Url; 201 with the call."""
+        self._twilio_authenticate(request)
+        params = (
+            dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+            if _is_form(request)
+            else {}
+        )
+        to, sender = params.get("To", ""), params.get("From", "")
+        if not _E164.match(to):
+            raise _Reject(400, twilio_error(21211, f"Invalid 'To' Phone Number: {to}", 400))
+        if not sender:
+            raise _Reject(400, twilio_error(21603, "A 'From' phone number is required.", 400))
+        if not params.get("Twiml") and not params.get("Url"):
+            raise _Reject(400, twilio_error(21205, "Url or Twiml is required.", 400))
+        call_sid = "CA" + secrets.token_hex(16)
+        sid = request.path_params["sid"]
+        answer = {
+            "account_sid": sid,
+            "sid": call_sid,
+            "to": to,
+            "from": sender,
+            "status": "queued",
+            "direction": "outbound-api",
+            "uri": f"/{_TWILIO_API_VERSION}/Accounts/{sid}/Calls/{call_sid}.json",
+        }
+        return 201, answer, call_sid
+
+    def _twilio_authenticate(self, request: Request) -> None:
         credentials = _basic(request)
         sid = request.path_params["sid"]
         if (
@@ -499,6 +531,10 @@ class FakeProviders:
             or sid != self.twilio_account_sid
         ):
             raise _Reject(401, twilio_error(20003, "Authenticate", 401))
+
+    def _twilio_create(self, request: Request, body: bytes) -> tuple[int, Any, str | None]:
+        self._twilio_authenticate(request)
+        sid = request.path_params["sid"]
         items = parse_qsl(body.decode(errors="replace"), keep_blank_values=True) if _is_form(request) else []
         params = dict(items)
         to = params.get("To", "")

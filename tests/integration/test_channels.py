@@ -5,12 +5,15 @@ provider's status callbacks come back into the thread as delivery status, in any
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlencode
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -30,6 +33,7 @@ from tests.fakes.signing import (
     whatsapp_status_payload,
     whatsapp_text_payload,
 )
+from tests.fakes.smtp import Running, mail_server
 from tests.integration.test_message_path import System, running
 from tests.support import eventually, read_topic
 
@@ -347,3 +351,212 @@ async def test_unconfigured_channels_are_not_served(settings: Settings) -> None:
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "channel_not_configured"
         assert (await system.ingest.post("/webhooks/twilio/sms", content=b"")).status_code == 404
+
+
+async def test_a_call_leaves_a_voicemail_in_the_callers_thread(system: System) -> None:
+    agent = await system.agent("ada@example.com", [])
+    call = {
+        "CallSid": "CA" + "1" * 32,
+        "AccountSid": TW_SID,
+        "From": CUSTOMER_PHONE,
+        "To": TW_FROM,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
+    answer = await post_twilio(system, "/webhooks/twilio/voice", call)
+    assert answer.status_code == 200, answer.text
+    twiml = ElementTree.fromstring(answer.text)  # noqa: S314 - our own answer, in a test
+    record = twiml.find("Record")
+    assert record is not None and twiml.find("Say") is not None
+    recording_url = record.attrib["recordingStatusCallback"]
+    transcription_url = record.attrib["transcribeCallback"]
+    assert recording_url.startswith(PUBLIC + "/webhooks/twilio/voice/recording?")
+
+    recording = {
+        "AccountSid": TW_SID,
+        "CallSid": call["CallSid"],
+        "RecordingSid": "RE" + "2" * 32,
+        "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{TW_SID}/Recordings/RE{'2' * 32}",
+        "RecordingStatus": "completed",
+        "RecordingDuration": "14",
+        "RecordingChannels": "1",
+        "RecordingSource": "RecordVerb",
+    }
+    transcription = {
+        "AccountSid": TW_SID,
+        "CallSid": call["CallSid"],
+        "RecordingSid": recording["RecordingSid"],
+        "RecordingUrl": recording["RecordingUrl"],
+        "TranscriptionSid": "TR" + "3" * 32,
+        "TranscriptionText": "Hi, please call me back about my order.",
+        "TranscriptionStatus": "completed",
+        "TranscriptionType": "fast",
+    }
+    for url, params in ((recording_url, recording), (transcription_url, transcription)):
+        path = url.removeprefix(PUBLIC)
+        response = await system.ingest.post(
+            path,
+            content=urlencode(params),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": twilio_signature(TW_TOKEN, url, params),
+            },
+        )
+        assert response.status_code == 204, response.text
+
+    async def three_items() -> dict[str, Any] | None:
+        thread = await assigned_thread(system, agent)
+        return thread if len(thread["messages"]) == 3 else None
+
+    thread = await eventually(three_items, what="call, voicemail and transcription in the thread")
+    items = sorted(thread["messages"], key=lambda m: m["content_kind"])
+    assert [(m["channel"], m["content_kind"]) for m in items] == [
+        ("voice", "call"),
+        ("voice", "transcription"),
+        ("voice", "voicemail"),
+    ]
+    assert items[1]["body"] == "Hi, please call me back about my order."
+    assert items[2]["attachments"][0]["url"] == recording["RecordingUrl"]
+    assert {"kind": "phone", "value": CUSTOMER_PHONE} in thread["customer"]["identities"]
+
+    # A callback signed for another caller's URL cannot be replayed onto this one.
+    forged = recording_url.replace("%2B14155550123", "%2B14155550999")
+    response = await system.ingest.post(
+        forged.removeprefix(PUBLIC),
+        content=urlencode(recording),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": twilio_signature(TW_TOKEN, recording_url, recording),
+        },
+    )
+    assert response.status_code == 401
+
+
+MAILGUN_KEY, MIME_TOKEN = "mailgun-signing-key-1", "mime-token-1"
+
+
+def mailgun_form(message_id: str, sender: str, subject: str, body: str, **headers: str) -> dict[str, str]:
+    """A Mailgun route's forward (urlencoded), signed as Mailgun signs: HMAC-SHA256(key, timestamp + token)."""
+    timestamp, token = str(int(time.time())), uuid.uuid4().hex
+    all_headers = [["Message-Id", f"<{message_id}>"], ["From", sender], ["Subject", subject]]
+    all_headers += [[name.replace("_", "-"), value] for name, value in headers.items()]
+    return {
+        "recipient": "support@example.com",
+        "sender": sender,
+        "from": sender,
+        "subject": subject,
+        "body-plain": body,
+        "Message-Id": f"<{message_id}>",
+        "message-headers": json.dumps(all_headers),
+        "timestamp": timestamp,
+        "token": token,
+        "signature": hmac.new(MAILGUN_KEY.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest(),
+    }
+
+
+@pytest.fixture
+async def mail_system(settings: Settings, fakes: FakeProviders) -> AsyncIterator[tuple[System, Running]]:
+    with mail_server() as smtp:
+        email_settings = channel_settings(
+            settings,
+            fakes,
+            mailgun_signing_key=MAILGUN_KEY,
+            email_mime_token=MIME_TOKEN,
+            email_from_address="Support <support@example.com>",
+            smtp_host="127.0.0.1",
+            smtp_port=smtp.port,
+            smtp_starttls=False,
+        )
+        async with running(email_settings) as system:
+            yield system, smtp
+
+
+async def test_email_round_trip_threads_replies_both_ways(mail_system: tuple[System, Running]) -> None:
+    system, smtp = mail_system
+    agent = await system.agent("ada@example.com", [])
+    body = "Where is my order 1234?\n\nThanks,\nJane\n\nOn Mon, Nov 2, 2026 at 9:00 AM Shop <shop@example.com> wrote:\n> Your order shipped."
+    form = mailgun_form("c1@mail.example.org", "Jane <jane@example.org>", "Order 1234", body)
+    first = await system.ingest.post("/webhooks/email/mailgun", data=form)
+    assert first.status_code == 200, first.text
+    assert (await system.ingest.post("/webhooks/email/mailgun", data=form)).status_code == 200  # a retry
+    replayed = {**form, "body-plain": "Send the refund to my other account."}  # a captured signature reused
+    refused = await system.ingest.post("/webhooks/email/mailgun", data=replayed)
+    assert refused.status_code == 401, refused.text
+
+    thread = await assigned_thread(system, agent)
+    [message] = thread["messages"]
+    assert (message["channel"], message["subject"]) == ("email", "Order 1234")
+    assert "Where is my order 1234?" in message["body"] and "Your order shipped" not in message["body"]
+    assert "Your order shipped" in message["original_text"]
+
+    sent = await reply(system, agent, thread["id"], "It arrives tomorrow.")
+    await eventually(lambda: delivery_of(system, agent, thread["id"], sent["id"], "sent"), what="sent")
+    [mail] = smtp.handler.received
+    assert mail.rcpt_tos == ["jane@example.org"]
+    assert mail.message["Subject"] == "Re: Order 1234"
+    assert mail.message["In-Reply-To"] == "<c1@mail.example.org>"
+    ours = mail.message["Message-ID"].strip("<>")
+
+    # A colleague answers our email from another address: it joins Jane's thread, through the MIME route.
+    raw = (
+        "From: Sam <sam@example.org>\r\nTo: support@example.com\r\nSubject: Re: Order 1234\r\n"
+        f"Message-ID: <c2@mail.example.org>\r\nIn-Reply-To: <{ours}>\r\nReferences: <c1@mail.example.org> <{ours}>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nI can take the parcel for Jane.\r\n"
+    ).encode()
+    unauthorised = await system.ingest.post("/webhooks/email/mime", content=raw)
+    assert unauthorised.status_code == 401
+    posted = await system.ingest.post(
+        "/webhooks/email/mime", content=raw, headers={"Authorization": f"Bearer {MIME_TOKEN}"}
+    )
+    assert posted.status_code == 200, posted.text
+
+    async def two_inbound() -> list[dict[str, Any]] | None:
+        response = await system.conversation.get(f"/v1/conversations/{thread['id']}", headers=agent["auth"])
+        inbound = [m for m in response.json()["messages"] if m["direction"] == "inbound"]
+        return inbound if len(inbound) == 2 else None
+
+    inbound = await eventually(two_inbound, what="the colleague's email in Jane's thread")
+    assert inbound[1]["body"].startswith("I can take the parcel")
+    customer = (
+        await system.conversation.get(f"/v1/conversations/{thread['id']}", headers=agent["auth"])
+    ).json()
+    assert {"kind": "email", "value": "sam@example.org"} in customer["customer"]["identities"]
+
+
+async def test_an_agent_calls_the_customer_back_and_the_call_status_comes_back(
+    system: System, fakes: FakeProviders
+) -> None:
+    agent = await system.agent("ada@example.com", [])
+    call = {
+        "CallSid": "CA" + "4" * 32,
+        "AccountSid": TW_SID,
+        "From": CUSTOMER_PHONE,
+        "To": TW_FROM,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+    }
+    assert (await post_twilio(system, "/webhooks/twilio/voice", call)).status_code == 200
+    thread = await assigned_thread(system, agent)
+    sent = await reply(system, agent, thread["id"], "Hello, this is Ada returning your call.")  # on voice
+    [request] = await fakes.wait_for("twilio-calls", 1)
+    assert request.form is not None
+    assert (request.form["To"], request.form["From"]) == (CUSTOMER_PHONE, TW_FROM)
+    assert "Ada returning your call" in ElementTree.fromstring(request.form["Twiml"]).findtext("Say", "")  # noqa: S314
+    status_url = request.form["StatusCallback"]
+    assert status_url == PUBLIC + "/webhooks/twilio/voice/status"
+    await eventually(lambda: delivery_of(system, agent, thread["id"], sent["id"], "sent"), what="call placed")
+
+    completed = {
+        "CallSid": request.provider_id or "",
+        "AccountSid": TW_SID,
+        "CallStatus": "completed",
+        "From": TW_FROM,
+        "To": CUSTOMER_PHONE,
+        "Direction": "outbound-api",
+        "CallDuration": "42",
+    }
+    assert (await post_twilio(system, "/webhooks/twilio/voice/status", completed)).status_code == 204
+    await eventually(
+        lambda: delivery_of(system, agent, thread["id"], sent["id"], "delivered"), what="answered"
+    )

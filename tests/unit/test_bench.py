@@ -14,6 +14,8 @@ from switchboard_common.events import Channel
 from switchboard_devstack.bench import loadgen, procstat, promscrape, report, stats, wrk
 from switchboard_devstack.bench.generators import connections_for, tick_for
 from switchboard_devstack.bench.watcher import message_id_for
+from switchboard_ingest.channels.base import WebhookRequest
+from switchboard_ingest.channels.whatsapp import WhatsAppChannel
 from switchboard_ingest.messages.service import message_id_for as ingest_message_id_for
 
 
@@ -438,3 +440,25 @@ def test_report_shows_each_replica_and_their_sum() -> None:
     assert "WARNING: consumer groups rebalanced inside the measured window (JoinGroup requests: " in (
         report.render(doc)
     )
+
+
+def test_the_whatsapp_bench_sends_what_ingest_verifies_and_parses() -> None:
+    args = loadgen.parse_args(
+        ["--port=1", "--prefix=b1x-", "--count=3", "--channel=whatsapp", "--secret=s3cret", "--out=/dev/null"]
+    )
+    head, _, body = loadgen.Generator(args).request(2).partition(b"\r\n\r\n")
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+    assert "Authorization" not in headers and int(headers["Content-Length"]) == len(body)
+    channel = WhatsAppChannel(
+        app_secret="s3cret",
+        verify_token="v",
+        access_token="a",
+        phone_number_id="bench-number",
+        api_base="http://x",
+    )
+    request = WebhookRequest(body=body, headers={k.lower(): v for k, v in headers.items()}, url="http://x/")
+    channel.verify(request)
+    [message] = channel.parse(request).messages
+    assert message.external_id == "wamid.b1x-2"
+    assert message.sender.value == "+" + loadgen.phone_for("b1x-", 2)
+    assert loadgen.phone_for("b1x-", 2) != loadgen.phone_for("b1x-", 3)

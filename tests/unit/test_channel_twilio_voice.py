@@ -413,6 +413,15 @@ def test_a_malformed_recording_callback_is_refused_with_a_reason(
         channel().parse_recording(signed(params, url or callback_urls()[0]))
 
 
+def test_the_caller_is_read_from_the_signed_url_not_from_a_separate_query_mapping() -> None:
+    request = signed(RECORDING_COMPLETED, callback_urls()[0])
+    mismatched = WebhookRequest(
+        body=request.body, headers=request.headers, url=request.url, query={"from": "+14155559999"}
+    )
+    (message,) = channel().parse_recording(mismatched).messages
+    assert message.sender.value == CALLER
+
+
 def test_a_recording_callback_naming_no_callable_number_is_refused() -> None:
     url = f"{PUBLIC}/webhooks/twilio/voice/recording?from=anonymous"
     with pytest.raises(CallerUnidentified):
@@ -585,7 +594,7 @@ def test_call_statuses_that_say_nothing_new_are_skipped(twilio: str) -> None:
         ({"public_base_url": ""}, "public base URL"),
         ({"public_base_url": "hooks.example.com"}, "public base URL"),
         ({"public_base_url": "https://hooks.example.com/?x=1"}, "public base URL"),
-        ({"max_recording_s": 0}, "max_recording_s"),
+        ({"max_recording_s": 1}, "max_recording_s"),
         ({"max_recording_s": 14401}, "max_recording_s"),
     ],
 )

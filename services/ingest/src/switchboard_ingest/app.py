@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import httpx
 from fastapi import FastAPI
 
 from switchboard_common.db.outbox import Outbox
+from switchboard_common.events import Channel
 from switchboard_common.http.app import create_service_app
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_ingest.channels.endpoints import router as webhooks_router
@@ -13,6 +15,23 @@ from switchboard_ingest.models import outbox_table
 from switchboard_ingest.outbound import consumer as dispatch_consumer
 from switchboard_ingest.outbound.dispatcher import Dispatcher
 from switchboard_ingest.settings import IngestSettings
+from switchboard_ingest.webchat.endpoints import WebchatCors
+from switchboard_ingest.webchat.endpoints import router as webchat_router
+from switchboard_ingest.webchat.sender import WebchatSender
+from switchboard_ingest.webchat.stream import WebchatHub
+
+
+class _Closing:
+    """Closes an HTTP client when the service stops."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._client.aclose()
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -27,9 +46,17 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         committer = GroupCommitter(runtime.db, outbox, settings)
         runtime.background.append(committer)
         app.state.committer = committer
-        channels = configure(settings)
+        # The webhooks' own fetches (SNS certificates and subscription confirmations) share one client.
+        fetches = httpx.AsyncClient(timeout=10.0)
+        runtime.background.append(_Closing(fetches))
+        channels = configure(settings, fetches)
         app.state.channels = channels
-        dispatcher = Dispatcher(runtime.db, outbox, channels.outbound(), settings)
+        # Web chat: one LISTEN connection fans replies out to the visitors' streams.
+        hub = WebchatHub(runtime.db)
+        runtime.background.append(hub)
+        app.state.webchat_hub = hub
+        senders = {**channels.outbound(), Channel.WEBCHAT: WebchatSender(hub)}
+        dispatcher = Dispatcher(runtime.db, outbox, senders, settings)
         runtime.background.append(dispatcher)
         runtime.add_consumer(
             dispatch_consumer.GROUP_ID,
@@ -38,12 +65,15 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             advisory=True,
         )
 
-    return create_service_app(
+    app = create_service_app(
         "ingest",
         settings,
-        [messages_router, webhooks_router],
+        [messages_router, webhooks_router, webchat_router],
         setup=setup,
         description="Receives customers' messages from every channel (the generic API and providers' "
         "webhooks), verifies and normalizes them, and records them durably; the outbox relay publishes them "
-        "to the event log. Sends agents' replies through each channel's provider, with retries.",
+        "to the event log. Sends agents' replies through each channel's provider, with retries, and serves "
+        "the web chat widget and its visitors' API.",
     )
+    app.add_middleware(WebchatCors, allowed_origins=settings.webchat_allowed_origins)
+    return app

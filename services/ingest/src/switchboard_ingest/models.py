@@ -88,3 +88,6 @@ class OutboundDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+from switchboard_ingest.webchat import models as _webchat_models  # noqa: E402, F401 - registers web chat's tables

@@ -7,8 +7,9 @@ from pydantic import Field, SecretStr
 from switchboard_common.settings import DEV_INGEST_API_KEY, DEV_WEBCHAT_TOKEN_SECRET, CommonSettings
 
 # Connections ingest uses beside its committers: the outbox relay's dedicated one, a /health/ready probe, the
-# dispatcher's consumer and its claim / record transactions.
-_SIDE_CONNECTIONS = 5
+# dispatcher's consumer and its claim / record transactions, and web chat's (the hub's LISTEN connection and
+# its two working connections).
+_SIDE_CONNECTIONS = 8
 
 
 class IngestSettings(CommonSettings):

@@ -42,6 +42,7 @@ class LoadResult:
     sample_body: str = ""
     # wrk only
     wrk: wrk.WrkResult | None = None
+    channel: str = "api"  # the channel the messages came through (their ids depend on it)
 
     @property
     def sent(self) -> int:
@@ -50,13 +51,13 @@ class LoadResult:
     def acked_ids(self) -> dict[str, float]:
         """Switchboard message id -> time its 2xx arrived (lean generator only)."""
         return {
-            message_id_for(ext): self.ack[i]
+            message_id_for(ext, self.channel): self.ack[i]
             for i, ext in enumerate(self.external_ids)
             if 200 <= self.status[i] < 300
         }
 
     def all_ids(self) -> set[str]:
-        return {message_id_for(ext) for ext in self.external_ids}
+        return {message_id_for(ext, self.channel) for ext in self.external_ids}
 
 
 def connections_for(given: int | None, rate: float) -> int:
@@ -79,6 +80,10 @@ def _cpu_seconds(pid: int) -> float:
     return stat.ticks / procstat.CLK_TCK if stat is not None else 0.0
 
 
+# How each channel's provider ids look for message i (loadgen.whatsapp_body: "wamid.<prefix><i>").
+_EXTERNAL_PREFIX = {"api": "", "whatsapp": "wamid."}
+
+
 class LeanGenerator:
     """``python -m switchboard_devstack.bench.loadgen`` in its own process; with several ports (ingest
     replicas) its connections are spread over them in turn."""
@@ -95,8 +100,12 @@ class LeanGenerator:
         tick_ms: float = 10.0,
         path: str = "/v1/messages",
         auth: str = "",
+        channel: str = "api",
+        secret: str = "",
     ) -> None:
         self.ports = [port] if isinstance(port, int) else list(port)
+        self.channel = channel
+        self.secret = secret
         self.tick_ms = tick_ms
         self.prefix = prefix
         self.count = count
@@ -128,6 +137,8 @@ class LeanGenerator:
         ]
         if self.auth:
             argv.append(f"--auth={self.auth}")
+        if self.channel != "api":
+            argv += [f"--channel={self.channel}", f"--secret={self.secret}"]
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
         )
@@ -173,7 +184,8 @@ class LeanGenerator:
             prefix=self.prefix,
             rate=self.rate,
             connections=self.connections,
-            external_ids=[f"{self.prefix}{i}" for i in range(data["sent"])],
+            external_ids=[f"{_EXTERNAL_PREFIX[self.channel]}{self.prefix}{i}" for i in range(data["sent"])],
+            channel=self.channel,
             ok=data["ok"],
             failed=data["failed"],
             go_at=self.go_at,

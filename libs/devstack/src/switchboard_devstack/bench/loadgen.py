@@ -22,12 +22,15 @@ Only the standard library is imported, to keep its start and its footprint small
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import select
 import socket
 import struct
 import sys
 import time
+import zlib
 from array import array
 from collections import deque
 from collections.abc import Sequence
@@ -81,15 +84,39 @@ class Connection:
         self.inflight = -1
 
 
+def phone_for(prefix: str, i: int) -> str:
+    """A North American number of its own for message ``i`` of the run named by ``prefix``: every
+    message from a new customer, as on the API channel (the run's digits keep runs apart)."""
+    run = zlib.crc32(prefix.encode()) % 900 + 100
+    return f"1{run}{i:07d}"[:11]
+
+
+def whatsapp_body(prefix: str, i: int) -> bytes:
+    """A WhatsApp Cloud API webhook carrying one text message (the shape Meta posts)."""
+    sender = phone_for(prefix, i)
+    return (
+        '{"object":"whatsapp_business_account","entry":[{"id":"bench-waba","changes":[{"field":"messages",'
+        '"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000",'
+        '"phone_number_id":"bench-number"},'
+        f'"contacts":[{{"profile":{{"name":"Bench {i}"}},"wa_id":"{sender}"}}],'
+        f'"messages":[{{"from":"{sender}","id":"wamid.{prefix}{i}","timestamp":"{int(time.time())}",'
+        '"type":"text","text":{"body":"bench"}}]}}]}]}'
+    ).encode()
+
+
 class Generator:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.count: int = args.count
         self.rate: float = args.rate
         self.tick: float = max(0.001, args.tick_ms / 1000)
+        self.whatsapp = args.channel == "whatsapp"
+        self.secret = args.secret.encode()
+        # WhatsApp requests carry their own signature header (an HMAC of each body), the API channel a key.
+        credential = "" if self.whatsapp else f"Authorization: {args.auth}\r\n"
         self.head = (
             f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port[0]}\r\n"
-            f"Authorization: {args.auth}\r\nContent-Type: application/json\r\nContent-Length: "
+            f"{credential}Content-Type: application/json\r\n"
         ).encode()
         self.send_t = array("d", bytes(8 * self.count))
         self.ack_t = array("d", bytes(8 * self.count))
@@ -150,8 +177,13 @@ class Generator:
     # -- requests -----------------------------------------------------------------------------------------
 
     def request(self, i: int) -> bytes:
-        body = message_body(self.args.prefix, i)
-        return self.head + str(len(body)).encode() + b"\r\n\r\n" + body
+        if self.whatsapp:
+            body = whatsapp_body(self.args.prefix, i)
+            digest = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+            signature = f"X-Hub-Signature-256: sha256={digest}\r\n".encode()
+        else:
+            body, signature = message_body(self.args.prefix, i), b""
+        return self.head + signature + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
     def issue(self, conn: Connection, i: int) -> None:
         data = self.request(i)
@@ -322,6 +354,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--path", default="/v1/messages")
     parser.add_argument("--auth", default="Bearer dev-ingest-key", help="the Authorization header's value")
+    parser.add_argument("--channel", choices=["api", "whatsapp"], default="api")
+    parser.add_argument("--secret", default="", help="whatsapp: the app secret that signs each body")
     parser.add_argument("--prefix", required=True, help="message ids are <prefix><i>")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0, help="requests per second; 0: closed loop")

@@ -182,7 +182,8 @@ def render(doc: dict[str, Any]) -> str:
         title = f"fixed offered rate: {config['messages']} messages at {config['rate']:g}/s (open loop)"
     lines = [
         "",
-        f"Switchboard benchmark, {title}",
+        f"Switchboard benchmark, {title}"
+        + (" through WhatsApp webhooks (signed)" if config.get("channel", "api") == "whatsapp" else ""),
         f"load generator: {t['generator']}, {config['connections']} connections, "
         f"{doc['generator_ms_per_request']:.4f} ms CPU per request",
         f"{config['cpus']} CPUs, everything on this machine; {config['agents']} agents online (capacity "

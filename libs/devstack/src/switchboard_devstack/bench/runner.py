@@ -49,6 +49,8 @@ from switchboard_devstack.stack import (
 )
 
 INGEST_AUTH = f"Bearer {DEV_INGEST_API_KEY}"
+BENCH_APP_SECRET = "bench-whatsapp-app-secret"  # noqa: S105 - configured on the benchmarked ingest only
+WEBHOOK_PATHS = {"api": "/v1/messages", "whatsapp": "/webhooks/whatsapp"}
 SERVICE_NAMES = [s.name for s in SERVICES]
 GENERATOR = "load generator"
 BENCH_SELF = "bench watcher"
@@ -113,6 +115,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="--saturate only (a fixed rate always uses the lean open-loop generator): auto takes wrk when "
         "it is on PATH",
+    )
+    load.add_argument(
+        "--channel",
+        choices=["api", "whatsapp"],
+        default="api",
+        help="the way in: the generic API channel, or WhatsApp Cloud API webhooks (each body signed with "
+        "X-Hub-Signature-256, as Meta does; always the lean generator, since wrk cannot sign)",
     )
     load.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (-t)")
     load.add_argument("--duration", type=int, default=120, help="--saturate: stop offering after this many s")
@@ -287,7 +296,12 @@ class Bench:
     # -- phases -------------------------------------------------------------------------------------------
 
     def _use_wrk(self, saturate: bool) -> str | None:
-        """wrk drives closed-loop (saturation) phases only: a fixed offered rate needs the open loop."""
+        """wrk drives closed-loop (saturation) phases only: a fixed offered rate needs the open loop. It
+        cannot sign webhook bodies (an HMAC per body), so webhook channels use the lean generator."""
+        if self.args.channel != "api":
+            if self.args.generator == "wrk":
+                raise SystemExit("--generator wrk cannot sign webhook bodies: use --generator lean")
+            return None
         if not saturate or self.args.generator == "lean":
             return None
         if len(self.ingest_ports) > 1:
@@ -328,6 +342,9 @@ class Bench:
                 duration=self.args.duration if rate <= 0 else 0.0,
                 tick_ms=tick_for(self.args.tick_ms, rate),
                 auth=INGEST_AUTH,
+                path=WEBHOOK_PATHS[self.args.channel],
+                channel=self.args.channel,
+                secret=BENCH_APP_SECRET,
             )
         try:
             if isinstance(generator, LeanGenerator):
@@ -453,7 +470,7 @@ class Bench:
                     [result.send[i] - due[i] for i in range(result.sent)]
                 )
             section["reconnects"] = result.reconnects
-            if result.sample_body:
+            if result.sample_body and result.channel == "api":  # webhooks answer counts, not ids
                 section["message_id_check"] = _check_sample(result)
         section["latency_ms"] = latency
         return section
@@ -528,6 +545,7 @@ class Bench:
                 "rate": None if args.saturate else args.rate,
                 "connections": result.connections,
                 "generator": result.generator,
+                "channel": args.channel,
                 "agents": agents,
                 "capacity": capacity,
                 "warmup": args.warmup,
@@ -631,6 +649,14 @@ def memory(roots: dict[str, int]) -> dict[str, dict[str, Any]]:
 
 def _service_env(args: argparse.Namespace, base: dict[str, str]) -> dict[str, str]:
     env = service_env(base)
+    if args.channel == "whatsapp":
+        # Inbound only: replies are not benchmarked, so the access token is never used.
+        env |= {
+            "SWITCHBOARD_WHATSAPP_APP_SECRET": BENCH_APP_SECRET,
+            "SWITCHBOARD_WHATSAPP_VERIFY_TOKEN": "bench-verify-token",
+            "SWITCHBOARD_WHATSAPP_ACCESS_TOKEN": "bench-access-token",
+            "SWITCHBOARD_WHATSAPP_PHONE_NUMBER_ID": "bench-number",
+        }
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep:

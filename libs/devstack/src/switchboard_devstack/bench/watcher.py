@@ -25,9 +25,9 @@ _ASSIGNED = b"conversation.assigned"
 _MESSAGE_ADDED = b"conversation.message_added"
 
 
-def message_id_for(external_id: str) -> str:
-    """Ingest's id for an API-channel message (see switchboard_ingest.messages.service.message_id_for)."""
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"api:{external_id}"))
+def message_id_for(external_id: str, channel: str = "api") -> str:
+    """Ingest's id for a channel's message (see switchboard_ingest.messages.service.message_id_for)."""
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{channel}:{external_id}"))
 
 
 class AssignmentWatcher:

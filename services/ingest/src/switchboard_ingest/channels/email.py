@@ -235,6 +235,7 @@ def _body_text(part: EmailMessage) -> str:
         return ""
     if not isinstance(content, str):
         return ""
+    content = content.replace("\r\n", "\n")  # the wire's CRLF: the text is stored and shown with \n
     return html_to_text(content) if part.get_content_subtype() == "html" else content.strip()
 
 
@@ -245,15 +246,18 @@ def _parts(message: EmailMessage) -> Iterator[EmailMessage]:
     while stack:
         part = stack.pop()
         yield part
-        if part.get_content_maintype() == "multipart" and part.is_multipart():
+        if part.is_multipart() and part.get_content_maintype() == "multipart":
             stack.extend(reversed([p for p in part.iter_parts() if isinstance(p, EmailMessage)]))
 
 
 def _attachments(message: EmailMessage, body: EmailMessage | None, external_id: str) -> Iterator[Attachment]:
     for index, part in enumerate(_parts(message)):
-        if part is body or part.get_content_maintype() == "multipart":
+        if part is body:
             continue
+        # Read once: each read of a header under policy.default parses it again.
         content_type = part.get_content_type()
+        if content_type.startswith("multipart/"):
+            continue
         try:
             filename = part.get_filename()
             disposition = part.get_content_disposition()

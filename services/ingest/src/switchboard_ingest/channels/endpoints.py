@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -15,10 +16,26 @@ from fastapi.responses import PlainTextResponse
 from switchboard_common.errors import Conflict
 from switchboard_common.http.errors import ApiError
 from switchboard_common.http.openapi import errors
-from switchboard_ingest.channels.base import Parsed, PayloadInvalid, SignatureInvalid, WebhookRequest
+from switchboard_ingest.channels import email, ses
+from switchboard_ingest.channels.base import (
+    InboundAdapter,
+    Parsed,
+    PayloadInvalid,
+    SignatureInvalid,
+    WebhookRequest,
+)
 from switchboard_ingest.channels.messenger import MessengerChannel
 from switchboard_ingest.channels.registry import TWILIO_SMS_STATUS_PATH, Channels
-from switchboard_ingest.channels.twilio import TwilioSmsChannel, public_url
+from switchboard_ingest.channels.twilio import public_url
+from switchboard_ingest.channels.twilio_voice import (
+    CALL_STATUS_PATH,
+    GOODBYE_PATH,
+    RECORDING_PATH,
+    TRANSCRIPTION_PATH,
+    VOICE_PATH,
+    CallerUnidentified,
+    TwilioVoiceChannel,
+)
 from switchboard_ingest.channels.whatsapp import WhatsAppChannel
 from switchboard_ingest.messages import service
 from switchboard_ingest.messages.committer import GroupCommitter
@@ -33,10 +50,12 @@ router = APIRouter(prefix="/webhooks", tags=["provider webhooks"])
 _WEBHOOK_ERRORS = errors(
     400,
     401,
+    403,
     404,
     413,
     503,
     described={
+        403: "SES through SNS: the topic is not one of `SWITCHBOARD_EMAIL_SNS_TOPIC_ARNS`.",
         400: "The payload is not what the provider sends (`bad_request`, with the reason).",
         401: "The provider's signature is missing or does not match the raw body (`invalid_signature`).",
         404: "This channel is not configured on this deployment (`channel_not_configured`).",
@@ -78,7 +97,7 @@ async def _raw(request: Request, url: str | None = None) -> WebhookRequest:
     )
 
 
-def _parse(adapter: WhatsAppChannel | MessengerChannel | TwilioSmsChannel, raw: WebhookRequest) -> Parsed:
+def _parse(adapter: InboundAdapter, raw: WebhookRequest) -> Parsed:
     try:
         adapter.verify(raw)
     except SignatureInvalid as exc:
@@ -161,14 +180,18 @@ async def messenger_webhook(
     return {"messages": len(parsed.messages), "statuses": len(parsed.statuses)}
 
 
-async def _twilio(request: Request, channels: Channels, committer: GroupCommitter) -> None:
-    adapter = _configured(channels.twilio_sms, "twilio sms")
+def _twilio_url(request: Request) -> str:
+    """The URL Twilio called, which it signed: the path and query exactly as sent, on the public base URL
+    when ingest runs behind a proxy."""
     settings: IngestSettings = request.app.state.settings
-    # Twilio signed the path and query exactly as it sent them, so they are taken undecoded.
     path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
     query = request.scope.get("query_string", b"").decode("latin-1")
-    url = public_url(settings.public_base_url, path, query, str(request.url))
-    await accept(committer, _parse(adapter, await _raw(request, url)))
+    return public_url(settings.public_base_url, path, query, str(request.url))
+
+
+async def _twilio(request: Request, channels: Channels, committer: GroupCommitter) -> None:
+    adapter = _configured(channels.twilio_sms, "twilio sms")
+    await accept(committer, _parse(adapter, await _raw(request, _twilio_url(request))))
 
 
 @router.post(
@@ -193,4 +216,160 @@ async def twilio_sms_webhook(request: Request, channels: ChannelsDep, committer:
 async def twilio_sms_status(request: Request, channels: ChannelsDep, committer: CommitterDep) -> Response:
     """Twilio's report on a reply we sent (sent, delivered, read, undelivered, failed)."""
     await _twilio(request, channels, committer)
+    return Response(status_code=204)
+
+
+# --- email ------------------------------------------------------------------------------------------------
+
+
+@router.post("/email/mailgun", status_code=200, responses=_WEBHOOK_ERRORS, summary="Mailgun inbound route")
+async def mailgun_webhook(request: Request, channels: ChannelsDep, committer: CommitterDep) -> dict[str, int]:
+    """A Mailgun route's forward (multipart or urlencoded), signed with HMAC-SHA256 over timestamp and
+    token; a stale timestamp, or a token used before for another message, is refused."""
+    parsed = _parse(_configured(channels.mailgun, "mailgun"), await _raw(request))
+    await accept(committer, parsed, replay_kind="mailgun")
+    return {"messages": len(parsed.messages), "statuses": 0}
+
+
+@router.post(
+    "/email/mime",
+    status_code=200,
+    responses=_WEBHOOK_ERRORS,
+    summary="A raw RFC 5322 email (your MTA, or SES through SNS)",
+)
+async def mime_webhook(request: Request, channels: ChannelsDep, committer: CommitterDep) -> dict[str, int]:
+    """Your MTA posts the raw message with ``Authorization: Bearer <SWITCHBOARD_EMAIL_MIME_TOKEN>``; SES
+    posts through SNS (``x-amz-sns-message-type``), verified against the certificate SNS names, fetched
+    only from an SNS host, from the configured topics only. A subscription confirmation is confirmed."""
+    raw = await _raw(request)
+    if "x-amz-sns-message-type" not in raw.headers:
+        parsed = _parse(_configured(channels.mime, "email (mime)"), raw)
+        await accept(committer, parsed)
+        return {"messages": len(parsed.messages), "statuses": 0}
+    sns = _configured(channels.sns, "email (ses)")
+    try:
+        message = ses.parse_sns(raw.body)
+    except PayloadInvalid as exc:
+        raise ApiError(400, f"malformed SNS message: {exc}") from exc
+    if message["TopicArn"] not in sns.topic_arns:
+        raise ApiError(403, "SNS topic not accepted here", code="forbidden")
+    try:
+        ses.verify_sns(message, await sns.certificates.get(str(message.get("SigningCertURL", ""))))
+    except SignatureInvalid as exc:
+        raise ApiError(401, str(exc) or "invalid signature", code="invalid_signature") from exc
+    if message["Type"] == "SubscriptionConfirmation":
+        await sns.confirm(message)
+        return {"messages": 0, "statuses": 0}
+    if message["Type"] != "Notification":
+        return {"messages": 0, "statuses": 0}
+    try:
+        parsed = Parsed(messages=(email.parse_mime(ses.ses_mime(message), received_at=raw.received_at),))
+    except PayloadInvalid as exc:
+        raise ApiError(400, f"malformed payload: {exc}") from exc
+    await accept(committer, parsed)
+    return {"messages": 1, "statuses": 0}
+
+
+# --- voice (Twilio) -----------------------------------------------------------------------------------------
+
+
+def _twiml(document: str) -> Response:
+    return Response(document, media_type="text/xml")
+
+
+async def _voice(request: Request, channels: Channels) -> tuple[TwilioVoiceChannel, WebhookRequest]:
+    adapter = _configured(channels.twilio_voice, "twilio voice")
+    raw = await _raw(request, _twilio_url(request))
+    try:
+        adapter.verify(raw)
+    except SignatureInvalid as exc:
+        raise ApiError(401, str(exc) or "invalid signature", code="invalid_signature") from exc
+    return adapter, raw
+
+
+def _voice_parsed(parse: Callable[[WebhookRequest], Parsed], raw: WebhookRequest) -> Parsed:
+    try:
+        return parse(raw)
+    except PayloadInvalid as exc:
+        raise ApiError(400, f"malformed payload: {exc}") from exc
+
+
+_TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "TwiML", "content": {"text/xml": {}}},
+    **_WEBHOOK_ERRORS,
+}
+
+
+@router.post(
+    VOICE_PATH.removeprefix("/webhooks"),
+    response_class=Response,
+    responses=_TWIML_RESPONSES,
+    summary="Twilio Voice: an incoming call",
+)
+async def voice_call(request: Request, channels: ChannelsDep, committer: CommitterDep) -> Response:
+    """An incoming call becomes a routable item of the caller's thread (channel ``voice``); the caller
+    hears a greeting and leaves a voicemail, whose recording and transcription join the thread when Twilio
+    reports them. A caller without a usable number hears why and is hung up on."""
+    adapter, raw = await _voice(request, channels)
+    try:
+        call = adapter.parse_call(raw)
+    except CallerUnidentified:
+        return _twiml(adapter.unidentified())
+    except PayloadInvalid as exc:
+        raise ApiError(400, f"malformed payload: {exc}") from exc
+    await accept(committer, Parsed(messages=(call,)))
+    # The expected wait is not known to ingest yet (the router's estimate is not served to it): the
+    # greeting then says an agent will call back as soon as possible.
+    return _twiml(adapter.answer(call.sender.value, None))
+
+
+@router.post(
+    RECORDING_PATH.removeprefix("/webhooks"),
+    status_code=204,
+    response_class=Response,
+    responses=_WEBHOOK_ERRORS,
+    summary="Twilio Voice: a voicemail recording is ready",
+)
+async def voice_recording(request: Request, channels: ChannelsDep, committer: CommitterDep) -> Response:
+    adapter, raw = await _voice(request, channels)
+    await accept(committer, _voice_parsed(adapter.parse_recording, raw))
+    return Response(status_code=204)
+
+
+@router.post(
+    TRANSCRIPTION_PATH.removeprefix("/webhooks"),
+    status_code=204,
+    response_class=Response,
+    responses=_WEBHOOK_ERRORS,
+    summary="Twilio Voice: a voicemail's transcription is ready",
+)
+async def voice_transcription(request: Request, channels: ChannelsDep, committer: CommitterDep) -> Response:
+    adapter, raw = await _voice(request, channels)
+    await accept(committer, _voice_parsed(adapter.parse_transcription, raw))
+    return Response(status_code=204)
+
+
+@router.post(
+    GOODBYE_PATH.removeprefix("/webhooks"),
+    response_class=Response,
+    responses=_TWIML_RESPONSES,
+    summary="Twilio Voice: after the voicemail",
+)
+async def voice_goodbye(request: Request, channels: ChannelsDep) -> Response:
+    adapter, _ = await _voice(request, channels)
+    return _twiml(adapter.goodbye())
+
+
+@router.post(
+    CALL_STATUS_PATH.removeprefix("/webhooks"),
+    status_code=204,
+    response_class=Response,
+    responses=_WEBHOOK_ERRORS,
+    summary="Twilio Voice: status of a call an agent started",
+)
+async def voice_call_status(request: Request, channels: ChannelsDep, committer: CommitterDep) -> Response:
+    """How a callback call an agent started went (answered and completed: delivered; busy, no answer,
+    failed: failed), into the thread as the reply's delivery status."""
+    adapter, raw = await _voice(request, channels)
+    await accept(committer, _voice_parsed(adapter.parse_call_status, raw))
     return Response(status_code=204)

@@ -19,9 +19,9 @@ import hmac
 import json
 import re
 from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage
+from email.message import Message
 from email.parser import BytesParser
+from email.policy import Compat32
 from urllib.parse import parse_qsl
 
 from switchboard_common.events import Attachment, Channel, CustomerIdentity, IdentityKind
@@ -36,6 +36,18 @@ from switchboard_ingest.channels.base import (
 )
 
 _ATTACHMENT_FIELD = re.compile(r"attachment-([1-9][0-9]{0,5})")
+
+
+class _FormPolicy(Compat32):
+    """compat32 (only a name, a filename and the bytes are read from each part: policy.default's header
+    objects would cost ten times as much), with 8-bit header values returned as the bytes they were
+    (surrogate-escaped) rather than replaced by unknown-8bit placeholders, so UTF-8 filenames survive."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+_FORM_POLICY = _FormPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +123,7 @@ class MailgunChannel:
         if not original.strip() and (html := form.get("body-html")):
             original = email.html_to_text(html)  # Mailgun makes body-plain from HTML, but not always
         # Mailgun's own stripping (stripped-text) when it did any; else ours.
-        stripped = (form.get("stripped-text") or "").strip()
+        stripped = (form.get("stripped-text") or "").replace("\r\n", "\n").strip()
         text = email.storable(stripped) if stripped else email.shown_text(original)
 
         subject = form.get("subject") or header("Subject")
@@ -161,18 +173,20 @@ def _multipart(content_type: str, body: bytes) -> _Form:
     """multipart/form-data read by the stdlib's MIME parser: a form is a MIME multipart, so its body is
     parsed under a synthetic Content-Type header carrying the request's boundary."""
     head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
-    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart() or message.get_boundary() is None:
+    message = BytesParser(policy=_FORM_POLICY).parsebytes(head + body)
+    parts = message.get_payload()
+    if not message.is_multipart() or message.get_boundary() is None or not isinstance(parts, list):
         raise PayloadInvalid("multipart/form-data without a boundary or parts")
     form = _Form()
-    for part in message.iter_parts():
-        assert isinstance(part, EmailMessage)  # what policy.HTTP makes
+    for part in parts:
+        if not isinstance(part, Message):
+            raise PayloadInvalid("a form part is not a MIME part")
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str) or not name:
             raise PayloadInvalid("a form part has no name")
         filename = part.get_filename()
         if filename is not None:
-            # Browsers and Mailgun send raw UTF-8 names, which the MIME parser holds as escaped bytes.
+            # Clients send raw UTF-8 names (not RFC 2231), which the parser holds as escaped bytes.
             filename = filename.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             explicit_type = "content-type" in part
             form.files[name] = _File(filename or None, part.get_content_type() if explicit_type else None)

@@ -53,9 +53,9 @@ _HASHES: dict[str, type[hashes.SHA1] | type[hashes.SHA256]] = {"1": hashes.SHA1,
 _SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 
 
-def is_sns_certificate_url(url: str) -> bool:
-    """Whether ``url`` can serve an SNS signing certificate: ``https://sns.<region>.amazonaws.com[.cn]/…
-    .pem``, with no user info, port, query or fragment that could make a client go elsewhere."""
+def is_sns_url(url: str) -> bool:
+    """Whether ``url`` is on SNS's own endpoint: ``https://sns.<region>.amazonaws.com[.cn]/…``, with no
+    user info or port that could make a client go elsewhere (a SubscribeURL, a certificate URL)."""
     if not url.isascii() or any(c <= " " or c == "\\" for c in url):
         return False  # whitespace, control characters and backslashes parse differently between clients
     try:
@@ -69,10 +69,14 @@ def is_sns_certificate_url(url: str) -> bool:
         and port is None
         and parts.netloc.lower() == host  # no user info, no empty port ("host:")
         and _SNS_HOST.fullmatch(host) is not None
-        and parts.path.endswith(".pem")
-        and not parts.query
-        and not parts.fragment
     )
+
+
+def is_sns_certificate_url(url: str) -> bool:
+    """Whether ``url`` can serve an SNS signing certificate: an SNS URL (``is_sns_url``) whose path ends in
+    ``.pem``, with no query or fragment."""
+    parts = urlsplit(url) if is_sns_url(url) else None
+    return parts is not None and parts.path.endswith(".pem") and not parts.query and not parts.fragment
 
 
 def parse_sns(body: bytes) -> Mapping[str, Any]:

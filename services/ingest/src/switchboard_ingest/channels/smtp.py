@@ -42,9 +42,8 @@ class SmtpSender:
         timeout_s: float,
         from_address: str,
     ) -> None:
-        domain = from_address.rpartition("@")[2].strip()
-        if "@" not in from_address or not domain:
-            raise ValueError("the email from address must be an address with a domain")
+        # The domain of our Message-IDs, from the address ("Support <support@example.com>" included).
+        self._domain = _single_address(from_address).rpartition("@")[2]
         self._host = host
         self._port = port
         self._username = username or None
@@ -52,7 +51,6 @@ class SmtpSender:
         self._starttls = starttls
         self._timeout_s = timeout_s
         self._from_address = from_address
-        self._domain = domain
 
     def message_id(self, message: OutboundMessage) -> str:
         """The Message-ID our reply carries, without brackets (what ``send`` reports as its id)."""
@@ -62,7 +60,7 @@ class SmtpSender:
         """The reply as a text/plain mail. ``InvalidRecipient`` unless the recipient is one address."""
         mail = EmailMessage(policy=policy.SMTP)
         mail["From"] = self._from_address
-        mail["To"] = _recipient(message.recipient)
+        mail["To"] = _single_address(message.recipient)
         mail["Subject"] = reply_subject(message.subject)
         mail["Date"] = format_datetime(datetime.now(UTC))
         mail["Message-ID"] = f"<{self.message_id(message)}>"
@@ -106,6 +104,9 @@ class SmtpSender:
             return SendOutcome(SendResult.RETRY, error_code=str(exc.code), error_reason=exc.message)
         except aiosmtplib.SMTPResponseException as exc:
             return _reply_outcome(exc.code, exc.message)
+        except ValueError as exc:
+            # aiosmtplib refuses a command carrying a control character: this reply can never be sent.
+            return SendOutcome(SendResult.FAILED, error_code="invalid_message", error_reason=str(exc))
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # No connection, no answer in time, a dropped session, STARTTLS or AUTH not offered. A timeout
             # after DATA may mean the server took it: the retry then carries the same Message-ID, by which
@@ -127,7 +128,8 @@ def _reply_outcome(code: int, reply: str) -> SendOutcome:
     return SendOutcome(result, error_code=str(code), error_reason=reply or f"SMTP {code}")
 
 
-def _recipient(value: str) -> str:
+def _single_address(value: str) -> str:
+    """The one address in ``value`` (``InvalidRecipient`` otherwise)."""
     try:
         header = policy.SMTP.header_factory("to", value)
     except (ValueError, IndexError, TypeError) as exc:

@@ -122,8 +122,8 @@ class TwilioVoiceChannel:
         if base.scheme not in ("http", "https") or not base.netloc or base.query or base.fragment:
             # Twilio must reach the callbacks, and signs the absolute URL it calls.
             raise ValueError("the public base URL must be an absolute http(s) URL without query")
-        if not 1 <= max_recording_s <= 14400:  # <Record maxLength>: more than 1 s, at most 4 hours
-            raise ValueError("max_recording_s must be between 1 and 14400 seconds")
+        if not 2 <= max_recording_s <= 14400:  # <Record maxLength>: more than 1 s, at most 4 hours
+            raise ValueError("max_recording_s must be between 2 and 14400 seconds")
         self._account_sid = account_sid
         self._auth_token = auth_token
         self._from_number = from_number
@@ -324,7 +324,9 @@ class TwilioVoiceChannel:
     def _callback_caller(self, request: WebhookRequest) -> CustomerIdentity:
         # Read from the signed URL itself (not a separately decoded copy), so the caller used is exactly
         # the one the signature covers.
-        values = [v for k, v in parse_qsl(urlparse(request.url).query, keep_blank_values=True) if k == "from"]
+        values = [
+            v for k, v in parse_qsl(urlparse(request.url).query, keep_blank_values=True) if k == CALLER_PARAM
+        ]
         if len(values) != 1 or not values[0]:
             raise PayloadInvalid(
                 f"the callback URL must name the caller once in its '{CALLER_PARAM}' parameter"
@@ -375,7 +377,7 @@ def wait_sentence(expected_wait_s: int | None) -> str:
 
 
 def _say(parent: ET.Element, text: str) -> None:
-    ET.SubElement(parent, "Say").text = text
+    ET.SubElement(parent, "Say").text = _NOT_XML.sub("", text)
 
 
 def _document(response: ET.Element) -> str:

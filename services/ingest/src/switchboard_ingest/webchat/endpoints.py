@@ -7,6 +7,7 @@ same group commit as every other channel: the answer is 2xx only once they are d
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -17,14 +18,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy.ext.asyncio import AsyncSession
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from sse_starlette import EventSourceResponse
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchboard_common.auth import bearer_credential
-from switchboard_common.http.deps import RuntimeDep, SessionDep
 from switchboard_common.http.errors import ApiError
 from switchboard_common.http.openapi import errors
 from switchboard_common.validation import EMAIL, NonBlankText, StorableText, json_integer
@@ -32,7 +31,7 @@ from switchboard_ingest.messages import service as messages
 from switchboard_ingest.messages.endpoints import CommitterDep
 from switchboard_ingest.messages.schemas import AcceptStatus, MessageAccepted
 from switchboard_ingest.settings import IngestSettings
-from switchboard_ingest.webchat import repository, service, tokens
+from switchboard_ingest.webchat import service, tokens
 from switchboard_ingest.webchat.service import IdentityRejected, SessionRefused
 from switchboard_ingest.webchat.stream import WebchatHub
 from switchboard_ingest.webchat.tokens import TokenExpired, TokenInvalid, Visitor
@@ -66,12 +65,6 @@ class SessionCreate(BaseModel):
     email: Annotated[str, StringConstraints(pattern=EMAIL, max_length=320)] | None = Field(
         default=None, description="Only with a verified user: links the visitor to their email thread."
     )
-
-    @model_validator(mode="after")
-    def _hash_needs_user(self) -> SessionCreate:
-        if self.user_hash is not None and self.user_id is None:
-            raise ValueError("user_hash is given without user_id")
-        return self
 
 
 class SessionOut(BaseModel):
@@ -139,15 +132,14 @@ async def _hub(request: Request) -> WebchatHub:
 
 
 VisitorDep = Annotated[Visitor, Depends(current_visitor)]
+HubDep = Annotated[WebchatHub, Depends(_hub)]
 
 
 # --- sessions -------------------------------------------------------------------------------------------
 
 
-async def _issue(session: AsyncSession, settings: IngestSettings, visitor: Visitor) -> SessionOut:
-    await repository.save_session(
-        session, visitor.session_id, visitor.identity, visitor.name, visitor.expires_at
-    )
+async def _issue(hub: WebchatHub, settings: IngestSettings, visitor: Visitor) -> SessionOut:
+    await service.record_session(hub, visitor)
     return SessionOut(
         session_id=visitor.session_id,
         token=tokens.issue(_token_secret(settings), visitor),
@@ -162,19 +154,21 @@ async def _issue(session: AsyncSession, settings: IngestSettings, visitor: Visit
     responses=errors(
         400,
         401,
+        403,
         404,
+        413,
         422,
         503,
         described={
-            400: "An email without a verified user (`email_requires_verified_user`), or a user_id where "
-            "no identity secret is configured (`identity_verification_not_configured`).",
-            401: "`user_hash` does not match `user_id` (`invalid_identity`).",
+            401: "`user_hash` does not match `user_id`, or comes without one (`invalid_identity`), or this "
+            "deployment verifies no site users (`identity_verification_not_configured`).",
+            403: "An email without a verified user (`email_requires_verified_user`).",
             404: _TOKEN_ERRORS[404],
         },
     ),
     summary="Start a visitor's session",
 )
-async def create_session(body: SessionCreate, request: Request, session: SessionDep) -> SessionOut:
+async def create_session(body: SessionCreate, request: Request, hub: HubDep) -> SessionOut:
     settings = _settings(request)
     _token_secret(settings)  # 404 before anything is checked or stored
     identity_secret = settings.webchat_identity_secret
@@ -188,10 +182,10 @@ async def create_session(body: SessionCreate, request: Request, session: Session
             email=body.email,
         )
     except IdentityRejected as exc:
-        raise ApiError(401, str(exc), code="invalid_identity") from exc
+        raise ApiError(401, str(exc), code=exc.code) from exc
     except SessionRefused as exc:
-        raise ApiError(400, str(exc), code=exc.code) from exc
-    return await _issue(session, settings, visitor)
+        raise ApiError(403, str(exc), code=exc.code) from exc
+    return await _issue(hub, settings, visitor)
 
 
 @router.post(
@@ -199,11 +193,11 @@ async def create_session(body: SessionCreate, request: Request, session: Session
     responses=errors(401, 404, 503, described=_TOKEN_ERRORS),
     summary="Extend a visitor's session",
 )
-async def refresh_session(visitor: VisitorDep, request: Request, session: SessionDep) -> SessionOut:
+async def refresh_session(visitor: VisitorDep, request: Request, hub: HubDep) -> SessionOut:
     """A new token for the same session and identity, valid for another session lifetime: the widget
     refreshes while its token is valid, so an anonymous visitor keeps their thread."""
     settings = _settings(request)
-    return await _issue(session, settings, service.renewed(visitor, settings.webchat_session_ttl_s))
+    return await _issue(hub, settings, service.renewed(visitor, settings.webchat_session_ttl_s))
 
 
 # --- messages and read reports --------------------------------------------------------------------------
@@ -215,6 +209,7 @@ async def refresh_session(visitor: VisitorDep, request: Request, session: Sessio
     responses={
         200: {"model": MessageAccepted, "description": "Already accepted (a retry)"},
         **errors(
+            400,
             401,
             404,
             409,
@@ -241,29 +236,26 @@ async def post_message(
     return result
 
 
-async def _owned_event(body: ReadReport, visitor: VisitorDep, runtime: RuntimeDep) -> int:
-    # Its own short transaction, not the request's: the endpoint then waits for the group commit, and must
-    # not hold a pooled connection meanwhile.
-    async with runtime.db.unit_of_work() as session:
-        if not await repository.owns_event(session, visitor.identity, body.event_id):
-            raise ApiError(404, "no such reply for this visitor")
-    return body.event_id
-
-
 @router.post(
     "/read",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=errors(401, 404, 422, 503, described={401: _TOKEN_ERRORS[401]}),
+    responses=errors(400, 401, 404, 413, 422, 503, described={401: _TOKEN_ERRORS[401]}),
     summary="Report that the visitor saw a reply",
 )
-async def mark_read(seq: Annotated[int, Depends(_owned_event)], committer: CommitterDep) -> Response:
+async def mark_read(body: ReadReport, visitor: VisitorDep, hub: HubDep, committer: CommitterDep) -> Response:
     """The reply shows as read in the agent's thread. Reporting it again is harmless."""
-    await committer.submit(messages.status_submission(service.read_report(seq)))
+    if not await service.owns_reply(hub, visitor, body.event_id):
+        raise ApiError(404, "no such reply for this visitor")
+    await committer.submit(messages.status_submission(service.read_report(body.event_id)))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 # --- the stream -----------------------------------------------------------------------------------------
+
+
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
+_MAX_EVENT_ID = 2**63 - 1
 
 
 def _resume_after(header: str | None, query: int | None) -> int:
@@ -272,7 +264,8 @@ def _resume_after(header: str | None, query: int | None) -> int:
     if header is None or not header.strip():
         return query or 0
     value = header.strip()
-    if not value.isdigit() or len(value) > 19:
+    # ASCII digits only (str.isdigit takes "²"), and within the event ids' BIGINT.
+    if not _EVENT_ID.fullmatch(value) or int(value) > _MAX_EVENT_ID:
         raise ApiError(400, "Last-Event-ID must be an event id this stream sent")
     return int(value)
 
@@ -292,8 +285,8 @@ def _resume_after(header: str | None, query: int | None) -> int:
 )
 async def stream(
     visitor: Annotated[Visitor, Depends(streaming_visitor)],
-    hub: Annotated[WebchatHub, Depends(_hub)],
-    last_event_id: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    hub: HubDep,
+    last_event_id: Annotated[int | None, Query(ge=0, le=_MAX_EVENT_ID)] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
 ) -> EventSourceResponse:
     """Every reply after ``Last-Event-ID`` (the header, which a browser's EventSource sends when it

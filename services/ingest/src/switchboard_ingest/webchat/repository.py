@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.sql import statement
 
@@ -108,8 +108,8 @@ async def record_reply(
     return int(seq), True
 
 
-async def events_after(conn: AsyncConnection, identity: str, after: int, limit: int) -> list[StreamEvent]:
-    rows = await conn.execute(_events_after, {"identity": identity, "after": after, "limit": limit})
+async def events_after(session: AsyncSession, identity: str, after: int, limit: int) -> list[StreamEvent]:
+    rows = await session.execute(_events_after, {"identity": identity, "after": after, "limit": limit})
     return [StreamEvent(r.seq, r.message_id, r.text, r.created_at) for r in rows]
 
 

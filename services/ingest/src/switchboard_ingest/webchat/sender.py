@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from switchboard_common.db.database import Database, after_commit, database_unavailable
+from switchboard_common.db.database import after_commit, database_unavailable
 from switchboard_ingest.channels.base import OutboundMessage, SendOutcome, SendResult
 from switchboard_ingest.webchat import repository
 from switchboard_ingest.webchat.stream import WebchatHub
@@ -26,8 +26,7 @@ def external_id(seq: int) -> str:
 class WebchatSender:
     """Implements ``channels.base.Sender`` for ``Channel.WEBCHAT``."""
 
-    def __init__(self, db: Database, hub: WebchatHub) -> None:
-        self._db = db
+    def __init__(self, hub: WebchatHub) -> None:
         self._hub = hub
 
     async def send(self, message: OutboundMessage) -> SendOutcome:
@@ -39,7 +38,7 @@ class WebchatSender:
                 error_reason=f"not a web chat identity: {recipient[:80]!r}",
             )
         try:
-            async with self._db.unit_of_work() as session:
+            async with self._hub.unit_of_work() as session:
                 seq, new = await repository.record_reply(session, recipient, message.message_id, message.text)
                 if new:
                     after_commit(session, partial(self._hub.wake, recipient))

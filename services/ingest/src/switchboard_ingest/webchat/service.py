@@ -9,17 +9,23 @@ from datetime import datetime
 from switchboard_common.events import Channel, CustomerIdentity, DeliveryState, IdentityKind
 from switchboard_ingest.channels.base import ParsedMessage, ParsedStatus
 from switchboard_ingest.normalize import normalize_email
-from switchboard_ingest.webchat import tokens
+from switchboard_ingest.webchat import repository, tokens
 from switchboard_ingest.webchat.sender import external_id
+from switchboard_ingest.webchat.stream import WebchatHub
 from switchboard_ingest.webchat.tokens import Visitor
 
 
 class IdentityRejected(Exception):
-    """The site's proof of its user is missing or wrong (answered 401)."""
+    """The site's proof of its user is missing, wrong or cannot be checked here (answered 401 with
+    ``code``)."""
+
+    def __init__(self, message: str, code: str = "invalid_identity") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class SessionRefused(Exception):
-    """The session cannot be given as asked (answered 400 with ``code``)."""
+    """The visitor may not have the session as asked (answered 403 with ``code``)."""
 
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
@@ -44,6 +50,8 @@ def new_visitor(
     """
     session_id = uuid.uuid4()
     if user_id is None:
+        if user_hash is not None:
+            raise IdentityRejected("user_hash is given without user_id")
         if email is not None:
             raise SessionRefused(
                 "an email is accepted only with a verified user (user_id and user_hash)",
@@ -52,7 +60,7 @@ def new_visitor(
         identity = tokens.visitor_identity(session_id)
     else:
         if identity_secret is None:
-            raise SessionRefused(
+            raise IdentityRejected(
                 "this deployment does not verify site users (no identity secret is configured)",
                 code="identity_verification_not_configured",
             )
@@ -92,3 +100,17 @@ def message(visitor: Visitor, client_message_id: str, text: str) -> ParsedMessag
 def read_report(seq: int) -> ParsedStatus:
     """The visitor saw reply ``seq``: the agent's thread shows it read."""
     return ParsedStatus(channel=Channel.WEBCHAT, external_id=external_id(seq), status=DeliveryState.READ)
+
+
+async def record_session(hub: WebchatHub, visitor: Visitor) -> None:
+    """Keep the record of a session issued or refreshed."""
+    async with hub.unit_of_work() as session:
+        await repository.save_session(
+            session, visitor.session_id, visitor.identity, visitor.name, visitor.expires_at
+        )
+
+
+async def owns_reply(hub: WebchatHub, visitor: Visitor, seq: int) -> bool:
+    """Whether event ``seq`` is a reply to this visitor's identity (no one reports another's as read)."""
+    async with hub.unit_of_work() as session:
+        return await repository.owns_event(session, visitor.identity, seq)

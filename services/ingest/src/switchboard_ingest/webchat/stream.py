@@ -17,11 +17,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sse_starlette import ServerSentEvent
 
 from switchboard_common.db.database import Database, database_unavailable
@@ -46,16 +46,17 @@ class WebchatHub:
         idle_poll_s: float = 30.0,
         fallback_poll_s: float = 1.0,
         keepalive_s: float = 30.0,
-        concurrent_reads: int = 2,
+        connections: int = 2,
     ) -> None:
         self._db = db
         # Even while listening, a stream looks now and then: cheap insurance against a lost notification.
         self._idle_poll_s = idle_poll_s
         self._fallback_poll_s = fallback_poll_s
         self._keepalive_s = keepalive_s
-        # Streams woken together (many after the LISTEN connection comes back) queue here rather than in
-        # the pool, where they would make the group commit wait for a connection.
-        self._reads = asyncio.Semaphore(concurrent_reads)
+        # Web chat's share of ingest's pool (which has no overflow): its reads and writes (streams woken
+        # together, sessions, the sender's concurrent sends) queue here rather than in the pool, where they
+        # would make the group commit wait for a connection.
+        self._slots = asyncio.Semaphore(connections)
         self._subscribers: dict[str, set[asyncio.Event]] = {}
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -117,6 +118,12 @@ class WebchatHub:
         # Streams fall back to polling at once, not at the next keep-alive query.
         self.listening = False
 
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """A transaction on one of web chat's pooled connections (see ``connections``)."""
+        async with self._slots, self._db.unit_of_work() as session:
+            yield session
+
     # --- waking -------------------------------------------------------------------------------------------
 
     def wake(self, identity: str) -> None:
@@ -147,7 +154,9 @@ class WebchatHub:
 
     # --- streams ------------------------------------------------------------------------------------------
 
-    async def events(self, identity: str, after: int, until: datetime) -> AsyncIterator[ServerSentEvent]:
+    async def events(
+        self, identity: str, after: int, until: datetime
+    ) -> AsyncGenerator[ServerSentEvent, None]:
         """``identity``'s replies after event id ``after``, then each new one as it comes, until ``until``
         (the token's expiry: the client must come back with a fresh one) or the hub stops."""
         yield ServerSentEvent(retry=RECONNECT_MS)
@@ -172,8 +181,8 @@ class WebchatHub:
     async def _read(self, identity: str, after: int) -> list[StreamEvent] | None:
         """The rows after ``after``; none when the database is unavailable."""
         try:
-            async with self._reads, self._db.engine.connect() as conn:
-                return await repository.events_after(conn, identity, after, BATCH)
+            async with self.unit_of_work() as session:
+                return await repository.events_after(session, identity, after, BATCH)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
