@@ -441,7 +441,7 @@ class Bench:
             "load_seconds": result.done_at - result.go_at,
             "accepted_per_s": result.ok / max(result.done_at - result.go_at, 1e-9),
         }
-        ids = [message_id_for(e) for e in result.external_ids]
+        ids = [message_id_for(e, result.channel) for e in result.external_ids]
         times = [assigned_at[m] for m in ids if m in assigned_at]
         section["assigned"] = len(times)
         section["drain_seconds"] = max(0.0, last_assigned - result.done_at)
@@ -580,7 +580,7 @@ def _check_sample(result: LoadResult) -> str:
         returned = json.loads(result.sample_body).get("message_id")
     except ValueError:
         return "unreadable answer"
-    derived = {message_id_for(e) for e in result.external_ids}
+    derived = {message_id_for(e, result.channel) for e in result.external_ids}
     return "ok" if returned in derived else f"MISMATCH: ingest returned {returned}"
 
 
