@@ -252,6 +252,30 @@ async def test_messenger_round_trip_and_echoes(system: System, fakes: FakeProvid
     assert request.json["message"] == {"text": "Hello from the page"}
     await eventually(lambda: delivery_of(system, agent, thread["id"], sent["id"], "sent"), what="sent")
 
+    # Messenger's delivery receipt names the page's message ids it covers.
+    delivered = {
+        "object": "page",
+        "entry": [
+            {
+                "id": PAGE_ID,
+                "time": now_ms + 2000,
+                "messaging": [
+                    {
+                        "sender": {"id": "psid-42"},
+                        "recipient": {"id": PAGE_ID},
+                        "timestamp": now_ms + 2000,
+                        "delivery": {"mids": [request.provider_id], "watermark": now_ms + 1500},
+                    }
+                ],
+            }
+        ],
+    }
+    body, headers = signed_meta(delivered, FB_SECRET)
+    assert (await system.ingest.post("/webhooks/messenger", content=body, headers=headers)).status_code == 200
+    await eventually(
+        lambda: delivery_of(system, agent, thread["id"], sent["id"], "delivered"), what="delivered"
+    )
+
 
 async def whatsapp_conversation(system: System, agent: dict[str, Any], wamid: str, phone: str) -> str:
     payload = whatsapp_text_payload(WA_NUMBER_ID, phone[1:], "Customer", wamid, "help", int(time.time()))
