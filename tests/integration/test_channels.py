@@ -584,3 +584,16 @@ async def test_an_agent_calls_the_customer_back_and_the_call_status_comes_back(
     await eventually(
         lambda: delivery_of(system, agent, thread["id"], sent["id"], "delivered"), what="answered"
     )
+
+
+async def test_an_email_larger_than_an_api_request_is_taken_whole(
+    mail_system: tuple[System, Running],
+) -> None:
+    system, _ = mail_system
+    agent = await system.agent("ada@example.com", [])
+    body = "A log line the customer pasted\n" * 8000  # ~250 KB: the API channel's limit is 64 KiB
+    form = mailgun_form("big@mail.example.org", "Jane <jane@example.org>", "Logs", body)
+    response = await system.ingest.post("/webhooks/email/mailgun", data=form)
+    assert response.status_code == 200, response.text
+    [message] = (await assigned_thread(system, agent))["messages"]
+    assert message["original_text"].count("A log line") == 8000

@@ -70,6 +70,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         settings,
         [messages_router, webhooks_router, webchat_router],
         setup=setup,
+        # Longest prefix first: the first that matches decides.
+        body_limits=[
+            ("/webhooks/email/", settings.email_max_request_bytes),
+            ("/webhooks/", settings.webhook_max_request_bytes),
+        ],
         description="Receives customers' messages from every channel (the generic API and providers' "
         "webhooks), verifies and normalizes them, and records them durably; the outbox relay publishes them "
         "to the event log. Sends agents' replies through each channel's provider, with retries, and serves "

@@ -53,6 +53,11 @@ class IngestSettings(CommonSettings):
     api_reply_url: str | None = None
     api_reply_secret: SecretStr | None = None
 
+    # Request body limits of providers' webhooks (the API channel keeps max_request_bytes): Meta and Twilio
+    # batch several updates per POST; an email carries its attachments (Mailgun accepts 25 MB messages).
+    webhook_max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    email_max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
     # --- email -------------------------------------------------------------------------------------------
     # Mailgun inbound routes (POST /webhooks/email/mailgun): the HTTP webhook signing key, and how old a
     # signed timestamp may be.

@@ -29,9 +29,11 @@ def create_service_app(
     routers: Sequence[APIRouter],
     setup: Setup | None = None,
     description: str = "",
+    body_limits: Sequence[tuple[str, int]] = (),
 ) -> FastAPI:
     """Build a service app: clients are created in the lifespan, ``setup`` adds the service's consumers,
-    relays and background jobs, and everything is started after it and stopped in reverse on exit."""
+    relays and background jobs, and everything is started after it and stopped in reverse on exit.
+    ``body_limits`` are (path prefix, bytes) pairs overriding ``max_request_bytes`` under that prefix."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +77,9 @@ def create_service_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_bytes=settings.max_request_bytes, path_limits=body_limits
+    )
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)

@@ -10,6 +10,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Sequence
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,12 +26,17 @@ class RequestContextMiddleware:
     """* Takes the caller's X-Correlation-ID (or makes one), exposes it to logs and returns it.
     * Counts requests and their latency per route template.
     * Refuses bodies larger than ``max_bytes`` with a JSON 413, before the app reads them (declared by
-      Content-Length, or counted while a chunked body streams in).
+      Content-Length, or counted while a chunked body streams in). ``path_limits`` give paths under a
+      prefix their own limit (a provider's email with attachments is larger than any API request).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: Sequence[tuple[str, int]] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = tuple(path_limits)
+
+    def _limit(self, path: str) -> int:
+        return next((n for prefix, n in self.path_limits if path.startswith(prefix)), self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,10 +64,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                await self._reject(send_with_context)
+            max_bytes, received = self._limit(scope["path"]), 0
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                await self._reject(send_with_context, max_bytes)
                 return
-            max_bytes, received = self.max_bytes, 0
 
             async def limited_receive() -> Message:
                 nonlocal received
@@ -79,12 +85,12 @@ class RequestContextMiddleware:
             HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, max_bytes: int) -> None:
         body = json.dumps(
             {
                 "error": {
                     "code": "payload_too_large",
-                    "message": f"request body exceeds {self.max_bytes} bytes",
+                    "message": f"request body exceeds {max_bytes} bytes",
                 }
             }
         ).encode()

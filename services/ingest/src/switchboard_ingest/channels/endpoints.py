@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -97,15 +98,21 @@ async def _raw(request: Request, url: str | None = None) -> WebhookRequest:
     )
 
 
-def _parse(adapter: InboundAdapter, raw: WebhookRequest) -> Parsed:
+@contextmanager
+def _answered() -> Iterator[None]:
+    """An adapter's refusals as HTTP: a bad or missing signature is 401, a malformed payload 400."""
     try:
-        adapter.verify(raw)
+        yield
     except SignatureInvalid as exc:
         raise ApiError(401, str(exc) or "invalid signature", code="invalid_signature") from exc
-    try:
-        return adapter.parse(raw)
     except PayloadInvalid as exc:
         raise ApiError(400, f"malformed payload: {exc}") from exc
+
+
+def _parse(adapter: InboundAdapter, raw: WebhookRequest) -> Parsed:
+    with _answered():
+        adapter.verify(raw)  # before anything of the body is parsed
+        return adapter.parse(raw)
 
 
 async def accept(committer: GroupCommitter, parsed: Parsed, replay_kind: str = "") -> None:
@@ -247,25 +254,18 @@ async def mime_webhook(request: Request, channels: ChannelsDep, committer: Commi
         await accept(committer, parsed)
         return {"messages": len(parsed.messages), "statuses": 0}
     sns = _configured(channels.sns, "email (ses)")
-    try:
+    with _answered():
+        # The envelope is parsed to learn which certificate signed it; nothing inside is used before.
         message = ses.parse_sns(raw.body)
-    except PayloadInvalid as exc:
-        raise ApiError(400, f"malformed SNS message: {exc}") from exc
-    if message["TopicArn"] not in sns.topic_arns:
-        raise ApiError(403, "SNS topic not accepted here", code="forbidden")
-    try:
+        if message["TopicArn"] not in sns.topic_arns:
+            raise ApiError(403, "SNS topic not accepted here", code="forbidden")
         ses.verify_sns(message, await sns.certificates.get(str(message.get("SigningCertURL", ""))))
-    except SignatureInvalid as exc:
-        raise ApiError(401, str(exc) or "invalid signature", code="invalid_signature") from exc
-    if message["Type"] == "SubscriptionConfirmation":
-        await sns.confirm(message)
-        return {"messages": 0, "statuses": 0}
-    if message["Type"] != "Notification":
-        return {"messages": 0, "statuses": 0}
-    try:
+        if message["Type"] == "SubscriptionConfirmation":
+            await sns.confirm(message)
+            return {"messages": 0, "statuses": 0}
+        if message["Type"] != "Notification":
+            return {"messages": 0, "statuses": 0}
         parsed = Parsed(messages=(email.parse_mime(ses.ses_mime(message), received_at=raw.received_at),))
-    except PayloadInvalid as exc:
-        raise ApiError(400, f"malformed payload: {exc}") from exc
     await accept(committer, parsed)
     return {"messages": 1, "statuses": 0}
 
@@ -278,20 +278,17 @@ def _twiml(document: str) -> Response:
 
 
 async def _voice(request: Request, channels: Channels) -> tuple[TwilioVoiceChannel, WebhookRequest]:
+    """The voice adapter and the request, verified."""
     adapter = _configured(channels.twilio_voice, "twilio voice")
     raw = await _raw(request, _twilio_url(request))
-    try:
+    with _answered():
         adapter.verify(raw)
-    except SignatureInvalid as exc:
-        raise ApiError(401, str(exc) or "invalid signature", code="invalid_signature") from exc
     return adapter, raw
 
 
 def _voice_parsed(parse: Callable[[WebhookRequest], Parsed], raw: WebhookRequest) -> Parsed:
-    try:
+    with _answered():
         return parse(raw)
-    except PayloadInvalid as exc:
-        raise ApiError(400, f"malformed payload: {exc}") from exc
 
 
 _TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -311,12 +308,11 @@ async def voice_call(request: Request, channels: ChannelsDep, committer: Committ
     hears a greeting and leaves a voicemail, whose recording and transcription join the thread when Twilio
     reports them. A caller without a usable number hears why and is hung up on."""
     adapter, raw = await _voice(request, channels)
-    try:
-        call = adapter.parse_call(raw)
-    except CallerUnidentified:
-        return _twiml(adapter.unidentified())
-    except PayloadInvalid as exc:
-        raise ApiError(400, f"malformed payload: {exc}") from exc
+    with _answered():
+        try:
+            call = adapter.parse_call(raw)
+        except CallerUnidentified:
+            return _twiml(adapter.unidentified())
     await accept(committer, Parsed(messages=(call,)))
     # The expected wait is not known to ingest yet (the router's estimate is not served to it): the
     # greeting then says an agent will call back as soon as possible.
