@@ -137,7 +137,13 @@ class Dispatcher:
     # --- sending ------------------------------------------------------------------------------------------
 
     async def _send(self, reply: Claimed) -> None:
-        outcome = await self._attempt(reply)
+        try:
+            outcome = await self._attempt(reply)
+        except Exception:
+            # A bug in an adapter must still end in a recorded outcome: unrecorded, the reply would come
+            # due again at every lease forever, never reaching its last attempt and the dead letters.
+            log.exception("sending a reply failed unexpectedly", extra={"message_id": str(reply.message_id)})
+            outcome = SendOutcome(SendResult.RETRY, error_code="internal", error_reason="internal error")
         ATTEMPTS.labels(reply.channel, outcome.result.value).inc()
         if outcome.result is not SendResult.SENT:
             log.info(
