@@ -170,6 +170,8 @@ _PHONES = [
 schemathesis.openapi.format(
     "phone", st.sampled_from(_PHONES) | st.sampled_from(_PHONES).map(lambda p: "00" + p[1:].replace(" ", ""))
 )
+# Routing rules document `pattern` with the custom format "re2": the expressions RE2 accepts.
+schemathesis.openapi.format("re2", st.sampled_from([r"(?i)order\s*#?\d{4,}", "refund", r"^\w+$", r"(a+)+$"]))
 
 
 # The key each service trusts, an agent's token (ingest refuses it; router and conversation limit what

@@ -25,7 +25,7 @@ from switchboard_common.events import (
 from switchboard_router.agents.schemas import AgentCreate
 from switchboard_router.agents.service import create, set_status
 from switchboard_router.models import AgentStatus, outbox_table
-from switchboard_router.routing.service import on_opened, on_reopened, on_resolved
+from switchboard_router.routing.service import RoutingConfig, on_opened, on_reopened, on_resolved
 from tests.conftest import Settings
 
 ADMIN = Principal(Role.ADMIN)
@@ -62,7 +62,9 @@ class Router:
             opened_at=at,
         )
         async with self.db.unit_of_work() as session:
-            await on_opened(session, self.outbox, [(EventEnvelope.wrap(event, producer="test"), event)])
+            await on_opened(
+                session, self.outbox, [(EventEnvelope.wrap(event, producer="test"), event)], RoutingConfig()
+            )
 
     async def resolved(self, cid: uuid.UUID, at: datetime) -> None:
         async with self.db.unit_of_work() as session:
@@ -75,7 +77,10 @@ class Router:
     async def reopened(self, *events: ConversationReopened) -> None:
         async with self.db.unit_of_work() as session:
             await on_reopened(
-                session, self.outbox, [(EventEnvelope.wrap(e, producer="test"), e) for e in events]
+                session,
+                self.outbox,
+                [(EventEnvelope.wrap(e, producer="test"), e) for e in events],
+                RoutingConfig(),
             )
 
     async def task(self, cid: uuid.UUID) -> tuple[str, uuid.UUID | None, datetime, datetime | None]:

@@ -21,7 +21,7 @@ from switchboard_common.events import (
 from switchboard_router.agents.schemas import AgentCreate
 from switchboard_router.agents.service import create, set_status
 from switchboard_router.models import AgentStatus, outbox_table
-from switchboard_router.routing.service import on_opened, on_resolved, sweep
+from switchboard_router.routing.service import RoutingConfig, on_opened, on_resolved, sweep
 from tests.conftest import Settings
 
 ADMIN = Principal(Role.ADMIN)
@@ -65,7 +65,7 @@ async def test_concurrent_routing_never_over_assigns(settings: Settings) -> None
 
         async def route(batch: list[tuple[EventEnvelope, ConversationOpened]]) -> None:
             async with db.unit_of_work() as session:
-                await on_opened(session, outbox, batch)
+                await on_opened(session, outbox, batch, RoutingConfig())
 
         # Every conversation routed in its own transaction, all at once, plus duplicates of the first ten
         # (a redelivery racing the original) and sweepers running alongside.
@@ -130,7 +130,7 @@ async def test_resolving_frees_capacity_and_serves_the_queue_head_exactly_once(s
             await set_status(session, outbox, ADMIN, agent.id, AgentStatus.ONLINE)
         opened = [_opened() for _ in range(6)]
         async with db.unit_of_work() as session:
-            await on_opened(session, outbox, opened)
+            await on_opened(session, outbox, opened, RoutingConfig())
         first_two = [ev.conversation_id for _, ev in opened[:2]]
         resolved = [
             ConversationResolved(conversation_id=c, agent_id=agent.id, resolved_at=utcnow())

@@ -20,7 +20,7 @@ from switchboard_router.routing.estimate import (
     handle_time,
     wait_seconds,
 )
-from switchboard_router.routing.policy import Waiting
+from switchboard_router.routing.policy import Requirement, Waiting
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 BILLING = frozenset({"billing"})
@@ -29,7 +29,7 @@ PRIOR = 300.0
 
 
 def task(minutes: int, skills: frozenset[str] = BILLING, priority: int = 0) -> Waiting:
-    return Waiting(uuid.uuid4(), skills, priority, T0 + timedelta(minutes=minutes))
+    return Waiting(uuid.uuid4(), Requirement.of(sorted(skills)), priority, T0 + timedelta(minutes=minutes))
 
 
 def busy(skills: frozenset[str] = BILLING, capacity: int = 1) -> Server:
@@ -114,7 +114,7 @@ waiting_tasks = st.lists(
     st.builds(
         Waiting,
         conversation_id=st.uuids(),
-        required_skills=st.sampled_from([BILLING, SALES, frozenset()]),
+        requirement=st.sampled_from([BILLING, SALES, frozenset()]).map(lambda s: Requirement.of(sorted(s))),
         priority=st.integers(0, 3),
         enqueued_at=st.integers(0, 20).map(lambda m: T0 + timedelta(minutes=m)),
     ),

@@ -20,6 +20,7 @@ from switchboard_common.events import (
 from switchboard_common.kafka.consumer import Delivery, segments
 from switchboard_router.consumer import handlers
 from switchboard_router.models import outbox_table
+from switchboard_router.routing.service import RoutingConfig
 from switchboard_router.settings import RouterSettings
 
 T0 = utcnow()
@@ -53,7 +54,7 @@ def _reopened(minutes: int) -> ConversationReopened:
 
 
 def test_the_router_handles_opened_then_resolved_then_reopened() -> None:
-    mapping = handlers(Outbox(outbox_table, RouterSettings(environment="development")))
+    mapping = handlers(Outbox(outbox_table, RouterSettings(environment="development")), RoutingConfig())
     assert list(mapping) == [ConversationOpened, ConversationResolved, ConversationReopened]
 
 

@@ -82,9 +82,18 @@ class AttachmentKind(StrEnum):
 
 
 class AgentStatus(StrEnum):
+    """Presence. Only online agents are offered work; away and on break keep what they have; going offline
+    (or falling silent) hands offers back at once and active conversations after a grace period."""
+
     ONLINE = "online"
     AWAY = "away"
+    ON_BREAK = "on_break"
     OFFLINE = "offline"
+
+
+class RequeueReason(StrEnum):
+    AGENT_OFFLINE = "agent_offline"  # offline, or stopped heartbeating, past the grace period
+    SUPERVISOR = "supervisor"  # moved by a supervisor's force-assign
 
 
 class Payload(BaseModel):
@@ -317,6 +326,62 @@ class ConversationAssigned(Payload):
     agent_id: uuid.UUID
     queued_at: datetime
     assigned_at: datetime
+    # Set when the agent accepted an offer (this event is the acceptance); None for a direct assignment
+    # (auto-accept, or a supervisor's force-assign).
+    offered_at: datetime | None = None
+
+
+@register
+class ConversationOffered(Payload):
+    """An agent is offered the conversation, their capacity held for it, and has until ``expires_at`` to
+    accept (``conversation.assigned`` follows) or decline."""
+
+    event_type: ClassVar[str] = "conversation.offered"
+    topic: ClassVar[str] = topics.ROUTING_EVENTS
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    queued_at: datetime
+    offered_at: datetime
+    expires_at: datetime
+
+
+class _OfferEnded(Payload):
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    queued_at: datetime
+    offered_at: datetime
+    ended_at: datetime
+
+
+@register
+class ConversationOfferDeclined(_OfferEnded):
+    """The agent declined; the conversation waits again with its original age, and skips that agent."""
+
+    event_type: ClassVar[str] = "conversation.offer_declined"
+    topic: ClassVar[str] = topics.ROUTING_EVENTS
+
+
+@register
+class ConversationOfferTimedOut(_OfferEnded):
+    """Nobody answered the offer in time (or its agent went offline); as declined."""
+
+    event_type: ClassVar[str] = "conversation.offer_timed_out"
+    topic: ClassVar[str] = topics.ROUTING_EVENTS
+
+
+@register
+class ConversationRequeued(Payload):
+    """An assigned conversation was taken from its agent and waits again (with its original age)."""
+
+    event_type: ClassVar[str] = "conversation.requeued"
+    topic: ClassVar[str] = topics.ROUTING_EVENTS
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID  # the agent it was taken from
+    reason: RequeueReason
+    queued_at: datetime
+    requeued_at: datetime
 
 
 # --- agent.events (key: agent id) ---------------------------------------------------------------------

@@ -8,6 +8,9 @@ import httpx
 from switchboard_common.settings import DEV_ADMIN_API_KEY
 
 ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_API_KEY}"}
+# Driven agents send no heartbeats (no desktop runs behind them): a driven system turns the router's
+# presence timeout off, or they would go offline mid-run.
+DRIVEN_ROUTER_ENV = {"SWITCHBOARD_ROUTER_PRESENCE_TIMEOUT_S": "0"}
 
 
 async def create_online_agent(

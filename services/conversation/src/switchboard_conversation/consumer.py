@@ -9,7 +9,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox
-from switchboard_common.events import ConversationAssigned, DeliveryStatusChanged, MessageReceived
+from switchboard_common.events import (
+    ConversationAssigned,
+    ConversationRequeued,
+    DeliveryStatusChanged,
+    MessageReceived,
+)
 from switchboard_common.kafka.consumer import Delivery, Handlers
 from switchboard_conversation.conversations import service
 
@@ -25,6 +30,11 @@ def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_W
     async def on_assigned(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
         await service.record_assignments(session, [d.payload for d in deliveries])
 
+    async def on_requeued(
+        session: AsyncSession, deliveries: Sequence[Delivery[ConversationRequeued]]
+    ) -> None:
+        await service.record_requeues(session, [d.payload for d in deliveries])
+
     async def on_delivery(
         session: AsyncSession, deliveries: Sequence[Delivery[DeliveryStatusChanged]]
     ) -> None:
@@ -32,6 +42,8 @@ def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_W
 
     return {
         MessageReceived: on_messages,
+        # In causal order: assigned, taken back, assigned again (the runner cuts a poll that goes back).
         ConversationAssigned: on_assigned,
+        ConversationRequeued: on_requeued,
         DeliveryStatusChanged: on_delivery,
     }

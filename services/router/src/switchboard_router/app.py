@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from switchboard_common.db.outbox import Outbox
@@ -8,6 +10,8 @@ from switchboard_common.runtime import ServiceRuntime
 from switchboard_router.agents.endpoints import router as agents_router
 from switchboard_router.consumer import GROUP_ID, handlers
 from switchboard_router.models import outbox_table
+from switchboard_router.routing.service import RoutingConfig
+from switchboard_router.rules.endpoints import router as rules_router
 from switchboard_router.settings import RouterSettings
 from switchboard_router.sweeper import QueueSweeper
 
@@ -15,18 +19,23 @@ from switchboard_router.sweeper import QueueSweeper
 def create_app(settings: RouterSettings | None = None) -> FastAPI:
     settings = settings or RouterSettings()
     sweep_interval_s = settings.router_sweep_interval_ms / 1000
+    config = RoutingConfig(
+        sticky_window=timedelta(seconds=settings.router_sticky_window_s),
+        presence_timeout=timedelta(seconds=settings.router_presence_timeout_s),
+        offline_grace=timedelta(seconds=settings.router_offline_grace_s),
+    )
 
     async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:
         outbox = Outbox(outbox_table, runtime.settings)
         runtime.use_outbox(outbox)
-        runtime.background.append(QueueSweeper(runtime.db, outbox, sweep_interval_s))
-        runtime.add_consumer(GROUP_ID, handlers(outbox))
+        runtime.background.append(QueueSweeper(runtime.db, outbox, sweep_interval_s, config))
+        runtime.add_consumer(GROUP_ID, handlers(outbox, config))
 
     return create_service_app(
         "router",
         settings,
-        [agents_router],
+        [agents_router, rules_router],
         setup=setup,
-        description="Assigns conversations to agents by skill and load: agents, presence, capacity and the "
-        "queue.",
+        description="Assigns conversations to agents by skill, proficiency, language and load: agents, "
+        "teams, presence and heartbeats, capacity per workload, offers, and the queue.",
     )

@@ -14,9 +14,9 @@ from switchboard_router.routing import service
 GROUP_ID = "router"
 
 
-def handlers(outbox: Outbox) -> Handlers:
+def handlers(outbox: Outbox, config: service.RoutingConfig) -> Handlers:
     async def on_opened(session: AsyncSession, deliveries: Sequence[Delivery[ConversationOpened]]) -> None:
-        await service.on_opened(session, outbox, [(d.envelope, d.payload) for d in deliveries])
+        await service.on_opened(session, outbox, [(d.envelope, d.payload) for d in deliveries], config)
 
     async def on_resolved(
         session: AsyncSession, deliveries: Sequence[Delivery[ConversationResolved]]
@@ -26,7 +26,7 @@ def handlers(outbox: Outbox) -> Handlers:
     async def on_reopened(
         session: AsyncSession, deliveries: Sequence[Delivery[ConversationReopened]]
     ) -> None:
-        await service.on_reopened(session, outbox, [(d.envelope, d.payload) for d in deliveries])
+        await service.on_reopened(session, outbox, [(d.envelope, d.payload) for d in deliveries], config)
 
     # In causal order: a conversation opened, resolved and reopened within one poll is queued, closed,
     # then queued again (the runner cuts a poll where one conversation would go back in this order).

@@ -5,6 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -13,17 +14,28 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Text,
+    Uuid,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from switchboard_common.db.outbox import define_outbox_table
 from switchboard_common.events import AgentStatus
 
 SCHEMA = "router"
-__all__ = ["SCHEMA", "Agent", "AgentStatus", "Base", "Task", "TaskState", "outbox_table"]
+__all__ = [
+    "SCHEMA",
+    "Agent",
+    "AgentPresence",
+    "AgentStatus",
+    "Base",
+    "Task",
+    "TaskState",
+    "Team",
+    "outbox_table",
+]
 
 
 class Base(DeclarativeBase):
@@ -35,6 +47,7 @@ outbox_table = define_outbox_table(Base.metadata)
 
 class TaskState(StrEnum):
     QUEUED = "queued"
+    OFFERED = "offered"  # held for one agent, who has until offer_expires_at to accept
     ASSIGNED = "assigned"
     CLOSED = "closed"
 
@@ -50,14 +63,42 @@ class Agent(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(Text)
     email: Mapped[str] = mapped_column(Text, unique=True)
+    # The keys of ``proficiency``, kept as an array so the GIN index answers "has these skills".
     skills: Mapped[list[str]] = mapped_column(ARRAY(Text))
-    capacity: Mapped[int] = mapped_column(Integer)
+    proficiency: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    languages: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    teams: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    capacity: Mapped[int] = mapped_column(Integer)  # in total, across workloads
+    # Per workload, in routing.policy.WORKLOADS order (chat, messaging, email, voice).
+    capacities: Mapped[list[int]] = mapped_column(ARRAY(Integer))
     status: Mapped[str] = mapped_column(Text, default=AgentStatus.OFFLINE.value)
-    # Conversations assigned and not resolved; reserved and released only by atomic UPDATEs.
+    # Conversations offered or assigned and not resolved, in total and per workload; reserved and released
+    # only by atomic UPDATEs.
     active_count: Mapped[int] = mapped_column(Integer, default=0)
+    loads: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default=text("'{0,0,0,0}'"))
     last_assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Team(Base):
+    """A team of agents, and how they take work: auto-accept, or offers that wait for an answer."""
+
+    __tablename__ = "teams"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    auto_accept: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    offer_timeout_s: Mapped[int] = mapped_column(Integer, server_default=text("30"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AgentPresence(Base):
+    """Heartbeats, apart from ``agents``: routing locks agent rows, and a heartbeat must never wait on it."""
+
+    __tablename__ = "agent_presence"
+
+    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Task(Base):
@@ -71,14 +112,31 @@ class Task(Base):
         Index(
             "tasks_closed", "closed_at", postgresql_where=text("state = 'closed' AND assigned_at IS NOT NULL")
         ),
+        # The customer's previous agent (sticky routing).
+        Index("tasks_customer", "customer_id", "assigned_at", postgresql_where=text("agent_id IS NOT NULL")),
+        Index("tasks_offers", "offer_expires_at", postgresql_where=text("state = 'offered'")),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     state: Mapped[str] = mapped_column(Text, default=TaskState.QUEUED.value)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column()  # none for tasks older than sticky routing
+    # Sorted by skill, with each one's minimum proficiency at the same place in ``min_levels``.
     required_skills: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    min_levels: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), server_default=text("'{}'"))
+    language: Mapped[str | None] = mapped_column(Text)  # required of the agent, when a rule says so
     priority: Mapped[int] = mapped_column(SmallInteger, default=0)
     channel: Mapped[str] = mapped_column(Text)
+    workload: Mapped[int] = mapped_column(SmallInteger, server_default=text("2"))  # 1-based, policy.WORKLOADS
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))
+    # Agents who declined an offer of it or let one lapse: not offered it again.
+    declined_by: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid), server_default=text("'{}'"))
     enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    offered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    offer_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# The routing rules table is defined in its own module; importing it here puts it in Base.metadata
+# (migrations, tests/integration/test_schemas.py).
+from switchboard_router.rules import models as _rules_models  # noqa: E402, F401

@@ -1,15 +1,33 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from switchboard_common.settings import AgentAuthSettings
+from switchboard_router.rules.language import parse_languages
 
 
 class RouterSettings(AgentAuthSettings):
-    # The sweeper retries the queue head this often, so no conversation waits on a missed wake-up.
+    # The sweeper retries the queue head this often, so no conversation waits on a missed wake-up; it also
+    # ends lapsed offers and notices silent agents at this pace.
     router_sweep_interval_ms: int = Field(default=1000, ge=50)
     # Estimated waits use the mean handle time of this many most recently closed assignments: recent, so
     # estimates follow a change in the work, and enough that one long conversation does not swing them.
     router_handle_time_sample: int = Field(default=200, ge=1, le=10_000)
     # The handle time assumed until an assignment has closed (a new install): estimates then say "prior".
     router_default_handle_time_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Sticky routing: a customer's conversation goes to the agent who last had them, if assigned within
+    # this window and eligible now. 0 turns it off.
+    router_sticky_window_s: int = Field(default=86_400, ge=0, le=90 * 86_400)
+    # An agent not heard from (heartbeat or presence change) for this long goes offline: their offers
+    # return to the queue at once. 0 turns the check off (presence then changes only through the API).
+    router_presence_timeout_s: int = Field(default=90, ge=0, le=86_400)
+    # An offline agent's assigned conversations wait this long for them to come back, then are requeued.
+    router_offline_grace_s: int = Field(default=120, ge=0, le=86_400)
+    # The languages rules' language conditions detect among (ISO 639-1 codes).
+    router_detect_languages: str = "en,es,fr,de,pt,it,nl"
+
+    @field_validator("router_detect_languages")
+    @classmethod
+    def _detectable(cls, value: str) -> str:
+        parse_languages(value)  # a bad code stops startup, not the first detection
+        return value

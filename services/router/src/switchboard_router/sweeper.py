@@ -1,11 +1,15 @@
-"""Periodically serves the queue head with any free capacity, so no conversation waits on a missed
-wake-up."""
+"""The router's clock: on every tick, lapsed offers return to the queue, silent agents go offline, the
+conversations of agents offline past the grace period are requeued, and the queue head is served with any
+free capacity, so no conversation waits on a missed wake-up."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.database import Database
 from switchboard_common.db.outbox import Outbox
@@ -13,18 +17,40 @@ from switchboard_router.routing import service
 
 log = logging.getLogger(__name__)
 
+Step = Callable[[AsyncSession, Outbox], Awaitable[int]]
+
 
 class QueueSweeper:
-    def __init__(self, db: Database, outbox: Outbox, interval_s: float) -> None:
+    def __init__(
+        self, db: Database, outbox: Outbox, interval_s: float, config: service.RoutingConfig
+    ) -> None:
         self._db = db
         self._outbox = outbox
         self._interval = interval_s
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Each step is its own transaction, so one failing (a lock timeout, a bad row) does not hold back
+        # the others; the order puts capacity back before the queue is served.
+        self._steps: list[tuple[str, Step]] = [
+            ("offers timed out", service.expire_offers),
+            ("agents silent, set offline", lambda s, o: service.silence_stale_agents(s, o, config)),
+            (
+                "conversations requeued from offline agents",
+                lambda s, o: service.requeue_abandoned(s, o, config),
+            ),
+            ("waiting conversations placed", service.sweep),
+        ]
 
     async def sweep_once(self) -> int:
-        async with self._db.unit_of_work() as session:
-            return await service.sweep(session, self._outbox)
+        """One tick; returns how many conversations the queue sweep placed."""
+        placed = 0
+        for what, step in self._steps:
+            async with self._db.unit_of_work() as session:
+                n = await step(session, self._outbox)
+            if n:
+                log.info("sweeper: %s", what, extra={"count": n})
+            placed = n
+        return placed
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -33,9 +59,7 @@ class QueueSweeper:
             if self._stopping.is_set():
                 break
             try:
-                assigned = await self.sweep_once()
-                if assigned:
-                    log.info("sweeper assigned waiting conversations", extra={"assigned": assigned})
+                await self.sweep_once()
             except Exception as exc:
                 # The database is unavailable or a sweep collided with a migration: the next tick retries.
                 log.warning("queue sweep failed", exc_info=True, extra={"error": repr(exc)})

@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from switchboard_common.instrumentation import instrument_kafka
 from switchboard_common.settings import DEV_INGEST_API_KEY, CommonSettings
-from switchboard_devstack.agents import create_online_agent
+from switchboard_devstack.agents import DRIVEN_ROUTER_ENV, create_online_agent
 from switchboard_devstack.bench import ceilings, procstat, promscrape, report, wrk
 from switchboard_devstack.bench.generators import (
     LeanGenerator,
@@ -648,7 +648,7 @@ def memory(roots: dict[str, int]) -> dict[str, dict[str, Any]]:
 
 
 def _service_env(args: argparse.Namespace, base: dict[str, str]) -> dict[str, str]:
-    env = service_env(base)
+    env = service_env(base) | DRIVEN_ROUTER_ENV
     if args.channel == "whatsapp":
         # Inbound only: replies are not benchmarked, so the access token is never used.
         env |= {

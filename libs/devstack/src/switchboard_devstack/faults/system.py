@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from switchboard_common.settings import CommonSettings
-from switchboard_devstack.agents import ADMIN, create_online_agent
+from switchboard_devstack.agents import ADMIN, DRIVEN_ROUTER_ENV, create_online_agent
 from switchboard_devstack.bench.procstat import memory_kib
 from switchboard_devstack.faults import probe
 from switchboard_devstack.ports import free_port
@@ -58,7 +58,7 @@ class System:
 
     def _start_services(self, replicas: dict[str, int]) -> None:
         self.services = ServiceProcesses(
-            service_env(self.infra.env()),
+            service_env({**self.infra.env(), **DRIVEN_ROUTER_ENV}),
             self.workdir / "logs",
             ports={s.name: free_port() for s in SERVICES},
             replicas=replicas,

@@ -435,6 +435,26 @@ async def mark_assigned(session: AsyncSession, assignments: Mapping[uuid.UUID, A
         )
 
 
+# A requeue takes the conversation from the agent it names; a stale requeue (the conversation has since
+# been assigned to someone else, or resolved) changes nothing.
+_UNASSIGN = statement(
+    """
+    UPDATE conversation.conversations c
+    SET status = 'open', assigned_agent_id = NULL, assigned_at = NULL
+    FROM unnest(:ids, :agents) AS u(id, agent_id)
+    WHERE c.id = u.id AND c.status = 'assigned' AND c.assigned_agent_id = u.agent_id
+    """,
+    ids=UUIDS,
+    agents=UUIDS,
+)
+
+
+async def unassign(session: AsyncSession, taken: Mapping[uuid.UUID, uuid.UUID]) -> None:
+    """Take conversations (id → the agent named by the router) from their agents: they wait again."""
+    if taken:
+        await session.execute(_UNASSIGN, {"ids": list(taken), "agents": list(taken.values())})
+
+
 # --- the agent API --------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from switchboard_common.events import (
     ConversationMessageAdded,
     ConversationOpened,
     ConversationReopened,
+    ConversationRequeued,
     ConversationResolved,
     DeliveryStatusChanged,
     Direction,
@@ -230,6 +231,12 @@ def _event(
     """An event about one conversation: keyed by its id, so everything about it stays in order."""
     envelope = EventEnvelope.wrap(payload, producer=PRODUCER, causation=cause)
     return (topics.CONVERSATION_EVENTS, str(payload.conversation_id), envelope)
+
+
+async def record_requeues(session: AsyncSession, events: Sequence[ConversationRequeued]) -> None:
+    """The router took these conversations from their agents (who went offline): they wait again, and
+    their former agent no longer sees them."""
+    await repository.unassign(session, {e.conversation_id: e.agent_id for e in events})
 
 
 async def record_assignments(session: AsyncSession, events: Sequence[ConversationAssigned]) -> None:

@@ -28,9 +28,13 @@ from switchboard_common.events import (
     AgentStatusChanged,
     ConversationAssigned,
     ConversationMessageAdded,
+    ConversationOfferDeclined,
+    ConversationOffered,
+    ConversationOfferTimedOut,
     ConversationOpened,
     ConversationQueued,
     ConversationReopened,
+    ConversationRequeued,
     ConversationResolved,
     DeliveryStatusChanged,
     Direction,
@@ -43,7 +47,17 @@ from switchboard_common.events import (
 # Delivery reports are about a provider's message id, which metrics cannot tie to a message of its own yet:
 # delivery KPIs (delivered and failed shares per channel) come with the live-KPI work. Until then metrics
 # does not read delivery.events at all.
-NOT_COUNTED: frozenset[type[Payload]] = frozenset({DeliveryStatusChanged})
+# Offers, their answers and requeues feed the per-agent and per-queue KPIs of the live-KPI work, which do
+# not exist yet; until then metrics does not decode them.
+NOT_COUNTED: frozenset[type[Payload]] = frozenset(
+    {
+        DeliveryStatusChanged,
+        ConversationOffered,
+        ConversationOfferDeclined,
+        ConversationOfferTimedOut,
+        ConversationRequeued,
+    }
+)
 
 
 def counted_types() -> list[type[Payload]]:

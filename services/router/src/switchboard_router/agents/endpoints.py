@@ -7,9 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 
-from switchboard_common.auth import AdminPrincipal, CurrentPrincipal, issue_agent_token
+from switchboard_common.auth import AdminPrincipal, CurrentPrincipal, Principal, issue_agent_token
 from switchboard_common.errors import Forbidden
 from switchboard_common.events import utcnow
 from switchboard_common.http.deps import RuntimeDep, SessionDep
@@ -23,10 +23,15 @@ from switchboard_router.agents.schemas import (
     AgentStatusUpdate,
     AgentToken,
     AgentUpdate,
+    OfferAccepted,
+    OfferPublic,
     QueuedConversation,
     QueueSnapshot,
+    TeamPublic,
+    TeamUpsert,
 )
 from switchboard_router.models import AgentStatus
+from switchboard_router.routing import service as routing_service
 from switchboard_router.routing.estimate import Estimate
 from switchboard_router.settings import RouterSettings
 
@@ -59,7 +64,7 @@ async def create_agent(
     body: AgentCreate, _: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> AgentCreated:
     agent = await service.create(session, body)
-    return AgentCreated(**AgentPublic.model_validate(agent).model_dump(), token=_token(runtime, agent.id))
+    return AgentCreated(**AgentPublic.of(agent).model_dump(), token=_token(runtime, agent.id))
 
 
 @router.get("/agents", summary="List agents", responses=errors(401, 403, 422, 503))
@@ -71,7 +76,7 @@ async def list_agents(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[AgentPublic]:
     agents = await repository.list_readable(session, principal, status, limit, offset)
-    return [AgentPublic.model_validate(a) for a in agents]
+    return [AgentPublic.of(a) for a in agents]
 
 
 @router.get(
@@ -88,12 +93,12 @@ async def list_agents(
 async def me(principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
     if principal.agent_id is None:
         raise Forbidden("an admin credential is not an agent; use /v1/agents/{id}", code="not_an_agent")
-    return AgentPublic.model_validate(await service.get(session, principal, principal.agent_id))
+    return AgentPublic.of(await service.get(session, principal, principal.agent_id))
 
 
 @router.get(AGENT, summary="One agent", responses=errors(401, 404, 503))
 async def get_agent(agent_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
-    return AgentPublic.model_validate(await service.get(session, principal, agent_id))
+    return AgentPublic.of(await service.get(session, principal, agent_id))
 
 
 @router.patch(
@@ -109,7 +114,7 @@ async def update_agent(
     runtime: RuntimeDep,
 ) -> AgentPublic:
     agent = await service.update(session, runtime.outbox, principal, agent_id, body)
-    return AgentPublic.model_validate(agent)
+    return AgentPublic.of(agent)
 
 
 @router.put(
@@ -125,7 +130,112 @@ async def set_status(
     runtime: RuntimeDep,
 ) -> AgentPublic:
     agent = await service.set_status(session, runtime.outbox, principal, agent_id, body.status)
-    return AgentPublic.model_validate(agent)
+    return AgentPublic.of(agent)
+
+
+@router.post(
+    f"{AGENT}/heartbeat",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="The agent's desktop is alive (send every ~30 s; silence past the presence timeout sets the "
+    "agent offline)",
+    responses=errors(401, 404, 503),
+)
+async def heartbeat(agent_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> None:
+    await service.heartbeat(session, principal, agent_id)
+
+
+def _agent_id(principal: Principal) -> uuid.UUID:
+    if principal.agent_id is None:
+        raise Forbidden("offers are answered by the agent they were made to", code="not_an_agent")
+    return principal.agent_id
+
+
+@router.get(
+    "/offers",
+    summary="The calling agent's open offers, oldest first",
+    responses=errors(401, 403, 503, described={403: "The credential is not an agent's (`not_an_agent`)."}),
+)
+async def list_offers(principal: CurrentPrincipal, session: SessionDep) -> list[OfferPublic]:
+    tasks = await repository.open_offers(session, _agent_id(principal))
+    return [
+        OfferPublic(
+            conversation_id=t.conversation_id,
+            channel=t.channel,
+            required_skills=t.required_skills,
+            priority=t.priority,
+            queued_at=t.enqueued_at,
+            offered_at=t.offered_at or t.enqueued_at,
+            expires_at=t.offer_expires_at or t.enqueued_at,
+        )
+        for t in tasks
+    ]
+
+
+OFFER = "/offers/{conversation_id:uuid}"
+NO_OFFER = {
+    404: "No such offer is open for the calling agent (`offer_not_found`): never made, answered, "
+    "lapsed, or someone else's."
+}
+
+
+@router.post(
+    f"{OFFER}/accept",
+    summary="Accept an offer: the conversation is assigned to the calling agent",
+    responses=errors(401, 403, 404, 503, described=NO_OFFER),
+)
+async def accept_offer(
+    conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
+) -> OfferAccepted:
+    assigned = await routing_service.accept_offer(
+        session, runtime.outbox, _agent_id(principal), conversation_id
+    )
+    return OfferAccepted(conversation_id=conversation_id, assigned_at=assigned.assigned_at)
+
+
+@router.post(
+    f"{OFFER}/decline",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Decline an offer: the conversation goes to someone else, never back to the calling agent",
+    responses=errors(401, 403, 404, 503, described=NO_OFFER),
+)
+async def decline_offer(
+    conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
+) -> None:
+    await routing_service.decline_offer(session, runtime.outbox, _agent_id(principal), conversation_id)
+
+
+TEAM = "/teams/{name}"
+
+
+@router.get("/teams", summary="List teams", tags=["teams"], responses=errors(401, 403, 503))
+async def list_teams(_: AdminPrincipal, session: SessionDep) -> list[TeamPublic]:
+    return [TeamPublic.model_validate(t) for t in await repository.list_teams(session)]
+
+
+@router.put(
+    TEAM,
+    summary="Create or change a team: whether its members auto-accept, and how long offers wait",
+    tags=["teams"],
+    responses=errors(400, 401, 403, 413, 422, 503),
+)
+async def put_team(
+    name: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")],
+    body: TeamUpsert,
+    _: AdminPrincipal,
+    session: SessionDep,
+) -> TeamPublic:
+    return TeamPublic.model_validate(await service.upsert_team(session, name, body))
+
+
+@router.delete(
+    TEAM,
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a team (its members then auto-accept, unless another of their teams says otherwise)",
+    tags=["teams"],
+    responses=errors(401, 403, 404, 503),
+)
+async def delete_team(name: str, _: AdminPrincipal, session: SessionDep) -> None:
+    await service.delete_team(session, name)
 
 
 @router.post(

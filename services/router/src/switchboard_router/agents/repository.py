@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.auth import Principal
-from switchboard_router.models import Agent, AgentStatus
+from switchboard_router.models import Agent, AgentStatus, Task, TaskState, Team
 
 
 def readable(principal: Principal) -> sa.Select[Agent]:
@@ -20,7 +20,14 @@ def readable(principal: Principal) -> sa.Select[Agent]:
 
 
 async def insert_agent(
-    session: AsyncSession, name: str, email: str, skills: list[str], capacity: int
+    session: AsyncSession,
+    name: str,
+    email: str,
+    proficiency: dict[str, int],
+    languages: list[str],
+    teams: list[str],
+    capacity: int,
+    capacities: list[int],
 ) -> Agent | None:
     """None when the email is taken."""
     stmt = (
@@ -29,8 +36,13 @@ async def insert_agent(
             id=uuid.uuid4(),
             name=name,
             email=email,
-            skills=skills,
+            skills=sorted(proficiency),
+            proficiency=proficiency,
+            languages=languages,
+            teams=teams,
             capacity=capacity,
+            capacities=capacities,
+            loads=[0] * len(capacities),
             status=AgentStatus.OFFLINE.value,
             active_count=0,
         )
@@ -56,3 +68,37 @@ async def list_readable(
     if status is not None:
         stmt = stmt.where(Agent.status == status.value)
     return (await session.execute(stmt)).scalars().all()
+
+
+async def list_teams(session: AsyncSession) -> Sequence[Team]:
+    return (await session.execute(sa.select(Team).order_by(Team.name))).scalars().all()
+
+
+async def upsert_team(session: AsyncSession, name: str, auto_accept: bool, offer_timeout_s: int) -> Team:
+    stmt = (
+        insert(Team)
+        .values(name=name, auto_accept=auto_accept, offer_timeout_s=offer_timeout_s)
+        .on_conflict_do_update(
+            index_elements=[Team.name], set_={"auto_accept": auto_accept, "offer_timeout_s": offer_timeout_s}
+        )
+        .returning(Team)
+    )
+    return (await session.execute(stmt, execution_options={"populate_existing": True})).scalar_one()
+
+
+async def delete_team(session: AsyncSession, name: str) -> bool:
+    """Members keep the name in their ``teams``; without its row the team has no say in how they work."""
+    result = await session.execute(sa.delete(Team).where(Team.name == name).returning(Team.name))
+    return result.scalar_one_or_none() is not None
+
+
+_OPEN_OFFERS = (
+    sa.select(Task)
+    .where(Task.state == TaskState.OFFERED.value, Task.agent_id == sa.bindparam("agent"))
+    .order_by(Task.offered_at, Task.conversation_id)
+)
+
+
+async def open_offers(session: AsyncSession, agent_id: uuid.UUID) -> Sequence[Task]:
+    """The agent's open offers, oldest first (filtered in SQL: an agent sees only their own)."""
+    return (await session.execute(_OPEN_OFFERS, {"agent": agent_id})).scalars().all()

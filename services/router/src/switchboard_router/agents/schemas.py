@@ -4,11 +4,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
 
 from switchboard_common.validation import EMAIL, NonBlankText, json_integer
-from switchboard_router.models import AgentStatus
+from switchboard_router.models import Agent, AgentStatus
 from switchboard_router.routing.estimate import EstimateBasis
+from switchboard_router.routing.policy import WORKLOADS
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 # Patterns only (see switchboard_common.validation), and nothing stripped before the checks: the document
@@ -17,10 +18,43 @@ Name = Annotated[NonBlankText, StringConstraints(min_length=1, max_length=200)]
 Email = Annotated[str, StringConstraints(to_lower=True, max_length=320, pattern=EMAIL)]
 
 
+Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}$")]
+TeamName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+
 # The bounds come first, so they are the integer's own and appear in the document.
 Capacity = Annotated[
     int, Field(ge=0, le=100, description="Conversations handled at once."), BeforeValidator(json_integer)
 ]
+Proficiency = Annotated[int, Field(ge=1, le=5), BeforeValidator(json_integer)]
+# A plain list of skills gives each this proficiency.
+DEFAULT_PROFICIENCY = 3
+
+SKILLS_DESCRIPTION = (
+    f"Skills, each a name (proficiency {DEFAULT_PROFICIENCY}) or a name with its proficiency 1-5: "
+    '`["sales", {"skill": "billing", "level": 5}]`.'
+)
+
+
+class SkillLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    skill: Skill
+    level: Proficiency
+
+
+SkillList = list[Skill | SkillLevel]
+
+
+class ChannelCapacity(BaseModel):
+    """Conversations of each workload handled at once: web chat is `chat`; WhatsApp, SMS, Messenger,
+    Instagram and the API are `messaging`. Each defaults to the total capacity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chat: Capacity | None = None
+    messaging: Capacity | None = None
+    email: Capacity | None = None
+    voice: Capacity | None = None
 
 
 class AgentCreate(BaseModel):
@@ -28,15 +62,37 @@ class AgentCreate(BaseModel):
 
     name: Name
     email: Email
-    skills: list[Skill] = Field(default_factory=list, max_length=50)
-    capacity: Capacity = 3
+    skills: SkillList = Field(default_factory=list, max_length=50, description=SKILLS_DESCRIPTION)
+    languages: list[Language] = Field(default_factory=list, max_length=20)
+    teams: list[TeamName] = Field(default_factory=list, max_length=20)
+    capacity: Capacity = Field(default=3, description="Conversations handled at once, in total.")
+    channel_capacity: ChannelCapacity = Field(default_factory=ChannelCapacity)
 
 
 class AgentUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    skills: list[Skill] | None = Field(default=None, max_length=50)
+    skills: SkillList | None = Field(default=None, max_length=50, description=SKILLS_DESCRIPTION)
+    languages: list[Language] | None = Field(default=None, max_length=20)
+    teams: list[TeamName] | None = Field(default=None, max_length=20)
     capacity: Capacity | None = None
+    channel_capacity: ChannelCapacity | None = None
+
+
+def proficiency_of(skills: SkillList) -> dict[str, int]:
+    """Skill → proficiency; a skill named twice keeps its highest level."""
+    out: dict[str, int] = {}
+    for s in skills:
+        name, level = (s, DEFAULT_PROFICIENCY) if isinstance(s, str) else (s.skill, s.level)
+        out[name] = max(level, out.get(name, 0))
+    return out
+
+
+class WorkloadFigures(BaseModel):
+    chat: int
+    messaging: int
+    email: int
+    voice: int
 
 
 class AgentStatusUpdate(BaseModel):
@@ -52,12 +108,72 @@ class AgentPublic(BaseModel):
     name: str
     email: str
     skills: list[str]
+    proficiency: dict[str, int]
+    languages: list[str]
+    teams: list[str]
     capacity: int
+    channel_capacity: WorkloadFigures
     status: AgentStatus
     active_count: int
+    channel_load: WorkloadFigures
     last_assigned_at: datetime | None
     status_changed_at: datetime
     created_at: datetime
+
+    @staticmethod
+    def of(agent: Agent) -> AgentPublic:
+        return AgentPublic(
+            id=agent.id,
+            name=agent.name,
+            email=agent.email,
+            skills=agent.skills,
+            proficiency=agent.proficiency,
+            languages=agent.languages,
+            teams=agent.teams,
+            capacity=agent.capacity,
+            channel_capacity=WorkloadFigures(**dict(zip(WORKLOADS, agent.capacities, strict=True))),
+            status=AgentStatus(agent.status),
+            active_count=agent.active_count,
+            channel_load=WorkloadFigures(**dict(zip(WORKLOADS, agent.loads, strict=True))),
+            last_assigned_at=agent.last_assigned_at,
+            status_changed_at=agent.status_changed_at,
+            created_at=agent.created_at,
+        )
+
+
+class TeamUpsert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    auto_accept: StrictBool = Field(
+        default=True,
+        description="Members are assigned conversations directly; when false, they are offered them and "
+        "must accept within `offer_timeout_s`.",
+    )
+    offer_timeout_s: Annotated[int, Field(ge=5, le=3600), BeforeValidator(json_integer)] = 30
+
+
+class TeamPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    auto_accept: bool
+    offer_timeout_s: int
+    created_at: datetime
+
+
+class OfferPublic(BaseModel):
+    conversation_id: uuid.UUID
+    channel: str
+    required_skills: list[str]
+    priority: int
+    queued_at: datetime
+    offered_at: datetime
+    expires_at: datetime
+
+
+class OfferAccepted(BaseModel):
+    conversation_id: uuid.UUID
+    assigned_at: datetime
 
 
 class AgentToken(BaseModel):

@@ -5,6 +5,7 @@ queued work at once, in the same transaction. And the queue they serve: position
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,20 +15,43 @@ from switchboard_common.db.outbox import Outbox
 from switchboard_common.errors import Conflict, NotFound
 from switchboard_common.events import AgentStatusChanged, EventEnvelope, utcnow
 from switchboard_router.agents import repository
-from switchboard_router.agents.schemas import AgentCreate, AgentUpdate
-from switchboard_router.models import Agent, AgentStatus, Task
+from switchboard_router.agents.schemas import (
+    AgentCreate,
+    AgentUpdate,
+    ChannelCapacity,
+    TeamUpsert,
+    proficiency_of,
+)
+from switchboard_router.models import Agent, AgentStatus, Task, Team
 from switchboard_router.routing import estimate
 from switchboard_router.routing import repository as routing_repository
+from switchboard_router.routing import service as routing_service
 from switchboard_router.routing.estimate import Estimate
-from switchboard_router.routing.policy import Waiting
+from switchboard_router.routing.policy import WORKLOADS, Requirement, Waiting
 from switchboard_router.routing.repository import QueuedTask
 from switchboard_router.routing.service import PRODUCER, assign_queued
 from switchboard_router.settings import RouterSettings
 
 
+def _capacities(total: int, per: ChannelCapacity, current: Sequence[int] | None = None) -> list[int]:
+    """Per workload: what the body says, else what the agent had, else the total."""
+    given = per.model_dump()
+    return [
+        given[w] if given[w] is not None else (current[i] if current is not None else total)
+        for i, w in enumerate(WORKLOADS)
+    ]
+
+
 async def create(session: AsyncSession, body: AgentCreate) -> Agent:
     agent = await repository.insert_agent(
-        session, body.name, body.email, sorted(set(body.skills)), body.capacity
+        session,
+        body.name,
+        body.email,
+        proficiency_of(body.skills),
+        sorted(set(body.languages)),
+        sorted(set(body.teams)),
+        body.capacity,
+        _capacities(body.capacity, body.channel_capacity),
     )
     if agent is None:
         raise Conflict(f"an agent with email {body.email} exists", code="email_taken")
@@ -49,10 +73,17 @@ async def update(
 ) -> Agent:
     agent = await get(session, principal, agent_id, for_update=True)
     if body.skills is not None:
-        agent.skills = sorted(set(body.skills))
+        agent.proficiency = proficiency_of(body.skills)
+        agent.skills = sorted(agent.proficiency)
+    if body.languages is not None:
+        agent.languages = sorted(set(body.languages))
+    if body.teams is not None:
+        agent.teams = sorted(set(body.teams))
+    # Lowering capacity below the current load reassigns nothing; new work waits until load drops.
     if body.capacity is not None:
-        # Lowering capacity below the current load reassigns nothing; new work waits until load drops.
         agent.capacity = body.capacity
+    if body.channel_capacity is not None:
+        agent.capacities = _capacities(agent.capacity, body.channel_capacity, agent.capacities)
     await session.flush()
     if await assign_queued(session, outbox, [agent.id]):
         await session.refresh(agent)
@@ -62,11 +93,13 @@ async def update(
 async def set_status(
     session: AsyncSession, outbox: Outbox, principal: Principal, agent_id: uuid.UUID, status: AgentStatus
 ) -> Agent:
-    """Change presence; an agent coming online is given queued work at once."""
+    """Change presence (which counts as a heartbeat); an agent coming online is given queued work at once,
+    one going offline hands back their offers at once (and their conversations after the grace period)."""
     agent = await get(session, principal, agent_id, for_update=True)
     previous = AgentStatus(agent.status)
+    now = utcnow()
+    await routing_repository.touch_presence(session, agent.id, now)
     if previous is not status:
-        now = utcnow()
         agent.status = status.value
         agent.status_changed_at = now
         await session.flush()
@@ -76,9 +109,29 @@ async def set_status(
         await outbox.add(
             session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(changed, producer=PRODUCER)
         )
+        if status is AgentStatus.OFFLINE:
+            await routing_service.agents_went_offline(session, outbox, [agent.id])
+            await session.refresh(agent)
     if status is AgentStatus.ONLINE and await assign_queued(session, outbox, [agent.id]):
         await session.refresh(agent)
     return agent
+
+
+async def heartbeat(session: AsyncSession, principal: Principal, agent_id: uuid.UUID) -> None:
+    """The agent's desktop is alive. Written apart from the agent's row: a heartbeat never waits for
+    routing, and never changes presence by itself (an offline agent comes back through their status)."""
+    if await repository.get_readable(session, principal, agent_id) is None:
+        raise NotFound("agent not found")
+    await routing_repository.touch_presence(session, agent_id, utcnow())
+
+
+async def upsert_team(session: AsyncSession, name: str, body: TeamUpsert) -> Team:
+    return await repository.upsert_team(session, name, body.auto_accept, body.offer_timeout_s)
+
+
+async def delete_team(session: AsyncSession, name: str) -> None:
+    if not await repository.delete_team(session, name):
+        raise NotFound("team not found")
 
 
 async def queue(
@@ -94,7 +147,8 @@ async def queue(
     servers = await routing_repository.online_servers(session)
     measured = await routing_repository.handle_times(session, settings.router_handle_time_sample)
     waiting = [
-        Waiting(t.conversation_id, frozenset(t.required_skills), t.priority, t.enqueued_at) for t in tasks
+        Waiting(t.conversation_id, Requirement.of(t.required_skills), t.priority, t.enqueued_at)
+        for t in tasks
     ]
     estimates = estimate.estimate(waiting, servers, measured, settings.router_default_handle_time_s)
     return length, [(t, estimates[t.conversation_id]) for t in tasks]

@@ -5,12 +5,15 @@ LOCKED`` and capacity is taken by a conditional UPDATE, so replicas never over-a
 assign one conversation twice. Routing skips locked rows, so it never waits on another transaction (a
 conversation that misses an agent another transaction holds at that instant is picked up by the sweeper);
 resolution and requeue wait for the rows they change.
+
+Eligibility is written twice, here in SQL (so a fetch limited to the best candidates is exact) and in
+``policy.qualifies`` / ``policy._Pool.has_room``; the unit and integration tests hold them to each other.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,225 +24,419 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.db.sql import INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_router.models import Task, TaskState
 from switchboard_router.routing.estimate import HandleTimes, Sample, Server
-from switchboard_router.routing.policy import Candidate, Match, Waiting
+from switchboard_router.routing.policy import (
+    WORKLOADS,
+    Candidate,
+    Requirement,
+    Waiting,
+    workload_index,
+)
+
+# A requirement as the SQL sees it: r.skills text[], r.levels int[], r.lang text, r.w int (1-based).
+_ELIGIBLE = """
+    a.status = 'online' AND a.active_count < a.capacity AND a.loads[{w}] < a.capacities[{w}]
+    AND a.skills @> {skills}
+    AND ({lang} IS NULL OR {lang} = ANY(a.languages))
+    AND NOT EXISTS (
+        SELECT 1 FROM unnest({skills}, {levels}) AS q(s, m)
+        WHERE coalesce((a.proficiency ->> q.s)::int, 0) < q.m
+    )
+"""
+# policy.rank, in SQL: the fuller of the total and the workload's capacity, then idle longest, then id.
+_RANK = """
+    greatest(a.active_count::float8 / nullif(a.capacity, 0),
+             a.loads[{w}]::float8 / nullif(a.capacities[{w}], 0)),
+    a.last_assigned_at NULLS FIRST, a.id
+"""
+# How the agent takes work: auto-accept unless one of their teams wants offers (then the shortest of those
+# teams' answer times).
+_AGENT_COLUMNS = """
+    a.id, a.proficiency, a.languages, a.capacity, a.active_count, a.capacities, a.loads, a.last_assigned_at,
+    (SELECT min(tm.offer_timeout_s) FROM router.teams tm
+     WHERE tm.name = ANY(a.teams) AND NOT tm.auto_accept) AS offer_timeout_s
+"""
 
 
-def _skillset(skills: frozenset[str] | Sequence[str]) -> str:
+def _text(values: Iterable[object]) -> str:
     # Skills match ^[a-z0-9][a-z0-9_.-]*$: no commas, so a comma-joined text round-trips exactly (arrays
     # of arrays cannot be ragged).
-    return ",".join(sorted(skills))
+    return ",".join(str(v) for v in values)
 
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """Candidates locked for this transaction, and how each takes work."""
+
+    candidates: list[Candidate]
+    offer_timeout_s: dict[uuid.UUID, int]  # agents who are offered work (absent: auto-accept)
+    sticky: dict[uuid.UUID, uuid.UUID]  # customer → their previous agent, among the candidates
+
+    @staticmethod
+    def of(rows: Iterable[Any]) -> Locked:
+        candidates: dict[uuid.UUID, Candidate] = {}
+        timeouts: dict[uuid.UUID, int] = {}
+        sticky: dict[uuid.UUID, uuid.UUID] = {}
+        for r in rows:
+            candidates[r.id] = Candidate(
+                r.id,
+                r.proficiency,
+                r.capacity,
+                r.active_count,
+                r.last_assigned_at,
+                tuple(r.capacities),
+                tuple(r.loads),
+                frozenset(r.languages),
+            )
+            if r.offer_timeout_s is not None:
+                timeouts[r.id] = int(r.offer_timeout_s)
+            for customer in getattr(r, "sticky_customers", None) or ():
+                sticky[customer] = r.id
+        return Locked(list(candidates.values()), timeouts, sticky)
+
+
+_TASK_VALUES = "unnest(:ids, :customers, :skills, :levels, :langs, :workloads, :priorities, :channels, :ats)"
+_TASK_COLUMNS = "u(id, customer_id, skills, levels, lang, workload, priority, channel, at)"
+_TASK_TYPES: dict[str, Any] = {
+    "ids": UUIDS,
+    "customers": UUIDS,
+    "skills": TEXTS,
+    "levels": TEXTS,
+    "langs": TEXTS,
+    "workloads": INTS,
+    "priorities": INTS,
+    "channels": TEXTS,
+    "ats": TIMES,
+}
 
 _INSERT_TASKS = statement(
-    """
-    INSERT INTO router.tasks (conversation_id, state, required_skills, priority, channel, enqueued_at)
-    SELECT u.id, 'queued', string_to_array(u.skills, ','), u.priority, u.channel, u.at
-    FROM unnest(:ids, :skills, :priorities, :channels, :ats) AS u(id, skills, priority, channel, at)
+    f"""
+    INSERT INTO router.tasks (conversation_id, customer_id, state, required_skills, min_levels, language,
+                              workload, priority, channel, enqueued_at)
+    SELECT u.id, u.customer_id, 'queued', string_to_array(u.skills, ','),
+           string_to_array(u.levels, ',')::smallint[], u.lang, u.workload, u.priority, u.channel, u.at
+    FROM {_TASK_VALUES} AS {_TASK_COLUMNS}
     ON CONFLICT (conversation_id) DO NOTHING
     RETURNING conversation_id
-    """,
-    ids=UUIDS,
-    skills=TEXTS,
-    priorities=INTS,
-    channels=TEXTS,
-    ats=TIMES,
+    """,  # noqa: S608 - our own fragments, no input
+    **_TASK_TYPES,
 )
 
 
-async def _queue(
-    session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[Waiting], channels: Sequence[str]
-) -> set[uuid.UUID]:
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    waiting: Waiting
+    customer_id: uuid.UUID
+    channel: str
+
+
+async def _queue(session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[NewTask]) -> set[uuid.UUID]:
     """Run a statement that queues ``tasks`` (insert or requeue); returns the conversation ids it queued."""
     if not tasks:
         return set()
+    reqs = [t.waiting.requirement for t in tasks]
     rows = await session.scalars(
         stmt,
         {
-            "ids": [t.conversation_id for t in tasks],
-            "skills": [_skillset(t.required_skills) for t in tasks],
-            "priorities": [t.priority for t in tasks],
-            "channels": list(channels),
-            "ats": [t.enqueued_at for t in tasks],
+            "ids": [t.waiting.conversation_id for t in tasks],
+            "customers": [t.customer_id for t in tasks],
+            "skills": [_text(s for s, _ in r.skills) for r in reqs],
+            "levels": [_text(m for _, m in r.skills) for r in reqs],
+            "langs": [r.language for r in reqs],
+            "workloads": [workload_index(r.workload) for r in reqs],
+            "priorities": [t.waiting.priority for t in tasks],
+            "channels": [t.channel for t in tasks],
+            "ats": [t.waiting.enqueued_at for t in tasks],
         },
     )
     return set(rows.all())
 
 
-async def insert_tasks(
-    session: AsyncSession, tasks: Sequence[Waiting], channels: Sequence[str]
-) -> set[uuid.UUID]:
+async def insert_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> set[uuid.UUID]:
     """Queue conversations; returns the ids inserted (one already known is a redelivered event)."""
-    return await _queue(session, _INSERT_TASKS, tasks, channels)
+    return await _queue(session, _INSERT_TASKS, tasks)
 
 
 # A reopened conversation's task waits again, if the reopen is the current one: a reopen replayed after a
 # later resolution (its task closed after it) or after the requeue (not closed) changes nothing. The
 # reopen's time is later than the resolution it follows (the conversation service makes it so).
 _REQUEUE = statement(
-    """
+    f"""
     UPDATE router.tasks t
     SET state = 'queued', agent_id = NULL, enqueued_at = u.at, assigned_at = NULL, closed_at = NULL,
-        required_skills = string_to_array(u.skills, ','), priority = u.priority, channel = u.channel
-    FROM unnest(:ids, :skills, :priorities, :channels, :ats) AS u(id, skills, priority, channel, at)
+        offered_at = NULL, offer_expires_at = NULL, declined_by = '{{}}', customer_id = u.customer_id,
+        required_skills = string_to_array(u.skills, ','),
+        min_levels = string_to_array(u.levels, ',')::smallint[],
+        language = u.lang, workload = u.workload, priority = u.priority, channel = u.channel
+    FROM {_TASK_VALUES} AS {_TASK_COLUMNS}
     WHERE t.conversation_id = u.id AND t.state = 'closed' AND t.closed_at <= u.at
     RETURNING t.conversation_id
-    """,
-    ids=UUIDS,
-    skills=TEXTS,
-    priorities=INTS,
-    channels=TEXTS,
-    ats=TIMES,
+    """,  # noqa: S608 - our own fragments, no input
+    **_TASK_TYPES,
 )
 
 
-async def requeue(session: AsyncSession, tasks: Sequence[Waiting], channels: Sequence[str]) -> set[uuid.UUID]:
+async def requeue(session: AsyncSession, tasks: Sequence[NewTask]) -> set[uuid.UUID]:
     """Queue the closed tasks of reopened conversations again, from ``enqueued_at`` (the reopen); returns
     the ids requeued (the others are stale or redelivered reopens). The rows stay locked, and look closed
     to other transactions, until commit."""
-    return await _queue(session, _REQUEUE, tasks, channels)
+    return await _queue(session, _REQUEUE, tasks)
 
 
 _LOCK_BEST_CANDIDATES = statement(
-    """
-    SELECT c.id, c.skills, c.capacity, c.active_count, c.last_assigned_at
-    FROM unnest(:skillsets) AS s(skills),
-    LATERAL (
-        SELECT id, skills, capacity, active_count, last_assigned_at FROM router.agents a
-        WHERE a.status = 'online' AND a.active_count < a.capacity
-          AND a.skills @> string_to_array(s.skills, ',')
-        ORDER BY a.active_count::float8 / a.capacity, a.last_assigned_at NULLS FIRST, a.id
-        LIMIT :per_skillset
+    f"""
+    WITH r AS (
+        SELECT string_to_array(u.skills, ',') AS skills, string_to_array(u.levels, ',')::int[] AS levels,
+               u.lang, u.w, u.n
+        FROM unnest(:skills, :levels, :langs, :workloads, :limits) AS u(skills, levels, lang, w, n)
+    ), sticky AS (
+        SELECT DISTINCT ON (t.customer_id) t.customer_id, t.agent_id FROM router.tasks t
+        WHERE t.customer_id = ANY(:customers) AND t.agent_id IS NOT NULL AND t.assigned_at >= :since
+        ORDER BY t.customer_id, t.assigned_at DESC
+    )
+    SELECT c.*, NULL::uuid[] AS sticky_customers FROM r, LATERAL (
+        SELECT {_AGENT_COLUMNS} FROM router.agents a
+        WHERE {_ELIGIBLE.format(w="r.w", skills="r.skills", levels="r.levels", lang="r.lang")}
+        ORDER BY {_RANK.format(w="r.w")}
+        LIMIT r.n
         FOR UPDATE SKIP LOCKED
     ) AS c
-    """,
-    skillsets=TEXTS,
-    per_skillset=sa.Integer(),
+    UNION ALL
+    SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id) FROM (
+        SELECT {_AGENT_COLUMNS} FROM router.agents a
+        WHERE (a.id = ANY(:preferred) OR a.id IN (SELECT agent_id FROM sticky))
+          AND a.status = 'online' AND a.active_count < a.capacity
+        FOR UPDATE SKIP LOCKED
+    ) AS p
+    """,  # noqa: S608 - our own fragments, no input
+    skills=TEXTS,
+    levels=TEXTS,
+    langs=TEXTS,
+    workloads=INTS,
+    limits=INTS,
+    customers=UUIDS,
+    since=sa.DateTime(timezone=True),
+    preferred=UUIDS,
 )
 
 
-def _candidates(rows: sa.Result[Any]) -> list[Candidate]:
-    return [
-        Candidate(r.id, frozenset(r.skills), r.capacity, r.active_count, r.last_assigned_at) for r in rows
-    ]
-
-
 async def lock_best_candidates(
-    session: AsyncSession, skillsets: Sequence[frozenset[str]], tasks: int
-) -> list[Candidate]:
-    """For each skill set, the ``tasks`` best-ranked online agents with capacity left who have it, locked
-    for this transaction (agents another transaction holds are skipped).
+    session: AsyncSession,
+    tasks: Sequence[Waiting],
+    *,
+    sticky_customers: Sequence[uuid.UUID] = (),
+    sticky_since: datetime | None = None,
+) -> Locked:
+    """For each requirement, the best-ranked eligible agents, enough to serve its tasks; plus the tasks'
+    preferred agents and the previous agents (assigned since ``sticky_since``) of ``sticky_customers``.
+    All locked for this transaction (agents another transaction holds are skipped).
 
-    ``tasks`` per skill set is enough for an exact match: each assignment takes one agent, so the best of
-    the remaining ``tasks`` candidates always beats any agent ranked below them (the order is the
-    policy's ``rank``). An agent may come back for several skill sets; the policy dedupes.
+    As many per requirement as there are tasks (plus the agents the requirement's tasks exclude) is enough
+    for an exact match: each assignment, of any requirement, raises the rank of one agent, so an agent
+    ranked below that many can never become the best. An agent may come back for several requirements;
+    the policy dedupes.
     """
-    if not skillsets or tasks <= 0:
-        return []
+    if not tasks:
+        return Locked([], {}, {})
+    need: dict[Requirement, int] = {}
+    for t in tasks:
+        need[t.requirement] = need.get(t.requirement, len(tasks)) + len(t.excluded)
+    reqs = list(need)
     rows = await session.execute(
         _LOCK_BEST_CANDIDATES,
-        {"skillsets": sorted({_skillset(s) for s in skillsets}), "per_skillset": tasks},
+        {
+            "skills": [_text(s for s, _ in r.skills) for r in reqs],
+            "levels": [_text(m for _, m in r.skills) for r in reqs],
+            "langs": [r.language for r in reqs],
+            "workloads": [workload_index(r.workload) for r in reqs],
+            "limits": list(need.values()),
+            "customers": list(sticky_customers) if sticky_since is not None else [],
+            "since": sticky_since,
+            "preferred": sorted({t.preferred_agent for t in tasks if t.preferred_agent is not None}),
+        },
     )
-    return _candidates(rows)
+    return Locked.of(rows)
 
 
 _LOCK_AGENTS = statement(
-    """
-    SELECT id, skills, capacity, active_count, last_assigned_at FROM router.agents a
+    f"""
+    SELECT {_AGENT_COLUMNS} FROM router.agents a
     WHERE status = 'online' AND active_count < capacity
       AND (CAST(:agents AS uuid[]) IS NULL OR a.id = ANY(:agents))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
-    """,
+    """,  # noqa: S608 - our own fragments, no input
     agents=UUIDS,
 )
 
 
 async def lock_agents_with_capacity(
     session: AsyncSession, agent_ids: Sequence[uuid.UUID] | None = None
-) -> list[Candidate]:
+) -> Locked:
     """Online agents with capacity left (among ``agent_ids`` when given), locked for this transaction;
     agents another transaction holds are skipped."""
     rows = await session.execute(_LOCK_AGENTS, {"agents": None if agent_ids is None else list(agent_ids)})
-    return _candidates(rows)
+    return Locked.of(rows)
 
 
+# For each agent, the first of the queue it could take, as many as it has room for; the union is locked.
+# Not every task so locked gets an agent (two agents may want the same ones), but every round serves the
+# head of each agent's own queue, so nothing waits forever behind tasks nobody here can take.
+_ELIGIBLE_TASK = _ELIGIBLE.format(
+    w="o.workload", skills="o.required_skills", levels="o.min_levels", lang="o.language"
+)
 _LOCK_QUEUED = statement(
-    """
-    SELECT conversation_id, required_skills, priority, enqueued_at FROM router.tasks t
-    WHERE state = 'queued'
-      AND EXISTS (SELECT 1 FROM unnest(:skillsets) s WHERE t.required_skills <@ string_to_array(s, ','))
-    ORDER BY priority DESC, enqueued_at, conversation_id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-    """,
-    skillsets=TEXTS,
-    limit=sa.Integer(),
+    f"""
+    SELECT t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority,
+           t.enqueued_at, t.declined_by
+    FROM router.tasks t
+    WHERE t.state = 'queued' AND t.conversation_id IN (
+        SELECT q.conversation_id FROM router.agents a, LATERAL (
+            SELECT o.conversation_id FROM router.tasks o
+            WHERE o.state = 'queued' AND NOT (a.id = ANY(o.declined_by))
+              AND {_ELIGIBLE_TASK}
+            ORDER BY o.priority DESC, o.enqueued_at, o.conversation_id
+            LIMIT a.capacity - a.active_count
+        ) AS q
+        WHERE a.id = ANY(:agents)
+    )
+    ORDER BY t.priority DESC, t.enqueued_at, t.conversation_id
+    FOR UPDATE OF t SKIP LOCKED
+    """,  # noqa: S608 - our own fragments, no input
+    agents=UUIDS,
 )
 
 
-async def lock_queued(session: AsyncSession, candidates: Sequence[Candidate], limit: int) -> list[Waiting]:
+def _waiting(r: Any) -> Waiting:
+    skills = dict(zip(r.required_skills, r.min_levels, strict=True))
+    return Waiting(
+        r.conversation_id,
+        Requirement.of(skills, WORKLOADS[r.workload - 1], r.language),
+        r.priority,
+        r.enqueued_at,
+        excluded=frozenset(r.declined_by),
+    )
+
+
+async def lock_queued(session: AsyncSession, candidates: Sequence[Candidate]) -> list[Waiting]:
     """The head of the queue that ``candidates`` could serve, locked; tasks another transaction is
     routing right now are skipped."""
-    if not candidates or limit <= 0:
+    if not candidates:
         return []
-    rows = await session.execute(
-        _LOCK_QUEUED, {"skillsets": sorted({_skillset(c.skills) for c in candidates}), "limit": limit}
-    )
-    return [Waiting(r.conversation_id, frozenset(r.required_skills), r.priority, r.enqueued_at) for r in rows]
+    rows = await session.execute(_LOCK_QUEUED, {"agents": [c.agent_id for c in candidates]})
+    return [_waiting(r) for r in rows]
 
+
+def per_workload(units: Iterable[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, list[int]]:
+    """Count (agent, 1-based workload) units into per-agent arrays in ``WORKLOADS`` order."""
+    out: dict[uuid.UUID, list[int]] = {}
+    for agent_id, w in units:
+        out.setdefault(agent_id, [0] * len(WORKLOADS))[w - 1] += 1
+    return out
+
+
+def _unit_params(units: Mapping[uuid.UUID, Sequence[int]]) -> dict[str, list[Any]]:
+    params: dict[str, list[Any]] = {"ids": list(units)}
+    for k in range(len(WORKLOADS)):
+        params[f"n{k + 1}"] = [u[k] for u in units.values()]
+    return params
+
+
+_UNITS = "unnest(:ids, :n1, :n2, :n3, :n4) AS u(id, n1, n2, n3, n4)"
+_UNIT_TYPES: dict[str, Any] = {"ids": UUIDS, "n1": INTS, "n2": INTS, "n3": INTS, "n4": INTS}
 
 _RESERVE = statement(
-    """
-    UPDATE router.agents a SET active_count = a.active_count + u.n, last_assigned_at = u.at
-    FROM unnest(:ids, :ns, :ats) AS u(id, n, at)
-    WHERE a.id = u.id AND a.status = 'online' AND a.active_count + u.n <= a.capacity
+    f"""
+    UPDATE router.agents a
+    SET active_count = a.active_count + u.n1 + u.n2 + u.n3 + u.n4, last_assigned_at = :at,
+        loads = ARRAY[a.loads[1] + u.n1, a.loads[2] + u.n2, a.loads[3] + u.n3, a.loads[4] + u.n4]
+    FROM {_UNITS}
+    WHERE a.id = u.id AND a.status = 'online' AND a.active_count + u.n1 + u.n2 + u.n3 + u.n4 <= a.capacity
+      AND a.loads[1] + u.n1 <= a.capacities[1] AND a.loads[2] + u.n2 <= a.capacities[2]
+      AND a.loads[3] + u.n3 <= a.capacities[3] AND a.loads[4] + u.n4 <= a.capacities[4]
     RETURNING a.id
-    """,
-    ids=UUIDS,
-    ns=INTS,
-    ats=TIMES,
+    """,  # noqa: S608 - our own fragments, no input
+    at=sa.DateTime(timezone=True),
+    **_UNIT_TYPES,
 )
 
 
-async def reserve(session: AsyncSession, units: Mapping[uuid.UUID, int], at: datetime) -> set[uuid.UUID]:
-    """Take ``units`` of each agent's capacity if they are online and have it; returns the agents whose
-    reservation held. The single source of truth for capacity."""
+async def reserve(
+    session: AsyncSession, units: Mapping[uuid.UUID, Sequence[int]], at: datetime
+) -> set[uuid.UUID]:
+    """Take ``units`` (per workload) of each agent's capacity if they are online and have it; returns the
+    agents whose reservation held. The single source of truth for capacity."""
     if not units:
         return set()
-    rows = await session.scalars(
-        _RESERVE, {"ids": list(units), "ns": list(units.values()), "ats": [at] * len(units)}
-    )
+    rows = await session.scalars(_RESERVE, {**_unit_params(units), "at": at})
     return set(rows.all())
 
 
-_MARK_ASSIGNED = statement(
+_RELEASE = statement(
+    f"""
+    UPDATE router.agents a
+    SET active_count = greatest(a.active_count - (u.n1 + u.n2 + u.n3 + u.n4), 0),
+        loads = ARRAY[greatest(a.loads[1] - u.n1, 0), greatest(a.loads[2] - u.n2, 0),
+                      greatest(a.loads[3] - u.n3, 0), greatest(a.loads[4] - u.n4, 0)]
+    FROM {_UNITS}
+    WHERE a.id = u.id
+    """,  # noqa: S608 - our own fragments, no input
+    **_UNIT_TYPES,
+)
+
+
+async def release(session: AsyncSession, units: Mapping[uuid.UUID, Sequence[int]]) -> None:
+    if units:
+        await session.execute(_RELEASE, _unit_params(units))
+
+
+_MARK_PLACED = statement(
     """
-    UPDATE router.tasks t SET state = 'assigned', agent_id = u.agent_id, assigned_at = :at
-    FROM unnest(:ids, :agents) AS u(id, agent_id)
+    UPDATE router.tasks t
+    SET state = CASE WHEN u.expires IS NULL THEN 'assigned' ELSE 'offered' END, agent_id = u.agent_id,
+        assigned_at = CASE WHEN u.expires IS NULL THEN CAST(:at AS timestamptz) END,
+        offered_at = CASE WHEN u.expires IS NULL THEN NULL ELSE CAST(:at AS timestamptz) END,
+        offer_expires_at = u.expires
+    FROM unnest(:ids, :agents, :expires) AS u(id, agent_id, expires)
     WHERE t.conversation_id = u.id AND t.state = 'queued'
-    RETURNING t.conversation_id
+    RETURNING t.conversation_id, t.workload
     """,
     ids=UUIDS,
     agents=UUIDS,
+    expires=TIMES,
     at=sa.DateTime(timezone=True),
 )
 
 
-async def mark_assigned(session: AsyncSession, matches: Sequence[Match], at: datetime) -> set[uuid.UUID]:
-    if not matches:
-        return set()
-    rows = await session.scalars(
-        _MARK_ASSIGNED,
-        {"ids": [m.conversation_id for m in matches], "agents": [m.agent_id for m in matches], "at": at},
+@dataclass(frozen=True, slots=True)
+class Placement:
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    expires_at: datetime | None  # an offer's deadline; None for a direct assignment
+
+
+async def mark_placed(
+    session: AsyncSession, placements: Sequence[Placement], at: datetime
+) -> dict[uuid.UUID, int]:
+    """Assign or offer queued tasks; returns the placed ones with their (1-based) workloads."""
+    if not placements:
+        return {}
+    rows = await session.execute(
+        _MARK_PLACED,
+        {
+            "ids": [p.conversation_id for p in placements],
+            "agents": [p.agent_id for p in placements],
+            "expires": [p.expires_at for p in placements],
+            "at": at,
+        },
     )
-    return set(rows.all())
+    return {r.conversation_id: r.workload for r in rows}
 
 
 # A resolution closes a task queued before it: one replayed after the conversation reopened (the task
 # re-queued at the reopen, which is later than that resolution) leaves the reopened task alone.
 _LOCK_OPEN_TASKS = statement(
     """
-    SELECT t.state, t.agent_id FROM router.tasks t
+    SELECT t.state, t.agent_id, t.workload FROM router.tasks t
     JOIN unnest(:ids, :ats) AS u(id, at) ON t.conversation_id = u.id
     WHERE t.state <> 'closed' AND t.enqueued_at <= u.at
     FOR UPDATE OF t
@@ -249,18 +446,21 @@ _LOCK_OPEN_TASKS = statement(
 )
 _CLOSE = statement(
     """
-    UPDATE router.tasks t SET state = 'closed', closed_at = u.at
+    UPDATE router.tasks t SET state = 'closed', closed_at = u.at, offer_expires_at = NULL
     FROM unnest(:ids, :ats) AS u(id, at)
     WHERE t.conversation_id = u.id AND t.state <> 'closed' AND t.enqueued_at <= u.at
     """,
     ids=UUIDS,
     ats=TIMES,
 )
+_HOLDING = (TaskState.ASSIGNED.value, TaskState.OFFERED.value)
 
 
-async def close_tasks(session: AsyncSession, closing: Mapping[uuid.UUID, datetime]) -> dict[uuid.UUID, int]:
-    """Close tasks not closed yet and queued before their resolution; returns, per agent, how many
-    assigned ones closed (capacity to free).
+async def close_tasks(
+    session: AsyncSession, closing: Mapping[uuid.UUID, datetime]
+) -> dict[uuid.UUID, list[int]]:
+    """Close tasks not closed yet and queued before their resolution; returns, per agent, the capacity
+    (per workload) the closed ones held: assigned or offered.
 
     The tasks are locked first (waiting for a transaction routing them right now), so the state read is
     the one the update replaces.
@@ -272,27 +472,165 @@ async def close_tasks(session: AsyncSession, closing: Mapping[uuid.UUID, datetim
     if not rows:
         return {}
     await session.execute(_CLOSE, params)
-    freed: dict[uuid.UUID, int] = {}
-    for state, agent_id in rows:
-        if state == TaskState.ASSIGNED.value and agent_id is not None:
-            freed[agent_id] = freed.get(agent_id, 0) + 1
-    return freed
+    return per_workload(
+        (r.agent_id, r.workload) for r in rows if r.state in _HOLDING and r.agent_id is not None
+    )
 
 
-_RELEASE = statement(
+# --- offers ----------------------------------------------------------------------------------------------
+
+_OFFER_ENDED = """
+    WITH ended AS (
+        SELECT conversation_id, agent_id, workload, offered_at FROM router.tasks
+        WHERE state = 'offered' AND {which}
+        ORDER BY conversation_id
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE router.tasks t
+    SET state = 'queued', agent_id = NULL, offered_at = NULL, offer_expires_at = NULL,
+        declined_by = array_append(t.declined_by, ended.agent_id)
+    FROM ended WHERE t.conversation_id = ended.conversation_id
+    RETURNING t.conversation_id, ended.agent_id, ended.workload, ended.offered_at, t.enqueued_at,
+              t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.declined_by
+"""
+_DECLINE = statement(
+    _OFFER_ENDED.format(which="conversation_id = :id AND agent_id = :agent"), id=sa.Uuid(), agent=sa.Uuid()
+)
+_EXPIRE = statement(_OFFER_ENDED.format(which="offer_expires_at <= :now"), now=sa.DateTime(timezone=True))
+_WITHDRAW = statement(_OFFER_ENDED.format(which="agent_id = ANY(:agents)"), agents=UUIDS)
+
+
+@dataclass(frozen=True, slots=True)
+class EndedOffer:
+    """An offer that ended without acceptance: its task waits again, as ``waiting``."""
+
+    agent_id: uuid.UUID
+    workload: int
+    offered_at: datetime
+    waiting: Waiting
+
+
+async def _end_offers(session: AsyncSession, stmt: sa.TextClause, params: dict[str, Any]) -> list[EndedOffer]:
+    rows = await session.execute(stmt, params)
+    return [EndedOffer(r.agent_id, r.workload, r.offered_at, _waiting(r)) for r in rows]
+
+
+async def decline_offer(
+    session: AsyncSession, conversation_id: uuid.UUID, agent_id: uuid.UUID
+) -> EndedOffer | None:
+    ended = await _end_offers(session, _DECLINE, {"id": conversation_id, "agent": agent_id})
+    return ended[0] if ended else None
+
+
+async def expire_offers(session: AsyncSession, now: datetime) -> list[EndedOffer]:
+    """End the offers past their deadline (skipping any another transaction holds)."""
+    return await _end_offers(session, _EXPIRE, {"now": now})
+
+
+async def withdraw_offers(session: AsyncSession, agent_ids: Sequence[uuid.UUID]) -> list[EndedOffer]:
+    """End the offers made to ``agent_ids`` (who went offline)."""
+    if not agent_ids:
+        return []
+    return await _end_offers(session, _WITHDRAW, {"agents": list(agent_ids)})
+
+
+_ACCEPT = statement(
     """
-    UPDATE router.agents a SET active_count = greatest(a.active_count - u.n, 0)
-    FROM unnest(:ids, :ns) AS u(id, n)
-    WHERE a.id = u.id
+    UPDATE router.tasks SET state = 'assigned', assigned_at = :at, offer_expires_at = NULL
+    WHERE conversation_id = :id AND agent_id = :agent AND state = 'offered'
+    RETURNING enqueued_at, offered_at
     """,
-    ids=UUIDS,
-    ns=INTS,
+    id=sa.Uuid(),
+    agent=sa.Uuid(),
+    at=sa.DateTime(timezone=True),
 )
 
 
-async def release(session: AsyncSession, units: Mapping[uuid.UUID, int]) -> None:
-    if units:
-        await session.execute(_RELEASE, {"ids": list(units), "ns": list(units.values())})
+async def accept_offer(
+    session: AsyncSession, conversation_id: uuid.UUID, agent_id: uuid.UUID, at: datetime
+) -> tuple[datetime, datetime] | None:
+    """Turn the agent's offer into an assignment (its capacity was held since the offer); returns the
+    task's queue time and the offer's time, or None when the agent holds no such offer."""
+    row = (await session.execute(_ACCEPT, {"id": conversation_id, "agent": agent_id, "at": at})).one_or_none()
+    return None if row is None else (row.enqueued_at, row.offered_at)
+
+
+# --- presence ---------------------------------------------------------------------------------------------
+
+_TOUCH = statement(
+    """
+    INSERT INTO router.agent_presence (agent_id, last_seen_at) VALUES (:agent, :at)
+    ON CONFLICT (agent_id) DO UPDATE
+    SET last_seen_at = greatest(router.agent_presence.last_seen_at, excluded.last_seen_at)
+    """,
+    agent=sa.Uuid(),
+    at=sa.DateTime(timezone=True),
+)
+
+
+async def touch_presence(session: AsyncSession, agent_id: uuid.UUID, at: datetime) -> None:
+    """Record a heartbeat; never touches (or waits for) the agent's row, which routing locks."""
+    await session.execute(_TOUCH, {"agent": agent_id, "at": at})
+
+
+# Agents present (not offline) whose last heartbeat, or their coming online if they never sent one, is
+# older than the cutoff: they go offline.
+_SILENCE = statement(
+    """
+    WITH silent AS (
+        SELECT a.id, a.status FROM router.agents a
+        LEFT JOIN router.agent_presence p ON p.agent_id = a.id
+        WHERE a.status <> 'offline' AND greatest(p.last_seen_at, a.status_changed_at) < :cutoff
+        ORDER BY a.id
+        FOR UPDATE OF a SKIP LOCKED
+    )
+    UPDATE router.agents a SET status = 'offline', status_changed_at = :now
+    FROM silent WHERE a.id = silent.id
+    RETURNING a.id, silent.status AS previous
+    """,
+    cutoff=sa.DateTime(timezone=True),
+    now=sa.DateTime(timezone=True),
+)
+
+
+async def silence_stale_agents(
+    session: AsyncSession, cutoff: datetime, now: datetime
+) -> list[tuple[uuid.UUID, str]]:
+    """Set offline the agents not heard from since ``cutoff``; returns them with their previous status."""
+    rows = await session.execute(_SILENCE, {"cutoff": cutoff, "now": now})
+    return [(r.id, r.previous) for r in rows]
+
+
+# Assigned tasks of agents offline since before the cutoff (the grace period over) wait again, with their
+# original age.
+_REQUEUE_ABANDONED = statement(
+    """
+    WITH gone AS (
+        SELECT t.conversation_id, t.agent_id, t.workload FROM router.tasks t
+        JOIN router.agents a ON a.id = t.agent_id
+        WHERE t.state = 'assigned' AND a.status = 'offline' AND a.status_changed_at <= :cutoff
+        ORDER BY t.conversation_id
+        FOR UPDATE OF t SKIP LOCKED
+    )
+    UPDATE router.tasks t SET state = 'queued', agent_id = NULL, assigned_at = NULL
+    FROM gone WHERE t.conversation_id = gone.conversation_id
+    RETURNING t.conversation_id, gone.agent_id, gone.workload, t.enqueued_at,
+              t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.declined_by
+    """,
+    cutoff=sa.DateTime(timezone=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    agent_id: uuid.UUID
+    workload: int
+    waiting: Waiting
+
+
+async def requeue_abandoned(session: AsyncSession, cutoff: datetime) -> list[Requeued]:
+    rows = await session.execute(_REQUEUE_ABANDONED, {"cutoff": cutoff})
+    return [Requeued(r.agent_id, r.workload, _waiting(r)) for r in rows]
 
 
 _ANY_QUEUED = sa.select(sa.literal(1)).where(Task.state == TaskState.QUEUED.value).limit(1)

@@ -1,82 +1,168 @@
 """The assignment engine: what happens when conversations open, resolve or reopen, when agents free up,
-and on the sweeper's tick. Each entry point handles a whole batch in a fixed number of statements; the
-choice of agent is the pure policy in ``routing.policy``."""
+answer offers or fall silent, and on the sweeper's tick. Each entry point handles a whole batch in a fixed
+number of statements; the choice of agent is the pure policy in ``routing.policy``."""
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard_common import topics
 from switchboard_common.db.outbox import Outbox, OutboxEvent
+from switchboard_common.errors import NotFound
 from switchboard_common.events import (
+    AgentStatus,
+    AgentStatusChanged,
     ConversationAssigned,
+    ConversationOfferDeclined,
+    ConversationOffered,
+    ConversationOfferTimedOut,
     ConversationOpened,
     ConversationQueued,
     ConversationReopened,
+    ConversationRequeued,
     ConversationResolved,
     EventEnvelope,
+    Payload,
+    RequeueReason,
     utcnow,
 )
 from switchboard_router.routing import policy, repository
-from switchboard_router.routing.policy import Candidate, Match, Waiting
+from switchboard_router.routing.policy import Requirement, Waiting, workload_of
+from switchboard_router.routing.repository import EndedOffer, Locked, NewTask, Placement
 
 PRODUCER = "router"
 
 
-def _routing_event(
-    payload: ConversationQueued | ConversationAssigned, cause: EventEnvelope | None
-) -> OutboxEvent:
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """What routing needs of the settings."""
+
+    sticky_window: timedelta = timedelta(days=1)  # zero: no sticky routing
+    presence_timeout: timedelta = timedelta(seconds=90)  # zero: presence only through the API
+    offline_grace: timedelta = timedelta(seconds=120)
+
+
+def _event(payload: Payload, key: uuid.UUID, cause: EventEnvelope | None = None) -> OutboxEvent:
     envelope = EventEnvelope.wrap(payload, producer=PRODUCER, causation=cause)
-    return (topics.ROUTING_EVENTS, str(payload.conversation_id), envelope)
+    return (payload.topic, str(key), envelope)
 
 
-async def _assign(
+async def _place(
     session: AsyncSession,
     tasks: Sequence[Waiting],
-    candidates: Sequence[Candidate],
+    locked: Locked,
+    causes: dict[uuid.UUID, EventEnvelope],
     now: datetime,
-) -> list[Match]:
-    """Match locked tasks to locked candidates, reserve the capacity and record the assignments."""
-    matches = policy.match(tasks, candidates, now)
+) -> tuple[set[uuid.UUID], list[OutboxEvent]]:
+    """Match locked tasks to locked candidates, hold the capacity, and assign (or offer, to agents whose
+    team wants offers) each; returns the conversations placed and the events that say so."""
+    matches = policy.match(tasks, locked.candidates, now)
     if not matches:
-        return []
-    units = Counter(m.agent_id for m in matches)
+        return set(), []
+    placements = [
+        Placement(
+            m.conversation_id,
+            m.agent_id,
+            None if (t := locked.offer_timeout_s.get(m.agent_id)) is None else now + timedelta(seconds=t),
+        )
+        for m in matches
+    ]
+    by_id = {t.conversation_id: t for t in tasks}
+    units = repository.per_workload(
+        (m.agent_id, policy.workload_index(by_id[m.conversation_id].requirement.workload)) for m in matches
+    )
     held = await repository.reserve(session, units, now)
     if held != set(units):
         # The candidates are locked by this transaction, so their capacity cannot have changed.
         raise RuntimeError(f"capacity reservation failed for locked agents {set(units) - held}")
-    assigned = await repository.mark_assigned(session, matches, now)
-    if len(assigned) != len(matches):
+    placed = await repository.mark_placed(session, placements, now)
+    if len(placed) != len(placements):
         raise RuntimeError("a locked task was no longer queued")
-    return matches
+    events: list[OutboxEvent] = []
+    for p in placements:
+        queued_at = by_id[p.conversation_id].enqueued_at
+        payload: Payload
+        if p.expires_at is None:
+            payload = ConversationAssigned(
+                conversation_id=p.conversation_id, agent_id=p.agent_id, queued_at=queued_at, assigned_at=now
+            )
+        else:
+            payload = ConversationOffered(
+                conversation_id=p.conversation_id,
+                agent_id=p.agent_id,
+                queued_at=queued_at,
+                offered_at=now,
+                expires_at=p.expires_at,
+            )
+        events.append(_event(payload, p.conversation_id, causes.get(p.conversation_id)))
+    return set(placed), events
 
 
-def _assigned_events(
-    matches: Sequence[Match], tasks: Sequence[Waiting], causes: dict[uuid.UUID, EventEnvelope], now: datetime
-) -> list[OutboxEvent]:
-    enqueued = {t.conversation_id: t.enqueued_at for t in tasks}
-    return [
-        _routing_event(
-            ConversationAssigned(
-                conversation_id=m.conversation_id,
-                agent_id=m.agent_id,
-                queued_at=enqueued[m.conversation_id],
-                assigned_at=now,
-            ),
-            causes.get(m.conversation_id),
-        )
-        for m in matches
-    ]
+async def _route(
+    session: AsyncSession,
+    outbox: Outbox,
+    tasks: Sequence[Waiting],
+    now: datetime,
+    *,
+    causes: dict[uuid.UUID, EventEnvelope] | None = None,
+    customers: dict[uuid.UUID, uuid.UUID] | None = None,
+    config: RoutingConfig | None = None,
+    announce: bool = False,
+) -> None:
+    """Place tasks this transaction queued (or holds) with the best agents free now; with ``announce``,
+    say which are left waiting. ``customers`` (conversation → customer) turns on sticky routing."""
+    if not tasks:
+        return
+    causes = causes or {}
+    sticky = customers if customers and config is not None and config.sticky_window else {}
+    locked = await repository.lock_best_candidates(
+        session,
+        tasks,
+        sticky_customers=sorted(set(sticky.values())),
+        sticky_since=now - config.sticky_window if sticky and config is not None else None,
+    )
+    if locked.sticky:
+        tasks = [
+            t
+            if t.preferred_agent is not None or (c := sticky.get(t.conversation_id)) not in locked.sticky
+            else _prefer(t, locked.sticky[c])
+            for t in tasks
+        ]
+    placed, events = await _place(session, tasks, locked, causes, now)
+    if announce:
+        # conversation.queued announces a conversation left waiting; one placed at once needs no such
+        # event (conversation.assigned carries its queued_at), which saves a record per message on the hot
+        # path.
+        events = [
+            _event(
+                ConversationQueued(
+                    conversation_id=t.conversation_id,
+                    required_skills=sorted(t.required_skills),
+                    priority=t.priority,
+                    queued_at=t.enqueued_at,
+                ),
+                t.conversation_id,
+                causes.get(t.conversation_id),
+            )
+            for t in tasks
+            if t.conversation_id not in placed
+        ] + events
+    await outbox.add_many(session, events)
+
+
+def _prefer(task: Waiting, agent_id: uuid.UUID) -> Waiting:
+    return Waiting(
+        task.conversation_id, task.requirement, task.priority, task.enqueued_at, agent_id, task.excluded
+    )
 
 
 Queueable = TypeVar("Queueable", ConversationOpened, ConversationReopened)
-QueueStatement = Callable[[AsyncSession, Sequence[Waiting], Sequence[str]], Awaitable[set[uuid.UUID]]]
+QueueStatement = Callable[[AsyncSession, Sequence[NewTask]], Awaitable[set[uuid.UUID]]]
 
 
 async def _queue_and_route(
@@ -84,7 +170,9 @@ async def _queue_and_route(
     outbox: Outbox,
     events: Sequence[tuple[EventEnvelope, Queueable]],
     enqueued_at: Callable[[Queueable], datetime],
+    preferred: Callable[[Queueable], uuid.UUID | None],
     queue: QueueStatement,
+    config: RoutingConfig,
     now: datetime,
 ) -> None:
     """Queue the conversations of ``events`` (the first event of each; ``queue`` returns those it really
@@ -92,86 +180,91 @@ async def _queue_and_route(
     first: dict[uuid.UUID, tuple[EventEnvelope, Queueable]] = {}
     for envelope, event in events:
         first.setdefault(event.conversation_id, (envelope, event))
-    tasks = [
-        Waiting(e.conversation_id, frozenset(e.required_skills), e.priority, enqueued_at(e))
+    new = [
+        NewTask(
+            Waiting(
+                e.conversation_id,
+                Requirement.of(e.required_skills, workload_of(e.channel.value)),
+                e.priority,
+                enqueued_at(e),
+                preferred(e) if config.sticky_window else None,
+            ),
+            e.customer_id,
+            e.channel.value,
+        )
         for _, e in first.values()
     ]
-    queued = await queue(session, tasks, [e.channel.value for _, e in first.values()])
-    tasks = [t for t in tasks if t.conversation_id in queued]
-    await _route_new(session, outbox, tasks, {cid: envelope for cid, (envelope, _) in first.items()}, now)
+    queued = await queue(session, new)
+    await _route(
+        session,
+        outbox,
+        [n.waiting for n in new if n.waiting.conversation_id in queued],
+        now,
+        causes={cid: envelope for cid, (envelope, _) in first.items()},
+        customers={
+            n.waiting.conversation_id: n.customer_id for n in new if n.waiting.preferred_agent is None
+        },
+        config=config,
+        announce=True,
+    )
 
 
 async def on_opened(
-    session: AsyncSession, outbox: Outbox, opened: Sequence[tuple[EventEnvelope, ConversationOpened]]
+    session: AsyncSession,
+    outbox: Outbox,
+    opened: Sequence[tuple[EventEnvelope, ConversationOpened]],
+    config: RoutingConfig,
 ) -> None:
-    """Queue newly opened conversations and assign those an eligible agent can take right away."""
+    """Queue newly opened conversations and place those an eligible agent can take right away (the
+    customer's previous agent first, within the sticky window)."""
     now = utcnow()
     # A conversation waits from the moment it opened (the customer's first message reached ingest), not
     # from when the router got to it: queue order and reported waits are the customer's.
     await _queue_and_route(
-        session, outbox, opened, lambda e: min(e.opened_at, now), repository.insert_tasks, now
+        session,
+        outbox,
+        opened,
+        lambda e: min(e.opened_at, now),
+        lambda e: None,
+        repository.insert_tasks,
+        config,
+        now,
     )
 
 
 async def on_reopened(
-    session: AsyncSession, outbox: Outbox, reopened: Sequence[tuple[EventEnvelope, ConversationReopened]]
+    session: AsyncSession,
+    outbox: Outbox,
+    reopened: Sequence[tuple[EventEnvelope, ConversationReopened]],
+    config: RoutingConfig,
 ) -> None:
-    """Queue reopened conversations again and assign those an eligible agent can take right away, as for
-    opened ones. Any eligible agent, not necessarily the previous one (sticky routing is not built)."""
+    """Queue reopened conversations again and place them as opened ones, their previous agent first when
+    that agent is eligible (online, with room): never back to an agent who is offline."""
     # Queued from the reopen exactly, not the router's clock: the conversation service recognises the
     # assignment that follows the reopen by this time (conversation.assigned's queued_at), and the next
     # resolution of the task is compared with it.
-    await _queue_and_route(session, outbox, reopened, lambda e: e.reopened_at, repository.requeue, utcnow())
-
-
-async def _route_new(
-    session: AsyncSession,
-    outbox: Outbox,
-    tasks: Sequence[Waiting],
-    causes: dict[uuid.UUID, EventEnvelope],
-    now: datetime,
-) -> None:
-    """Assign the tasks this transaction just queued to the best agents free now; announce the rest as
-    waiting."""
-    if not tasks:
-        return
-    # The tasks are invisible to (or look closed to) other transactions until commit: only the agents
-    # need locking.
-    candidates = await repository.lock_best_candidates(
-        session, [t.required_skills for t in tasks], len(tasks)
+    await _queue_and_route(
+        session,
+        outbox,
+        reopened,
+        lambda e: e.reopened_at,
+        lambda e: e.previous_agent_id,
+        repository.requeue,
+        config,
+        utcnow(),
     )
-    matches = await _assign(session, tasks, candidates, now)
-    # conversation.queued announces a conversation left waiting; one assigned at once needs no such event
-    # (conversation.assigned carries its queued_at), which saves a record per message on the hot path.
-    placed = {m.conversation_id for m in matches}
-    queued = [
-        _routing_event(
-            ConversationQueued(
-                conversation_id=t.conversation_id,
-                required_skills=sorted(t.required_skills),
-                priority=t.priority,
-                queued_at=t.enqueued_at,
-            ),
-            causes[t.conversation_id],
-        )
-        for t in tasks
-        if t.conversation_id not in placed
-    ]
-    await outbox.add_many(session, queued + _assigned_events(matches, tasks, causes, now))
 
 
 async def assign_queued(
     session: AsyncSession, outbox: Outbox, agent_ids: Sequence[uuid.UUID] | None = None
 ) -> int:
     """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None);
-    returns how many conversations were assigned."""
-    candidates = await repository.lock_agents_with_capacity(session, agent_ids)
-    free = sum(c.capacity - c.active for c in candidates)
-    tasks = await repository.lock_queued(session, candidates, free)
-    now = utcnow()
-    matches = await _assign(session, tasks, candidates, now)
-    await outbox.add_many(session, _assigned_events(matches, tasks, {}, now))
-    return len(matches)
+    returns how many conversations were placed."""
+    locked = await repository.lock_agents_with_capacity(session, agent_ids)
+    tasks = await repository.lock_queued(session, locked.candidates)
+    placed, events = await _place(session, tasks, locked, {}, utcnow())
+    await outbox.add_many(session, events)
+    return len(placed)
 
 
 async def on_resolved(
@@ -182,6 +275,144 @@ async def on_resolved(
     if freed:
         await repository.release(session, freed)
         await assign_queued(session, outbox, list(freed))
+
+
+# --- offers ----------------------------------------------------------------------------------------------
+
+
+async def accept_offer(
+    session: AsyncSession, outbox: Outbox, agent_id: uuid.UUID, conversation_id: uuid.UUID
+) -> ConversationAssigned:
+    """The agent takes the conversation offered to them. NotFound when they hold no such offer (never
+    made, already answered, lapsed, or made to someone else)."""
+    now = utcnow()
+    accepted = await repository.accept_offer(session, conversation_id, agent_id, now)
+    if accepted is None:
+        raise NotFound("no such offer is open for this agent", code="offer_not_found")
+    queued_at, offered_at = accepted
+    assigned = ConversationAssigned(
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        queued_at=queued_at,
+        assigned_at=now,
+        offered_at=offered_at,
+    )
+    await outbox.add_many(session, [_event(assigned, conversation_id)])
+    return assigned
+
+
+async def decline_offer(
+    session: AsyncSession, outbox: Outbox, agent_id: uuid.UUID, conversation_id: uuid.UUID
+) -> None:
+    """The agent declines: the conversation waits again with its age, and is offered to someone else."""
+    ended = await repository.decline_offer(session, conversation_id, agent_id)
+    if ended is None:
+        raise NotFound("no such offer is open for this agent", code="offer_not_found")
+    await _reoffer(session, outbox, [ended], ConversationOfferDeclined, utcnow())
+
+
+async def _reoffer(
+    session: AsyncSession,
+    outbox: Outbox,
+    ended: Sequence[EndedOffer],
+    kind: type[ConversationOfferDeclined | ConversationOfferTimedOut],
+    now: datetime,
+) -> None:
+    """Free the capacity the ended offers held, say they ended, and place their tasks elsewhere."""
+    events = [
+        kind(
+            conversation_id=e.waiting.conversation_id,
+            agent_id=e.agent_id,
+            queued_at=e.waiting.enqueued_at,
+            offered_at=e.offered_at,
+            ended_at=now,
+        )
+        for e in ended
+    ]
+    await _release_and_reroute(
+        session, outbox, [(e.agent_id, e.workload, e.waiting) for e in ended], events, now
+    )
+
+
+async def _release_and_reroute(
+    session: AsyncSession,
+    outbox: Outbox,
+    taken: Sequence[tuple[uuid.UUID, int, Waiting]],
+    events: Sequence[ConversationOfferDeclined | ConversationOfferTimedOut | ConversationRequeued],
+    now: datetime,
+) -> None:
+    """Tasks taken back from agents (agent, workload, the task waiting again): free what they held, say
+    why, and place them with someone else."""
+    if not taken:
+        return
+    await repository.release(session, repository.per_workload((a, w) for a, w, _ in taken))
+    await outbox.add_many(session, [_event(e, e.conversation_id) for e in events])
+    await _route(session, outbox, [t for _, _, t in taken], now)
+
+
+# --- presence ----------------------------------------------------------------------------------------------
+
+
+async def agents_went_offline(session: AsyncSession, outbox: Outbox, agent_ids: Sequence[uuid.UUID]) -> None:
+    """Offers to agents who went offline return to the queue at once (their assigned conversations wait
+    out the grace period: ``requeue_abandoned``)."""
+    ended = await repository.withdraw_offers(session, agent_ids)
+    await _reoffer(session, outbox, ended, ConversationOfferTimedOut, utcnow())
+
+
+async def expire_offers(session: AsyncSession, outbox: Outbox) -> int:
+    now = utcnow()
+    ended = await repository.expire_offers(session, now)
+    await _reoffer(session, outbox, ended, ConversationOfferTimedOut, now)
+    return len(ended)
+
+
+async def silence_stale_agents(session: AsyncSession, outbox: Outbox, config: RoutingConfig) -> int:
+    """Agents who stopped heartbeating go offline, as if they had said so."""
+    if not config.presence_timeout:
+        return 0
+    now = utcnow()
+    silent = await repository.silence_stale_agents(session, now - config.presence_timeout, now)
+    if not silent:
+        return 0
+    await outbox.add_many(
+        session,
+        [
+            _event(
+                AgentStatusChanged(
+                    agent_id=agent_id,
+                    status=AgentStatus.OFFLINE,
+                    previous_status=AgentStatus(previous),
+                    changed_at=now,
+                ),
+                agent_id,
+            )
+            for agent_id, previous in silent
+        ],
+    )
+    await agents_went_offline(session, outbox, [a for a, _ in silent])
+    return len(silent)
+
+
+async def requeue_abandoned(session: AsyncSession, outbox: Outbox, config: RoutingConfig) -> int:
+    """Conversations of agents offline for longer than the grace period wait again (with their age) and
+    go to someone else."""
+    now = utcnow()
+    gone = await repository.requeue_abandoned(session, now - config.offline_grace)
+    events = [
+        ConversationRequeued(
+            conversation_id=g.waiting.conversation_id,
+            agent_id=g.agent_id,
+            reason=RequeueReason.AGENT_OFFLINE,
+            queued_at=g.waiting.enqueued_at,
+            requeued_at=now,
+        )
+        for g in gone
+    ]
+    await _release_and_reroute(
+        session, outbox, [(g.agent_id, g.workload, g.waiting) for g in gone], events, now
+    )
+    return len(gone)
 
 
 async def sweep(session: AsyncSession, outbox: Outbox) -> int:

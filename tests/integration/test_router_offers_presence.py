@@ -1,0 +1,282 @@
+"""Routing on the real database: capacity per workload, proficiency, sticky routing, offers (accept,
+decline, lapse), heartbeats, and requeue from agents who went offline; each outcome read back from the
+tables and the router's outbox."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from switchboard_common.auth import Principal, Role
+from switchboard_common.db.database import Database
+from switchboard_common.db.outbox import Outbox
+from switchboard_common.errors import NotFound
+from switchboard_common.events import (
+    Channel,
+    ConversationOpened,
+    ConversationResolved,
+    EventEnvelope,
+    utcnow,
+)
+from switchboard_router.agents import service as agents
+from switchboard_router.agents.schemas import AgentCreate, ChannelCapacity, TeamUpsert
+from switchboard_router.models import Agent, AgentStatus, Task, outbox_table
+from switchboard_router.routing import service
+from switchboard_router.routing.service import RoutingConfig
+from tests.conftest import Settings
+
+ADMIN = Principal(Role.ADMIN)
+NO_STICKY = RoutingConfig(sticky_window=timedelta(0))
+
+
+class Router:
+    def __init__(self, settings: Settings) -> None:
+        self.db = Database.from_settings(settings)
+        self.outbox = Outbox(outbox_table, settings)
+
+    async def agent(self, name: str, *, online: bool = True, **fields: Any) -> uuid.UUID:
+        body = AgentCreate(name=name, email=f"{name}@example.com", **fields)
+        async with self.db.unit_of_work() as session:
+            agent = await agents.create(session, body)
+        if online:
+            await self.status(agent.id, AgentStatus.ONLINE)
+        return agent.id
+
+    async def status(self, agent_id: uuid.UUID, status: AgentStatus) -> None:
+        async with self.db.unit_of_work() as session:
+            await agents.set_status(session, self.outbox, ADMIN, agent_id, status)
+
+    async def open(
+        self,
+        *,
+        channel: Channel = Channel.API,
+        skills: list[str] | None = None,
+        customer: uuid.UUID | None = None,
+        config: RoutingConfig = NO_STICKY,
+    ) -> uuid.UUID:
+        event = ConversationOpened(
+            conversation_id=uuid.uuid4(),
+            customer_id=customer or uuid.uuid4(),
+            channel=channel,
+            required_skills=skills or [],
+            priority=0,
+            opened_at=utcnow(),
+        )
+        async with self.db.unit_of_work() as session:
+            await service.on_opened(
+                session, self.outbox, [(EventEnvelope.wrap(event, producer="t"), event)], config
+            )
+        return event.conversation_id
+
+    async def resolve(self, cid: uuid.UUID) -> None:
+        async with self.db.unit_of_work() as session:
+            await service.on_resolved(
+                session,
+                self.outbox,
+                [ConversationResolved(conversation_id=cid, agent_id=None, resolved_at=utcnow())],
+            )
+
+    async def task(self, cid: uuid.UUID) -> Task:
+        async with self.db.unit_of_work() as session:
+            task = await session.get(Task, cid)
+            assert task is not None
+            return task
+
+    async def load(self, agent_id: uuid.UUID) -> tuple[int, list[int]]:
+        async with self.db.unit_of_work() as session:
+            agent = await session.get(Agent, agent_id)
+            assert agent is not None
+            return agent.active_count, list(agent.loads)
+
+    async def events(self, event_type: str) -> list[dict[str, Any]]:
+        """Payloads of the router's events of this type, oldest first (the relay is not running)."""
+        async with self.db.unit_of_work() as session:
+            rows = (await session.execute(sa.select(outbox_table.c.value).order_by(outbox_table.c.id))).all()
+        envelopes = [EventEnvelope.from_bytes(bytes(r.value)) for r in rows]
+        return [e.payload for e in envelopes if e.type == event_type]
+
+    async def run(self, step: Any) -> Any:
+        async with self.db.unit_of_work() as session:
+            return await step(session, self.outbox)
+
+    async def execute(self, sql: str, **params: Any) -> None:
+        async with self.db.unit_of_work() as session:
+            await session.execute(sa.text(sql), params)
+
+
+@pytest.fixture
+async def router(settings: Settings) -> AsyncIterator[Router]:
+    r = Router(settings)
+    try:
+        yield r
+    finally:
+        await r.db.dispose()
+
+
+async def test_capacity_is_held_per_workload(router: Router) -> None:
+    agent = await router.agent("chatty", capacity=5, channel_capacity=ChannelCapacity(chat=1))
+    first = await router.open(channel=Channel.WEBCHAT)
+    second = await router.open(channel=Channel.WEBCHAT)
+    email = await router.open(channel=Channel.EMAIL)
+    assert (await router.task(first)).state == "assigned"
+    assert (await router.task(second)).state == "queued"  # chat is full; there is room in total
+    assert (await router.task(email)).agent_id == agent
+    assert await router.load(agent) == (2, [1, 0, 1, 0])
+    await router.resolve(first)
+    # The freed chat slot takes the waiting chat at once.
+    assert (await router.task(second)).agent_id == agent
+    assert await router.load(agent) == (2, [1, 0, 1, 0])
+
+
+async def test_minimum_proficiency_is_checked_in_sql(router: Router) -> None:
+    novice = await router.agent("novice", skills=[{"skill": "billing", "level": 1}], capacity=5)
+    cid = await router.open(skills=["billing"])  # minimum 1: the novice qualifies
+    assert (await router.task(cid)).agent_id == novice
+    # A task needing level 4 (as a rule would set) waits for someone skilled enough.
+    await router.execute(
+        "UPDATE router.tasks SET state = 'queued', agent_id = NULL, min_levels = '{4}' WHERE conversation_id = :c",
+        c=cid,
+    )
+    await router.execute("UPDATE router.agents SET active_count = 0, loads = '{0,0,0,0}'")
+    assert await router.run(service.sweep) == 0
+    expert = await router.agent("expert", skills=[{"skill": "billing", "level": 4}], capacity=5)
+    assert (await router.task(cid)).agent_id == expert  # given at once as they came online
+
+
+async def test_sticky_routing_prefers_the_customers_previous_agent(router: Router) -> None:
+    sticky = RoutingConfig(sticky_window=timedelta(hours=1))
+    customer = uuid.uuid4()
+    first_agent = await router.agent("first", capacity=5)
+    cid = await router.open(customer=customer, config=sticky)
+    assert (await router.task(cid)).agent_id == first_agent
+    await router.resolve(cid)
+    # Load the first agent a little, and add an idle one who would win on load.
+    await router.open(config=sticky)
+    idle = await router.agent("idle", capacity=5)
+    again = await router.open(customer=customer, config=sticky)
+    assert (await router.task(again)).agent_id == first_agent
+    # Without stickiness the least loaded agent takes it; and an offline previous agent is skipped.
+    other = await router.open(customer=customer, config=NO_STICKY)
+    assert (await router.task(other)).agent_id == idle
+    await router.status(first_agent, AgentStatus.OFFLINE)
+    last = await router.open(customer=customer, config=sticky)
+    assert (await router.task(last)).agent_id == idle
+
+
+async def test_offers_are_accepted_declined_and_lapse(router: Router) -> None:
+    async with router.db.unit_of_work() as session:
+        await agents.upsert_team(session, "tier2", TeamUpsert(auto_accept=False, offer_timeout_s=30))
+    alice = await router.agent("alice", teams=["tier2"], capacity=2)
+    cid = await router.open()
+    task = await router.task(cid)
+    assert (task.state, task.agent_id) == ("offered", alice)
+    assert task.offer_expires_at is not None and task.offered_at is not None
+    assert task.offer_expires_at - task.offered_at == timedelta(seconds=30)
+    assert await router.load(alice) == (1, [0, 1, 0, 0])  # the offer holds capacity
+    [offered] = await router.events("conversation.offered")
+    assert offered["agent_id"] == str(alice)
+
+    # Only the agent offered can answer.
+    bob = await router.agent("bob", capacity=2)
+    async with router.db.unit_of_work() as session:
+        with pytest.raises(NotFound):
+            await service.accept_offer(session, router.outbox, bob, cid)
+    async with router.db.unit_of_work() as session:
+        assigned = await service.accept_offer(session, router.outbox, alice, cid)
+    assert assigned.offered_at == task.offered_at
+    assert (await router.task(cid)).state == "assigned"
+    # Answered: a second accept finds nothing.
+    async with router.db.unit_of_work() as session:
+        with pytest.raises(NotFound):
+            await service.accept_offer(session, router.outbox, alice, cid)
+
+    # Bob (auto-accept) is busier now; the next one is offered to Alice again, who declines: it goes to Bob.
+    await router.execute(
+        "UPDATE router.agents SET capacity = 4, capacities = '{4,4,4,4}', active_count = 3, loads = '{0,3,0,0}'"
+        " WHERE id = :a",
+        a=bob,
+    )
+    declined = await router.open()
+    assert (await router.task(declined)).agent_id == alice
+    async with router.db.unit_of_work() as session:
+        await service.decline_offer(session, router.outbox, alice, declined)
+    task = await router.task(declined)
+    assert (task.state, task.agent_id, task.declined_by) == ("assigned", bob, [alice])
+    assert await router.load(alice) == (1, [0, 1, 0, 0])  # the declined offer's hold was released
+    assert [e["agent_id"] for e in await router.events("conversation.offer_declined")] == [str(alice)]
+
+    # An offer nobody answers lapses; with nobody else free (Bob is full now), it waits and never returns
+    # to Alice.
+    lapsing = await router.open()
+    assert (await router.task(lapsing)).state == "offered"
+    await router.execute(
+        "UPDATE router.tasks SET offer_expires_at = now() - interval '1 second' WHERE conversation_id = :c",
+        c=lapsing,
+    )
+    assert await router.run(service.expire_offers) == 1
+    task = await router.task(lapsing)
+    assert (task.state, task.agent_id, task.declined_by) == ("queued", None, [alice])
+    assert await router.run(service.sweep) == 0  # Alice has room, but declined by lapse
+    assert len(await router.events("conversation.offer_timed_out")) == 1
+
+
+async def test_silent_agents_go_offline_and_their_work_is_requeued(router: Router) -> None:
+    config = RoutingConfig(
+        sticky_window=timedelta(0),
+        presence_timeout=timedelta(seconds=60),
+        offline_grace=timedelta(seconds=30),
+    )
+    async with router.db.unit_of_work() as session:
+        await agents.upsert_team(session, "offers", TeamUpsert(auto_accept=False))
+    silent = await router.agent("silent", capacity=3)
+    offered_to = await router.agent("offered-to", teams=["offers"], capacity=3, online=False)
+    assigned = await router.open()
+    await router.status(offered_to, AgentStatus.ONLINE)
+    await router.execute("UPDATE router.agents SET active_count = 3 WHERE id = :a", a=silent)
+    offered = await router.open()
+    await router.execute("UPDATE router.agents SET active_count = 1 WHERE id = :a", a=silent)
+    assert (await router.task(assigned)).agent_id == silent
+    assert (await router.task(offered)).agent_id == offered_to
+
+    # A heartbeat keeps an agent present; silence past the timeout does not.
+    async with router.db.unit_of_work() as session:
+        await agents.heartbeat(session, ADMIN, silent)
+    assert await router.run(lambda s, o: service.silence_stale_agents(s, o, config)) == 0
+    past = utcnow() - timedelta(minutes=5)
+    await router.execute("UPDATE router.agent_presence SET last_seen_at = :t", t=past)
+    await router.execute("UPDATE router.agents SET status_changed_at = :t", t=past)
+    assert await router.run(lambda s, o: service.silence_stale_agents(s, o, config)) == 2
+    changes = await router.events("agent.status_changed")
+    assert {(c["agent_id"], c["status"]) for c in changes[-2:]} == {
+        (str(silent), "offline"),
+        (str(offered_to), "offline"),
+    }
+    # The offer returned at once; the assignment waits out the grace period.
+    task = await router.task(offered)
+    assert (task.state, task.agent_id) == ("queued", None)
+    assert (await router.task(assigned)).state == "assigned"
+    assert await router.run(lambda s, o: service.requeue_abandoned(s, o, config)) == 0
+
+    rescuer = await router.agent("rescuer", capacity=5)
+    assert (await router.task(offered)).agent_id == rescuer  # the queue is served as they come online
+    await router.execute(
+        "UPDATE router.agents SET status_changed_at = :t WHERE id = :a",
+        t=utcnow() - timedelta(minutes=1),
+        a=silent,
+    )
+    assert await router.run(lambda s, o: service.requeue_abandoned(s, o, config)) == 1
+    task = await router.task(assigned)
+    assert (task.state, task.agent_id) == ("assigned", rescuer)
+    [requeued] = await router.events("conversation.requeued")
+    assert (requeued["agent_id"], requeued["reason"]) == (str(silent), "agent_offline")
+    assert (await router.load(silent))[0] == 0  # the requeued conversation's capacity was released
+    assert _age(task.enqueued_at) > timedelta(0)  # it kept its place in the queue
+
+
+def _age(enqueued_at: datetime) -> timedelta:
+    return utcnow() - enqueued_at
