@@ -46,6 +46,7 @@ async def test_accepted_message_is_on_the_topic_keyed_by_sender(settings: Settin
     async with serve(create_app(settings)) as client:
         body = api_message("m-1", "cust-1", skills=["billing"])
         body["customer"]["phone"] = "+1 (415) 555-0100"
+        body["customer"]["attributes"] = {"plan": "enterprise"}
         response = await client.post("/v1/messages", json=body, headers=AUTH)
         assert response.status_code == 202, response.text
         assert response.json()["status"] == "accepted"
@@ -58,6 +59,7 @@ async def test_accepted_message_is_on_the_topic_keyed_by_sender(settings: Settin
     assert str(event.message_id) == response.json()["message_id"]
     assert event.external_id == "m-1" and event.required_skills == ["billing"]
     assert [(i.kind, i.value) for i in event.identities] == [("phone", "+14155550100")]
+    assert event.customer_attributes == {"plan": "enterprise"}
     assert envelope.correlation_id == response.headers["x-correlation-id"]
     assert dict(record.headers)["correlation_id"] == response.headers["x-correlation-id"].encode()
 

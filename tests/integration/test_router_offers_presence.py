@@ -1,6 +1,6 @@
 """Routing on the real database: capacity per workload, proficiency, sticky routing, offers (accept,
-decline, lapse), heartbeats, and requeue from agents who went offline; each outcome read back from the
-tables and the router's outbox."""
+decline, lapse), heartbeats, requeue from agents who went offline, and routing rules applied to opened
+conversations; each outcome read back from the tables and the router's outbox."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ from switchboard_router.agents.schemas import AgentCreate, ChannelCapacity, Team
 from switchboard_router.models import Agent, AgentStatus, Task, outbox_table
 from switchboard_router.routing import service
 from switchboard_router.routing.service import RoutingConfig
+from switchboard_router.rules import service as rules_service
+from switchboard_router.rules.book import RuleBook
+from switchboard_router.rules.schemas import RuleCreate
 from tests.conftest import Settings
 
 ADMIN = Principal(Role.ADMIN)
@@ -66,6 +69,25 @@ class Router:
             required_skills=skills or [],
             priority=0,
             opened_at=utcnow(),
+        )
+        async with self.db.unit_of_work() as session:
+            await service.on_opened(
+                session, self.outbox, [(EventEnvelope.wrap(event, producer="t"), event)], config
+            )
+        return event.conversation_id
+
+    async def open_with(
+        self, config: RoutingConfig, text: str, attributes: dict[str, str], skills: list[str] | None = None
+    ) -> uuid.UUID:
+        event = ConversationOpened(
+            conversation_id=uuid.uuid4(),
+            customer_id=uuid.uuid4(),
+            channel=Channel.WHATSAPP,
+            required_skills=skills or [],
+            priority=0,
+            opened_at=utcnow(),
+            text=text,
+            customer_attributes=attributes,
         )
         async with self.db.unit_of_work() as session:
             await service.on_opened(
@@ -280,3 +302,49 @@ async def test_silent_agents_go_offline_and_their_work_is_requeued(router: Route
 
 def _age(enqueued_at: datetime) -> timedelta:
     return utcnow() - enqueued_at
+
+
+async def _rule(
+    router: Router, name: str, position: int, conditions: dict[str, Any], outcome: dict[str, Any]
+) -> None:
+    body = RuleCreate.model_validate(
+        {"name": name, "position": position, "conditions": conditions, "outcome": outcome}
+    )
+    async with router.db.unit_of_work() as session:
+        await rules_service.create(session, body)
+
+
+async def test_routing_rules_decide_skills_levels_priority_queue_and_sla(router: Router) -> None:
+    await _rule(
+        router,
+        "enterprise billing",
+        1,
+        {"keywords": ["invoice"], "customer": {"plan": "enterprise"}},
+        {"queue": "billing-vip", "required_skills": {"billing": 4}, "priority": 7, "sla_target_seconds": 60},
+    )
+    await _rule(
+        router, "spanish", 2, {"languages": ["es"]}, {"queue": "spanish", "required_skills": {"es": 1}}
+    )
+    config = RoutingConfig(sticky_window=timedelta(0), rules=RuleBook(0, "en,es"))
+    novice = await router.agent("novice", skills=[{"skill": "billing", "level": 3}], capacity=5)
+
+    vip = await router.open_with(config, "My INVOICE is wrong", {"plan": "enterprise"}, skills=["general"])
+    task = await router.task(vip)
+    assert (task.queue, task.priority, task.sla_target_s) == ("billing-vip", 7, 60)
+    assert dict(zip(task.required_skills, task.min_levels, strict=True)) == {"billing": 4, "general": 1}
+    assert task.rule_id is not None and task.state == "queued"  # the level-3 agent does not qualify
+    expert = await router.agent("expert", skills=["general", {"skill": "billing", "level": 5}], capacity=5)
+    assert (await router.task(vip)).agent_id == expert
+
+    # Not enterprise: the first rule does not hold; the text is English, so the second does not either.
+    plain = await router.task(await router.open_with(config, "My invoice is wrong", {"plan": "basic"}))
+    assert (plain.queue, plain.rule_id, plain.required_skills, plain.agent_id) == (
+        "default",
+        None,
+        [],
+        novice,
+    )
+    spanish = await router.task(
+        await router.open_with(config, "Hola, necesito ayuda con mi factura del mes pasado", {})
+    )
+    assert (spanish.queue, spanish.required_skills, spanish.state) == ("spanish", ["es"], "queued")

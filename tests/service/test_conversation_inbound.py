@@ -16,8 +16,10 @@ from switchboard_common.auth import Principal, Role
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.errors import Unavailable
 from switchboard_common.events import (
+    OPENING_TEXT_MAX,
     Channel,
     ConversationAssigned,
+    ConversationOpened,
     CustomerIdentity,
     EventEnvelope,
     IdentityKind,
@@ -82,6 +84,22 @@ async def test_two_first_messages_of_a_new_sender_in_one_batch_make_one_customer
         ("conversation.message_added", str(conversation_id)),
         ("conversation.message_added", str(conversation_id)),
     ]
+
+
+async def test_the_opening_event_carries_what_routing_rules_read(
+    session: AsyncSession, outbox: Outbox
+) -> None:
+    envelope, event = message("c-1")
+    event = event.model_copy(update={"text": "x" * 5000, "customer_attributes": {"plan": "enterprise"}})
+    await service.record_inbound(session, outbox, [(envelope, event)])
+    [(value,)] = await rows(
+        session, "SELECT value FROM conversation.outbox WHERE headers->>'event_type' = 'conversation.opened'"
+    )
+    assert isinstance(value, bytes)
+    opened = EventEnvelope.from_bytes(value).parse()
+    assert isinstance(opened, ConversationOpened)
+    assert opened.text == "x" * OPENING_TEXT_MAX  # the first message, cut to a bounded size
+    assert opened.customer_attributes == {"plan": "enterprise"}
 
 
 async def test_a_linked_email_joins_the_customer_across_channels(

@@ -234,6 +234,9 @@ class MessageReceived(Payload):
     received_at: datetime
     required_skills: list[str] = []
     priority: int = 0
+    # Facts about the customer the sender passed along (the API channel's ``customer.attributes``: plan,
+    # tier, ...), for routing rules.
+    customer_attributes: dict[str, str] = {}
     attachments: list[Attachment] = []
     # What the message is when it is not plain text: "location", "contacts", "button_reply", "postback",
     # "voicemail", ... (its ``text`` is then a readable rendering of it); none for plain text.
@@ -248,6 +251,9 @@ class MessageReceived(Payload):
 # --- conversation.events (key: conversation id) -------------------------------------------------------
 
 
+OPENING_TEXT_MAX = 1000
+
+
 @register
 class ConversationOpened(Payload):
     event_type: ClassVar[str] = "conversation.opened"
@@ -259,6 +265,11 @@ class ConversationOpened(Payload):
     required_skills: list[str]
     priority: int
     opened_at: datetime
+    # What routing rules read: the first message's text (at most OPENING_TEXT_MAX characters), the
+    # customer's attributes as the channel gave them (plan, tier, ...), and the conversation's tags.
+    text: str = ""
+    customer_attributes: dict[str, str] = {}
+    tags: list[str] = []
 
 
 @register

@@ -11,6 +11,7 @@ from switchboard_router.agents.endpoints import router as agents_router
 from switchboard_router.consumer import GROUP_ID, handlers
 from switchboard_router.models import outbox_table
 from switchboard_router.routing.service import RoutingConfig
+from switchboard_router.rules.book import RuleBook
 from switchboard_router.rules.endpoints import router as rules_router
 from switchboard_router.settings import RouterSettings
 from switchboard_router.sweeper import QueueSweeper
@@ -23,6 +24,11 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
         sticky_window=timedelta(seconds=settings.router_sticky_window_s),
         presence_timeout=timedelta(seconds=settings.router_presence_timeout_s),
         offline_grace=timedelta(seconds=settings.router_offline_grace_s),
+        rules=RuleBook(
+            settings.router_rules_refresh_s,
+            settings.router_detect_languages,
+            low_accuracy=settings.router_language_low_accuracy,
+        ),
     )
 
     async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:

@@ -125,6 +125,11 @@ class Task(Base):
     min_levels: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), server_default=text("'{}'"))
     language: Mapped[str | None] = mapped_column(Text)  # required of the agent, when a rule says so
     priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # What the routing rule that matched decided (the default queue when none did).
+    queue: Mapped[str] = mapped_column(Text, server_default=text("'default'"))
+    optional_skills: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    sla_target_s: Mapped[int | None] = mapped_column(Integer)
+    rule_id: Mapped[uuid.UUID | None] = mapped_column()
     channel: Mapped[str] = mapped_column(Text)
     workload: Mapped[int] = mapped_column(SmallInteger, server_default=text("2"))  # 1-based, policy.WORKLOADS
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))

@@ -25,6 +25,11 @@ class RouterSettings(AgentAuthSettings):
     router_offline_grace_s: int = Field(default=120, ge=0, le=86_400)
     # The languages rules' language conditions detect among (ISO 639-1 codes).
     router_detect_languages: str = "en,es,fr,de,pt,it,nl"
+    # lingua's low-accuracy models (trigrams: ~10 MB, built in ~0.1 s) rather than the full ones (~240 MB
+    # per process for the default languages, ~1.5 s to build), which tell short texts apart better.
+    router_language_low_accuracy: bool = True
+    # Routing reads the enabled rules at most this often (a change reaches routing within it).
+    router_rules_refresh_s: float = Field(default=5.0, ge=0, le=3600)
 
     @field_validator("router_detect_languages")
     @classmethod

@@ -20,6 +20,7 @@ from switchboard_common.auth import Principal
 from switchboard_common.db.outbox import Outbox, OutboxEvent
 from switchboard_common.errors import Conflict, Forbidden, NotFound, Unavailable
 from switchboard_common.events import (
+    OPENING_TEXT_MAX,
     Channel,
     ConversationAssigned,
     ConversationMessageAdded,
@@ -209,6 +210,8 @@ def _opened(new: NewConversation, first: MessageReceived) -> ConversationOpened:
         required_skills=list(new.required_skills),
         priority=new.priority,
         opened_at=new.opened_at,
+        text=first.text[:OPENING_TEXT_MAX],
+        customer_attributes=first.customer_attributes,
     )
 
 

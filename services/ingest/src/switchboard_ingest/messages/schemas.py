@@ -11,6 +11,7 @@ from switchboard_common.validation import EMAIL, NonBlankText, StorableDatetime,
 from switchboard_ingest.normalize import normalize_phone
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+AttributeName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
 
 class CustomerIn(BaseModel):
@@ -37,6 +38,12 @@ class CustomerIn(BaseModel):
         description="In international form (`+14155550100`, `+44 20 7946 0958`, `0044...`), a number "
         "`phonenumbers` deems possible: kept in E.164, it links this customer to SMS and WhatsApp.",
         examples=["+1 415 555 0100"],
+    )
+    attributes: dict[AttributeName, Annotated[StorableText, StringConstraints(max_length=200)]] = Field(
+        default_factory=dict,
+        max_length=20,
+        description='Facts about the customer for routing rules (`{"plan": "enterprise", "vip": '
+        '"true"}`): names are lower case, values text.',
     )
 
 

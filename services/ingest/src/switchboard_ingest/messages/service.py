@@ -115,6 +115,7 @@ def from_api(request: MessageCreate) -> InboundMessage:
         received_at=now,
         required_skills=sorted(set(request.skills)),
         priority=request.priority,
+        customer_attributes=dict(sorted(customer.attributes.items())),
     )
     digest = content_digest(event, sent_at_given=request.sent_at is not None)
     return InboundMessage(Channel.API, request.message_id, digest, event)

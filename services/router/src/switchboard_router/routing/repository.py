@@ -94,8 +94,13 @@ class Locked:
         return Locked(list(candidates.values()), timeouts, sticky)
 
 
-_TASK_VALUES = "unnest(:ids, :customers, :skills, :levels, :langs, :workloads, :priorities, :channels, :ats)"
-_TASK_COLUMNS = "u(id, customer_id, skills, levels, lang, workload, priority, channel, at)"
+_TASK_VALUES = (
+    "unnest(:ids, :customers, :skills, :levels, :langs, :workloads, :priorities, :channels, :ats, :queues,"
+    " :optional, :slas, :rules)"
+)
+_TASK_COLUMNS = (
+    "u(id, customer_id, skills, levels, lang, workload, priority, channel, at, queue, optional, sla, rule_id)"
+)
 _TASK_TYPES: dict[str, Any] = {
     "ids": UUIDS,
     "customers": UUIDS,
@@ -106,17 +111,28 @@ _TASK_TYPES: dict[str, Any] = {
     "priorities": INTS,
     "channels": TEXTS,
     "ats": TIMES,
+    "queues": TEXTS,
+    "optional": TEXTS,
+    "slas": INTS,
+    "rules": UUIDS,
 }
 
+# A queued task as routing needs it (``_waiting``); qualified, since an UPDATE's FROM has the same names.
+_QUEUED_COLUMNS = (
+    "t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.enqueued_at,"
+    " t.declined_by"
+)
 _INSERT_TASKS = statement(
     f"""
-    INSERT INTO router.tasks (conversation_id, customer_id, state, required_skills, min_levels, language,
-                              workload, priority, channel, enqueued_at)
+    INSERT INTO router.tasks AS t (conversation_id, customer_id, state, required_skills, min_levels, language,
+                              workload, priority, channel, enqueued_at, queue, optional_skills,
+                              sla_target_s, rule_id)
     SELECT u.id, u.customer_id, 'queued', string_to_array(u.skills, ','),
-           string_to_array(u.levels, ',')::smallint[], u.lang, u.workload, u.priority, u.channel, u.at
+           string_to_array(u.levels, ',')::smallint[], u.lang, u.workload, u.priority, u.channel, u.at,
+           u.queue, string_to_array(u.optional, ','), u.sla, u.rule_id
     FROM {_TASK_VALUES} AS {_TASK_COLUMNS}
     ON CONFLICT (conversation_id) DO NOTHING
-    RETURNING conversation_id
+    RETURNING {_QUEUED_COLUMNS}
     """,  # noqa: S608 - our own fragments, no input
     **_TASK_TYPES,
 )
@@ -127,14 +143,19 @@ class NewTask:
     waiting: Waiting
     customer_id: uuid.UUID
     channel: str
+    # What a routing rule decided, beside the requirement and priority already in ``waiting``.
+    queue: str = "default"
+    optional_skills: tuple[str, ...] = ()
+    sla_target_s: int | None = None
+    rule_id: uuid.UUID | None = None
 
 
-async def _queue(session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[NewTask]) -> set[uuid.UUID]:
-    """Run a statement that queues ``tasks`` (insert or requeue); returns the conversation ids it queued."""
+async def _queue(session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[NewTask]) -> list[Waiting]:
+    """Run a statement that queues ``tasks`` (insert or requeue); returns the tasks it queued, as stored."""
     if not tasks:
-        return set()
+        return []
     reqs = [t.waiting.requirement for t in tasks]
-    rows = await session.scalars(
+    rows = await session.execute(
         stmt,
         {
             "ids": [t.waiting.conversation_id for t in tasks],
@@ -146,39 +167,43 @@ async def _queue(session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[New
             "priorities": [t.waiting.priority for t in tasks],
             "channels": [t.channel for t in tasks],
             "ats": [t.waiting.enqueued_at for t in tasks],
+            "queues": [t.queue for t in tasks],
+            "optional": [_text(sorted(t.optional_skills)) for t in tasks],
+            "slas": [t.sla_target_s for t in tasks],
+            "rules": [t.rule_id for t in tasks],
         },
     )
-    return set(rows.all())
+    return [_waiting(r) for r in rows]
 
 
-async def insert_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> set[uuid.UUID]:
-    """Queue conversations; returns the ids inserted (one already known is a redelivered event)."""
+async def insert_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> list[Waiting]:
+    """Queue conversations; returns those inserted (one already known is a redelivered event)."""
     return await _queue(session, _INSERT_TASKS, tasks)
 
 
 # A reopened conversation's task waits again, if the reopen is the current one: a reopen replayed after a
 # later resolution (its task closed after it) or after the requeue (not closed) changes nothing. The
-# reopen's time is later than the resolution it follows (the conversation service makes it so).
+# reopen's time is later than the resolution it follows (the conversation service makes it so). It keeps
+# what routing decided when it opened (skills and levels, queue, rule), taking the higher priority and the
+# reopening message's channel.
 _REQUEUE = statement(
     f"""
     UPDATE router.tasks t
     SET state = 'queued', agent_id = NULL, enqueued_at = u.at, assigned_at = NULL, closed_at = NULL,
         offered_at = NULL, offer_expires_at = NULL, declined_by = '{{}}', customer_id = u.customer_id,
-        required_skills = string_to_array(u.skills, ','),
-        min_levels = string_to_array(u.levels, ',')::smallint[],
-        language = u.lang, workload = u.workload, priority = u.priority, channel = u.channel
+        workload = u.workload, priority = greatest(t.priority, u.priority), channel = u.channel
     FROM {_TASK_VALUES} AS {_TASK_COLUMNS}
     WHERE t.conversation_id = u.id AND t.state = 'closed' AND t.closed_at <= u.at
-    RETURNING t.conversation_id
+    RETURNING {_QUEUED_COLUMNS}
     """,  # noqa: S608 - our own fragments, no input
     **_TASK_TYPES,
 )
 
 
-async def requeue(session: AsyncSession, tasks: Sequence[NewTask]) -> set[uuid.UUID]:
+async def requeue(session: AsyncSession, tasks: Sequence[NewTask]) -> list[Waiting]:
     """Queue the closed tasks of reopened conversations again, from ``enqueued_at`` (the reopen); returns
-    the ids requeued (the others are stale or redelivered reopens). The rows stay locked, and look closed
-    to other transactions, until commit."""
+    those requeued, as stored (the others are stale or redelivered reopens). The rows stay locked, and look
+    closed to other transactions, until commit."""
     return await _queue(session, _REQUEUE, tasks)
 
 

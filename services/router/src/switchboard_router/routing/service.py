@@ -5,7 +5,7 @@ number of statements; the choice of agent is the pure policy in ``routing.policy
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -34,6 +34,8 @@ from switchboard_common.events import (
 from switchboard_router.routing import policy, repository
 from switchboard_router.routing.policy import Requirement, Waiting, workload_of
 from switchboard_router.routing.repository import EndedOffer, Locked, NewTask, Placement
+from switchboard_router.rules.book import RuleBook
+from switchboard_router.rules.evaluate import Decision
 
 PRODUCER = "router"
 
@@ -45,6 +47,7 @@ class RoutingConfig:
     sticky_window: timedelta = timedelta(days=1)  # zero: no sticky routing
     presence_timeout: timedelta = timedelta(seconds=90)  # zero: presence only through the API
     offline_grace: timedelta = timedelta(seconds=120)
+    rules: RuleBook | None = None  # none: no routing rules (the conversations' own skills and priority)
 
 
 def _event(payload: Payload, key: uuid.UUID, cause: EventEnvelope | None = None) -> OutboxEvent:
@@ -162,7 +165,49 @@ def _prefer(task: Waiting, agent_id: uuid.UUID) -> Waiting:
 
 
 Queueable = TypeVar("Queueable", ConversationOpened, ConversationReopened)
-QueueStatement = Callable[[AsyncSession, Sequence[NewTask]], Awaitable[set[uuid.UUID]]]
+QueueStatement = Callable[[AsyncSession, Sequence[NewTask]], Awaitable[list[Waiting]]]
+
+
+def _new_task(
+    event: ConversationOpened | ConversationReopened,
+    enqueued_at: datetime,
+    preferred: uuid.UUID | None,
+    decision: Decision | None,
+) -> NewTask:
+    """The task of a conversation: what it asked for (skills at level 1, its priority), with what the
+    matching routing rule adds (skills at their minimum levels, a higher priority, queue, SLA)."""
+    skills = dict.fromkeys(event.required_skills, 1)
+    priority = event.priority
+    if decision is None:
+        return NewTask(
+            Waiting(
+                event.conversation_id,
+                Requirement.of(skills, workload_of(event.channel.value)),
+                priority,
+                enqueued_at,
+                preferred,
+            ),
+            event.customer_id,
+            event.channel.value,
+        )
+    outcome = decision.outcome
+    for skill, level in outcome.required_skills.items():
+        skills[skill] = max(level, skills.get(skill, 1))
+    return NewTask(
+        Waiting(
+            event.conversation_id,
+            Requirement.of(skills, workload_of(event.channel.value)),
+            max(priority, outcome.priority),
+            enqueued_at,
+            preferred,
+        ),
+        event.customer_id,
+        event.channel.value,
+        queue=outcome.queue,
+        optional_skills=tuple(sorted(outcome.optional_skills)),
+        sla_target_s=outcome.sla_target_seconds,
+        rule_id=decision.rule_id,
+    )
 
 
 async def _queue_and_route(
@@ -174,31 +219,30 @@ async def _queue_and_route(
     queue: QueueStatement,
     config: RoutingConfig,
     now: datetime,
+    decisions: Mapping[uuid.UUID, Decision] | None = None,
 ) -> None:
     """Queue the conversations of ``events`` (the first event of each; ``queue`` returns those it really
     queued, the others being redeliveries or stale) and route them."""
     first: dict[uuid.UUID, tuple[EventEnvelope, Queueable]] = {}
     for envelope, event in events:
         first.setdefault(event.conversation_id, (envelope, event))
+    decisions = decisions or {}
     new = [
-        NewTask(
-            Waiting(
-                e.conversation_id,
-                Requirement.of(e.required_skills, workload_of(e.channel.value)),
-                e.priority,
-                enqueued_at(e),
-                preferred(e) if config.sticky_window else None,
-            ),
-            e.customer_id,
-            e.channel.value,
+        _new_task(
+            e,
+            enqueued_at(e),
+            preferred(e) if config.sticky_window else None,
+            decisions.get(e.conversation_id),
         )
         for _, e in first.values()
     ]
-    queued = await queue(session, new)
+    asked = {n.waiting.conversation_id: n.waiting.preferred_agent for n in new}
+    # As stored: a reopened task keeps the requirement routing decided when it opened.
+    queued = [_prefer(t, p) if (p := asked[t.conversation_id]) else t for t in await queue(session, new)]
     await _route(
         session,
         outbox,
-        [n.waiting for n in new if n.waiting.conversation_id in queued],
+        queued,
         now,
         causes={cid: envelope for cid, (envelope, _) in first.items()},
         customers={
@@ -215,11 +259,12 @@ async def on_opened(
     opened: Sequence[tuple[EventEnvelope, ConversationOpened]],
     config: RoutingConfig,
 ) -> None:
-    """Queue newly opened conversations and place those an eligible agent can take right away (the
-    customer's previous agent first, within the sticky window)."""
+    """Queue newly opened conversations, with what the routing rules decide for them, and place those an
+    eligible agent can take right away (the customer's previous agent first, within the sticky window)."""
     now = utcnow()
     # A conversation waits from the moment it opened (the customer's first message reached ingest), not
     # from when the router got to it: queue order and reported waits are the customer's.
+    decisions = await config.rules.decide(session, [e for _, e in opened]) if config.rules else {}
     await _queue_and_route(
         session,
         outbox,
@@ -229,6 +274,7 @@ async def on_opened(
         repository.insert_tasks,
         config,
         now,
+        decisions,
     )
 
 

@@ -34,11 +34,12 @@ _INVALID = {
 }
 
 
-def detect_languages(runtime: ServiceRuntime) -> str:
-    """The languages the router detects (``router_detect_languages``, comma-separated ISO 639-1)."""
+def detection(runtime: ServiceRuntime) -> tuple[str, bool]:
+    """The languages the router detects (``router_detect_languages``, comma-separated ISO 639-1), and
+    whether with lingua's low-accuracy models."""
     settings = runtime.settings
     assert isinstance(settings, RouterSettings)
-    return settings.router_detect_languages
+    return settings.router_detect_languages, settings.router_language_low_accuracy
 
 
 @router.post(
@@ -87,7 +88,7 @@ async def dry_run(
     body: DryRunRequest, _: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> DryRunResult:
     decision = await service.dry_run(
-        session, detect_languages(runtime), body.channel.value, body.text, body.customer, body.tags
+        session, *detection(runtime), body.channel.value, body.text, body.customer, body.tags
     )
     return DryRunResult(
         rule_id=decision.rule_id,

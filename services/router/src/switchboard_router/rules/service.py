@@ -75,6 +75,7 @@ async def delete(session: AsyncSession, rule_id: uuid.UUID) -> None:
 async def dry_run(
     session: AsyncSession,
     languages: str,
+    low_accuracy: bool,
     channel: str,
     text: str,
     customer: Mapping[str, str],
@@ -85,7 +86,7 @@ async def dry_run(
     same decision (no rule reads it otherwise)."""
     rules = await repository.load_enabled(session)
     # In a worker thread: the first detection builds the detector, which takes about a second.
-    detected = await asyncio.to_thread(language.detect, text, languages)
+    detected = await asyncio.to_thread(language.detect, text, languages, low_accuracy=low_accuracy)
     inputs = RuleInputs(channel, text, detected, dict(customer), frozenset(tags))
     return evaluate(rules, inputs, default_outcome())
 

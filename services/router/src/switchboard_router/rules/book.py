@@ -1,0 +1,55 @@
+"""The rules as routing applies them: the enabled rules, read at most every ``refresh_s`` (rules change
+rarely, conversations open all the time), and the decision for each newly opened conversation."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from switchboard_common.events import ConversationOpened
+from switchboard_router.rules import language, repository
+from switchboard_router.rules.evaluate import (
+    Decision,
+    Rule,
+    RuleInputs,
+    default_outcome,
+    evaluate,
+    needs_language,
+)
+
+
+class RuleBook:
+    def __init__(self, refresh_s: float, languages: str, *, low_accuracy: bool = True) -> None:
+        self._refresh_s = refresh_s
+        self._languages = languages
+        self._low_accuracy = low_accuracy
+        self._rules: list[Rule] = []
+        self._read_at: float | None = None
+
+    async def rules(self, session: AsyncSession) -> list[Rule]:
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at >= self._refresh_s:
+            self._rules = await repository.load_enabled(session)
+            self._read_at = now
+        return self._rules
+
+    async def decide(
+        self, session: AsyncSession, opened: Sequence[ConversationOpened]
+    ) -> dict[uuid.UUID, Decision]:
+        """The matching rule's decision per conversation; empty when there are no rules (nothing to add
+        to what the conversation asked for)."""
+        rules = await self.rules(session)
+        if not rules or not opened:
+            return {}
+        detect = needs_language(rules)
+        out: dict[uuid.UUID, Decision] = {}
+        for e in opened:
+            lang = (
+                language.detect(e.text, self._languages, low_accuracy=self._low_accuracy) if detect else None
+            )
+            inputs = RuleInputs(e.channel.value, e.text, lang, e.customer_attributes, frozenset(e.tags))
+            out[e.conversation_id] = evaluate(rules, inputs, default_outcome())
+        return out
