@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from switchboard_common.auth import Principal, Role
 from switchboard_common.db.database import Database
 from switchboard_common.db.outbox import Outbox
-from switchboard_common.errors import NotFound
+from switchboard_common.errors import Conflict, NotFound
 from switchboard_common.events import (
     Channel,
     ConversationOpened,
@@ -348,3 +348,64 @@ async def test_routing_rules_decide_skills_levels_priority_queue_and_sla(router:
         await router.open_with(config, "Hola, necesito ayuda con mi factura del mes pasado", {})
     )
     assert (spanish.queue, spanish.required_skills, spanish.state) == ("spanish", ["es"], "queued")
+
+
+async def test_a_conversation_past_its_sla_target_moves_up_once(router: Router) -> None:
+    await _rule(
+        router,
+        "urgent",
+        1,
+        {"keywords": ["outage"]},
+        {"queue": "ops", "priority": 3, "sla_target_seconds": 30},
+    )
+    config = RoutingConfig(sticky_window=timedelta(0), rules=RuleBook(0, "en"))
+    late = await router.open_with(config, "Total outage here", {})  # nobody online: it waits
+    on_time = await router.open_with(config, "Another outage", {})
+    assert await router.run(service.mark_sla_breaches) == 0
+    await router.execute(
+        "UPDATE router.tasks SET enqueued_at = now() - interval '31 seconds' WHERE conversation_id = :c",
+        c=late,
+    )
+    assert await router.run(service.mark_sla_breaches) == 1
+    assert await router.run(service.mark_sla_breaches) == 0  # once
+    task = await router.task(late)
+    assert (task.priority, task.sla_breached_at is not None) == (4, True)
+    assert (await router.task(on_time)).priority == 3
+    [breach] = await router.events("conversation.sla_breached")
+    assert (breach["conversation_id"], breach["queue"], breach["priority"]) == (str(late), "ops", 4)
+    # The raised priority puts it first for the next agent, ahead of the older one.
+    await router.execute(
+        "UPDATE router.tasks SET enqueued_at = now() - interval '1 hour' WHERE conversation_id = :c",
+        c=on_time,
+    )
+    agent = await router.agent("first", capacity=1)
+    assert (await router.task(late)).agent_id == agent
+
+
+async def test_a_supervisor_can_force_assign_over_skills_and_capacity(router: Router) -> None:
+    busy = await router.agent("busy", capacity=1)
+    cid = await router.open()
+    assert (await router.task(cid)).agent_id == busy
+    other = await router.agent("other", skills=["sales"], capacity=1)
+    await router.open()  # the other agent is now full
+    async with router.db.unit_of_work() as session:
+        assigned = await service.force_assign(session, router.outbox, cid, other)
+    task = await router.task(cid)
+    assert (task.state, task.agent_id, assigned.agent_id) == ("assigned", other, other)
+    assert await router.load(busy) == (0, [0, 0, 0, 0])  # freed
+    assert await router.load(other) == (2, [0, 2, 0, 0])  # over capacity: the supervisor's call
+    [requeued] = await router.events("conversation.requeued")
+    assert (requeued["agent_id"], requeued["reason"]) == (str(busy), "supervisor")
+    # Again to the same agent: nothing changes.
+    async with router.db.unit_of_work() as session:
+        await service.force_assign(session, router.outbox, cid, other)
+    assert await router.load(other) == (2, [0, 2, 0, 0])
+    # Offline agents and closed conversations are refused.
+    await router.status(busy, AgentStatus.OFFLINE)
+    async with router.db.unit_of_work() as session:
+        with pytest.raises(Conflict):
+            await service.force_assign(session, router.outbox, cid, busy)
+    await router.resolve(cid)
+    async with router.db.unit_of_work() as session:
+        with pytest.raises(NotFound):
+            await service.force_assign(session, router.outbox, cid, other)

@@ -395,6 +395,22 @@ class ConversationRequeued(Payload):
     requeued_at: datetime
 
 
+@register
+class ConversationSlaBreached(Payload):
+    """A conversation waited past its SLA target (set by the routing rule that matched): its priority was
+    raised by one (at most 10), once."""
+
+    event_type: ClassVar[str] = "conversation.sla_breached"
+    topic: ClassVar[str] = topics.ROUTING_EVENTS
+
+    conversation_id: uuid.UUID
+    queue: str
+    sla_target_s: int
+    queued_at: datetime
+    breached_at: datetime
+    priority: int  # after the raise
+
+
 # --- agent.events (key: agent id) ---------------------------------------------------------------------
 
 

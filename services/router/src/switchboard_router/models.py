@@ -115,6 +115,14 @@ class Task(Base):
         # The customer's previous agent (sticky routing).
         Index("tasks_customer", "customer_id", "assigned_at", postgresql_where=text("agent_id IS NOT NULL")),
         Index("tasks_offers", "offer_expires_at", postgresql_where=text("state = 'offered'")),
+        # Waiting tasks with an SLA target not yet breached, which the sweeper watches.
+        Index(
+            "tasks_sla_watch",
+            "enqueued_at",
+            postgresql_where=text(
+                "state = 'queued' AND sla_target_s IS NOT NULL AND sla_breached_at IS NULL"
+            ),
+        ),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -130,6 +138,7 @@ class Task(Base):
     optional_skills: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     sla_target_s: Mapped[int | None] = mapped_column(Integer)
     rule_id: Mapped[uuid.UUID | None] = mapped_column()
+    sla_breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     channel: Mapped[str] = mapped_column(Text)
     workload: Mapped[int] = mapped_column(SmallInteger, server_default=text("2"))  # 1-based, policy.WORKLOADS
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))

@@ -36,6 +36,7 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationSlaBreached,
     DeliveryStatusChanged,
     Direction,
     MessageOutbound,
@@ -56,6 +57,7 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationOfferDeclined,
         ConversationOfferTimedOut,
         ConversationRequeued,
+        ConversationSlaBreached,
     }
 )
 

@@ -23,6 +23,8 @@ from switchboard_router.agents.schemas import (
     AgentStatusUpdate,
     AgentToken,
     AgentUpdate,
+    ForceAssign,
+    ForcedAssignment,
     OfferAccepted,
     OfferPublic,
     QueuedConversation,
@@ -315,4 +317,35 @@ async def queue_position(
         task.enqueued_at,
         estimate,
         now,
+    )
+
+
+@router.post(
+    "/queue/{conversation_id:uuid}/assign",
+    summary="Supervisor force-assign: give a conversation to an agent, whatever their skills and load",
+    responses=errors(
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        503,
+        described={
+            404: "No such agent, or the conversation is not open in routing (`conversation_not_routable`).",
+            409: "The agent is offline (`agent_offline`).",
+        },
+    ),
+)
+async def force_assign(
+    conversation_id: uuid.UUID,
+    body: ForceAssign,
+    _: AdminPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> ForcedAssignment:
+    assigned = await routing_service.force_assign(session, runtime.outbox, conversation_id, body.agent_id)
+    return ForcedAssignment(
+        conversation_id=conversation_id, agent_id=assigned.agent_id, assigned_at=assigned.assigned_at
     )

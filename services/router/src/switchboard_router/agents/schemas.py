@@ -171,6 +171,18 @@ class OfferPublic(BaseModel):
     expires_at: datetime
 
 
+class ForceAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: uuid.UUID
+
+
+class ForcedAssignment(BaseModel):
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    assigned_at: datetime
+
+
 class OfferAccepted(BaseModel):
     conversation_id: uuid.UUID
     assigned_at: datetime

@@ -191,7 +191,8 @@ _REQUEUE = statement(
     UPDATE router.tasks t
     SET state = 'queued', agent_id = NULL, enqueued_at = u.at, assigned_at = NULL, closed_at = NULL,
         offered_at = NULL, offer_expires_at = NULL, declined_by = '{{}}', customer_id = u.customer_id,
-        workload = u.workload, priority = greatest(t.priority, u.priority), channel = u.channel
+        sla_breached_at = NULL, workload = u.workload, priority = greatest(t.priority, u.priority),
+        channel = u.channel
     FROM {_TASK_VALUES} AS {_TASK_COLUMNS}
     WHERE t.conversation_id = u.id AND t.state = 'closed' AND t.closed_at <= u.at
     RETURNING {_QUEUED_COLUMNS}
@@ -369,20 +370,27 @@ def _unit_params(units: Mapping[uuid.UUID, Sequence[int]]) -> dict[str, list[Any
 _UNITS = "unnest(:ids, :n1, :n2, :n3, :n4) AS u(id, n1, n2, n3, n4)"
 _UNIT_TYPES: dict[str, Any] = {"ids": UUIDS, "n1": INTS, "n2": INTS, "n3": INTS, "n4": INTS}
 
-_RESERVE = statement(
-    f"""
+_TAKE = f"""
     UPDATE router.agents a
     SET active_count = a.active_count + u.n1 + u.n2 + u.n3 + u.n4, last_assigned_at = :at,
         loads = ARRAY[a.loads[1] + u.n1, a.loads[2] + u.n2, a.loads[3] + u.n3, a.loads[4] + u.n4]
     FROM {_UNITS}
-    WHERE a.id = u.id AND a.status = 'online' AND a.active_count + u.n1 + u.n2 + u.n3 + u.n4 <= a.capacity
-      AND a.loads[1] + u.n1 <= a.capacities[1] AND a.loads[2] + u.n2 <= a.capacities[2]
-      AND a.loads[3] + u.n3 <= a.capacities[3] AND a.loads[4] + u.n4 <= a.capacities[4]
+    WHERE a.id = u.id {{check}}
     RETURNING a.id
-    """,  # noqa: S608 - our own fragments, no input
+"""  # noqa: S608 - our own fragments, no input
+_RESERVE = statement(
+    _TAKE.format(
+        check="""
+        AND a.status = 'online' AND a.active_count + u.n1 + u.n2 + u.n3 + u.n4 <= a.capacity
+        AND a.loads[1] + u.n1 <= a.capacities[1] AND a.loads[2] + u.n2 <= a.capacities[2]
+        AND a.loads[3] + u.n3 <= a.capacities[3] AND a.loads[4] + u.n4 <= a.capacities[4]
+        """
+    ),
     at=sa.DateTime(timezone=True),
     **_UNIT_TYPES,
 )
+# A supervisor's assignment takes capacity whatever is left: their call, not the policy's.
+_FORCE_TAKE = statement(_TAKE.format(check=""), at=sa.DateTime(timezone=True), **_UNIT_TYPES)
 
 
 async def reserve(
@@ -772,3 +780,83 @@ async def handle_times(session: AsyncSession, sample: int) -> HandleTimes:
         else:
             by_skills[frozenset(r.required_skills)] = measured
     return HandleTimes(by_skills, overall)
+
+
+# --- SLA and supervisors -----------------------------------------------------------------------------
+
+_BREACH = statement(
+    """
+    WITH late AS (
+        SELECT conversation_id FROM router.tasks
+        WHERE state = 'queued' AND sla_target_s IS NOT NULL AND sla_breached_at IS NULL
+          AND enqueued_at + make_interval(secs => sla_target_s) <= :now
+        ORDER BY conversation_id
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE router.tasks t SET sla_breached_at = :now, priority = least(t.priority + 1, 10)
+    FROM late WHERE t.conversation_id = late.conversation_id
+    RETURNING t.conversation_id, t.queue, t.sla_target_s, t.enqueued_at, t.priority
+    """,
+    now=sa.DateTime(timezone=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    conversation_id: uuid.UUID
+    queue: str
+    sla_target_s: int
+    enqueued_at: datetime
+    priority: int
+
+
+async def mark_sla_breaches(session: AsyncSession, now: datetime) -> list[Breach]:
+    """Waiting tasks past their SLA target, not marked yet: marked, their priority raised by one."""
+    rows = await session.execute(_BREACH, {"now": now})
+    return [Breach(r.conversation_id, r.queue, r.sla_target_s, r.enqueued_at, r.priority) for r in rows]
+
+
+_LOCK_OPEN_TASK = statement(
+    """
+    SELECT state, agent_id, workload, enqueued_at, assigned_at FROM router.tasks
+    WHERE conversation_id = :id AND state <> 'closed'
+    FOR UPDATE
+    """,
+    id=sa.Uuid(),
+)
+_FORCE_ASSIGN = statement(
+    """
+    UPDATE router.tasks SET state = 'assigned', agent_id = :agent, assigned_at = :at, offered_at = NULL,
+        offer_expires_at = NULL
+    WHERE conversation_id = :id
+    """,
+    id=sa.Uuid(),
+    agent=sa.Uuid(),
+    at=sa.DateTime(timezone=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTask:
+    state: str
+    agent_id: uuid.UUID | None
+    workload: int
+    enqueued_at: datetime
+    assigned_at: datetime | None
+
+
+async def lock_open_task(session: AsyncSession, conversation_id: uuid.UUID) -> OpenTask | None:
+    row = (await session.execute(_LOCK_OPEN_TASK, {"id": conversation_id})).one_or_none()
+    return (
+        None
+        if row is None
+        else OpenTask(row.state, row.agent_id, row.workload, row.enqueued_at, row.assigned_at)
+    )
+
+
+async def force_assign(
+    session: AsyncSession, conversation_id: uuid.UUID, agent_id: uuid.UUID, workload: int, at: datetime
+) -> None:
+    """Assign a locked open task to the agent, taking one unit of their capacity unconditionally."""
+    await session.execute(_FORCE_TAKE, {**_unit_params(per_workload([(agent_id, workload)])), "at": at})
+    await session.execute(_FORCE_ASSIGN, {"id": conversation_id, "agent": agent_id, "at": at})

@@ -13,7 +13,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox, OutboxEvent
-from switchboard_common.errors import NotFound
+from switchboard_common.errors import Conflict, NotFound
 from switchboard_common.events import (
     AgentStatus,
     AgentStatusChanged,
@@ -26,11 +26,13 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationSlaBreached,
     EventEnvelope,
     Payload,
     RequeueReason,
     utcnow,
 )
+from switchboard_router.models import Agent, TaskState
 from switchboard_router.routing import policy, repository
 from switchboard_router.routing.policy import Requirement, Waiting, workload_of
 from switchboard_router.routing.repository import EndedOffer, Locked, NewTask, Placement
@@ -459,6 +461,71 @@ async def requeue_abandoned(session: AsyncSession, outbox: Outbox, config: Routi
         session, outbox, [(g.agent_id, g.workload, g.waiting) for g in gone], events, now
     )
     return len(gone)
+
+
+async def mark_sla_breaches(session: AsyncSession, outbox: Outbox) -> int:
+    """Conversations waiting past their SLA target move up one priority, once, and say so."""
+    now = utcnow()
+    breaches = await repository.mark_sla_breaches(session, now)
+    events = [
+        ConversationSlaBreached(
+            conversation_id=b.conversation_id,
+            queue=b.queue,
+            sla_target_s=b.sla_target_s,
+            queued_at=b.enqueued_at,
+            breached_at=now,
+            priority=b.priority,
+        )
+        for b in breaches
+    ]
+    await outbox.add_many(session, [_event(e, e.conversation_id) for e in events])
+    return len(breaches)
+
+
+async def force_assign(
+    session: AsyncSession, outbox: Outbox, conversation_id: uuid.UUID, agent_id: uuid.UUID
+) -> ConversationAssigned:
+    """A supervisor gives a conversation (waiting, offered or assigned) to an agent who is not offline,
+    whatever their skills and load. One assigned to someone else is taken from them
+    (``conversation.requeued``, reason ``supervisor``) and their capacity freed; assigning it again to
+    the same agent changes nothing."""
+    agent = await session.get(Agent, agent_id, with_for_update=True)
+    if agent is None:
+        raise NotFound("agent not found")
+    if agent.status == AgentStatus.OFFLINE.value:
+        raise Conflict("the agent is offline", code="agent_offline")
+    task = await repository.lock_open_task(session, conversation_id)
+    if task is None:
+        raise NotFound("conversation not open in routing", code="conversation_not_routable")
+    now = utcnow()
+    if task.state == TaskState.ASSIGNED.value and task.agent_id == agent_id:
+        assert task.assigned_at is not None
+        return ConversationAssigned(
+            conversation_id=conversation_id,
+            agent_id=agent_id,
+            queued_at=task.enqueued_at,
+            assigned_at=task.assigned_at,
+        )
+    events: list[Payload] = []
+    if task.agent_id is not None:
+        await repository.release(session, repository.per_workload([(task.agent_id, task.workload)]))
+        if task.state == TaskState.ASSIGNED.value:
+            events.append(
+                ConversationRequeued(
+                    conversation_id=conversation_id,
+                    agent_id=task.agent_id,
+                    reason=RequeueReason.SUPERVISOR,
+                    queued_at=task.enqueued_at,
+                    requeued_at=now,
+                )
+            )
+    await repository.force_assign(session, conversation_id, agent_id, task.workload, now)
+    assigned = ConversationAssigned(
+        conversation_id=conversation_id, agent_id=agent_id, queued_at=task.enqueued_at, assigned_at=now
+    )
+    events.append(assigned)
+    await outbox.add_many(session, [_event(e, conversation_id) for e in events])
+    return assigned
 
 
 async def sweep(session: AsyncSession, outbox: Outbox) -> int:

@@ -1,4 +1,4 @@
-"""what routing rules decide for a task: its queue, optional skills, SLA target and the rule
+"""what routing rules decide for a task: its queue, optional skills, SLA target and the rule; SLA breaches
 
 Revision ID: 0005
 Revises: 0004
@@ -28,8 +28,17 @@ def upgrade() -> None:
     )
     op.add_column("tasks", sa.Column("sla_target_s", sa.Integer), schema=S)
     op.add_column("tasks", sa.Column("rule_id", sa.Uuid), schema=S)
+    op.add_column("tasks", sa.Column("sla_breached_at", sa.DateTime(timezone=True)), schema=S)
+    op.create_index(
+        "tasks_sla_watch",
+        "tasks",
+        ["enqueued_at"],
+        postgresql_where=sa.text("state = 'queued' AND sla_target_s IS NOT NULL AND sla_breached_at IS NULL"),
+        schema=S,
+    )
 
 
 def downgrade() -> None:
-    for column in ("rule_id", "sla_target_s", "optional_skills", "queue"):
+    op.drop_index("tasks_sla_watch", "tasks", schema=S)
+    for column in ("sla_breached_at", "rule_id", "sla_target_s", "optional_skills", "queue"):
         op.drop_column("tasks", column, schema=S)
