@@ -24,9 +24,10 @@ from switchboard_common.events import (
     utcnow,
 )
 from switchboard_router.agents import service as agents
-from switchboard_router.agents.schemas import AgentCreate, ChannelCapacity, TeamUpsert
+from switchboard_router.agents.schemas import AgentCreate, ChannelCapacity, QueueUpsert, TeamUpsert
 from switchboard_router.models import Agent, AgentStatus, Task, outbox_table
 from switchboard_router.routing import service
+from switchboard_router.routing.policy import Policy
 from switchboard_router.routing.service import RoutingConfig
 from switchboard_router.rules import service as rules_service
 from switchboard_router.rules.book import RuleBook
@@ -409,3 +410,40 @@ async def test_a_supervisor_can_force_assign_over_skills_and_capacity(router: Ro
     async with router.db.unit_of_work() as session:
         with pytest.raises(NotFound):
             await service.force_assign(session, router.outbox, cid, other)
+
+
+async def test_a_queues_policy_chooses_among_eligible_agents(router: Router) -> None:
+    async with router.db.unit_of_work() as session:
+        await agents.upsert_queue(session, "experts", QueueUpsert(policy=Policy.MOST_SKILLED))
+    await _rule(
+        router,
+        "refunds",
+        1,
+        {"keywords": ["refund"]},
+        {"queue": "experts", "required_skills": {"billing": 1}},
+    )
+    config = RoutingConfig(sticky_window=timedelta(0), rules=RuleBook(0, "en"))
+    expert = await router.agent("expert", skills=[{"skill": "billing", "level": 5}], capacity=4, online=False)
+    novice = await router.agent("novice", skills=[{"skill": "billing", "level": 1}], capacity=4)
+    await router.execute(
+        "UPDATE router.agents SET active_count = 3, loads = '{0,3,0,0}' WHERE id = :a", a=expert
+    )
+    await router.execute("UPDATE router.agents SET status = 'online' WHERE id = :a", a=expert)
+    # On arrival (the candidate fetch): the expert, though busier.
+    first = await router.open_with(config, "I want a refund", {})
+    assert (await router.task(first)).agent_id == expert
+    # Other queues stay least loaded.
+    other = await router.open_with(config, "Where is my parcel", {}, skills=["billing"])
+    assert (await router.task(other)).agent_id == novice
+    # From the queue (an agent freeing up, the sweeper): the expert again, when they have room.
+    await router.execute("UPDATE router.agents SET status = 'away'")
+    waiting = await router.open_with(config, "Refund please", {})
+    assert (await router.task(waiting)).state == "queued"
+    await router.execute("UPDATE router.agents SET status = 'online', active_count = 3, loads = '{0,3,0,0}'")
+    # The novice is less loaded, and idle longer: least loaded would choose them.
+    await router.execute(
+        "UPDATE router.agents SET active_count = 2, loads = '{0,2,0,0}', last_assigned_at = NULL WHERE id = :a",
+        a=novice,
+    )
+    assert await router.run(service.sweep) == 1
+    assert (await router.task(waiting)).agent_id == expert

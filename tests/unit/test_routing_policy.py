@@ -13,6 +13,7 @@ from switchboard_router.routing.policy import (
     WORKLOADS,
     Candidate,
     Match,
+    Policy,
     Requirement,
     Waiting,
     Workload,
@@ -21,6 +22,7 @@ from switchboard_router.routing.policy import (
     qualifies,
     queue_order,
     rank,
+    skill_sum,
     workload_of,
 )
 
@@ -65,6 +67,7 @@ def task(
     language: str | None = None,
     preferred: Candidate | None = None,
     excluded: tuple[Candidate, ...] = (),
+    policy: Policy = Policy.LEAST_LOADED,
 ) -> Waiting:
     return Waiting(
         uuid.uuid5(uuid.NAMESPACE_URL, name),
@@ -73,6 +76,7 @@ def task(
         NOW - timedelta(seconds=age_s),
         None if preferred is None else preferred.agent_id,
         frozenset(c.agent_id for c in excluded),
+        policy,
     )
 
 
@@ -175,6 +179,26 @@ def test_an_agent_who_declined_is_skipped_but_keeps_serving_others() -> None:
     assert match([alone], [decliner], NOW) == []
 
 
+def test_round_robin_ignores_load_and_takes_the_agent_idle_longest() -> None:
+    busy_idle = agent("busy-but-idle", set(), capacity=4, active=3, idle_s=600)
+    light = agent("light", set(), capacity=4, active=0, idle_s=10)
+    t = task("t", policy=Policy.ROUND_ROBIN)
+    assert match([t], [busy_idle, light], NOW) == [Match(t.conversation_id, busy_idle.agent_id)]
+    # Least loaded would have chosen the light one.
+    assert match([task("u")], [busy_idle, light], NOW)[0].agent_id == light.agent_id
+
+
+def test_most_skilled_takes_the_highest_proficiency_then_the_least_loaded() -> None:
+    expert = agent("expert", {"billing": 5, "sales": 1}, capacity=4, active=3)
+    good = agent("good", {"billing": 4, "sales": 3}, capacity=4, active=0)
+    fair = agent("fair", {"billing": 4, "sales": 3}, capacity=4, active=1)
+    billing = task("billing", {"billing": 1}, policy=Policy.MOST_SKILLED)
+    both = task("both", {"billing": 1, "sales": 1}, policy=Policy.MOST_SKILLED)
+    assert match([billing], [expert, good, fair], NOW)[0].agent_id == expert.agent_id
+    # billing + sales: 7 for good and fair, 6 for the expert; good is less loaded than fair.
+    assert match([both], [expert, good, fair], NOW)[0].agent_id == good.agent_id
+
+
 def test_channels_map_to_workloads() -> None:
     assert workload_of("webchat") is Workload.CHAT
     assert workload_of("email") is Workload.EMAIL
@@ -213,6 +237,8 @@ def _reference(tasks: list[Waiting], candidates: list[Candidate], now: datetime)
                 else min(
                     eligible,
                     key=lambda c: rank(
+                        t.policy,
+                        skill_sum(c.proficiency, t.requirement),
                         load_share(active[c.agent_id], c.capacity, loads[c.agent_id][w], c.capacities[w]),
                         last[c.agent_id],
                         c.agent_id,
@@ -260,6 +286,7 @@ def _random_case(rng: random.Random) -> tuple[list[Waiting], list[Candidate]]:
                 NOW - timedelta(seconds=rng.randint(0, 3)),
                 rng.choice(candidates).agent_id if candidates and rng.random() < 0.2 else None,
                 excluded,
+                rng.choice(list(Policy)),
             )
         )
     return tasks, candidates
@@ -283,15 +310,18 @@ def test_the_best_n_candidates_per_requirement_give_the_same_matches_as_all_of_t
         best: dict[uuid.UUID, Candidate] = {
             c.agent_id: c for c in candidates if c.agent_id in {t.preferred_agent for t in tasks}
         }
-        need: dict[Requirement, int] = {}
+        need: dict[tuple[Requirement, Policy], int] = {}
         for t in tasks:
-            need[t.requirement] = need.get(t.requirement, len(tasks)) + len(t.excluded)
-        for req, n in need.items():
+            key = (t.requirement, t.policy)
+            need[key] = need.get(key, len(tasks)) + len(t.excluded)
+        for (req, policy), n in need.items():
             w = WORKLOADS.index(req.workload)
             probe = Waiting(uuid.uuid4(), req, 0, NOW)
             eligible = sorted(
                 (c for c in candidates if _eligible(c, probe, active, loads)),
                 key=lambda c: rank(
+                    policy,
+                    skill_sum(c.proficiency, req),
                     load_share(c.active, c.capacity, c.loads[w], c.capacities[w]),
                     c.last_assigned_at,
                     c.agent_id,

@@ -31,6 +31,7 @@ __all__ = [
     "AgentPresence",
     "AgentStatus",
     "Base",
+    "Queue",
     "Task",
     "TaskState",
     "Team",
@@ -89,6 +90,16 @@ class Team(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     auto_accept: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     offer_timeout_s: Mapped[int] = mapped_column(Integer, server_default=text("30"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Queue(Base):
+    """A queue's settings; a queue named by a routing rule without a row here uses the defaults."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    policy: Mapped[str] = mapped_column(Text, server_default=text("'least_loaded'"))  # routing.policy.Policy
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -28,11 +28,13 @@ from switchboard_router.agents.schemas import (
     OfferAccepted,
     OfferPublic,
     QueuedConversation,
+    QueuePublic,
     QueueSnapshot,
+    QueueUpsert,
     TeamPublic,
     TeamUpsert,
 )
-from switchboard_router.models import AgentStatus
+from switchboard_router.models import AgentStatus, Queue, Team
 from switchboard_router.routing import service as routing_service
 from switchboard_router.routing.estimate import Estimate
 from switchboard_router.settings import RouterSettings
@@ -207,11 +209,13 @@ async def decline_offer(
 
 
 TEAM = "/teams/{name}"
+# A team's or a queue's name.
+SettingName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
 
 @router.get("/teams", summary="List teams", tags=["teams"], responses=errors(401, 403, 503))
 async def list_teams(_: AdminPrincipal, session: SessionDep) -> list[TeamPublic]:
-    return [TeamPublic.model_validate(t) for t in await repository.list_teams(session)]
+    return [TeamPublic.model_validate(t) for t in await repository.list_named(session, Team)]
 
 
 @router.put(
@@ -221,7 +225,7 @@ async def list_teams(_: AdminPrincipal, session: SessionDep) -> list[TeamPublic]
     responses=errors(400, 401, 403, 413, 422, 503),
 )
 async def put_team(
-    name: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")],
+    name: SettingName,
     body: TeamUpsert,
     _: AdminPrincipal,
     session: SessionDep,
@@ -237,7 +241,41 @@ async def put_team(
     responses=errors(401, 403, 404, 503),
 )
 async def delete_team(name: str, _: AdminPrincipal, session: SessionDep) -> None:
-    await service.delete_team(session, name)
+    await service.delete_named(session, Team, name)
+
+
+QUEUE = "/queues/{name}"
+
+
+@router.get(
+    "/queues", summary="List queues and their policies", tags=["queues"], responses=errors(401, 403, 503)
+)
+async def list_queues(_: AdminPrincipal, session: SessionDep) -> list[QueuePublic]:
+    return [QueuePublic.model_validate(q) for q in await repository.list_named(session, Queue)]
+
+
+@router.put(
+    QUEUE,
+    summary="Create or change a queue: the policy that chooses among eligible agents (routing rules name "
+    "the queue; one without settings is least loaded)",
+    tags=["queues"],
+    responses=errors(400, 401, 403, 413, 422, 503),
+)
+async def put_queue(
+    name: SettingName, body: QueueUpsert, _: AdminPrincipal, session: SessionDep
+) -> QueuePublic:
+    return QueuePublic.model_validate(await service.upsert_queue(session, name, body))
+
+
+@router.delete(
+    QUEUE,
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a queue's settings (its conversations are then routed least loaded)",
+    tags=["queues"],
+    responses=errors(401, 403, 404, 503),
+)
+async def delete_queue(name: str, _: AdminPrincipal, session: SessionDep) -> None:
+    await service.delete_named(session, Queue, name)
 
 
 @router.post(

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.auth import Principal
-from switchboard_router.models import Agent, AgentStatus, Task, TaskState, Team
+from switchboard_router.models import Agent, AgentStatus, Queue, Task, TaskState, Team
 
 
 def readable(principal: Principal) -> sa.Select[Agent]:
@@ -70,25 +71,28 @@ async def list_readable(
     return (await session.execute(stmt)).scalars().all()
 
 
-async def list_teams(session: AsyncSession) -> Sequence[Team]:
-    return (await session.execute(sa.select(Team).order_by(Team.name))).scalars().all()
+Named = TypeVar("Named", Team, Queue)
 
 
-async def upsert_team(session: AsyncSession, name: str, auto_accept: bool, offer_timeout_s: int) -> Team:
+async def list_named(session: AsyncSession, model: type[Named]) -> Sequence[Named]:
+    """Teams or queues, by name."""
+    return (await session.execute(sa.select(model).order_by(model.name))).scalars().all()
+
+
+async def upsert_named(session: AsyncSession, model: type[Named], name: str, values: dict[str, Any]) -> Named:
+    """Create or change a team or a queue: its settings are ``values``."""
     stmt = (
-        insert(Team)
-        .values(name=name, auto_accept=auto_accept, offer_timeout_s=offer_timeout_s)
-        .on_conflict_do_update(
-            index_elements=[Team.name], set_={"auto_accept": auto_accept, "offer_timeout_s": offer_timeout_s}
-        )
-        .returning(Team)
+        insert(model)
+        .values(name=name, **values)
+        .on_conflict_do_update(index_elements=[model.name], set_=values)
+        .returning(model)
     )
     return (await session.execute(stmt, execution_options={"populate_existing": True})).scalar_one()
 
 
-async def delete_team(session: AsyncSession, name: str) -> bool:
-    """Members keep the name in their ``teams``; without its row the team has no say in how they work."""
-    result = await session.execute(sa.delete(Team).where(Team.name == name).returning(Team.name))
+async def delete_named(session: AsyncSession, model: type[Team] | type[Queue], name: str) -> bool:
+    """Teams' members and queues' conversations keep the name; without its row it has the defaults."""
+    result = await session.execute(sa.delete(model).where(model.name == name).returning(model.name))
     return result.scalar_one_or_none() is not None
 
 

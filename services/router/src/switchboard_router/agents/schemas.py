@@ -9,7 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from switchboard_common.validation import EMAIL, NonBlankText, json_integer
 from switchboard_router.models import Agent, AgentStatus
 from switchboard_router.routing.estimate import EstimateBasis
-from switchboard_router.routing.policy import WORKLOADS
+from switchboard_router.routing.policy import WORKLOADS, Policy
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 # Patterns only (see switchboard_common.validation), and nothing stripped before the checks: the document
@@ -158,6 +158,26 @@ class TeamPublic(BaseModel):
     name: str
     auto_accept: bool
     offer_timeout_s: int
+    created_at: datetime
+
+
+class QueueUpsert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Policy = Field(
+        default=Policy.LEAST_LOADED,
+        description="How an agent is chosen among the eligible ones: `least_loaded` (the lowest share of "
+        "capacity in use), `round_robin` (the agent idle longest) or `most_skilled` (the highest sum of "
+        "proficiencies in the required skills, then the least loaded). A customer's previous agent comes "
+        "first in all of them (sticky routing).",
+    )
+
+
+class QueuePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    policy: Policy
     created_at: datetime
 
 

@@ -19,10 +19,11 @@ from switchboard_router.agents.schemas import (
     AgentCreate,
     AgentUpdate,
     ChannelCapacity,
+    QueueUpsert,
     TeamUpsert,
     proficiency_of,
 )
-from switchboard_router.models import Agent, AgentStatus, Task, Team
+from switchboard_router.models import Agent, AgentStatus, Queue, Task, Team
 from switchboard_router.routing import estimate
 from switchboard_router.routing import repository as routing_repository
 from switchboard_router.routing import service as routing_service
@@ -126,12 +127,16 @@ async def heartbeat(session: AsyncSession, principal: Principal, agent_id: uuid.
 
 
 async def upsert_team(session: AsyncSession, name: str, body: TeamUpsert) -> Team:
-    return await repository.upsert_team(session, name, body.auto_accept, body.offer_timeout_s)
+    return await repository.upsert_named(session, Team, name, body.model_dump())
 
 
-async def delete_team(session: AsyncSession, name: str) -> None:
-    if not await repository.delete_team(session, name):
-        raise NotFound("team not found")
+async def upsert_queue(session: AsyncSession, name: str, body: QueueUpsert) -> Queue:
+    return await repository.upsert_named(session, Queue, name, {"policy": body.policy.value})
+
+
+async def delete_named(session: AsyncSession, model: type[Team] | type[Queue], name: str) -> None:
+    if not await repository.delete_named(session, model, name):
+        raise NotFound(f"{model.__tablename__.rstrip('s')} not found")
 
 
 async def queue(

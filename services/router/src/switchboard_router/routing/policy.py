@@ -6,8 +6,11 @@
   the required language if any, capacity left on the workload and in total, and not an agent who
   declined (or let time out) an offer of this conversation.
 * Choice: the customer's previous agent (sticky, found by the SQL within its window) when eligible;
-  otherwise the lowest load share, then the agent idle longest (never assigned first), then the agent id,
-  so the result is deterministic. The load share is the fuller of the workload's and the total's.
+  otherwise the best by the queue's policy, ties always broken by the agent idle longest (never assigned
+  first), then the agent id, so the result is deterministic:
+  - least loaded (the default): the lowest load share, the fuller of the workload's and the total's;
+  - round robin: the agent idle longest, whatever their load;
+  - most skilled: the highest sum of proficiencies in the required skills, then the least loaded.
 * Queue order: priority (high first), then the oldest, then the conversation id.
 
 The SQL fetches and locks candidates and writes the outcome; nothing here touches the database, so the
@@ -40,6 +43,12 @@ _CHANNEL_WORKLOAD = {
     "email": Workload.EMAIL,
     "voice": Workload.VOICE,
 }
+
+
+class Policy(StrEnum):
+    LEAST_LOADED = "least_loaded"
+    ROUND_ROBIN = "round_robin"
+    MOST_SKILLED = "most_skilled"
 
 
 def workload_of(channel: str) -> Workload:
@@ -101,6 +110,7 @@ class Waiting:
     enqueued_at: datetime
     preferred_agent: uuid.UUID | None = None  # sticky: the customer's previous agent, within the window
     excluded: frozenset[uuid.UUID] = field(default_factory=frozenset)  # declined or let an offer lapse
+    policy: Policy = Policy.LEAST_LOADED  # its queue's
 
     @property
     def required_skills(self) -> frozenset[str]:
@@ -117,7 +127,7 @@ def queue_order(task: Waiting) -> tuple[int, datetime, uuid.UUID]:
     return (-task.priority, task.enqueued_at, task.conversation_id)
 
 
-Rank = tuple[float, datetime, uuid.UUID]
+Rank = tuple[int, float, datetime, uuid.UUID]
 
 
 def load_share(active: int, capacity: int, load: int, workload_capacity: int) -> float:
@@ -125,10 +135,21 @@ def load_share(active: int, capacity: int, load: int, workload_capacity: int) ->
     return max(active / capacity if capacity else 1.0, load / workload_capacity if workload_capacity else 1.0)
 
 
-def rank(share: float, last_assigned_at: datetime | None, agent_id: uuid.UUID) -> Rank:
-    """The candidate order: lowest load share, then idle longest (never assigned first), then id. The
-    repository orders its candidate fetch by the same key, so a fetch limited to the best ones is exact."""
-    return (share, last_assigned_at or _NEVER, agent_id)
+def skill_sum(proficiency: Mapping[str, int], requirement: Requirement) -> int:
+    return sum(proficiency.get(skill, 0) for skill, _ in requirement.skills)
+
+
+def rank(
+    policy: Policy, skill: int, share: float, last_assigned_at: datetime | None, agent_id: uuid.UUID
+) -> Rank:
+    """The candidate order of ``policy``, lowest first. The repository orders its candidate fetch by the
+    same key, so a fetch limited to the best ones is exact: a key only grows as the agent is given work."""
+    return (
+        -skill if policy is Policy.MOST_SKILLED else 0,
+        0.0 if policy is Policy.ROUND_ROBIN else share,
+        last_assigned_at or _NEVER,
+        agent_id,
+    )
 
 
 def qualifies(candidate: Candidate, requirement: Requirement) -> bool:
@@ -153,10 +174,10 @@ class _Pool:
         agent = self.agents[i]
         return self.active[i] < agent.capacity and self.loads[i][w] < agent.capacities[w]
 
-    def rank(self, i: int, w: int) -> Rank:
+    def rank(self, i: int, w: int, requirement: Requirement, policy: Policy) -> Rank:
         agent = self.agents[i]
         share = load_share(self.active[i], agent.capacity, self.loads[i][w], agent.capacities[w])
-        return rank(share, self.last[i], agent.agent_id)
+        return rank(policy, skill_sum(agent.proficiency, requirement), share, self.last[i], agent.agent_id)
 
     def take(self, i: int, w: int) -> None:
         self.active[i] += 1
@@ -168,28 +189,28 @@ def match(tasks: Sequence[Waiting], candidates: Sequence[Candidate], now: dateti
     """Assign tasks in queue order, each to its preferred agent when eligible, else to the best eligible
     candidate given the assignments before it.
 
-    One heap of qualified candidates per distinct requirement; an agent's rank only grows as it is given
-    work, so a stale heap entry is simply re-pushed with its current rank when it surfaces, and one
-    without room left is dropped (room never comes back within a decision).
+    One heap of qualified candidates per distinct requirement and policy; an agent's rank only grows as
+    it is given work, so a stale heap entry is simply re-pushed with its current rank when it surfaces,
+    and one without room left is dropped (room never comes back within a decision).
     """
     pool = _Pool(candidates, now)
-    heaps: dict[Requirement, list[tuple[Rank, int]]] = {}
+    heaps: dict[tuple[Requirement, Policy], list[tuple[Rank, int]]] = {}
     out: list[Match] = []
     for task in sorted(tasks, key=queue_order):
         req = task.requirement
         w = WORKLOADS.index(req.workload)
         chosen = _preferred(pool, task, w)
         if chosen is None:
-            heap = heaps.get(req)
+            heap = heaps.get((req, task.policy))
             if heap is None:
                 heap = [
-                    (pool.rank(i, w), i)
+                    (pool.rank(i, w, req, task.policy), i)
                     for i, c in enumerate(pool.agents)
                     if pool.has_room(i, w) and qualifies(c, req)
                 ]
                 heapq.heapify(heap)
-                heaps[req] = heap
-            chosen = _best(pool, heap, w, task.excluded)
+                heaps[(req, task.policy)] = heap
+            chosen = _best(pool, heap, task, w)
         if chosen is None:
             continue
         pool.take(chosen, w)
@@ -206,17 +227,18 @@ def _preferred(pool: _Pool, task: Waiting, w: int) -> int | None:
     return i
 
 
-def _best(pool: _Pool, heap: list[tuple[Rank, int]], w: int, excluded: frozenset[uuid.UUID]) -> int | None:
+def _best(pool: _Pool, heap: list[tuple[Rank, int]], task: Waiting, w: int) -> int | None:
     """The best candidate of ``heap`` with room, not excluded; the heap is left consistent."""
     skipped: list[tuple[Rank, int]] = []
     chosen: int | None = None
     while heap:
         key, i = heap[0]
+        current = pool.rank(i, w, task.requirement, task.policy)
         if not pool.has_room(i, w):
             heapq.heappop(heap)
-        elif key != pool.rank(i, w):
-            heapq.heapreplace(heap, (pool.rank(i, w), i))
-        elif pool.agents[i].agent_id in excluded:
+        elif key != current:
+            heapq.heapreplace(heap, (current, i))
+        elif pool.agents[i].agent_id in task.excluded:
             skipped.append(heapq.heappop(heap))
         else:
             chosen = i

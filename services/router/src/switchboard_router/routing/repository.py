@@ -27,6 +27,7 @@ from switchboard_router.routing.estimate import HandleTimes, Sample, Server
 from switchboard_router.routing.policy import (
     WORKLOADS,
     Candidate,
+    Policy,
     Requirement,
     Waiting,
     workload_index,
@@ -42,10 +43,15 @@ _ELIGIBLE = """
         WHERE coalesce((a.proficiency ->> q.s)::int, 0) < q.m
     )
 """
-# policy.rank, in SQL: the fuller of the total and the workload's capacity, then idle longest, then id.
+# policy.rank, in SQL, for the requirement's policy: the skill sum (most skilled), the load share, the
+# fuller of the total and the workload's capacity (not for round robin), then idle longest, then id.
 _RANK = """
-    greatest(a.active_count::float8 / nullif(a.capacity, 0),
-             a.loads[{w}]::float8 / nullif(a.capacities[{w}], 0)),
+    CASE WHEN {policy} = 'most_skilled' THEN -(
+        SELECT coalesce(sum((a.proficiency ->> q.s)::int), 0) FROM unnest({skills}) AS q(s)
+    ) ELSE 0 END,
+    CASE WHEN {policy} = 'round_robin' THEN 0 ELSE greatest(
+        a.active_count::float8 / nullif(a.capacity, 0), a.loads[{w}]::float8 / nullif(a.capacities[{w}], 0)
+    ) END,
     a.last_assigned_at NULLS FIRST, a.id
 """
 # How the agent takes work: auto-accept unless one of their teams wants offers (then the shortest of those
@@ -117,10 +123,12 @@ _TASK_TYPES: dict[str, Any] = {
     "rules": UUIDS,
 }
 
-# A queued task as routing needs it (``_waiting``); qualified, since an UPDATE's FROM has the same names.
+# A queued task as routing needs it (``_waiting``), with its queue's policy; qualified, since an UPDATE's
+# FROM has the same names.
+_POLICY = "coalesce((SELECT qu.policy FROM router.queues qu WHERE qu.name = t.queue), 'least_loaded')"
 _QUEUED_COLUMNS = (
     "t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.enqueued_at,"
-    " t.declined_by"
+    f" t.declined_by, {_POLICY} AS policy"
 )
 _INSERT_TASKS = statement(
     f"""
@@ -212,8 +220,9 @@ _LOCK_BEST_CANDIDATES = statement(
     f"""
     WITH r AS (
         SELECT string_to_array(u.skills, ',') AS skills, string_to_array(u.levels, ',')::int[] AS levels,
-               u.lang, u.w, u.n
-        FROM unnest(:skills, :levels, :langs, :workloads, :limits) AS u(skills, levels, lang, w, n)
+               u.lang, u.w, u.n, u.policy
+        FROM unnest(:skills, :levels, :langs, :workloads, :limits, :policies)
+             AS u(skills, levels, lang, w, n, policy)
     ), sticky AS (
         SELECT DISTINCT ON (t.customer_id) t.customer_id, t.agent_id FROM router.tasks t
         WHERE t.customer_id = ANY(:customers) AND t.agent_id IS NOT NULL AND t.assigned_at >= :since
@@ -222,7 +231,7 @@ _LOCK_BEST_CANDIDATES = statement(
     SELECT c.*, NULL::uuid[] AS sticky_customers FROM r, LATERAL (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
         WHERE {_ELIGIBLE.format(w="r.w", skills="r.skills", levels="r.levels", lang="r.lang")}
-        ORDER BY {_RANK.format(w="r.w")}
+        ORDER BY {_RANK.format(w="r.w", skills="r.skills", policy="r.policy")}
         LIMIT r.n
         FOR UPDATE SKIP LOCKED
     ) AS c
@@ -239,6 +248,7 @@ _LOCK_BEST_CANDIDATES = statement(
     langs=TEXTS,
     workloads=INTS,
     limits=INTS,
+    policies=TEXTS,
     customers=UUIDS,
     since=sa.DateTime(timezone=True),
     preferred=UUIDS,
@@ -263,10 +273,11 @@ async def lock_best_candidates(
     """
     if not tasks:
         return Locked([], {}, {})
-    need: dict[Requirement, int] = {}
+    need: dict[tuple[Requirement, Policy], int] = {}
     for t in tasks:
-        need[t.requirement] = need.get(t.requirement, len(tasks)) + len(t.excluded)
-    reqs = list(need)
+        key = (t.requirement, t.policy)
+        need[key] = need.get(key, len(tasks)) + len(t.excluded)
+    reqs = [r for r, _ in need]
     rows = await session.execute(
         _LOCK_BEST_CANDIDATES,
         {
@@ -275,6 +286,7 @@ async def lock_best_candidates(
             "langs": [r.language for r in reqs],
             "workloads": [workload_index(r.workload) for r in reqs],
             "limits": list(need.values()),
+            "policies": [p.value for _, p in need],
             "customers": list(sticky_customers) if sticky_since is not None else [],
             "since": sticky_since,
             "preferred": sorted({t.preferred_agent for t in tasks if t.preferred_agent is not None}),
@@ -312,8 +324,7 @@ _ELIGIBLE_TASK = _ELIGIBLE.format(
 )
 _LOCK_QUEUED = statement(
     f"""
-    SELECT t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority,
-           t.enqueued_at, t.declined_by
+    SELECT {_QUEUED_COLUMNS}
     FROM router.tasks t
     WHERE t.state = 'queued' AND t.conversation_id IN (
         SELECT q.conversation_id FROM router.agents a, LATERAL (
@@ -340,6 +351,7 @@ def _waiting(r: Any) -> Waiting:
         r.priority,
         r.enqueued_at,
         excluded=frozenset(r.declined_by),
+        policy=Policy(r.policy),
     )
 
 
@@ -523,14 +535,20 @@ _OFFER_ENDED = """
     SET state = 'queued', agent_id = NULL, offered_at = NULL, offer_expires_at = NULL,
         declined_by = array_append(t.declined_by, ended.agent_id)
     FROM ended WHERE t.conversation_id = ended.conversation_id
-    RETURNING t.conversation_id, ended.agent_id, ended.workload, ended.offered_at, t.enqueued_at,
-              t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.declined_by
+    RETURNING ended.agent_id, ended.workload AS held, ended.offered_at, {columns}
 """
 _DECLINE = statement(
-    _OFFER_ENDED.format(which="conversation_id = :id AND agent_id = :agent"), id=sa.Uuid(), agent=sa.Uuid()
+    _OFFER_ENDED.format(which="conversation_id = :id AND agent_id = :agent", columns=_QUEUED_COLUMNS),
+    id=sa.Uuid(),
+    agent=sa.Uuid(),
 )
-_EXPIRE = statement(_OFFER_ENDED.format(which="offer_expires_at <= :now"), now=sa.DateTime(timezone=True))
-_WITHDRAW = statement(_OFFER_ENDED.format(which="agent_id = ANY(:agents)"), agents=UUIDS)
+_EXPIRE = statement(
+    _OFFER_ENDED.format(which="offer_expires_at <= :now", columns=_QUEUED_COLUMNS),
+    now=sa.DateTime(timezone=True),
+)
+_WITHDRAW = statement(
+    _OFFER_ENDED.format(which="agent_id = ANY(:agents)", columns=_QUEUED_COLUMNS), agents=UUIDS
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,7 +563,7 @@ class EndedOffer:
 
 async def _end_offers(session: AsyncSession, stmt: sa.TextClause, params: dict[str, Any]) -> list[EndedOffer]:
     rows = await session.execute(stmt, params)
-    return [EndedOffer(r.agent_id, r.workload, r.offered_at, _waiting(r)) for r in rows]
+    return [EndedOffer(r.agent_id, r.held, r.offered_at, _waiting(r)) for r in rows]
 
 
 async def decline_offer(
@@ -637,7 +655,7 @@ async def silence_stale_agents(
 # Assigned tasks of agents offline since before the cutoff (the grace period over) wait again, with their
 # original age.
 _REQUEUE_ABANDONED = statement(
-    """
+    f"""
     WITH gone AS (
         SELECT t.conversation_id, t.agent_id, t.workload FROM router.tasks t
         JOIN router.agents a ON a.id = t.agent_id
@@ -647,9 +665,8 @@ _REQUEUE_ABANDONED = statement(
     )
     UPDATE router.tasks t SET state = 'queued', agent_id = NULL, assigned_at = NULL
     FROM gone WHERE t.conversation_id = gone.conversation_id
-    RETURNING t.conversation_id, gone.agent_id, gone.workload, t.enqueued_at,
-              t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.declined_by
-    """,
+    RETURNING gone.agent_id, gone.workload AS held, {_QUEUED_COLUMNS}
+    """,  # noqa: S608 - our own fragments, no input
     cutoff=sa.DateTime(timezone=True),
 )
 
@@ -663,7 +680,7 @@ class Requeued:
 
 async def requeue_abandoned(session: AsyncSession, cutoff: datetime) -> list[Requeued]:
     rows = await session.execute(_REQUEUE_ABANDONED, {"cutoff": cutoff})
-    return [Requeued(r.agent_id, r.workload, _waiting(r)) for r in rows]
+    return [Requeued(r.agent_id, r.held, _waiting(r)) for r in rows]
 
 
 _ANY_QUEUED = sa.select(sa.literal(1)).where(Task.state == TaskState.QUEUED.value).limit(1)

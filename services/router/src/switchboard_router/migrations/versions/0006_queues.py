@@ -1,0 +1,29 @@
+"""queues: the policy that chooses among eligible agents for the conversations of a queue
+
+Revision ID: 0006
+Revises: 0005
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+S = "router"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "queues",
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("policy", sa.Text, nullable=False, server_default=sa.text("'least_loaded'")),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.CheckConstraint("policy IN ('least_loaded', 'round_robin', 'most_skilled')", name="queues_policy"),
+        schema=S,
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("queues", schema=S)
