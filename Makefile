@@ -5,10 +5,10 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 export UV_PYTHON_PREFERENCE := only-system
 
-.PHONY: help install chromium run test lint format bench faults clean
+.PHONY: help install chromium run test lint format bench bench-routing faults clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -45,6 +45,9 @@ format: install ## apply ruff's fixes and formatting
 
 bench: install ## drive messages ingest -> assignment: throughput, latency, CPU and round trips per message
 	$(UV) run --frozen switchboard-dev bench $(BENCH_ARGS)
+
+bench-routing: install ## one routing decision at 5,000 online agents and 10,000 waiting: ms, SQL vs policy, plans
+	$(UV) run --frozen switchboard-dev bench-routing $(BENCH_ARGS)
 
 faults: install ## kill, crash and pause parts of the system under load; check nothing acknowledged is lost
 	$(UV) run --frozen switchboard-dev faults $(FAULTS_ARGS)

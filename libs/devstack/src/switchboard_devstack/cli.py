@@ -87,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     from switchboard_devstack.bench import add_arguments, run_bench
 
     add_arguments(bench)
+    bench_routing = sub.add_parser(
+        "bench-routing",
+        help="time one routing decision against 5,000 online agents and 10,000 waiting (make bench-routing)",
+    )
+    from switchboard_devstack.bench import routing
+
+    routing.add_arguments(bench_routing)
     faults = sub.add_parser(
         "faults", help="inject faults under load and check that nothing acknowledged is lost (make faults)"
     )
@@ -99,4 +106,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(run(args.workdir.resolve()))
     if args.command == "faults":
         sys.exit(run_faults(args))
+    if args.command == "bench-routing":
+        sys.exit(routing.run(args))
     sys.exit(run_bench(args))

@@ -117,7 +117,13 @@ class Task(Base):
 
     __tablename__ = "tasks"
     __table_args__ = (
-        Index("tasks_queue", "priority", "enqueued_at", postgresql_where=text("state = 'queued'")),
+        Index(
+            "tasks_queue_order",
+            text("priority DESC"),
+            "enqueued_at",
+            "conversation_id",
+            postgresql_where=text("state = 'queued'"),
+        ),
         Index("tasks_agent_state", "agent_id", "state"),
         # The most recently closed assignments, whose durations are the queue estimates' handle times.
         Index(

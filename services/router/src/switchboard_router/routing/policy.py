@@ -169,6 +169,21 @@ class _Pool:
         self.loads = [list(c.loads) for c in self.agents]
         self.last: list[datetime | None] = [c.last_assigned_at for c in self.agents]
         self.now = now
+        self._by_skill: dict[str, list[int]] | None = None
+
+    def holding(self, requirement: Requirement) -> Sequence[int]:
+        """The agents who could qualify: those with the requirement's rarest skill (every agent when it
+        needs none), so a decision over thousands of candidates and many requirements checks each
+        requirement against few of them."""
+        if not requirement.skills:
+            return range(len(self.agents))
+        if self._by_skill is None:
+            self._by_skill = {}
+            for i, agent in enumerate(self.agents):
+                for skill in agent.proficiency:
+                    self._by_skill.setdefault(skill, []).append(i)
+        by_skill = self._by_skill
+        return min((by_skill.get(skill, []) for skill, _ in requirement.skills), key=len)
 
     def has_room(self, i: int, w: int) -> bool:
         agent = self.agents[i]
@@ -205,8 +220,8 @@ def match(tasks: Sequence[Waiting], candidates: Sequence[Candidate], now: dateti
             if heap is None:
                 heap = [
                     (pool.rank(i, w, req, task.policy), i)
-                    for i, c in enumerate(pool.agents)
-                    if pool.has_room(i, w) and qualifies(c, req)
+                    for i in pool.holding(req)
+                    if pool.has_room(i, w) and qualifies(pool.agents[i], req)
                 ]
                 heapq.heapify(heap)
                 heaps[(req, task.policy)] = heap

@@ -238,7 +238,7 @@ _LOCK_BEST_CANDIDATES = statement(
     UNION ALL
     SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id) FROM (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
-        WHERE (a.id = ANY(:preferred) OR a.id IN (SELECT agent_id FROM sticky))
+        WHERE a.id = ANY(CAST(:preferred AS uuid[]) || ARRAY(SELECT agent_id FROM sticky))
           AND a.status = 'online' AND a.active_count < a.capacity
         FOR UPDATE SKIP LOCKED
     ) AS p
