@@ -21,6 +21,7 @@ from switchboard_common.events import (
     ConversationOpened,
     ConversationResolved,
     EventEnvelope,
+    MessageOutbound,
     utcnow,
 )
 from switchboard_router.agents import service as agents
@@ -447,3 +448,40 @@ async def test_a_queues_policy_chooses_among_eligible_agents(router: Router) -> 
     )
     assert await router.run(service.sweep) == 1
     assert (await router.task(waiting)).agent_id == expert
+
+
+async def test_an_unanswered_assignment_goes_to_someone_else(router: Router) -> None:
+    config = RoutingConfig(sticky_window=timedelta(0), no_answer_timeout=timedelta(minutes=2))
+    slow = await router.agent("slow", capacity=2)
+    silent = await router.open()
+    answered = await router.open()
+    assert {(await router.task(c)).agent_id for c in (silent, answered)} == {slow}
+    helper = await router.agent("helper", capacity=2)
+
+    # A reply by the assigned agent answers; one by somebody else does not.
+    async with router.db.unit_of_work() as session:
+        await service.on_replied(session, [_reply(answered, slow), _reply(silent, helper)])
+    assert await router.run(lambda s, o: service.requeue_unanswered(s, o, config)) == 0  # not yet due
+    await router.execute("UPDATE router.tasks SET assigned_at = now() - interval '3 minutes'")
+    assert await router.run(lambda s, o: service.requeue_unanswered(s, o, config)) == 1
+    task = await router.task(silent)
+    assert (task.state, task.agent_id, task.declined_by) == ("assigned", helper, [slow])
+    assert (await router.task(answered)).agent_id == slow
+    assert await router.load(slow) == (1, [0, 1, 0, 0])
+    [requeued] = await router.events("conversation.requeued")
+    assert (requeued["agent_id"], requeued["reason"]) == (str(slow), "no_answer")
+    # Off by default: nothing is requeued.
+    await router.execute("UPDATE router.tasks SET assigned_at = now() - interval '3 hours'")
+    assert await router.run(lambda s, o: service.requeue_unanswered(s, o, NO_STICKY)) == 0
+
+
+def _reply(conversation_id: uuid.UUID, agent_id: uuid.UUID) -> MessageOutbound:
+    return MessageOutbound(
+        message_id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        customer_id=uuid.uuid4(),
+        channel=Channel.API,
+        agent_id=agent_id,
+        text="on it",
+        sent_at=utcnow(),
+    )

@@ -14,6 +14,7 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationResolved,
     EventEnvelope,
+    MessageOutbound,
     Payload,
     utcnow,
 )
@@ -54,8 +55,17 @@ def _reopened(minutes: int) -> ConversationReopened:
 
 
 def test_the_router_handles_opened_then_resolved_then_reopened() -> None:
-    mapping = handlers(Outbox(outbox_table, RouterSettings(environment="development")), RoutingConfig())
+    outbox = Outbox(outbox_table, RouterSettings(environment="development"))
+    mapping = handlers(outbox, RoutingConfig())
     assert list(mapping) == [ConversationOpened, ConversationResolved, ConversationReopened]
+    # Replies are read (after the rest) only when unanswered assignments are requeued.
+    answering = handlers(outbox, RoutingConfig(no_answer_timeout=timedelta(minutes=5)))
+    assert list(answering) == [
+        ConversationOpened,
+        ConversationResolved,
+        ConversationReopened,
+        MessageOutbound,
+    ]
 
 
 def test_a_second_resolution_after_a_reopen_cuts_the_poll() -> None:

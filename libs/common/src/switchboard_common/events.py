@@ -93,6 +93,7 @@ class AgentStatus(StrEnum):
 
 class RequeueReason(StrEnum):
     AGENT_OFFLINE = "agent_offline"  # offline, or stopped heartbeating, past the grace period
+    NO_ANSWER = "no_answer"  # the agent sent no reply within the configured time of the assignment
     SUPERVISOR = "supervisor"  # moved by a supervisor's force-assign
 
 

@@ -24,6 +24,7 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
         sticky_window=timedelta(seconds=settings.router_sticky_window_s),
         presence_timeout=timedelta(seconds=settings.router_presence_timeout_s),
         offline_grace=timedelta(seconds=settings.router_offline_grace_s),
+        no_answer_timeout=timedelta(seconds=settings.router_no_answer_timeout_s),
         rules=RuleBook(
             settings.router_rules_refresh_s,
             settings.router_detect_languages,

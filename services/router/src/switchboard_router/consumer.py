@@ -7,8 +7,14 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox
-from switchboard_common.events import ConversationOpened, ConversationReopened, ConversationResolved
-from switchboard_common.kafka.consumer import Delivery, Handlers
+from switchboard_common.events import (
+    ConversationOpened,
+    ConversationReopened,
+    ConversationResolved,
+    MessageOutbound,
+    Payload,
+)
+from switchboard_common.kafka.consumer import BatchHandler, Delivery, Handlers
 from switchboard_router.routing import service
 
 GROUP_ID = "router"
@@ -28,10 +34,18 @@ def handlers(outbox: Outbox, config: service.RoutingConfig) -> Handlers:
     ) -> None:
         await service.on_reopened(session, outbox, [(d.envelope, d.payload) for d in deliveries], config)
 
+    async def on_replied(session: AsyncSession, deliveries: Sequence[Delivery[MessageOutbound]]) -> None:
+        await service.on_replied(session, [d.payload for d in deliveries])
+
     # In causal order: a conversation opened, resolved and reopened within one poll is queued, closed,
     # then queued again (the runner cuts a poll where one conversation would go back in this order).
-    return {
+    # Replies are read only when unanswered assignments are requeued: otherwise the router does not
+    # subscribe to messages.outbound at all.
+    mapping: dict[type[Payload], BatchHandler] = {
         ConversationOpened: on_opened,
         ConversationResolved: on_resolved,
         ConversationReopened: on_reopened,
     }
+    if config.no_answer_timeout:
+        mapping[MessageOutbound] = on_replied
+    return mapping

@@ -132,6 +132,12 @@ class Task(Base):
         # The customer's previous agent (sticky routing).
         Index("tasks_customer", "customer_id", "assigned_at", postgresql_where=text("agent_id IS NOT NULL")),
         Index("tasks_offers", "offer_expires_at", postgresql_where=text("state = 'offered'")),
+        # Assignments not answered yet, which the sweeper requeues after the no-answer time.
+        Index(
+            "tasks_unanswered",
+            "assigned_at",
+            postgresql_where=text("state = 'assigned' AND answered_at IS NULL"),
+        ),
         # Waiting tasks with an SLA target not yet breached, which the sweeper watches.
         Index(
             "tasks_sla_watch",
@@ -165,6 +171,7 @@ class Task(Base):
     offered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     offer_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the agent's first reply
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

@@ -23,6 +23,9 @@ class RouterSettings(AgentAuthSettings):
     router_presence_timeout_s: int = Field(default=90, ge=0, le=86_400)
     # An offline agent's assigned conversations wait this long for them to come back, then are requeued.
     router_offline_grace_s: int = Field(default=120, ge=0, le=86_400)
+    # An assigned conversation whose agent has not replied within this time goes to someone else. 0 turns it
+    # off (and the router then does not read messages.outbound at all).
+    router_no_answer_timeout_s: int = Field(default=0, ge=0, le=7 * 86_400)
     # The languages rules' language conditions detect among (ISO 639-1 codes).
     router_detect_languages: str = "en,es,fr,de,pt,it,nl"
     # lingua's low-accuracy models (trigrams: ~10 MB, built in ~0.1 s) rather than the full ones (~240 MB

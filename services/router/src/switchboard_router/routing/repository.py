@@ -198,6 +198,7 @@ _REQUEUE = statement(
     f"""
     UPDATE router.tasks t
     SET state = 'queued', agent_id = NULL, enqueued_at = u.at, assigned_at = NULL, closed_at = NULL,
+        answered_at = NULL,
         offered_at = NULL, offer_expires_at = NULL, declined_by = '{{}}', customer_id = u.customer_id,
         sla_breached_at = NULL, workload = u.workload, priority = greatest(t.priority, u.priority),
         channel = u.channel
@@ -663,7 +664,7 @@ _REQUEUE_ABANDONED = statement(
         ORDER BY t.conversation_id
         FOR UPDATE OF t SKIP LOCKED
     )
-    UPDATE router.tasks t SET state = 'queued', agent_id = NULL, assigned_at = NULL
+    UPDATE router.tasks t SET state = 'queued', agent_id = NULL, assigned_at = NULL, answered_at = NULL
     FROM gone WHERE t.conversation_id = gone.conversation_id
     RETURNING gone.agent_id, gone.workload AS held, {_QUEUED_COLUMNS}
     """,  # noqa: S608 - our own fragments, no input
@@ -844,7 +845,7 @@ _LOCK_OPEN_TASK = statement(
 _FORCE_ASSIGN = statement(
     """
     UPDATE router.tasks SET state = 'assigned', agent_id = :agent, assigned_at = :at, offered_at = NULL,
-        offer_expires_at = NULL
+        offer_expires_at = NULL, answered_at = NULL
     WHERE conversation_id = :id
     """,
     id=sa.Uuid(),
@@ -877,3 +878,59 @@ async def force_assign(
     """Assign a locked open task to the agent, taking one unit of their capacity unconditionally."""
     await session.execute(_FORCE_TAKE, {**_unit_params(per_workload([(agent_id, workload)])), "at": at})
     await session.execute(_FORCE_ASSIGN, {"id": conversation_id, "agent": agent_id, "at": at})
+
+
+# --- answers ------------------------------------------------------------------------------------------
+
+# The first reply of the agent the conversation is assigned to (a reply by anyone else, or to a task
+# since requeued, answers nothing).
+_ANSWERED = statement(
+    """
+    UPDATE router.tasks t SET answered_at = u.at
+    FROM unnest(:ids, :agents, :ats) AS u(id, agent_id, at)
+    WHERE t.conversation_id = u.id AND t.agent_id = u.agent_id AND t.state = 'assigned'
+      AND t.answered_at IS NULL
+    """,
+    ids=UUIDS,
+    agents=UUIDS,
+    ats=TIMES,
+)
+
+
+async def mark_answered(
+    session: AsyncSession, replies: Sequence[tuple[uuid.UUID, uuid.UUID, datetime]]
+) -> None:
+    """Record (conversation, agent, sent at) replies as the assigned agents' answers."""
+    if replies:
+        await session.execute(
+            _ANSWERED,
+            {
+                "ids": [r[0] for r in replies],
+                "agents": [r[1] for r in replies],
+                "ats": [r[2] for r in replies],
+            },
+        )
+
+
+# Assigned since before the cutoff and not answered: back to the queue (original age kept), never to be
+# offered to that agent again.
+_REQUEUE_UNANSWERED = statement(
+    f"""
+    WITH silent AS (
+        SELECT conversation_id, agent_id, workload FROM router.tasks
+        WHERE state = 'assigned' AND answered_at IS NULL AND assigned_at <= :cutoff
+        ORDER BY conversation_id
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE router.tasks t SET state = 'queued', agent_id = NULL, assigned_at = NULL,
+        declined_by = array_append(t.declined_by, silent.agent_id)
+    FROM silent WHERE t.conversation_id = silent.conversation_id
+    RETURNING silent.agent_id, silent.workload AS held, {_QUEUED_COLUMNS}
+    """,  # noqa: S608 - our own fragments, no input
+    cutoff=sa.DateTime(timezone=True),
+)
+
+
+async def requeue_unanswered(session: AsyncSession, cutoff: datetime) -> list[Requeued]:
+    rows = await session.execute(_REQUEUE_UNANSWERED, {"cutoff": cutoff})
+    return [Requeued(r.agent_id, r.held, _waiting(r)) for r in rows]

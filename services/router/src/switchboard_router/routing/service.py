@@ -28,6 +28,7 @@ from switchboard_common.events import (
     ConversationResolved,
     ConversationSlaBreached,
     EventEnvelope,
+    MessageOutbound,
     Payload,
     RequeueReason,
     utcnow,
@@ -50,6 +51,7 @@ class RoutingConfig:
     presence_timeout: timedelta = timedelta(seconds=90)  # zero: presence only through the API
     offline_grace: timedelta = timedelta(seconds=120)
     rules: RuleBook | None = None  # none: no routing rules (the conversations' own skills and priority)
+    no_answer_timeout: timedelta = timedelta(0)  # zero: an assignment waits for its agent's reply forever
 
 
 def _event(payload: Payload, key: uuid.UUID, cause: EventEnvelope | None = None) -> OutboxEvent:
@@ -461,6 +463,34 @@ async def requeue_abandoned(session: AsyncSession, outbox: Outbox, config: Routi
         session, outbox, [(g.agent_id, g.workload, g.waiting) for g in gone], events, now
     )
     return len(gone)
+
+
+async def on_replied(session: AsyncSession, replies: Sequence[MessageOutbound]) -> None:
+    """Agents' replies answer the conversations assigned to them (for the no-answer requeue)."""
+    await repository.mark_answered(session, [(r.conversation_id, r.agent_id, r.sent_at) for r in replies])
+
+
+async def requeue_unanswered(session: AsyncSession, outbox: Outbox, config: RoutingConfig) -> int:
+    """Conversations whose agent has not replied within the no-answer time go to someone else (original
+    age kept, never back to that agent)."""
+    if not config.no_answer_timeout:
+        return 0
+    now = utcnow()
+    silent = await repository.requeue_unanswered(session, now - config.no_answer_timeout)
+    events = [
+        ConversationRequeued(
+            conversation_id=g.waiting.conversation_id,
+            agent_id=g.agent_id,
+            reason=RequeueReason.NO_ANSWER,
+            queued_at=g.waiting.enqueued_at,
+            requeued_at=now,
+        )
+        for g in silent
+    ]
+    await _release_and_reroute(
+        session, outbox, [(g.agent_id, g.workload, g.waiting) for g in silent], events, now
+    )
+    return len(silent)
 
 
 async def mark_sla_breaches(session: AsyncSession, outbox: Outbox) -> int:
