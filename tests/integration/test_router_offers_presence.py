@@ -25,7 +25,13 @@ from switchboard_common.events import (
     utcnow,
 )
 from switchboard_router.agents import service as agents
-from switchboard_router.agents.schemas import AgentCreate, ChannelCapacity, QueueUpsert, TeamUpsert
+from switchboard_router.agents.schemas import (
+    AgentCreate,
+    ChannelCapacity,
+    EscalationStep,
+    QueueUpsert,
+    TeamUpsert,
+)
 from switchboard_router.models import Agent, AgentStatus, Task, outbox_table
 from switchboard_router.routing import service
 from switchboard_router.routing.policy import Policy
@@ -485,3 +491,53 @@ def _reply(conversation_id: uuid.UUID, agent_id: uuid.UUID) -> MessageOutbound:
         text="on it",
         sent_at=utcnow(),
     )
+
+
+async def test_escalation_widens_a_waiting_conversations_requirement_step_by_step(router: Router) -> None:
+    steps = [EscalationStep(after_s=60, drop_optional=True), EscalationStep(after_s=120, relax_levels_by=2)]
+    async with router.db.unit_of_work() as session:
+        await agents.upsert_queue(session, "vip", QueueUpsert(escalation=steps))
+    await _rule(
+        router,
+        "vip",
+        1,
+        {"customer": {"tier": "vip"}},
+        {"queue": "vip", "required_skills": {"billing": 4}, "optional_skills": ["spanish"]},
+    )
+    config = RoutingConfig(sticky_window=timedelta(0), rules=RuleBook(0, "en"))
+    agent = await router.agent("plain", skills=[{"skill": "billing", "level": 2}], capacity=3)
+    cid = await router.open_with(config, "help", {"tier": "vip"})
+    task = await router.task(cid)
+    assert (task.state, dict(zip(task.required_skills, task.min_levels, strict=True))) == (
+        "queued",
+        {"billing": 4, "spanish": 1},
+    )
+    assert await router.run(service.escalate) == 0  # not yet due
+
+    async def waited(seconds: int) -> None:
+        await router.execute(
+            "UPDATE router.tasks SET enqueued_at = now() - make_interval(secs => :s) WHERE conversation_id = :c",
+            s=seconds,
+            c=cid,
+        )
+
+    await waited(61)
+    assert await router.run(service.escalate) == 1
+    task = await router.task(cid)
+    assert (task.state, task.escalation_step, task.required_skills, task.min_levels) == (
+        "queued",
+        1,
+        ["billing"],
+        [4],
+    )
+    assert await router.run(service.escalate) == 0  # each step once
+    await waited(121)
+    assert await router.run(service.escalate) == 1
+    task = await router.task(cid)
+    # Level 2 now suffices, and the escalation routed it at once.
+    assert (task.escalation_step, task.min_levels, task.agent_id) == (2, [2], agent)
+    escalated = await router.events("conversation.escalated")
+    assert [(e["step"], e["required_skills"]) for e in escalated] == [
+        (1, {"billing": 4}),
+        (2, {"billing": 2}),
+    ]

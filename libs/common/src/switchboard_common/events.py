@@ -397,6 +397,21 @@ class ConversationRequeued(Payload):
 
 
 @register
+class ConversationEscalated(Payload):
+    """A waiting conversation reached a step of its queue's escalation: it now asks less of an agent."""
+
+    event_type: ClassVar[str] = "conversation.escalated"
+    topic: ClassVar[str] = topics.ROUTING_EVENTS
+
+    conversation_id: uuid.UUID
+    queue: str
+    step: int  # steps taken so far, 1-based
+    required_skills: dict[str, int]  # skill -> minimum level, from now on
+    queued_at: datetime
+    escalated_at: datetime
+
+
+@register
 class ConversationSlaBreached(Payload):
     """A conversation waited past its SLA target (set by the routing rule that matched): its priority was
     raised by one (at most 10), once."""

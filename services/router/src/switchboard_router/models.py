@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -100,6 +101,8 @@ class Queue(Base):
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     policy: Mapped[str] = mapped_column(Text, server_default=text("'least_loaded'"))  # routing.policy.Policy
+    # routing.escalation.Step objects, by increasing after_s.
+    escalation: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -154,6 +157,10 @@ class Task(Base):
     # Sorted by skill, with each one's minimum proficiency at the same place in ``min_levels``.
     required_skills: Mapped[list[str]] = mapped_column(ARRAY(Text))
     min_levels: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), server_default=text("'{}'"))
+    # What was decided, before escalation widened it (routing.escalation); the steps taken so far.
+    base_skills: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    base_levels: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), server_default=text("'{}'"))
+    escalation_step: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
     language: Mapped[str | None] = mapped_column(Text)  # required of the agent, when a rule says so
     priority: Mapped[int] = mapped_column(SmallInteger, default=0)
     # What the routing rule that matched decided (the default queue when none did).

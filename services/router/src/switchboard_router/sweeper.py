@@ -1,7 +1,8 @@
-"""The router's clock: on every tick, lapsed offers return to the queue, silent agents go offline, the
-conversations of agents offline past the grace period are requeued, conversations waiting past their SLA
-target move up a priority, and the queue head is served with any free capacity, so no conversation waits
-on a missed wake-up."""
+"""The router's clock. On every tick: lapsed offers return to the queue; silent agents go offline; the
+conversations of agents offline past the grace period, or unanswered past the no-answer time, are
+requeued; conversations waiting past their SLA target move up a priority; waiting ones reaching an
+escalation step ask less of an agent; and the queue head is served with any free capacity, so no
+conversation waits on a missed wake-up."""
 
 from __future__ import annotations
 

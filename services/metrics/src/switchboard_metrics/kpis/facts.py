@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from switchboard_common.events import (
     AgentStatusChanged,
     ConversationAssigned,
+    ConversationEscalated,
     ConversationMessageAdded,
     ConversationOfferDeclined,
     ConversationOffered,
@@ -58,6 +59,7 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationOfferTimedOut,
         ConversationRequeued,
         ConversationSlaBreached,
+        ConversationEscalated,
     }
 )
 

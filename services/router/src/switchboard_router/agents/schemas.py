@@ -4,7 +4,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
 
 from switchboard_common.validation import EMAIL, NonBlankText, json_integer
 from switchboard_router.models import Agent, AgentStatus
@@ -161,6 +169,22 @@ class TeamPublic(BaseModel):
     created_at: datetime
 
 
+class EscalationStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after_s: Annotated[int, Field(ge=1, le=86_400), BeforeValidator(json_integer)] = Field(
+        description="Taken once the conversation has waited this many seconds."
+    )
+    drop_optional: StrictBool = Field(default=False, description="Stop asking for the optional skills.")
+    relax_levels_by: Annotated[int, Field(ge=0, le=4), BeforeValidator(json_integer)] = Field(
+        default=0, description="Lower every required skill's minimum level by this much (never below 1)."
+    )
+
+
+def _by_wait(steps: list[EscalationStep]) -> list[EscalationStep]:
+    return sorted(steps, key=lambda step: step.after_s)
+
+
 class QueueUpsert(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -171,6 +195,13 @@ class QueueUpsert(BaseModel):
         "proficiencies in the required skills, then the least loaded). A customer's previous agent comes "
         "first in all of them (sticky routing).",
     )
+    escalation: Annotated[list[EscalationStep], AfterValidator(_by_wait)] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Bullseye rings, kept in order of `after_s`: while no step is taken, a conversation also "
+        "needs the rule's optional skills; each step taken after its wait asks less (steps accumulate). "
+        "Without steps, optional skills are never required.",
+    )
 
 
 class QueuePublic(BaseModel):
@@ -178,6 +209,7 @@ class QueuePublic(BaseModel):
 
     name: str
     policy: Policy
+    escalation: list[EscalationStep]
     created_at: datetime
 
 

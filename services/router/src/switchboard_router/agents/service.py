@@ -131,7 +131,8 @@ async def upsert_team(session: AsyncSession, name: str, body: TeamUpsert) -> Tea
 
 
 async def upsert_queue(session: AsyncSession, name: str, body: QueueUpsert) -> Queue:
-    return await repository.upsert_named(session, Queue, name, {"policy": body.policy.value})
+    values = {"policy": body.policy.value, "escalation": [step.model_dump() for step in body.escalation]}
+    return await repository.upsert_named(session, Queue, name, values)
 
 
 async def delete_named(session: AsyncSession, model: type[Team] | type[Queue], name: str) -> None:

@@ -102,10 +102,11 @@ class Locked:
 
 _TASK_VALUES = (
     "unnest(:ids, :customers, :skills, :levels, :langs, :workloads, :priorities, :channels, :ats, :queues,"
-    " :optional, :slas, :rules)"
+    " :optional, :slas, :rules, :bskills, :blevels)"
 )
 _TASK_COLUMNS = (
-    "u(id, customer_id, skills, levels, lang, workload, priority, channel, at, queue, optional, sla, rule_id)"
+    "u(id, customer_id, skills, levels, lang, workload, priority, channel, at, queue, optional, sla, rule_id,"
+    " bskills, blevels)"
 )
 _TASK_TYPES: dict[str, Any] = {
     "ids": UUIDS,
@@ -121,6 +122,8 @@ _TASK_TYPES: dict[str, Any] = {
     "optional": TEXTS,
     "slas": INTS,
     "rules": UUIDS,
+    "bskills": TEXTS,
+    "blevels": TEXTS,
 }
 
 # A queued task as routing needs it (``_waiting``), with its queue's policy; qualified, since an UPDATE's
@@ -134,10 +137,11 @@ _INSERT_TASKS = statement(
     f"""
     INSERT INTO router.tasks AS t (conversation_id, customer_id, state, required_skills, min_levels, language,
                               workload, priority, channel, enqueued_at, queue, optional_skills,
-                              sla_target_s, rule_id)
+                              sla_target_s, rule_id, base_skills, base_levels)
     SELECT u.id, u.customer_id, 'queued', string_to_array(u.skills, ','),
            string_to_array(u.levels, ',')::smallint[], u.lang, u.workload, u.priority, u.channel, u.at,
-           u.queue, string_to_array(u.optional, ','), u.sla, u.rule_id
+           u.queue, string_to_array(u.optional, ','), u.sla, u.rule_id, string_to_array(u.bskills, ','),
+           string_to_array(u.blevels, ',')::smallint[]
     FROM {_TASK_VALUES} AS {_TASK_COLUMNS}
     ON CONFLICT (conversation_id) DO NOTHING
     RETURNING {_QUEUED_COLUMNS}
@@ -156,6 +160,8 @@ class NewTask:
     optional_skills: tuple[str, ...] = ()
     sla_target_s: int | None = None
     rule_id: uuid.UUID | None = None
+    # What was decided before escalation (ring 0 may ask for more: the optional skills); None: as required.
+    base: tuple[tuple[str, int], ...] | None = None
 
 
 async def _queue(session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[NewTask]) -> list[Waiting]:
@@ -179,9 +185,15 @@ async def _queue(session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[New
             "optional": [_text(sorted(t.optional_skills)) for t in tasks],
             "slas": [t.sla_target_s for t in tasks],
             "rules": [t.rule_id for t in tasks],
+            "bskills": [_text(s for s, _ in _base(t)) for t in tasks],
+            "blevels": [_text(m for _, m in _base(t)) for t in tasks],
         },
     )
     return [_waiting(r) for r in rows]
+
+
+def _base(task: NewTask) -> tuple[tuple[str, int], ...]:
+    return task.waiting.requirement.skills if task.base is None else task.base
 
 
 async def insert_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> list[Waiting]:
@@ -934,3 +946,91 @@ _REQUEUE_UNANSWERED = statement(
 async def requeue_unanswered(session: AsyncSession, cutoff: datetime) -> list[Requeued]:
     rows = await session.execute(_REQUEUE_UNANSWERED, {"cutoff": cutoff})
     return [Requeued(r.agent_id, r.held, _waiting(r)) for r in rows]
+
+
+# --- escalation ---------------------------------------------------------------------------------------
+
+# Waiting tasks due for their queue's next escalation step.
+_DUE_ESCALATIONS = statement(
+    """
+    SELECT t.conversation_id, t.queue, t.base_skills, t.base_levels, t.optional_skills, t.escalation_step,
+           t.enqueued_at, q.escalation
+    FROM router.tasks t JOIN router.queues q ON q.name = t.queue
+    WHERE t.state = 'queued' AND jsonb_array_length(q.escalation) > t.escalation_step
+      AND t.enqueued_at + make_interval(secs => (q.escalation -> t.escalation_step ->> 'after_s')::int)
+          <= :now
+    ORDER BY t.conversation_id
+    FOR UPDATE OF t SKIP LOCKED
+    """,
+    now=sa.DateTime(timezone=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DueEscalation:
+    conversation_id: uuid.UUID
+    queue: str
+    base: dict[str, int]
+    optional: list[str]
+    step: int
+    enqueued_at: datetime
+    steps: list[dict[str, Any]]
+
+
+async def lock_due_escalations(session: AsyncSession, now: datetime) -> list[DueEscalation]:
+    rows = await session.execute(_DUE_ESCALATIONS, {"now": now})
+    return [
+        DueEscalation(
+            r.conversation_id,
+            r.queue,
+            dict(zip(r.base_skills, r.base_levels, strict=True)),
+            list(r.optional_skills),
+            r.escalation_step,
+            r.enqueued_at,
+            list(r.escalation),
+        )
+        for r in rows
+    ]
+
+
+_ESCALATE = statement(
+    f"""
+    UPDATE router.tasks t
+    SET required_skills = string_to_array(u.skills, ','),
+        min_levels = string_to_array(u.levels, ',')::smallint[], escalation_step = u.step
+    FROM unnest(:ids, :skills, :levels, :steps) AS u(id, skills, levels, step)
+    WHERE t.conversation_id = u.id AND t.state = 'queued'
+    RETURNING {_QUEUED_COLUMNS}
+    """,  # noqa: S608 - our own fragments, no input
+    ids=UUIDS,
+    skills=TEXTS,
+    levels=TEXTS,
+    steps=INTS,
+)
+
+
+async def escalate(
+    session: AsyncSession, changes: Sequence[tuple[uuid.UUID, Mapping[str, int], int]]
+) -> list[Waiting]:
+    """Set locked waiting tasks' requirement (conversation, skill -> level, steps taken); returns them."""
+    if not changes:
+        return []
+    skills = [sorted(c[1].items()) for c in changes]
+    rows = await session.execute(
+        _ESCALATE,
+        {
+            "ids": [c[0] for c in changes],
+            "skills": [_text(s for s, _ in k) for k in skills],
+            "levels": [_text(m for _, m in k) for k in skills],
+            "steps": [c[2] for c in changes],
+        },
+    )
+    return [_waiting(r) for r in rows]
+
+
+_ESCALATIONS = statement("SELECT name, escalation FROM router.queues WHERE escalation <> '[]'::jsonb")
+
+
+async def queue_escalations(session: AsyncSession) -> dict[str, list[dict[str, Any]]]:
+    """The queues with escalation steps, and their steps."""
+    return {r.name: list(r.escalation) for r in await session.execute(_ESCALATIONS)}

@@ -18,6 +18,7 @@ from switchboard_common.events import (
     AgentStatus,
     AgentStatusChanged,
     ConversationAssigned,
+    ConversationEscalated,
     ConversationOfferDeclined,
     ConversationOffered,
     ConversationOfferTimedOut,
@@ -34,7 +35,8 @@ from switchboard_common.events import (
     utcnow,
 )
 from switchboard_router.models import Agent, TaskState
-from switchboard_router.routing import policy, repository
+from switchboard_router.routing import escalation, policy, repository
+from switchboard_router.routing.escalation import Step
 from switchboard_router.routing.policy import Requirement, Waiting, workload_of
 from switchboard_router.routing.repository import EndedOffer, Locked, NewTask, Placement
 from switchboard_router.rules.book import RuleBook
@@ -177,9 +179,11 @@ def _new_task(
     enqueued_at: datetime,
     preferred: uuid.UUID | None,
     decision: Decision | None,
+    steps: Sequence[Step] = (),
 ) -> NewTask:
     """The task of a conversation: what it asked for (skills at level 1, its priority), with what the
-    matching routing rule adds (skills at their minimum levels, a higher priority, queue, SLA)."""
+    matching routing rule adds (skills at their minimum levels, a higher priority, queue, SLA), asking
+    for the optional skills too while its queue's escalation has not dropped them (ring 0)."""
     skills = dict.fromkeys(event.required_skills, 1)
     priority = event.priority
     if decision is None:
@@ -197,10 +201,11 @@ def _new_task(
     outcome = decision.outcome
     for skill, level in outcome.required_skills.items():
         skills[skill] = max(level, skills.get(skill, 1))
+    ring0 = escalation.requirement_at(skills, outcome.optional_skills, steps, 0)
     return NewTask(
         Waiting(
             event.conversation_id,
-            Requirement.of(skills, workload_of(event.channel.value)),
+            Requirement.of(ring0, workload_of(event.channel.value)),
             max(priority, outcome.priority),
             enqueued_at,
             preferred,
@@ -211,6 +216,7 @@ def _new_task(
         optional_skills=tuple(sorted(outcome.optional_skills)),
         sla_target_s=outcome.sla_target_seconds,
         rule_id=decision.rule_id,
+        base=tuple(sorted(skills.items())),
     )
 
 
@@ -231,12 +237,17 @@ async def _queue_and_route(
     for envelope, event in events:
         first.setdefault(event.conversation_id, (envelope, event))
     decisions = decisions or {}
+    steps: dict[str, list[Step]] = {}
+    if config.rules is not None:
+        for queue_name in {d.outcome.queue for d in decisions.values()}:
+            steps[queue_name] = await config.rules.escalation(session, queue_name)
     new = [
         _new_task(
             e,
             enqueued_at(e),
             preferred(e) if config.sticky_window else None,
-            decisions.get(e.conversation_id),
+            d := decisions.get(e.conversation_id),
+            steps.get(d.outcome.queue, []) if d is not None else [],
         )
         for _, e in first.values()
     ]
@@ -491,6 +502,36 @@ async def requeue_unanswered(session: AsyncSession, outbox: Outbox, config: Rout
         session, outbox, [(g.agent_id, g.workload, g.waiting) for g in silent], events, now
     )
     return len(silent)
+
+
+async def escalate(session: AsyncSession, outbox: Outbox) -> int:
+    """Waiting conversations that reached their queue's next escalation step ask less of an agent from
+    now on, and are routed again at once with the wider requirement."""
+    now = utcnow()
+    due = await repository.lock_due_escalations(session, now)
+    changes: list[tuple[uuid.UUID, dict[str, int], int]] = []
+    for d in due:
+        steps = escalation.steps_of(d.steps)
+        reached = max(escalation.steps_reached(steps, d.enqueued_at, now), d.step)
+        changes.append(
+            (d.conversation_id, escalation.requirement_at(d.base, d.optional, steps, reached), reached)
+        )
+    waiting = await repository.escalate(session, changes)
+    by_id = {d.conversation_id: d for d in due}
+    events = [
+        ConversationEscalated(
+            conversation_id=cid,
+            queue=by_id[cid].queue,
+            step=step,
+            required_skills=skills,
+            queued_at=by_id[cid].enqueued_at,
+            escalated_at=now,
+        )
+        for cid, skills, step in changes
+    ]
+    await outbox.add_many(session, [_event(e, e.conversation_id) for e in events])
+    await _route(session, outbox, waiting, now)
+    return len(changes)
 
 
 async def mark_sla_breaches(session: AsyncSession, outbox: Outbox) -> int:

@@ -1,5 +1,6 @@
-"""The rules as routing applies them: the enabled rules, read at most every ``refresh_s`` (rules change
-rarely, conversations open all the time), and the decision for each newly opened conversation."""
+"""The rules as routing applies them: the enabled rules (and the queues' escalation steps), read at most
+every ``refresh_s`` (they change rarely, conversations open all the time), and the decision for each
+newly opened conversation."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.events import ConversationOpened
+from switchboard_router.routing import repository as routing_repository
+from switchboard_router.routing.escalation import Step, steps_of
 from switchboard_router.rules import language, repository
 from switchboard_router.rules.evaluate import (
     Decision,
@@ -27,14 +30,25 @@ class RuleBook:
         self._languages = languages
         self._low_accuracy = low_accuracy
         self._rules: list[Rule] = []
+        self._escalations: dict[str, list[Step]] = {}
         self._read_at: float | None = None
 
     async def rules(self, session: AsyncSession) -> list[Rule]:
+        await self._refresh(session)
+        return self._rules
+
+    async def escalation(self, session: AsyncSession, queue: str) -> list[Step]:
+        """The queue's escalation steps (none for most queues)."""
+        await self._refresh(session)
+        return self._escalations.get(queue, [])
+
+    async def _refresh(self, session: AsyncSession) -> None:
         now = time.monotonic()
         if self._read_at is None or now - self._read_at >= self._refresh_s:
             self._rules = await repository.load_enabled(session)
+            queues = await routing_repository.queue_escalations(session)
+            self._escalations = {name: steps_of(steps) for name, steps in queues.items()}
             self._read_at = now
-        return self._rules
 
     async def decide(
         self, session: AsyncSession, opened: Sequence[ConversationOpened]

@@ -7,6 +7,7 @@ Revises: 0005
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0006"
 down_revision = "0005"
@@ -20,6 +21,7 @@ def upgrade() -> None:
         "queues",
         sa.Column("name", sa.Text, primary_key=True),
         sa.Column("policy", sa.Text, nullable=False, server_default=sa.text("'least_loaded'")),
+        sa.Column("escalation", postgresql.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.CheckConstraint("policy IN ('least_loaded', 'round_robin', 'most_skilled')", name="queues_policy"),
         schema=S,
