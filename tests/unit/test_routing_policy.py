@@ -17,6 +17,7 @@ from switchboard_router.routing.policy import (
     Requirement,
     Waiting,
     Workload,
+    assignment_time,
     load_share,
     match,
     qualifies,
@@ -225,7 +226,7 @@ def _reference(tasks: list[Waiting], candidates: list[Candidate], now: datetime)
     active = {c.agent_id: c.active for c in candidates}
     loads = {c.agent_id: list(c.loads) for c in candidates}
     last = {c.agent_id: c.last_assigned_at for c in candidates}
-    out = []
+    out: list[Match] = []
     for t in sorted(tasks, key=queue_order):
         w = WORKLOADS.index(t.requirement.workload)
         eligible = [c for c in candidates if _eligible(c, t, active, loads)]
@@ -247,7 +248,7 @@ def _reference(tasks: list[Waiting], candidates: list[Candidate], now: datetime)
             )
             active[best.agent_id] += 1
             loads[best.agent_id][w] += 1
-            last[best.agent_id] = now
+            last[best.agent_id] = assignment_time(now, len(out))
             out.append(Match(t.conversation_id, best.agent_id))
     return out
 

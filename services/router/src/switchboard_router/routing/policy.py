@@ -23,7 +23,7 @@ import heapq
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -169,6 +169,10 @@ class _Pool:
         self.loads = [list(c.loads) for c in self.agents]
         self.last: list[datetime | None] = [c.last_assigned_at for c in self.agents]
         self.now = now
+        # The k-th assignment of a decision counts as made k microseconds after ``now``, so agents
+        # given work in one decision are not tied on "idle longest" (which would always favour the
+        # lowest id): the order they were chosen in is kept (``assignment_time``).
+        self.taken = 0
         self._by_skill: dict[str, list[int]] | None = None
 
     def holding(self, requirement: Requirement) -> Sequence[int]:
@@ -197,7 +201,8 @@ class _Pool:
     def take(self, i: int, w: int) -> None:
         self.active[i] += 1
         self.loads[i][w] += 1
-        self.last[i] = self.now
+        self.last[i] = assignment_time(self.now, self.taken)
+        self.taken += 1
 
 
 def match(tasks: Sequence[Waiting], candidates: Sequence[Candidate], now: datetime) -> list[Match]:
@@ -231,6 +236,12 @@ def match(tasks: Sequence[Waiting], candidates: Sequence[Candidate], now: dateti
         pool.take(chosen, w)
         out.append(Match(task.conversation_id, pool.agents[chosen].agent_id))
     return out
+
+
+def assignment_time(now: datetime, k: int) -> datetime:
+    """When the k-th (0-based) assignment of a decision made at ``now`` counts as made: what an agent's
+    ``last_assigned_at`` becomes, in ``match`` and in the database."""
+    return now + timedelta(microseconds=k)
 
 
 def _preferred(pool: _Pool, task: Waiting, w: int) -> int | None:

@@ -13,7 +13,7 @@ Eligibility is written twice, here in SQL (so a fetch limited to the best candid
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -342,7 +342,7 @@ _LOCK_QUEUED = statement(
     WHERE t.state = 'queued' AND t.conversation_id IN (
         SELECT q.conversation_id FROM router.agents a, LATERAL (
             SELECT o.conversation_id FROM router.tasks o
-            WHERE o.state = 'queued' AND NOT (a.id = ANY(o.declined_by))
+            WHERE o.state = 'queued' AND NOT (a.id = ANY(o.declined_by)) AND o.conversation_id <> ALL(:skip)
               AND {_ELIGIBLE_TASK}
             ORDER BY o.priority DESC, o.enqueued_at, o.conversation_id
             LIMIT a.capacity - a.active_count
@@ -353,6 +353,7 @@ _LOCK_QUEUED = statement(
     FOR UPDATE OF t SKIP LOCKED
     """,  # noqa: S608 - our own fragments, no input
     agents=UUIDS,
+    skip=UUIDS,
 )
 
 
@@ -368,12 +369,16 @@ def _waiting(r: Any) -> Waiting:
     )
 
 
-async def lock_queued(session: AsyncSession, candidates: Sequence[Candidate]) -> list[Waiting]:
-    """The head of the queue that ``candidates`` could serve, locked; tasks another transaction is
-    routing right now are skipped."""
+async def lock_queued(
+    session: AsyncSession, candidates: Sequence[Candidate], skip: Collection[uuid.UUID] = ()
+) -> list[Waiting]:
+    """The head of the queue that ``candidates`` could serve (past the tasks in ``skip``), locked; tasks
+    another transaction is routing right now are skipped."""
     if not candidates:
         return []
-    rows = await session.execute(_LOCK_QUEUED, {"agents": [c.agent_id for c in candidates]})
+    rows = await session.execute(
+        _LOCK_QUEUED, {"agents": [c.agent_id for c in candidates], "skip": list(skip)}
+    )
     return [_waiting(r) for r in rows]
 
 
@@ -395,14 +400,14 @@ def _unit_params(units: Mapping[uuid.UUID, Sequence[int]]) -> dict[str, list[Any
 _UNITS = "unnest(:ids, :n1, :n2, :n3, :n4) AS u(id, n1, n2, n3, n4)"
 _UNIT_TYPES: dict[str, Any] = {"ids": UUIDS, "n1": INTS, "n2": INTS, "n3": INTS, "n4": INTS}
 
-_TAKE = f"""
+_TAKE = """
     UPDATE router.agents a
-    SET active_count = a.active_count + u.n1 + u.n2 + u.n3 + u.n4, last_assigned_at = :at,
+    SET active_count = a.active_count + u.n1 + u.n2 + u.n3 + u.n4, last_assigned_at = u.at,
         loads = ARRAY[a.loads[1] + u.n1, a.loads[2] + u.n2, a.loads[3] + u.n3, a.loads[4] + u.n4]
-    FROM {_UNITS}
-    WHERE a.id = u.id {{check}}
+    FROM unnest(:ids, :n1, :n2, :n3, :n4, :ats) AS u(id, n1, n2, n3, n4, at)
+    WHERE a.id = u.id {check}
     RETURNING a.id
-"""  # noqa: S608 - our own fragments, no input
+"""
 _RESERVE = statement(
     _TAKE.format(
         check="""
@@ -411,21 +416,22 @@ _RESERVE = statement(
         AND a.loads[3] + u.n3 <= a.capacities[3] AND a.loads[4] + u.n4 <= a.capacities[4]
         """
     ),
-    at=sa.DateTime(timezone=True),
+    ats=TIMES,
     **_UNIT_TYPES,
 )
 # A supervisor's assignment takes capacity whatever is left: their call, not the policy's.
-_FORCE_TAKE = statement(_TAKE.format(check=""), at=sa.DateTime(timezone=True), **_UNIT_TYPES)
+_FORCE_TAKE = statement(_TAKE.format(check=""), ats=TIMES, **_UNIT_TYPES)
 
 
 async def reserve(
-    session: AsyncSession, units: Mapping[uuid.UUID, Sequence[int]], at: datetime
+    session: AsyncSession, units: Mapping[uuid.UUID, Sequence[int]], last: Mapping[uuid.UUID, datetime]
 ) -> set[uuid.UUID]:
-    """Take ``units`` (per workload) of each agent's capacity if they are online and have it; returns the
-    agents whose reservation held. The single source of truth for capacity."""
+    """Take ``units`` (per workload) of each agent's capacity if they are online and have it, and set
+    their ``last_assigned_at`` to ``last``; returns the agents whose reservation held. The single source
+    of truth for capacity."""
     if not units:
         return set()
-    rows = await session.scalars(_RESERVE, {**_unit_params(units), "at": at})
+    rows = await session.scalars(_RESERVE, {**_unit_params(units), "ats": [last[a] for a in units]})
     return set(rows.all())
 
 
@@ -888,7 +894,7 @@ async def force_assign(
     session: AsyncSession, conversation_id: uuid.UUID, agent_id: uuid.UUID, workload: int, at: datetime
 ) -> None:
     """Assign a locked open task to the agent, taking one unit of their capacity unconditionally."""
-    await session.execute(_FORCE_TAKE, {**_unit_params(per_workload([(agent_id, workload)])), "at": at})
+    await session.execute(_FORCE_TAKE, {**_unit_params(per_workload([(agent_id, workload)])), "ats": [at]})
     await session.execute(_FORCE_ASSIGN, {"id": conversation_id, "agent": agent_id, "at": at})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -37,7 +37,7 @@ from switchboard_common.events import (
 from switchboard_router.models import Agent, TaskState
 from switchboard_router.routing import escalation, policy, repository
 from switchboard_router.routing.escalation import Step
-from switchboard_router.routing.policy import Requirement, Waiting, workload_of
+from switchboard_router.routing.policy import Candidate, Match, Requirement, Waiting, workload_of
 from switchboard_router.routing.repository import EndedOffer, Locked, NewTask, Placement
 from switchboard_router.rules.book import RuleBook
 from switchboard_router.rules.evaluate import Decision
@@ -67,12 +67,12 @@ async def _place(
     locked: Locked,
     causes: dict[uuid.UUID, EventEnvelope],
     now: datetime,
-) -> tuple[set[uuid.UUID], list[OutboxEvent]]:
+) -> tuple[list[Match], list[OutboxEvent]]:
     """Match locked tasks to locked candidates, hold the capacity, and assign (or offer, to agents whose
-    team wants offers) each; returns the conversations placed and the events that say so."""
+    team wants offers) each; returns the matches and the events that say so."""
     matches = policy.match(tasks, locked.candidates, now)
     if not matches:
-        return set(), []
+        return [], []
     placements = [
         Placement(
             m.conversation_id,
@@ -85,7 +85,9 @@ async def _place(
     units = repository.per_workload(
         (m.agent_id, policy.workload_index(by_id[m.conversation_id].requirement.workload)) for m in matches
     )
-    held = await repository.reserve(session, units, now)
+    # Each agent's last assignment of this decision, at the time the policy counted it made.
+    last = {m.agent_id: policy.assignment_time(now, k) for k, m in enumerate(matches)}
+    held = await repository.reserve(session, units, last)
     if held != set(units):
         # The candidates are locked by this transaction, so their capacity cannot have changed.
         raise RuntimeError(f"capacity reservation failed for locked agents {set(units) - held}")
@@ -109,7 +111,7 @@ async def _place(
                 expires_at=p.expires_at,
             )
         events.append(_event(payload, p.conversation_id, causes.get(p.conversation_id)))
-    return set(placed), events
+    return matches, events
 
 
 async def _route(
@@ -142,7 +144,8 @@ async def _route(
             else _prefer(t, locked.sticky[c])
             for t in tasks
         ]
-    placed, events = await _place(session, tasks, locked, causes, now)
+    matches, events = await _place(session, tasks, locked, causes, now)
+    placed = {m.conversation_id for m in matches}
     if announce:
         # conversation.queued announces a conversation left waiting; one placed at once needs no such
         # event (conversation.assigned carries its queued_at), which saves a record per message on the hot
@@ -316,16 +319,54 @@ async def on_reopened(
     )
 
 
+# Rounds of serving the queue head in one transaction: agents freed together may all want the same first
+# conversations; each round gives those still with room their next ones. Whatever is left after these
+# rounds waits for the sweeper's next tick.
+_MAX_ROUNDS = 8
+
+
 async def assign_queued(
     session: AsyncSession, outbox: Outbox, agent_ids: Sequence[uuid.UUID] | None = None
 ) -> int:
     """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None);
     returns how many conversations were placed."""
     locked = await repository.lock_agents_with_capacity(session, agent_ids)
-    tasks = await repository.lock_queued(session, locked.candidates)
-    placed, events = await _place(session, tasks, locked, {}, utcnow())
-    await outbox.add_many(session, events)
-    return len(placed)
+    candidates = locked.candidates
+    considered: set[uuid.UUID] = set()
+    placed = 0
+    now = utcnow()
+    for _ in range(_MAX_ROUNDS):
+        tasks = await repository.lock_queued(session, candidates, considered)
+        matches, events = await _place(session, tasks, replace(locked, candidates=candidates), {}, now)
+        await outbox.add_many(session, events)
+        placed += len(matches)
+        considered.update(t.conversation_id for t in tasks)
+        candidates = _with_room(candidates, matches, tasks, now)
+        if not matches or not candidates:
+            break
+    return placed
+
+
+def _with_room(
+    candidates: Sequence[Candidate], matches: Sequence[Match], tasks: Sequence[Waiting], now: datetime
+) -> list[Candidate]:
+    """The candidates after ``matches``, those with room left."""
+    workload = {t.conversation_id: policy.WORKLOADS.index(t.requirement.workload) for t in tasks}
+    taken: dict[uuid.UUID, list[int]] = {}
+    for m in matches:
+        taken.setdefault(m.agent_id, []).append(workload[m.conversation_id])
+    out = []
+    for c in candidates:
+        ws = taken.get(c.agent_id, [])
+        loads = list(c.loads)
+        for w in ws:
+            loads[w] += 1
+        after = replace(c, active=c.active + len(ws), loads=tuple(loads))
+        if after.active < after.capacity and any(
+            load < cap for load, cap in zip(after.loads, after.capacities, strict=True)
+        ):
+            out.append(after)
+    return out
 
 
 async def on_resolved(
