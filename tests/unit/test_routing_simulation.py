@@ -169,6 +169,8 @@ def run_stream(
     world: World,
     arrivals: Sequence[tuple[datetime, Sequence[tuple[Waiting, timedelta]]]],
     after_decision: Callable[[World, list[Match]], None] = lambda w, m: None,
+    *,
+    decide: Callable[[World], None] | None = None,
 ) -> None:
     """Play arrivals (instant, [(task, handle time)]) and the resolutions they cause in time order,
     deciding at every instant something happens; then let every conversation finish."""
@@ -184,7 +186,10 @@ def run_stream(
         else:
             assert ending is not None
             world.advance(ending)
-        after_decision(world, world.route())
+        if decide is None:
+            after_decision(world, world.route())
+        else:
+            decide(world)
     assert not world.queue, "conversations left waiting with every agent free"
 
 
@@ -305,17 +310,8 @@ def test_freed_capacity_takes_the_queue_by_priority_then_age() -> None:
         arrivals.append((at, batch))
     jumped = 0  # decisions that placed a younger conversation ahead of an older one, by priority
 
-    pending = list(reversed(arrivals))
-    while pending or world.next_ending() is not None:
-        ending = world.next_ending()
-        if pending and (ending is None or pending[-1][0] <= ending):
-            at, batch = pending.pop()
-            world.advance(at)
-            for task, handle in batch:
-                world.arrive(task, handle)
-        else:
-            assert ending is not None
-            world.advance(ending)
+    def decide(world: World) -> None:
+        nonlocal jumped
         free = sum(a.capacity - a.active for a in world.agents.values())
         head = sorted(world.queue.values(), key=lambda t: (-t.priority, t.enqueued_at, t.conversation_id))
         expected = {t.conversation_id for t in head[:free]}
@@ -327,6 +323,8 @@ def test_freed_capacity_takes_the_queue_by_priority_then_age() -> None:
             for t in (head[i] for i in range(min(free, len(head))))
             for o in left
         )
+
+    run_stream(world, arrivals, decide=decide)
     assert jumped > 50, jumped  # priorities really reordered the queue
 
 
