@@ -541,3 +541,50 @@ async def test_escalation_widens_a_waiting_conversations_requirement_step_by_ste
         (1, {"billing": 4}),
         (2, {"billing": 2}),
     ]
+
+
+async def test_when_the_sticky_agent_cannot_take_it_the_queues_policy_still_chooses(router: Router) -> None:
+    async with router.db.unit_of_work() as session:
+        await agents.upsert_queue(session, "experts", QueueUpsert(policy=Policy.MOST_SKILLED))
+    await _rule(
+        router,
+        "refunds",
+        1,
+        {"keywords": ["refund"]},
+        {"queue": "experts", "required_skills": {"billing": 3}},
+    )
+    config = RoutingConfig(sticky_window=timedelta(hours=1), rules=RuleBook(0, "en"))
+    customer = uuid.uuid4()
+    previous = await router.agent("previous", capacity=5)
+    await router.open(customer=customer, config=config)  # no rule matches: the previous agent takes it
+    # The previous agent is online with room but lacks billing 3; an expert (busier) and a novice remain.
+    expert = await router.agent("expert", skills=[{"skill": "billing", "level": 5}], capacity=4)
+    await router.execute(
+        "UPDATE router.agents SET active_count = 3, loads = '{0,3,0,0}' WHERE id = :a", a=expert
+    )
+    await router.agent("fair", skills=[{"skill": "billing", "level": 3}], capacity=4)
+    event = ConversationOpened(
+        conversation_id=uuid.uuid4(),
+        customer_id=customer,
+        channel=Channel.API,
+        required_skills=[],
+        priority=0,
+        opened_at=utcnow(),
+        text="a refund please",
+    )
+    # Another conversation in the same batch, so the candidate fetch brings more than the best one.
+    other = event.model_copy(
+        update={
+            "conversation_id": uuid.uuid4(),
+            "customer_id": uuid.uuid4(),
+            "text": "hello",
+            "opened_at": utcnow(),
+        }
+    )
+    async with router.db.unit_of_work() as session:
+        await service.on_opened(
+            session, router.outbox, [(EventEnvelope.wrap(e, producer="t"), e) for e in (event, other)], config
+        )
+    task = await router.task(event.conversation_id)
+    assert (task.queue, task.agent_id) == ("experts", expert)
+    assert previous != expert

@@ -168,9 +168,7 @@ async def _route(
 
 
 def _prefer(task: Waiting, agent_id: uuid.UUID) -> Waiting:
-    return Waiting(
-        task.conversation_id, task.requirement, task.priority, task.enqueued_at, agent_id, task.excluded
-    )
+    return replace(task, preferred_agent=agent_id)
 
 
 Queueable = TypeVar("Queueable", ConversationOpened, ConversationReopened)
