@@ -44,6 +44,9 @@ class CustomerIn(BaseModel):
         max_length=20,
         description='Facts about the customer for routing rules (`{"plan": "enterprise", "vip": '
         '"true"}`): names are lower case, values text.',
+        # The keys are described by `patternProperties`; without this the document would also allow keys
+        # matching no pattern, which are refused.
+        json_schema_extra={"additionalProperties": False},
     )
 
 
