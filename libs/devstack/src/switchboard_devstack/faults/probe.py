@@ -94,7 +94,8 @@ _ASSIGNED_SAMPLE = text(
 # with the metrics schema's revisions).
 _RESET = """
     TRUNCATE conversation.messages, conversation.conversations, conversation.customer_identities,
-             conversation.customers, router.tasks, router.agents, metrics.event_counts {metrics_facts}
+             conversation.customers, router.tasks, router.agent_presence, router.agents, metrics.event_counts
+             {metrics_facts}
     """
 _METRICS_FACTS = ("conversation_facts", "message_facts", "agent_status_changes", "conversation_reopens")
 _EXISTING = text(
