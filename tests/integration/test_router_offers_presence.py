@@ -356,6 +356,12 @@ async def test_routing_rules_decide_skills_levels_priority_queue_and_sla(router:
         await router.open_with(config, "Hola, necesito ayuda con mi factura del mes pasado", {})
     )
     assert (spanish.queue, spanish.required_skills, spanish.state) == ("spanish", ["es"], "queued")
+    # A rule with a language condition also needs an agent who speaks it: the skill alone is not enough.
+    assert spanish.language == "es" and plain.language is None
+    await router.agent("skill-only", skills=["es"], languages=["en"], capacity=2)
+    assert (await router.task(spanish.conversation_id)).state == "queued"
+    speaker = await router.agent("speaker", skills=["es"], languages=["es"], capacity=2)
+    assert (await router.task(spanish.conversation_id)).agent_id == speaker
 
 
 async def test_a_conversation_past_its_sla_target_moves_up_once(router: Router) -> None:

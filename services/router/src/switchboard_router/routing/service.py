@@ -206,7 +206,7 @@ def _new_task(
     return NewTask(
         Waiting(
             event.conversation_id,
-            Requirement.of(ring0, workload_of(event.channel.value)),
+            Requirement.of(ring0, workload_of(event.channel.value), decision.language),
             max(priority, outcome.priority),
             enqueued_at,
             preferred,
@@ -499,20 +499,32 @@ async def requeue_abandoned(session: AsyncSession, outbox: Outbox, config: Routi
     go to someone else."""
     now = utcnow()
     gone = await repository.requeue_abandoned(session, now - config.offline_grace)
+    await _requeue(session, outbox, gone, RequeueReason.AGENT_OFFLINE, now)
+    return len(gone)
+
+
+async def _requeue(
+    session: AsyncSession,
+    outbox: Outbox,
+    taken: Sequence[repository.Requeued],
+    reason: RequeueReason,
+    now: datetime,
+) -> None:
+    """Announce assignments taken back from their agents (``conversation.requeued``), free what they held
+    and place them with someone else."""
     events = [
         ConversationRequeued(
             conversation_id=g.waiting.conversation_id,
             agent_id=g.agent_id,
-            reason=RequeueReason.AGENT_OFFLINE,
+            reason=reason,
             queued_at=g.waiting.enqueued_at,
             requeued_at=now,
         )
-        for g in gone
+        for g in taken
     ]
     await _release_and_reroute(
-        session, outbox, [(g.agent_id, g.workload, g.waiting) for g in gone], events, now
+        session, outbox, [(g.agent_id, g.workload, g.waiting) for g in taken], events, now
     )
-    return len(gone)
 
 
 async def on_replied(session: AsyncSession, replies: Sequence[MessageOutbound]) -> None:
@@ -527,19 +539,7 @@ async def requeue_unanswered(session: AsyncSession, outbox: Outbox, config: Rout
         return 0
     now = utcnow()
     silent = await repository.requeue_unanswered(session, now - config.no_answer_timeout)
-    events = [
-        ConversationRequeued(
-            conversation_id=g.waiting.conversation_id,
-            agent_id=g.agent_id,
-            reason=RequeueReason.NO_ANSWER,
-            queued_at=g.waiting.enqueued_at,
-            requeued_at=now,
-        )
-        for g in silent
-    ]
-    await _release_and_reroute(
-        session, outbox, [(g.agent_id, g.workload, g.waiting) for g in silent], events, now
-    )
+    await _requeue(session, outbox, silent, RequeueReason.NO_ANSWER, now)
     return len(silent)
 
 

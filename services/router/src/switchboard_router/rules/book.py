@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,16 +55,22 @@ class RuleBook:
         self, session: AsyncSession, opened: Sequence[ConversationOpened]
     ) -> dict[uuid.UUID, Decision]:
         """The matching rule's decision per conversation; empty when there are no rules (nothing to add
-        to what the conversation asked for)."""
+        to what the conversation asked for). A decision's language is the one its agent must speak: set
+        only when the matching rule has a language condition."""
         rules = await self.rules(session)
         if not rules or not opened:
             return {}
         detect = needs_language(rules)
+        by_language = {r.id for r in rules if r.conditions.languages}
         out: dict[uuid.UUID, Decision] = {}
         for e in opened:
             lang = (
                 language.detect(e.text, self._languages, low_accuracy=self._low_accuracy) if detect else None
             )
             inputs = RuleInputs(e.channel.value, e.text, lang, e.customer_attributes, frozenset(e.tags))
-            out[e.conversation_id] = evaluate(rules, inputs, default_outcome())
+            decision = evaluate(rules, inputs, default_outcome())
+            if decision.rule_id not in by_language:
+                # Only a rule that asks for the language makes agents need to speak it.
+                decision = replace(decision, language=None)
+            out[e.conversation_id] = decision
         return out
