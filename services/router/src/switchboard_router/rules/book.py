@@ -4,6 +4,7 @@ newly opened conversation."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ class RuleBook:
         self._rules: list[Rule] = []
         self._escalations: dict[str, list[Step]] = {}
         self._read_at: float | None = None
+        self._detector_built = False
 
     async def rules(self, session: AsyncSession) -> list[Rule]:
         await self._refresh(session)
@@ -61,6 +63,11 @@ class RuleBook:
         if not rules or not opened:
             return {}
         detect = needs_language(rules)
+        if detect and not self._detector_built:
+            # Building the detector takes 0.1 s (small models) to 1.5 s (full ones): once, off the event
+            # loop, so the consumer's other work does not stall behind it.
+            await asyncio.to_thread(language.warm_up, self._languages, low_accuracy=self._low_accuracy)
+            self._detector_built = True
         by_language = {r.id for r in rules if r.conditions.languages}
         out: dict[uuid.UUID, Decision] = {}
         for e in opened:

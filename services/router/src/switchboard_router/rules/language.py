@@ -3,8 +3,9 @@
 A detector is restricted to the configured languages: fewer candidates are both faster and more accurate
 (a short English text is not mistaken for Scots or Afrikaans when neither can be answered). Its models are
 preloaded when it is built, so no detection waits on a lazy load; building takes over a second and about
-240 MB for the seven default languages, so a detector is built once per set and kept (``warm_up`` does it
-ahead of the first conversation). A detection then costs 0.1-0.3 ms for a chat message.
+240 MB for the seven default languages, so a detector is built once per set and kept (``warm_up`` builds
+it; routing calls it in a worker thread before its first detection). A detection then costs 0.1-0.3 ms
+for a chat message.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _build(codes: frozenset[str], low_accuracy: bool) -> LanguageDetector:
 
 
 def warm_up(languages: str | Iterable[str] = DEFAULT_LANGUAGES, *, low_accuracy: bool = False) -> None:
-    """Build the detector now (at startup), so the first routed conversation does not pay for it."""
+    """Build the detector now (blocking: call it in a worker thread), so no detection pays for it."""
     detector(languages, low_accuracy=low_accuracy)
 
 
