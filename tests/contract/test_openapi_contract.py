@@ -194,7 +194,15 @@ def test_answers_as_documented(case: schemathesis.Case[Any], credential: str, ru
         "agent": running.agent_token,
         "anonymous": None,
     }[credential]
-    case.call_and_validate(headers=bearer(key) if key else None, app=running.apps[title])
+    # An operation whose parameters constrain each other (OpenAPI cannot say "end after start") declares it
+    # with x-cross-field-constraints; a schema-valid request may then be rejected, with a documented 422,
+    # and every other check still applies.
+    relaxed = "x-cross-field-constraints" in case.operation.definition.raw
+    case.call_and_validate(
+        headers=bearer(key) if key else None,
+        app=running.apps[title],
+        excluded_checks=[schemathesis.checks.positive_data_acceptance] if relaxed else None,
+    )
 
 
 @pytest.mark.parametrize("service", list(DOCUMENTS))

@@ -81,10 +81,13 @@ async def test_message_path_across_processes(processes: ServiceProcesses) -> Non
 
         async def counted() -> dict[str, Any] | None:
             body: dict[str, Any] = (await client.get(f"{url('metrics')}/v1/kpis", headers=ADMIN)).json()
-            return body if body["conversations_assigned"] == 1 else None
+            return body if body["volume"]["conversations_assigned"] == 1 else None
 
         kpis = await eventually(counted, timeout=60, what="metrics")
-        assert kpis["messages_received"] == 1
+        assert kpis["volume"]["messages_in"] == 1
+        # The ops view, fed by the stack's SWITCHBOARD_METRICS_OPS_SERVICES, sees every process ready.
+        ops = (await client.get(f"{url('metrics')}/v1/ops/health", headers=ADMIN)).json()
+        assert {s["name"]: s["status"] for s in ops["services"]} == dict.fromkeys(processes.ports, "ok")
         for name in processes.ports:
             ready = await client.get(f"{url(name)}/health/ready")
             assert ready.status_code == 200, (name, ready.text)

@@ -104,12 +104,14 @@ async def test_message_is_stored_and_assigned_to_a_skilled_online_agent(system: 
 
     async def kpis() -> dict[str, Any] | None:
         body: dict[str, Any] = (await system.metrics.get("/v1/kpis", headers=ADMIN)).json()
-        return body if body["conversations_assigned"] == 1 else None
+        return body if body["volume"]["conversations_assigned"] == 1 else None
 
     snapshot = await eventually(kpis, what="metrics to count the assignment")
-    assert snapshot["messages_received"] == 1
-    assert snapshot["conversations_opened"] == 1
-    assert snapshot["time_to_assign_seconds"]["count"] == 1
+    assert snapshot["volume"]["messages_in"] == 1
+    assert snapshot["volume"]["conversations_opened"] == 1
+    assert snapshot["times"]["wait"]["count"] == 1
+    assert [a["agent_id"] for a in snapshot["agents"] if a["active_conversations"] == 1] == [ada["id"]]
+    assert snapshot["waiting_now"] == 0
 
 
 async def test_one_thread_per_customer_across_messages_and_channels(system: System) -> None:
@@ -277,11 +279,14 @@ async def test_a_customer_writing_again_after_resolution_reopens_the_same_conver
 
     async def kpis() -> dict[str, Any] | None:
         body: dict[str, Any] = (await system.metrics.get("/v1/kpis", headers=ADMIN)).json()
-        return body if body["conversations_reopened"] == 1 and body["messages_received"] == 2 else None
+        volume = body["volume"]
+        return body if volume["conversations_reopened"] == 1 and volume["messages_in"] == 2 else None
 
     snapshot = await eventually(kpis, what="metrics to count the reopen")
-    assert snapshot["conversations_opened"] == 1
-    assert snapshot["conversations_resolved"] == 1
+    assert snapshot["volume"]["conversations_opened"] == 1
+    assert snapshot["volume"]["conversations_resolved"] == 1
+    assert snapshot["rates"]["reopen_rate"] == 1.0
+    assert snapshot["rates"]["first_contact_resolution"] == 0.0
 
 
 async def test_with_reopening_switched_off_a_returning_customer_gets_a_new_conversation(

@@ -22,6 +22,8 @@ HEAD = {
     "message_facts",
     "agent_status_changes",
     "conversation_reopens",
+    "conversation_handoffs",
+    "kpi_cells",
 }
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from switchboard_common.events import (
     ConversationOpened,
     ConversationQueued,
     ConversationReopened,
+    ConversationRequeued,
     ConversationResolved,
     CustomerIdentity,
     Direction,
@@ -26,11 +28,14 @@ from switchboard_common.events import (
     MessageOutbound,
     MessageReceived,
     Payload,
+    RequeueReason,
     utcnow,
 )
 from switchboard_metrics.kpis.facts import (
     Batch,
     ConversationFacts,
+    Handoff,
+    HandoffKind,
     MessageFacts,
     Reopen,
     StatusChange,
@@ -41,7 +46,6 @@ from switchboard_metrics.kpis.facts import (
     news_of,
     then,
 )
-from switchboard_metrics.kpis.service import kpi_snapshot
 
 T0 = utcnow()
 CID = uuid.uuid4()
@@ -120,6 +124,12 @@ def _outbound(mid: uuid.UUID = MID, cid: uuid.UUID = CID) -> MessageOutbound:
     )
 
 
+def _requeued(at: datetime = T0) -> ConversationRequeued:
+    return ConversationRequeued(
+        conversation_id=CID, agent_id=AGENT, reason=RequeueReason.AGENT_OFFLINE, queued_at=T0, requeued_at=at
+    )
+
+
 def _status(at: datetime = T0, status: AgentStatus = AgentStatus.AWAY) -> AgentStatusChanged:
     return AgentStatusChanged(
         agent_id=AGENT, status=status, previous_status=AgentStatus.ONLINE, changed_at=at
@@ -131,22 +141,40 @@ def _status(at: datetime = T0, status: AgentStatus = AgentStatus.AWAY) -> AgentS
 
 def test_each_event_tells_its_natural_key_and_columns() -> None:
     sent = T0 - timedelta(seconds=1)
-    assert facts_of(_received()) == (
-        MID,
-        MessageFacts(channel="whatsapp", direction="inbound", sent_at=sent, received_at=T0),
-    )
-    assert facts_of(_added(direction=Direction.OUTBOUND)) == (
-        MID,
-        MessageFacts(channel="whatsapp", direction="outbound", conversation_id=CID, sent_at=sent),
-    )
-    assert facts_of(_opened()) == (CID, ConversationFacts(channel="sms", opened_at=T0))
-    assert facts_of(_queued()) == (CID, ConversationFacts(queued=True, queued_at=T0))
+    assert facts_of(_received()) == [
+        (MID, MessageFacts(channel="whatsapp", direction="inbound", sent_at=sent, received_at=T0))
+    ]
+    assert facts_of(_added(direction=Direction.OUTBOUND)) == [
+        (MID, MessageFacts(channel="whatsapp", direction="outbound", conversation_id=CID, sent_at=sent))
+    ]
+    # A customer's message also tells a channel they used in the conversation.
+    assert facts_of(_added(direction=Direction.INBOUND)) == [
+        (MID, MessageFacts(channel="whatsapp", direction="inbound", conversation_id=CID, sent_at=sent)),
+        (CID, ConversationFacts(channels=("whatsapp",))),
+    ]
+    opened = _opened()
+    assert facts_of(opened) == [
+        (
+            CID,
+            ConversationFacts(
+                channel="sms", opened_at=T0, customer_id=opened.customer_id, tags=(), channels=("sms",)
+            ),
+        )
+    ]
+    assert facts_of(_queued()) == [(CID, ConversationFacts(queued=True, queued_at=T0))]
     # An assignment also tells when the conversation was queued (no queued event when assigned at once),
-    # but not that a conversation.queued event was seen.
-    assert facts_of(_assigned()) == (CID, ConversationFacts(agent_id=AGENT, queued_at=T0, assigned_at=T0))
-    assert facts_of(_resolved()) == (CID, ConversationFacts(resolved_at=T0))
-    assert facts_of(_status()) == StatusChange(AGENT, T0, "away")
-    assert facts_of(_reopened()) == Reopen(CID, T0)
+    # but not that a conversation.queued event was seen; and it is a handoff to the agent.
+    assert facts_of(_assigned()) == [
+        (CID, ConversationFacts(agent_id=AGENT, queued_at=T0, assigned_at=T0)),
+        Handoff(CID, T0, HandoffKind.ASSIGNED, AGENT),
+    ]
+    assert facts_of(_resolved()) == [(CID, ConversationFacts(resolved_at=T0, last_resolved_at=T0))]
+    assert facts_of(_status()) == [StatusChange(AGENT, T0, "away")]
+    assert facts_of(_reopened()) == [
+        Reopen(CID, T0),
+        (CID, ConversationFacts(first_reopened_at=T0, last_reopened_at=T0)),
+    ]
+    assert facts_of(_requeued()) == [Handoff(CID, T0, HandoffKind.REQUEUED, AGENT)]
 
 
 def test_every_registered_event_type_has_a_natural_key() -> None:
@@ -160,16 +188,26 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _status(),
         _reopened(),
         _outbound(),
+        _requeued(),
     ]
     assert {type(p) for p in examples} == set(counted_types())
     assert all(facts_of(p) is not None for p in examples)
 
 
-def test_an_agents_reply_tells_an_outbound_message_of_its_conversation() -> None:
-    assert facts_of(_outbound()) == (
-        MID,
-        MessageFacts(channel="sms", direction="outbound", conversation_id=CID, sent_at=T0),
+def test_an_agents_reply_tells_an_outbound_message_and_the_first_human_reply() -> None:
+    reply = _outbound()
+    message = MessageFacts(
+        channel="sms",
+        direction="outbound",
+        conversation_id=CID,
+        sent_at=T0,
+        agent_id=reply.agent_id,
+        automated=False,
     )
+    assert facts_of(reply) == [(MID, message), (CID, ConversationFacts(first_reply_at=T0))]
+    # An automatic reply is a message, never a human response.
+    automated = reply.model_copy(update={"automated": True})
+    assert facts_of(automated) == [(MID, replace(message, automated=True))]
 
 
 def test_a_reply_counts_as_message_outbound_once() -> None:
@@ -200,10 +238,21 @@ def test_the_first_known_value_of_a_column_wins() -> None:
     )
     assert then(MessageFacts(), MessageFacts(channel="sms")) == MessageFacts(channel="sms")
     other = uuid.uuid4()
-    merged = merge([_resolved(later), _opened(later), _opened(T0), _opened(T0, other)])
+    first, second, third = _opened(later), _opened(T0), _opened(T0, other)
+    merged = merge([_resolved(later), first, second, third])
     assert merged.conversations == {
-        CID: ConversationFacts(channel="sms", opened_at=later, resolved_at=later),
-        other: ConversationFacts(channel="sms", opened_at=T0),
+        CID: ConversationFacts(
+            channel="sms",
+            opened_at=later,
+            resolved_at=later,
+            last_resolved_at=later,
+            customer_id=first.customer_id,
+            tags=(),
+            channels=("sms",),
+        ),
+        other: ConversationFacts(
+            channel="sms", opened_at=T0, customer_id=third.customer_id, tags=(), channels=("sms",)
+        ),
     }
     assert merged.messages == {}
     assert merged.statuses == {}
@@ -230,17 +279,26 @@ def test_a_call_merges_one_entry_per_natural_key() -> None:
                 channel="whatsapp", direction="inbound", conversation_id=CID, sent_at=sent, received_at=T0
             )
         },
-        conversations={CID: ConversationFacts(agent_id=AGENT, queued=True, queued_at=T0, assigned_at=T0)},
+        conversations={
+            CID: ConversationFacts(
+                agent_id=AGENT, queued=True, queued_at=T0, assigned_at=T0, channels=("whatsapp",)
+            )
+        },
         statuses={(AGENT, T0): "away", (AGENT, later): "online"},
+        handoffs={Handoff(CID, T0, HandoffKind.ASSIGNED, AGENT)},
     )
 
 
 def test_a_call_keeps_each_reopen_once_and_every_reopen_of_a_conversation() -> None:
     later = T0 + timedelta(hours=1)
     merged = merge([_reopened(T0), _resolved(T0), _reopened(T0), _reopened(later)])
-    # Reopens are their own rows: they leave the conversation's facts alone.
+    # Reopens are their own rows, and tell the conversation's first and last reopening.
     assert merged.reopens == {Reopen(CID, T0), Reopen(CID, later)}
-    assert merged.conversations == {CID: ConversationFacts(resolved_at=T0)}
+    assert merged.conversations == {
+        CID: ConversationFacts(
+            resolved_at=T0, last_resolved_at=T0, first_reopened_at=T0, last_reopened_at=later
+        )
+    }
     assert news_of(merged, {}, {}).counts == Counter({"conversation.resolved": 1})
 
 
@@ -333,8 +391,10 @@ _events = st.one_of(
 
 def _natural_key(payload: Payload) -> object:
     told = facts_of(payload)
-    assert told is not None and not isinstance(told, StatusChange | Reopen)
-    return told[0]
+    assert told is not None
+    first = told[0]
+    assert not isinstance(first, StatusChange | Reopen | Handoff)
+    return first[0]
 
 
 @settings(max_examples=200, deadline=None)
@@ -364,40 +424,23 @@ def test_calls_in_sequence_count_each_natural_key_once(stream: list[Payload], cu
     assert (messages, conversations) == (whole.messages, whole.conversations)
 
 
-# --- KPIs --------------------------------------------------------------------------------------------------
+def test_times_without_a_zone_are_utc() -> None:
+    """A client may send a message's time without a zone; it must still compare with the services' times
+    (a reply time subtracts one from the other)."""
+    from switchboard_metrics.kpis.observe import Metric, cells_of
 
-
-def test_kpi_snapshot() -> None:
-    snapshot = kpi_snapshot(
-        {
-            "message.received": 3,
-            "conversation.opened": 2,
-            "agent.status_changed": 1,
-            "conversation.reopened": 2,
-        },
-        {"assigned": 2, "avg": 1.23456, "p50": 1, "p90": None, "p99": None, "max": 2},
-        {"waiting": 1, "longest": 7.5},
+    naive = datetime(2026, 11, 23, 10, 0, 0)
+    customer = MessageFacts(channel="sms", direction="inbound", conversation_id=CID, sent_at=naive)
+    assert customer.sent_at == naive.replace(tzinfo=UTC)
+    agent_reply = MessageFacts(
+        channel="sms",
+        direction="outbound",
+        conversation_id=CID,
+        sent_at=naive.replace(tzinfo=UTC) + timedelta(seconds=30),
+        agent_id=AGENT,
+        automated=False,
     )
-    assert snapshot.model_dump() == {
-        "messages_received": 3,
-        "conversations_opened": 2,
-        "conversations_assigned": 0,
-        "conversations_resolved": 0,
-        "conversations_reopened": 2,
-        "waiting_now": 1,
-        "longest_wait_seconds": 7.5,
-        "time_to_assign_seconds": {
-            "count": 2,
-            "avg": 1.2346,
-            "p50": 1.0,
-            "p90": None,
-            "p99": None,
-            "max": 2.0,
-        },
-        "events_by_type": {
-            "message.received": 3,
-            "conversation.opened": 2,
-            "agent.status_changed": 1,
-            "conversation.reopened": 2,
-        },
-    }
+    cells = cells_of(ConversationFacts(channel="sms"), [customer, agent_reply])
+    [reply] = [(c, t) for c, t in cells.items() if c.metric == Metric.REPLY]
+    assert reply[1].count == 1
+    assert reply[1].seconds == 30.0

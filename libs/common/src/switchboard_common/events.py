@@ -327,6 +327,9 @@ class ConversationQueued(Payload):
     required_skills: list[str]
     priority: int
     queued_at: datetime
+    # The routing queue the conversation waits in (a routing rule's, else "default"); None from producers
+    # that predate it.
+    queue: str | None = None
 
 
 @register
@@ -341,6 +344,7 @@ class ConversationAssigned(Payload):
     # Set when the agent accepted an offer (this event is the acceptance); None for a direct assignment
     # (auto-accept, or a supervisor's force-assign).
     offered_at: datetime | None = None
+    queue: str | None = None  # as in conversation.queued
 
 
 @register
@@ -467,6 +471,9 @@ class MessageOutbound(Payload):
     subject: str | None = None
     in_reply_to: str | None = None
     references: list[str] = []
+    # Sent by automation (an acknowledgement, an out-of-hours reply, a survey), not typed by the agent:
+    # metrics never counts it as a human response.
+    automated: bool = False
 
 
 def outbound_event_id(message_id: uuid.UUID) -> uuid.UUID:

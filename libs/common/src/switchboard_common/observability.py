@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by the services' building blocks."""
+"""Prometheus metrics shared by the services' building blocks (docs/observability.md lists them all)."""
 
 from __future__ import annotations
 
@@ -31,4 +31,20 @@ BATCH_RECORDS = Histogram(
     "Records handled in one poll",
     ["group"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+DLQ_RECORDS = Counter(
+    "switchboard_dlq_records_total",
+    "Records written to a dead-letter topic (counted once the DLQ acknowledged them), by consumer group "
+    "and the topic the record came from",
+    ["group", "topic"],
+)
+# Refreshed at every scrape of /metrics from the outbox table itself (see OutboxRelay.observe_backlog), so
+# every replica reports the same table: aggregate with max, not sum.
+OUTBOX_BACKLOG = Gauge(
+    "switchboard_outbox_backlog", "Events waiting in the outbox table to be published", ["table"]
+)
+OUTBOX_OLDEST_SECONDS = Gauge(
+    "switchboard_outbox_oldest_seconds",
+    "Age of the oldest event waiting in the outbox table (0 when it is empty)",
+    ["table"],
 )

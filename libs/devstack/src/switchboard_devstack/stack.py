@@ -4,6 +4,7 @@ the four services as separate processes. Used by `make run`, the end-to-end test
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -40,6 +41,8 @@ SERVICES = (
     ServiceSpec("router", 8003),
     ServiceSpec("metrics", 8004),
 )
+# The services the metrics service's ops health view asks for their readiness (name -> base URL).
+OPS_SERVICES_ENV = "SWITCHBOARD_METRICS_OPS_SERVICES"
 
 
 class Infrastructure:
@@ -213,6 +216,17 @@ class ServiceProcesses:
     def of(self, service: str) -> list[Instance]:
         return [i for i in self.instances if i.service == service]
 
+    def ops_services(self) -> dict[str, str]:
+        """What the metrics service's ops view probes: every service, at its first replica."""
+        return {s.name: self.of(s.name)[0].url for s in SERVICES}
+
+    def env_of(self, instance: Instance) -> dict[str, str]:
+        """The environment of ``instance``'s process: the stack's, and for metrics where the others are
+        (unless the caller's environment says it already)."""
+        if instance.service != "metrics" or OPS_SERVICES_ENV in self.env:
+            return self.env
+        return {**self.env, OPS_SERVICES_ENV: json.dumps(self.ops_services())}
+
     def start(self, timeout: float = 90) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for instance in self.instances:
@@ -230,7 +244,7 @@ class ServiceProcesses:
                     "--port",
                     str(instance.port),
                 ],
-                env=self.env,
+                env=self.env_of(instance),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

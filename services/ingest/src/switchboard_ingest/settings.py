@@ -6,10 +6,10 @@ from pydantic import Field, SecretStr
 
 from switchboard_common.settings import DEV_INGEST_API_KEY, DEV_WEBCHAT_TOKEN_SECRET, CommonSettings
 
-# Connections ingest uses beside its committers: the outbox relay's dedicated one, a /health/ready probe, the
-# dispatcher's consumer and its claim / record transactions, and web chat's (the hub's LISTEN connection and
-# its two working connections).
-_SIDE_CONNECTIONS = 8
+# Connections ingest uses beside its committers: the outbox relay's dedicated one, a /health/ready probe, a
+# /metrics scrape (the outbox backlog query), the dispatcher's consumer and its claim / record transactions,
+# and web chat's (the hub's LISTEN connection and its two working connections).
+_SIDE_CONNECTIONS = 9
 
 
 class IngestSettings(CommonSettings):
@@ -111,7 +111,7 @@ class IngestSettings(CommonSettings):
 
     @property
     def ingest_pool_size(self) -> int:
-        """Ingest's pool: one connection per committer, the relay's and a health probe's; nothing else
+        """Ingest's pool: one connection per committer, plus the side connections above; nothing else
         takes a connection, so the pool never grows past it and no connection is opened and closed under
         load (ingest ignores ``db_pool_size`` / ``db_max_overflow``)."""
         return self.ingest_commit_concurrency + _SIDE_CONNECTIONS

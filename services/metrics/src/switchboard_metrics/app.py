@@ -1,27 +1,40 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from switchboard_common.http.app import create_service_app
 from switchboard_common.runtime import ServiceRuntime
+from switchboard_metrics.dashboard.endpoints import router as dashboard_router
 from switchboard_metrics.kpis import service
 from switchboard_metrics.kpis.endpoints import router as kpis_router
 from switchboard_metrics.kpis.facts import counted_types
+from switchboard_metrics.kpis.retention import RetentionJob
+from switchboard_metrics.ops.endpoints import router as ops_router
+from switchboard_metrics.ops.probe import install_ops
 from switchboard_metrics.settings import MetricsSettings
 
 GROUP_ID = "metrics"
-
-
-async def _setup(runtime: ServiceRuntime, app: FastAPI) -> None:
-    # Every event type, one batch handler: a poll is one call, and the group reads only topics with events.
-    runtime.add_consumer(GROUP_ID, dict.fromkeys(counted_types(), service.record_batch))
+RETENTION_INTERVAL = timedelta(hours=1)
 
 
 def create_app(settings: MetricsSettings | None = None) -> FastAPI:
+    settings = settings or MetricsSettings()
+
+    async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:
+        # Every event type, one batch handler: a poll is one call, and the group reads only topics with
+        # events.
+        runtime.add_consumer(GROUP_ID, dict.fromkeys(counted_types(), service.record_batch))
+        runtime.background.append(
+            RetentionJob(runtime.db, timedelta(days=settings.metrics_retention_days), RETENTION_INTERVAL)
+        )
+        install_ops(runtime, app)
+
     return create_service_app(
         "metrics",
-        settings or MetricsSettings(),
-        [kpis_router],
-        setup=_setup,
-        description="Consumes every event and serves live KPIs.",
+        settings,
+        [kpis_router, ops_router, dashboard_router],
+        setup=setup,
+        description="Consumes every event and serves live KPIs, the ops health view and the ops dashboard.",
     )

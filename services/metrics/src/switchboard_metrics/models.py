@@ -3,7 +3,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, MetaData, Text
+from sqlalchemy import BigInteger, Boolean, Computed, DateTime, Float, Index, Integer, MetaData, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "metrics"
@@ -27,7 +28,10 @@ class MessageFact(Base):
     every column is filled independently and, once set, keeps its value."""
 
     __tablename__ = "message_facts"
-    __table_args__ = (Index("message_facts_received_at", "received_at"),)
+    __table_args__ = (
+        Index("message_facts_received_at", "received_at"),
+        Index("message_facts_conversation", "conversation_id"),
+    )
 
     message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     channel: Mapped[str | None] = mapped_column(Text)
@@ -35,6 +39,8 @@ class MessageFact(Base):
     conversation_id: Mapped[uuid.UUID | None] = mapped_column()
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    agent_id: Mapped[uuid.UUID | None] = mapped_column()
+    automated: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class ConversationFact(Base):
@@ -43,6 +49,10 @@ class ConversationFact(Base):
     value: applying an event twice changes nothing (idempotent by the conversation id)."""
 
     __tablename__ = "conversation_facts"
+    __table_args__ = (
+        Index("conversation_facts_open", "conversation_id", postgresql_where=text("is_open")),
+        Index("conversation_facts_opened_at", "opened_at"),
+    )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     channel: Mapped[str | None] = mapped_column(Text)
@@ -53,6 +63,21 @@ class ConversationFact(Base):
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    customer_id: Mapped[uuid.UUID | None] = mapped_column()
+    queue: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    channels: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    first_reply_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_by: Mapped[uuid.UUID | None] = mapped_column()
+    first_reopened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_reopened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    is_open: Mapped[bool | None] = mapped_column(
+        Boolean,
+        Computed(
+            "last_resolved_at IS NULL OR coalesce(last_reopened_at > last_resolved_at, false)", persisted=True
+        ),
+    )
 
 
 class AgentStatusChange(Base):
@@ -73,3 +98,33 @@ class ConversationReopen(Base):
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     reopened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+
+
+class ConversationHandoff(Base):
+    """An assignment of a conversation to an agent, or its requeue (taken back): the conversation's
+    holder now is read from the latest one by time."""
+
+    __tablename__ = "conversation_handoffs"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    agent_id: Mapped[uuid.UUID] = mapped_column()
+
+
+class KpiCell(Base):
+    """One cell of the KPI rollups (see ``kpis.observe``): how many observations, and their seconds, of
+    one metric in one minute, for one channel, queue, agent and tag ('' for none or all), in one sketch
+    bin (0 for counts). Windows and filters are sums of cells."""
+
+    __tablename__ = "kpi_cells"
+
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    metric: Mapped[str] = mapped_column(Text, primary_key=True)
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    agent: Mapped[str] = mapped_column(Text, primary_key=True)
+    tag: Mapped[str] = mapped_column(Text, primary_key=True)
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Float)

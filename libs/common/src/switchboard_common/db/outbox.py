@@ -12,6 +12,8 @@ relay publishes them after the commit.
   publishes it and waits for acks=all, then deletes exactly the acknowledged rows by id. A crash between
   the ack and the delete republishes them (at-least-once); consumers are idempotent. A row committed after
   the read is never deleted unpublished, because deletion is by id, not by range.
+* What waits is measured at each scrape of ``/metrics`` (``observe_backlog``): the number of rows and the
+  age of the oldest, read from the table, so every replica, leader or standby, reports it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from switchboard_common.db.database import Database, after_commit
 from switchboard_common.db.sql import BIGINTS, BYTEAS, TEXTS, statement
 from switchboard_common.events import EventEnvelope
 from switchboard_common.kafka.producer import EventPublisher, OutgoingRecord, event_headers
-from switchboard_common.observability import OUTBOX_PUBLISHED
+from switchboard_common.observability import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, OUTBOX_PUBLISHED
 from switchboard_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,12 @@ def _headers_json(envelope: EventEnvelope) -> str:
     return json.dumps({k: v.decode() for k, v in event_headers(envelope)})
 
 
+def relay_lock_key(table: sa.Table) -> int:
+    """The advisory lock the leading relay of ``table`` holds: one per outbox table, so services sharing a
+    database never block each other."""
+    return zlib.crc32(f"switchboard.outbox.{table.schema}.{table.name}".encode())
+
+
 class OutboxRelay:
     def __init__(
         self, db: Database, outbox: Outbox, publisher: EventPublisher, settings: CommonSettings
@@ -120,8 +128,7 @@ class OutboxRelay:
         self._publisher = publisher
         self._settings = settings
         table = outbox.table
-        # One advisory lock per outbox table, so services sharing a database never block each other.
-        self._lock_key = zlib.crc32(f"switchboard.outbox.{table.schema}.{table.name}".encode())
+        self._lock_key = relay_lock_key(table)
         self._select = (
             sa.select(table.c.id, table.c.topic, table.c.key, table.c.value, table.c.headers)
             .order_by(table.c.id)
@@ -129,6 +136,12 @@ class OutboxRelay:
         )
         name = f"{table.schema}.{table.name}" if table.schema else table.name
         self._delete = statement(f"DELETE FROM {name} WHERE id = ANY(:ids)", ids=BIGINTS)  # noqa: S608
+        self.table_name = name
+        # The database's clock on both sides: the age does not depend on this host's clock.
+        self._backlog = sa.text(
+            f"SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) "  # noqa: S608
+            f"FROM {name}"
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.leader = False
@@ -149,6 +162,24 @@ class OutboxRelay:
         await conn.execute(self._delete, {"ids": [r.id for r in rows]})
         OUTBOX_PUBLISHED.labels(self._outbox.table.schema or "").inc(len(rows))
         return len(rows)
+
+    async def observe_backlog(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Set the backlog gauges from one query on a pooled connection, within ``timeout`` seconds.
+
+        Called at every scrape: a slow or failing database must neither fail nor hold up the scrape, so a
+        failure keeps the previous values (the relay's own errors are logged where they happen).
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._db.engine.connect() as base:
+                    # Autocommit: one round trip, no BEGIN/ROLLBACK around a read of one statement.
+                    conn = await base.execution_options(isolation_level="AUTOCOMMIT")
+                    count, oldest = (await conn.execute(self._backlog)).one()
+        except Exception as exc:
+            log.debug("outbox backlog not measured", extra={"table": self.table_name, "error": repr(exc)})
+            return
+        OUTBOX_BACKLOG.labels(self.table_name).set(count)
+        OUTBOX_OLDEST_SECONDS.labels(self.table_name).set(max(0.0, float(oldest)))
 
     async def _lead(self, conn: AsyncConnection) -> None:
         """Wait for the relay lock, then publish until stopped. Only the leader LISTENs: a standby wakes

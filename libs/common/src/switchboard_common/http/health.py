@@ -14,6 +14,8 @@ from switchboard_common.runtime import ServiceRuntime
 
 router = APIRouter(tags=["health"])
 _CHECK_TIMEOUT_S = 2.0
+# A scrape waits at most this long for the outbox backlog (Prometheus' default scrape timeout is 10 s).
+_BACKLOG_TIMEOUT_S = 1.0
 
 
 @router.get("/health/live", summary="The process is up")
@@ -58,9 +60,9 @@ def consumer_check(consumer: ConsumerRunner, max_lag: int | None) -> dict[str, A
     }
 
 
-@router.get("/health/ready", summary="Database, broker and consumers are usable")
-async def ready(request: Request) -> JSONResponse:
-    runtime: ServiceRuntime = request.app.state.runtime
+async def readiness(runtime: ServiceRuntime) -> tuple[bool, dict[str, Any]]:
+    """Whether the service is ready, and the body ``/health/ready`` answers (the metrics service's ops
+    view reads its own readiness through this, in process)."""
     database, broker = await asyncio.gather(_probe(runtime.db.check), _probe(runtime.publisher.check))
     checks: dict[str, Any] = {"database": database, "broker": broker}
     max_lag = runtime.settings.health_max_consumer_lag
@@ -77,9 +79,13 @@ async def ready(request: Request) -> JSONResponse:
         checks["outbox_relay"] = {"ok": relay.running, "leader": relay.leader}
         deciding.append(relay.running)
     healthy = database["ok"] and broker["ok"] and all(deciding)
-    return JSONResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks}, 200 if healthy else 503
-    )
+    return healthy, {"status": "ok" if healthy else "unavailable", "checks": checks}
+
+
+@router.get("/health/ready", summary="Database, broker and consumers are usable")
+async def ready(request: Request) -> JSONResponse:
+    healthy, body = await readiness(request.app.state.runtime)
+    return JSONResponse(body, 200 if healthy else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
@@ -89,4 +95,7 @@ async def metrics(request: Request) -> Response:
     # backoff, a slow poll) and cannot refresh them itself.
     for consumer in runtime.consumers if runtime is not None else ():
         consumer.progress()
+    # The outbox backlog is read from its table, one short query per outbox; a failure keeps the last values.
+    if runtime is not None and runtime.relays:
+        await asyncio.gather(*(relay.observe_backlog(_BACKLOG_TIMEOUT_S) for relay in runtime.relays))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -56,7 +56,13 @@ from switchboard_common.instrumentation import (
 )
 from switchboard_common.kafka.producer import EventPublisher, OutgoingRecord
 from switchboard_common.logging import correlation_id
-from switchboard_common.observability import BATCH_RECORDS, BATCH_SECONDS, CONSUMER_LAG, EVENTS_CONSUMED
+from switchboard_common.observability import (
+    BATCH_RECORDS,
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    DLQ_RECORDS,
+    EVENTS_CONSUMED,
+)
 from switchboard_common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -290,6 +296,9 @@ class ConsumerRunner:
         self._pending: dict[TopicPartition, int] = {}
         self._last_commit_attempt = 0.0
         self._progress = ProgressTracker(settings.consumer_stall_seconds)
+        # Partitions whose lag this process exports: one a rebalance took away leaves /metrics, or its last
+        # lag would linger there beside the new owner's.
+        self._lag_series: set[TopicPartition] = set()
 
     @property
     def topics(self) -> list[str]:
@@ -350,8 +359,12 @@ class ConsumerRunner:
         """Judge the consumer's progress now, and refresh the lag and stall gauges with it (called by
         ``/metrics`` and ``/health/ready``; the poll loop only records observations)."""
         report = self._progress.report(time.monotonic())
+        held = set(self._progress.partitions)
         for tp, observed in self._progress.partitions.items():
             CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(observed.lag)
+        for tp in self._lag_series - held:
+            CONSUMER_LAG.remove(self.group_id, tp.topic, str(tp.partition))
+        self._lag_series = held
         stalled_by_reason = {
             "beyond_log_end": bool(report.beyond_log_end),
             "no_progress": bool(report.stalled) or report.poll_stalled,
@@ -594,6 +607,8 @@ class ConsumerRunner:
             out.append(OutgoingRecord(topics.dlq(record.topic), record.key, record.value or b"", headers))
         # Waits for acks=all: the offset is committed only after the DLQ holds the record.
         await self._publisher.send_records(out)
+        for topic, n in Counter(record.topic for record, _ in dead).items():
+            DLQ_RECORDS.labels(self.group_id, topic).inc(n)
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit ``offsets`` with any that failed to commit before (a later offset replaces an earlier)."""

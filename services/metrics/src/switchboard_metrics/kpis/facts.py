@@ -12,6 +12,12 @@ first to tell its conversation would count); ``conversation.opened`` / ``queued`
 reopened_at)`` (a conversation may reopen many times). An event counts when its column goes from unknown
 to known (or its row is added), so the same event met again (a redelivery, a replayed poll, an outbox
 republish at a new offset) counts nothing.
+
+Most columns keep their first value. A few follow another rule (``MERGE``), still independent of the
+order events arrive in: the first human reply is the earliest one told, the last resolution and reopening
+the latest, and the channels the customer used are the union of all told. Assignments and requeues are
+rows of their own (``Handoff``), keyed by conversation, time and kind, from which "who holds it now" is
+read by time, not by arrival.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from typing import Any, TypeVar
 
 from switchboard_common.events import (
@@ -49,15 +56,14 @@ from switchboard_common.events import (
 # Delivery reports are about a provider's message id, which metrics cannot tie to a message of its own yet:
 # delivery KPIs (delivered and failed shares per channel) come with the live-KPI work. Until then metrics
 # does not read delivery.events at all.
-# Offers, their answers and requeues feed the per-agent and per-queue KPIs of the live-KPI work, which do
-# not exist yet; until then metrics does not decode them.
+# Offers and their answers, escalations and SLA breaches have no KPI yet (the router's own queue view
+# serves them live); until one is defined metrics does not decode them.
 NOT_COUNTED: frozenset[type[Payload]] = frozenset(
     {
         DeliveryStatusChanged,
         ConversationOffered,
         ConversationOfferDeclined,
         ConversationOfferTimedOut,
-        ConversationRequeued,
         ConversationSlaBreached,
         ConversationEscalated,
     }
@@ -78,6 +84,11 @@ class MessageFacts:
     conversation_id: uuid.UUID | None = None
     sent_at: datetime | None = None
     received_at: datetime | None = None
+    agent_id: uuid.UUID | None = None  # an agent's reply: who sent it
+    automated: bool | None = None  # an outbound message sent by automation, not typed by an agent
+
+    def __post_init__(self) -> None:
+        _aware(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,77 @@ class ConversationFacts:
     queued_at: datetime | None = None
     assigned_at: datetime | None = None
     resolved_at: datetime | None = None
+    customer_id: uuid.UUID | None = None
+    queue: str | None = None
+    tags: tuple[str, ...] | None = None
+    channels: tuple[str, ...] | None = None  # every channel the customer wrote on (MERGE: union)
+    first_reply_at: datetime | None = None  # the first human reply (MERGE: earliest)
+    resolved_by: uuid.UUID | None = None
+    first_reopened_at: datetime | None = None  # MERGE: earliest
+    last_resolved_at: datetime | None = None  # MERGE: latest
+    last_reopened_at: datetime | None = None  # MERGE: latest
+
+    def __post_init__(self) -> None:
+        _aware(self)
+
+
+def _aware(facts: MessageFacts | ConversationFacts) -> None:
+    """A time without a zone is UTC. A customer's message may carry one (``sent_at`` from a client), and
+    times of both kinds must compare and subtract (reply times, the earliest first reply)."""
+    for f in fields(facts):
+        value = getattr(facts, f.name)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            object.__setattr__(facts, f.name, value.replace(tzinfo=UTC))
+
+
+class Merge(Enum):
+    FIRST = "first"  # the first value told stays
+    EARLIEST = "earliest"
+    LATEST = "latest"
+    UNION = "union"  # of tuples, kept sorted
+
+
+# The columns that do not keep their first value. Each rule is commutative, associative and idempotent,
+# so the stored row does not depend on the order or the number of times events are applied.
+MERGE: dict[str, Merge] = {
+    "channels": Merge.UNION,
+    "first_reply_at": Merge.EARLIEST,
+    "first_reopened_at": Merge.EARLIEST,
+    "last_resolved_at": Merge.LATEST,
+    "last_reopened_at": Merge.LATEST,
+}
+
+
+def combine(column: str, stored: Any, told: Any) -> Any:
+    """A column's value after ``told`` meets ``stored`` (either may be None: unknown)."""
+    if stored is None:
+        return told
+    if told is None:
+        return stored
+    rule = MERGE.get(column, Merge.FIRST)
+    if rule is Merge.FIRST:
+        return stored
+    if rule is Merge.EARLIEST:
+        return min(stored, told)
+    if rule is Merge.LATEST:
+        return max(stored, told)
+    return tuple(sorted({*stored, *told}))
+
+
+class HandoffKind(StrEnum):
+    ASSIGNED = "assigned"
+    REQUEUED = "requeued"  # taken back from the agent, waiting again
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Handoff:
+    """A conversation given to an agent, or taken back from one, at a time: who holds a conversation now
+    is the latest handoff's agent (unless it was taken back, or reopened since)."""
+
+    conversation_id: uuid.UUID
+    at: datetime
+    kind: HandoffKind
+    agent_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,86 +212,153 @@ def _known(facts: MessageFacts | ConversationFacts) -> dict[str, Any]:
 
 
 def then(earlier: F, later: F) -> F:
-    """``earlier`` followed by ``later``: a column already known keeps its value (first wins, as the stored
-    row does), so applying an event twice, or in any order, gives the same row."""
-    return replace(later, **_known(earlier))
+    """``earlier`` followed by ``later``: each column by its rule (``MERGE``; a column already known keeps
+    its value unless its rule says otherwise), as the stored row does, so applying an event twice, or in
+    any order, gives the same row."""
+    return replace(later, **{c: combine(c, value, getattr(later, c)) for c, value in _known(earlier).items()})
 
 
 # --- what each event tells -----------------------------------------------------------------------------
 
-Told = tuple[uuid.UUID, MessageFacts] | tuple[uuid.UUID, ConversationFacts] | StatusChange | Reopen
+Told = tuple[uuid.UUID, MessageFacts] | tuple[uuid.UUID, ConversationFacts] | StatusChange | Reopen | Handoff
 
 
 @functools.singledispatch
-def facts_of(payload: Payload) -> Told | None:
-    """The natural key an event is about and what it tells of it; ``None`` for a type metrics does not
+def facts_of(payload: Payload) -> list[Told] | None:
+    """The natural keys an event is about and what it tells of each; ``None`` for a type metrics does not
     know (a unit test keeps every registered type known)."""
     return None
 
 
 @facts_of.register
-def _received(payload: MessageReceived) -> Told | None:
-    return payload.message_id, MessageFacts(
-        channel=payload.channel.value,
-        direction=Direction.INBOUND.value,
-        sent_at=payload.sent_at,
-        received_at=payload.received_at,
-    )
+def _received(payload: MessageReceived) -> list[Told] | None:
+    return [
+        (
+            payload.message_id,
+            MessageFacts(
+                channel=payload.channel.value,
+                direction=Direction.INBOUND.value,
+                sent_at=payload.sent_at,
+                received_at=payload.received_at,
+            ),
+        )
+    ]
 
 
 @facts_of.register
-def _message_added(payload: ConversationMessageAdded) -> Told | None:
-    return payload.message_id, MessageFacts(
-        conversation_id=payload.conversation_id,
-        channel=payload.channel.value,
-        direction=payload.direction.value,
-        sent_at=payload.sent_at,
-    )
+def _message_added(payload: ConversationMessageAdded) -> list[Told] | None:
+    told: list[Told] = [
+        (
+            payload.message_id,
+            MessageFacts(
+                conversation_id=payload.conversation_id,
+                channel=payload.channel.value,
+                direction=payload.direction.value,
+                sent_at=payload.sent_at,
+            ),
+        )
+    ]
+    if payload.direction is Direction.INBOUND:
+        told.append((payload.conversation_id, ConversationFacts(channels=(payload.channel.value,))))
+    return told
 
 
 @facts_of.register
-def _outbound(payload: MessageOutbound) -> Told | None:
-    return payload.message_id, MessageFacts(
-        conversation_id=payload.conversation_id,
-        channel=payload.channel.value,
-        direction=Direction.OUTBOUND.value,
-        sent_at=payload.sent_at,
-    )
+def _outbound(payload: MessageOutbound) -> list[Told] | None:
+    told: list[Told] = [
+        (
+            payload.message_id,
+            MessageFacts(
+                conversation_id=payload.conversation_id,
+                channel=payload.channel.value,
+                direction=Direction.OUTBOUND.value,
+                sent_at=payload.sent_at,
+                agent_id=payload.agent_id,
+                automated=payload.automated,
+            ),
+        )
+    ]
+    if not payload.automated:
+        told.append((payload.conversation_id, ConversationFacts(first_reply_at=payload.sent_at)))
+    return told
 
 
 @facts_of.register
-def _opened(payload: ConversationOpened) -> Told | None:
-    return payload.conversation_id, ConversationFacts(
-        opened_at=payload.opened_at, channel=payload.channel.value
-    )
+def _opened(payload: ConversationOpened) -> list[Told] | None:
+    return [
+        (
+            payload.conversation_id,
+            ConversationFacts(
+                opened_at=payload.opened_at,
+                channel=payload.channel.value,
+                customer_id=payload.customer_id,
+                tags=tuple(sorted(set(payload.tags))),
+                channels=(payload.channel.value,),
+            ),
+        )
+    ]
 
 
 @facts_of.register
-def _queued(payload: ConversationQueued) -> Told | None:
-    return payload.conversation_id, ConversationFacts(queued=True, queued_at=payload.queued_at)
+def _queued(payload: ConversationQueued) -> list[Told] | None:
+    return [
+        (
+            payload.conversation_id,
+            ConversationFacts(queued=True, queued_at=payload.queued_at, queue=payload.queue),
+        )
+    ]
 
 
 @facts_of.register
-def _assigned(payload: ConversationAssigned) -> Told | None:
+def _assigned(payload: ConversationAssigned) -> list[Told] | None:
     # A conversation assigned at once has no conversation.queued event: its queued_at comes from here.
-    return payload.conversation_id, ConversationFacts(
-        queued_at=payload.queued_at, assigned_at=payload.assigned_at, agent_id=payload.agent_id
-    )
+    return [
+        (
+            payload.conversation_id,
+            ConversationFacts(
+                queued_at=payload.queued_at,
+                assigned_at=payload.assigned_at,
+                agent_id=payload.agent_id,
+                queue=payload.queue,
+            ),
+        ),
+        Handoff(payload.conversation_id, payload.assigned_at, HandoffKind.ASSIGNED, payload.agent_id),
+    ]
 
 
 @facts_of.register
-def _resolved(payload: ConversationResolved) -> Told | None:
-    return payload.conversation_id, ConversationFacts(resolved_at=payload.resolved_at)
+def _requeued(payload: ConversationRequeued) -> list[Told] | None:
+    return [Handoff(payload.conversation_id, payload.requeued_at, HandoffKind.REQUEUED, payload.agent_id)]
 
 
 @facts_of.register
-def _reopened(payload: ConversationReopened) -> Told | None:
-    return Reopen(payload.conversation_id, payload.reopened_at)
+def _resolved(payload: ConversationResolved) -> list[Told] | None:
+    return [
+        (
+            payload.conversation_id,
+            ConversationFacts(
+                resolved_at=payload.resolved_at,
+                last_resolved_at=payload.resolved_at,
+                resolved_by=payload.agent_id,
+            ),
+        )
+    ]
 
 
 @facts_of.register
-def _status_changed(payload: AgentStatusChanged) -> Told | None:
-    return StatusChange(payload.agent_id, payload.changed_at, payload.status.value)
+def _reopened(payload: ConversationReopened) -> list[Told] | None:
+    return [
+        Reopen(payload.conversation_id, payload.reopened_at),
+        (
+            payload.conversation_id,
+            ConversationFacts(first_reopened_at=payload.reopened_at, last_reopened_at=payload.reopened_at),
+        ),
+    ]
+
+
+@facts_of.register
+def _status_changed(payload: AgentStatusChanged) -> list[Told] | None:
+    return [StatusChange(payload.agent_id, payload.changed_at, payload.status.value)]
 
 
 # --- a call's facts, merged ----------------------------------------------------------------------------
@@ -224,6 +373,7 @@ class Batch:
     conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
     statuses: dict[tuple[uuid.UUID, datetime], str] = field(default_factory=dict)
     reopens: set[Reopen] = field(default_factory=set)
+    handoffs: set[Handoff] = field(default_factory=set)
     # Per message, the type of the first event that told its conversation (the value its row keeps), which
     # counts when that column becomes known. Bookkeeping of ``messages``: not compared.
     announced: dict[uuid.UUID, str] = field(default_factory=dict, compare=False)
@@ -237,22 +387,21 @@ def _put(into: dict[uuid.UUID, F], key: uuid.UUID, facts: F) -> None:
 def merge(payloads: Iterable[Payload]) -> Batch:
     batch = Batch()
     for payload in payloads:
-        told = facts_of(payload)
-        if told is None:
-            continue
-        if isinstance(told, StatusChange):
-            batch.statuses.setdefault((told.agent_id, told.changed_at), told.status)
-            continue
-        if isinstance(told, Reopen):
-            batch.reopens.add(told)
-            continue
-        key, facts = told
-        if isinstance(facts, MessageFacts):
-            _put(batch.messages, key, facts)
-            if facts.conversation_id is not None:
-                batch.announced.setdefault(key, payload.event_type)
-        else:
-            _put(batch.conversations, key, facts)
+        for told in facts_of(payload) or ():
+            if isinstance(told, StatusChange):
+                batch.statuses.setdefault((told.agent_id, told.changed_at), told.status)
+            elif isinstance(told, Reopen):
+                batch.reopens.add(told)
+            elif isinstance(told, Handoff):
+                batch.handoffs.add(told)
+            else:
+                key, facts = told
+                if isinstance(facts, MessageFacts):
+                    _put(batch.messages, key, facts)
+                    if facts.conversation_id is not None:
+                        batch.announced.setdefault(key, payload.event_type)
+                else:
+                    _put(batch.conversations, key, facts)
     return batch
 
 
@@ -260,14 +409,19 @@ def merge(payloads: Iterable[Payload]) -> Batch:
 
 
 def news(before: Mapping[K, F], incoming: Mapping[K, F]) -> dict[K, F]:
-    """Per key of ``incoming`` with anything new, only the columns that become known: unknown in the
-    stored row ``before`` (no row: nothing known) and known in ``incoming``. A stored value is never
-    replaced, so what is known already is not news even when ``incoming`` says otherwise."""
+    """Per key of ``incoming`` with anything new, only the columns whose value changes: for most, those
+    unknown in the stored row ``before`` (no row: nothing known) and known in ``incoming``; for the
+    columns of ``MERGE``, those its rule changes. A first-wins value is never replaced, so what is known
+    already is not news even when ``incoming`` says otherwise."""
     out: dict[K, F] = {}
     for key, facts in incoming.items():
         stored = before.get(key)
         known = _known(stored) if stored is not None else {}
-        new = {column: value for column, value in _known(facts).items() if column not in known}
+        new = {
+            column: after
+            for column, value in _known(facts).items()
+            if (after := combine(column, known.get(column), value)) != known.get(column)
+        }
         if new:
             out[key] = type(facts)(**new)
     return out

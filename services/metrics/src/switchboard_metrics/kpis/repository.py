@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,17 +15,26 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard_common.db.sql import BIGINTS, TEXTS, TIMES, UUIDS, statement
+from switchboard_common.db.sql import BIGINTS, INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_metrics.kpis.facts import (
     CONVERSATION_COLUMNS,
+    MERGE,
     MESSAGE_COLUMNS,
     ConversationFacts,
+    Handoff,
+    HandoffKind,
+    Merge,
     MessageFacts,
     Reopen,
 )
+from switchboard_metrics.kpis.observe import Cell, Tally
 from switchboard_metrics.models import EventCount
 
 BOOLS = postgresql.ARRAY(sa.Boolean)
+FLOATS = postgresql.ARRAY(sa.Float)
+# Array columns travel as one text per row joined by this (unnest would flatten an array of arrays).
+_SEP = "\x1f"
+_LISTS = frozenset({"tags", "channels"})
 
 # Per fact column: its SQL type and the array type its values bind as.
 _COLUMN_TYPES: dict[str, tuple[str, sa.types.TypeEngine[Any]]] = {
@@ -34,11 +44,21 @@ _COLUMN_TYPES: dict[str, tuple[str, sa.types.TypeEngine[Any]]] = {
     "agent_id": ("uuid", UUIDS),
     "sent_at": ("timestamptz", TIMES),
     "received_at": ("timestamptz", TIMES),
+    "automated": ("boolean", BOOLS),
     "opened_at": ("timestamptz", TIMES),
     "queued": ("boolean", BOOLS),
     "queued_at": ("timestamptz", TIMES),
     "assigned_at": ("timestamptz", TIMES),
     "resolved_at": ("timestamptz", TIMES),
+    "customer_id": ("uuid", UUIDS),
+    "queue": ("text", TEXTS),
+    "tags": ("text[]", TEXTS),
+    "channels": ("text[]", TEXTS),
+    "first_reply_at": ("timestamptz", TIMES),
+    "resolved_by": ("uuid", UUIDS),
+    "first_reopened_at": ("timestamptz", TIMES),
+    "last_resolved_at": ("timestamptz", TIMES),
+    "last_reopened_at": ("timestamptz", TIMES),
 }
 assert set(_COLUMN_TYPES) == {*MESSAGE_COLUMNS, *CONVERSATION_COLUMNS}
 
@@ -82,14 +102,29 @@ _CLAIM = statement(
 )
 
 
+def _merged(column: str) -> str:
+    """The SQL of ``facts.combine``: whatever the caller passes, a stored value changes only by its rule."""
+    old, new = f"f.{column}", f"excluded.{column}"
+    rule = MERGE.get(column, Merge.FIRST)
+    if rule is Merge.EARLIEST:
+        return f"least({old}, {new})"  # least and greatest ignore NULLs
+    if rule is Merge.LATEST:
+        return f"greatest({old}, {new})"
+    if rule is Merge.UNION:
+        union = f"ARRAY(SELECT DISTINCT x FROM unnest({old} || {new}) AS x ORDER BY x)"  # noqa: S608 - ours
+        return f"CASE WHEN {old} IS NULL THEN {new} WHEN {new} IS NULL THEN {old} ELSE {union} END"
+    return f"coalesce({old}, {new})"
+
+
 def _fill(table: str, key: str, columns: tuple[str, ...]) -> sa.TextClause:
-    # A column once set keeps its value (coalesce), whatever the caller passes.
+    values = [f"string_to_array(u.{c}, chr(31))" if c in _LISTS else f"u.{c}" for c in columns]
     return statement(
         f"""
         INSERT INTO metrics.{table} AS f ({key}, {", ".join(columns)})
-        SELECT * FROM unnest(:keys, {", ".join(f":{c}" for c in columns)})
+        SELECT u.k, {", ".join(values)}
+        FROM unnest(:keys, {", ".join(f":{c}" for c in columns)}) AS u(k, {", ".join(columns)})
         ON CONFLICT ({key}) DO UPDATE
-        SET {", ".join(f"{c} = coalesce(f.{c}, excluded.{c})" for c in columns)}
+        SET {", ".join(f"{c} = {_merged(c)}" for c in columns)}
         """,  # noqa: S608 - the names are ours, not input
         keys=UUIDS,
         **{c: _COLUMN_TYPES[c][1] for c in columns},
@@ -99,8 +134,8 @@ def _fill(table: str, key: str, columns: tuple[str, ...]) -> sa.TextClause:
 _FILL_MESSAGES = _fill("message_facts", "message_id", MESSAGE_COLUMNS)
 _FILL_CONVERSATIONS = _fill("conversation_facts", "conversation_id", CONVERSATION_COLUMNS)
 
-# Insert-if-absent, both tables in one round trip; RETURNING gives the rows this call added, which are the
-# changes it counts.
+# Insert-if-absent, three tables in one round trip; RETURNING gives the rows this call added, which are
+# the changes it counts (and, for assignments, the rollup cells they add).
 _INSERT_CHANGES = statement(
     """
     WITH statuses AS (
@@ -113,14 +148,44 @@ _INSERT_CHANGES = statement(
         SELECT * FROM unnest(:conversation_ids, :reopened_ats)
         ON CONFLICT (conversation_id, reopened_at) DO NOTHING
         RETURNING 1
+    ), handoffs AS (
+        INSERT INTO metrics.conversation_handoffs (conversation_id, at, kind, agent_id)
+        SELECT * FROM unnest(:handoff_ids, :handoff_ats, :handoff_kinds, :handoff_agents)
+        ON CONFLICT (conversation_id, at, kind) DO NOTHING
+        RETURNING kind, agent_id, at
     )
-    SELECT (SELECT count(*) FROM statuses) AS statuses, (SELECT count(*) FROM reopens) AS reopens
+    SELECT 'status' AS what, NULL::uuid AS agent_id, NULL::timestamptz AS at FROM statuses
+    UNION ALL SELECT 'reopen', NULL, NULL FROM reopens
+    UNION ALL SELECT kind, agent_id, at FROM handoffs
     """,
     agent_ids=UUIDS,
     changed_ats=TIMES,
     statuses=TEXTS,
     conversation_ids=UUIDS,
     reopened_ats=TIMES,
+    handoff_ids=UUIDS,
+    handoff_ats=TIMES,
+    handoff_kinds=TEXTS,
+    handoff_agents=UUIDS,
+)
+
+# Rollup cells change by deltas (see ``observe``): added to what is stored, in one statement.
+_ADD_CELLS = statement(
+    """
+    INSERT INTO metrics.kpi_cells AS c (minute, metric, channel, queue, agent, tag, bin, count, seconds)
+    SELECT * FROM unnest(:minutes, :metrics, :channels, :queues, :agents, :tags, :bins, :counts, :seconds)
+    ON CONFLICT (minute, metric, channel, queue, agent, tag, bin) DO UPDATE
+    SET count = c.count + excluded.count, seconds = c.seconds + excluded.seconds
+    """,
+    minutes=TIMES,
+    metrics=TEXTS,
+    channels=TEXTS,
+    queues=TEXTS,
+    agents=TEXTS,
+    tags=TEXTS,
+    bins=INTS,
+    counts=BIGINTS,
+    seconds=FLOATS,
 )
 
 _ADD_COUNTS = statement(
@@ -149,14 +214,46 @@ async def claim_facts(
         if row[0] == "m":
             messages[row[1]] = MessageFacts(*row[2:split])
         else:
-            conversations[row[1]] = ConversationFacts(*row[split:])
+            values = dict(zip(CONVERSATION_COLUMNS, row[split:], strict=True))
+            for c in _LISTS:
+                if values[c] is not None:
+                    values[c] = tuple(values[c])
+            conversations[row[1]] = ConversationFacts(**values)
     return messages, conversations
+
+
+_CONVERSATION_MESSAGES = statement(
+    f"""
+    SELECT message_id, {", ".join(MESSAGE_COLUMNS)} FROM metrics.message_facts
+    WHERE conversation_id = ANY(:ids)
+    """,  # noqa: S608 - the names are ours, not input
+    ids=UUIDS,
+)
+
+
+async def conversation_messages(
+    session: AsyncSession, conversation_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, dict[uuid.UUID, MessageFacts]]:
+    """The stored messages of these conversations, per conversation. Call it after ``claim_facts`` has
+    locked the conversations: a transaction adding a message to one claims it too, so the set is stable
+    until commit."""
+    out: dict[uuid.UUID, dict[uuid.UUID, MessageFacts]] = {c: {} for c in conversation_ids}
+    if not conversation_ids:
+        return out
+    for row in await session.execute(_CONVERSATION_MESSAGES, {"ids": sorted(conversation_ids)}):
+        facts = MessageFacts(*row[1:])
+        assert facts.conversation_id is not None
+        out[facts.conversation_id][row[0]] = facts
+    return out
 
 
 def _columns(ordered: Sequence[tuple[uuid.UUID, Any]], columns: tuple[str, ...]) -> dict[str, list[Any]]:
     params: dict[str, list[Any]] = {"keys": [key for key, _ in ordered]}
     for column in columns:
-        params[column] = [getattr(facts, column) for _, facts in ordered]
+        values = [getattr(facts, column) for _, facts in ordered]
+        if column in _LISTS:
+            values = [None if v is None else _SEP.join(v) for v in values]
+        params[column] = values
     return params
 
 
@@ -170,28 +267,73 @@ async def fill_conversations(session: AsyncSession, facts: Mapping[uuid.UUID, Co
         await session.execute(_FILL_CONVERSATIONS, _columns(sorted(facts.items()), CONVERSATION_COLUMNS))
 
 
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What ``insert_changes`` added: how many status changes and reopens, and the new assignments."""
+
+    statuses: int
+    reopens: int
+    assignments: list[tuple[uuid.UUID, datetime]]
+    requeues: int = 0
+
+
 async def insert_changes(
-    session: AsyncSession, statuses: Mapping[tuple[uuid.UUID, datetime], str], reopens: Collection[Reopen]
-) -> tuple[int, int]:
-    """Store the agent status changes and the conversation reopens not stored yet; returns how many of
-    each were new."""
-    if not (statuses or reopens):
-        return 0, 0
+    session: AsyncSession,
+    statuses: Mapping[tuple[uuid.UUID, datetime], str],
+    reopens: Collection[Reopen],
+    handoffs: Collection[Handoff],
+) -> Changes:
+    """Store the agent status changes, conversation reopens and handoffs not stored yet; returns what was
+    new."""
+    if not (statuses or reopens or handoffs):
+        return Changes(0, 0, [])
     ordered = sorted(statuses.items())
     reopened = sorted((r.conversation_id, r.reopened_at) for r in reopens)
-    row = (
-        await session.execute(
-            _INSERT_CHANGES,
-            {
-                "agent_ids": [a for (a, _), _ in ordered],
-                "changed_ats": [t for (_, t), _ in ordered],
-                "statuses": [s for _, s in ordered],
-                "conversation_ids": [c for c, _ in reopened],
-                "reopened_ats": [t for _, t in reopened],
-            },
-        )
-    ).one()
-    return int(row.statuses), int(row.reopens)
+    handed = sorted(handoffs)
+    rows = await session.execute(
+        _INSERT_CHANGES,
+        {
+            "agent_ids": [a for (a, _), _ in ordered],
+            "changed_ats": [t for (_, t), _ in ordered],
+            "statuses": [s for _, s in ordered],
+            "conversation_ids": [c for c, _ in reopened],
+            "reopened_ats": [t for _, t in reopened],
+            "handoff_ids": [h.conversation_id for h in handed],
+            "handoff_ats": [h.at for h in handed],
+            "handoff_kinds": [h.kind.value for h in handed],
+            "handoff_agents": [h.agent_id for h in handed],
+        },
+    )
+    kinds: list[str] = []
+    assignments: list[tuple[uuid.UUID, datetime]] = []
+    for what, agent_id, at in rows:
+        kinds.append(what)
+        if what == HandoffKind.ASSIGNED.value:
+            assignments.append((agent_id, at))
+    return Changes(
+        kinds.count("status"), kinds.count("reopen"), assignments, kinds.count(HandoffKind.REQUEUED.value)
+    )
+
+
+async def add_cells(session: AsyncSession, cells: Mapping[Cell, Tally]) -> None:
+    """Add these deltas to the rollup cells (sorted: concurrent calls lock cells in one order)."""
+    ordered = sorted(cells.items())
+    if not ordered:
+        return
+    await session.execute(
+        _ADD_CELLS,
+        {
+            "minutes": [c.minute for c, _ in ordered],
+            "metrics": [c.metric for c, _ in ordered],
+            "channels": [c.channel for c, _ in ordered],
+            "queues": [c.queue for c, _ in ordered],
+            "agents": [c.agent for c, _ in ordered],
+            "tags": [c.tag for c, _ in ordered],
+            "bins": [c.bin for c, _ in ordered],
+            "counts": [t.count for _, t in ordered],
+            "seconds": [t.seconds for _, t in ordered],
+        },
+    )
 
 
 async def add_counts(session: AsyncSession, counts: Mapping[str, int]) -> None:
@@ -210,33 +352,183 @@ async def counts(session: AsyncSession) -> dict[str, int]:
     return {event_type: int(count) for event_type, count in rows}
 
 
-_WAIT_STATS = sa.text(
-    """
-    SELECT count(*) AS assigned,
-           avg(extract(epoch FROM assigned_at - opened_at)) AS avg,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM assigned_at - opened_at)) AS p50,
-           percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM assigned_at - opened_at)) AS p90,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM assigned_at - opened_at)) AS p99,
-           max(extract(epoch FROM assigned_at - opened_at)) AS max
-    FROM metrics.conversation_facts
-    WHERE assigned_at IS NOT NULL AND opened_at IS NOT NULL
-    """
+# --- reading the rollups -------------------------------------------------------------------------------
+# Every read is one statement of constant shape: the window is [start, end) over cell minutes, each filter
+# an optional parameter. Messages have no queue, agent or tag and assignments no channel, queue or tag
+# (see ``observe``): a filter on a dimension a metric lacks does not exclude it.
+
+_MESSAGES = "('messages_in', 'messages_out')"
+_FILTERS = f"""
+    minute >= :start AND minute < :end
+    AND (CAST(:channel AS text) IS NULL OR channel = :channel OR metric = 'assignment')
+    AND (CAST(:queue AS text) IS NULL OR queue = :queue OR metric IN {_MESSAGES} OR metric = 'assignment')
+    AND (CAST(:agent AS text) IS NULL OR agent = :agent OR metric IN {_MESSAGES})
+"""
+_CELL_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "start": sa.DateTime(timezone=True),
+    "end": sa.DateTime(timezone=True),
+    "channel": sa.Text(),
+    "queue": sa.Text(),
+    "agent": sa.Text(),
+    "tag": sa.Text(),
+}
+
+# Per metric, queue, channel and bin (the main figures, per queue and per channel), in the tag's series.
+_BY_QUEUE_CHANNEL = statement(
+    f"""
+    SELECT metric, queue, channel, bin, sum(count)::bigint AS count, sum(seconds) AS seconds
+    FROM metrics.kpi_cells
+    WHERE {_FILTERS} AND metric <> 'assignment'
+      AND tag = CASE WHEN metric IN {_MESSAGES} THEN '' ELSE :tag END
+    GROUP BY metric, queue, channel, bin HAVING sum(count) <> 0
+    """,  # noqa: S608 - ours
+    **_CELL_TYPES,
+)
+_BY_TAG = statement(
+    f"""
+    SELECT tag, metric, bin, sum(count)::bigint AS count, sum(seconds) AS seconds
+    FROM metrics.kpi_cells
+    WHERE {_FILTERS} AND tag <> '' AND metric IN ('opened', 'resolved', 'wait')
+      AND (CAST(:tag AS text) = '' OR tag = :tag)
+    GROUP BY tag, metric, bin HAVING sum(count) <> 0
+    """,  # noqa: S608 - ours
+    **_CELL_TYPES,
+)
+_BY_AGENT = statement(
+    f"""
+    SELECT agent, metric, bin, sum(count)::bigint AS count, sum(seconds) AS seconds
+    FROM metrics.kpi_cells
+    WHERE {_FILTERS} AND agent <> '' AND metric IN ('assignment', 'resolved', 'handle')
+      AND tag = CASE WHEN metric = 'assignment' THEN '' ELSE :tag END
+    GROUP BY agent, metric, bin HAVING sum(count) <> 0
+    """,  # noqa: S608 - ours
+    **_CELL_TYPES,
+)
+_SERIES = statement(
+    f"""
+    SELECT date_trunc(:step, minute) AS at, metric, bin, sum(count)::bigint AS count
+    FROM metrics.kpi_cells
+    WHERE {_FILTERS} AND metric IN ('messages_in', 'opened', 'wait')
+      AND tag = CASE WHEN metric IN {_MESSAGES} THEN '' ELSE :tag END
+    GROUP BY 1, metric, bin HAVING sum(count) <> 0
+    ORDER BY 1
+    """,  # noqa: S608 - ours
+    step=sa.Text(),
+    **_CELL_TYPES,
 )
 
-_WAITING_NOW = sa.text(
+# Seconds each agent spent in each status within [start, end): each change lasts until the agent's next.
+_STATUS_SECONDS = statement(
     """
-    SELECT count(*) AS waiting, extract(epoch FROM now() - min(coalesce(queued_at, opened_at))) AS longest
-    FROM metrics.conversation_facts
-    WHERE assigned_at IS NULL AND resolved_at IS NULL AND (opened_at IS NOT NULL OR queued_at IS NOT NULL)
+    WITH s AS (
+        SELECT agent_id, status, changed_at,
+               lead(changed_at) OVER (PARTITION BY agent_id ORDER BY changed_at) AS until
+        FROM metrics.agent_status_changes
+        WHERE changed_at < :end AND (CAST(:agent AS uuid) IS NULL OR agent_id = CAST(:agent AS uuid))
+    )
+    SELECT agent_id, status, until IS NULL AS latest,
+           extract(epoch FROM least(coalesce(until, :end), :end) - greatest(changed_at, :start)) AS seconds
+    FROM s WHERE coalesce(until, :end) > :start
+    """,
+    start=sa.DateTime(timezone=True),
+    end=sa.DateTime(timezone=True),
+    agent=sa.Text(),
+)
+
+# The open conversations now, by queue, whether they wait, and (when not) their holder: the latest handoff
+# by time says who holds one, unless it was taken back (requeued) or reopened since.
+_OPEN_NOW = statement(
     """
+    WITH open AS (
+        SELECT f.queue, coalesce(f.queued_at, f.opened_at) AS since, f.last_reopened_at, h.kind, h.at,
+               h.agent_id
+        FROM metrics.conversation_facts f
+        LEFT JOIN LATERAL (
+            SELECT kind, at, agent_id FROM metrics.conversation_handoffs h
+            WHERE h.conversation_id = f.conversation_id ORDER BY at DESC LIMIT 1
+        ) h ON true
+        WHERE f.is_open AND coalesce(f.queued_at, f.opened_at) IS NOT NULL
+          AND (CAST(:channel AS text) IS NULL OR f.channel = :channel)
+          AND (CAST(:queue AS text) IS NULL OR coalesce(f.queue, '') = :queue)
+          AND (CAST(:tag AS text) = '' OR :tag = ANY(f.tags))
+    ), judged AS (
+        SELECT coalesce(queue, '') AS queue,
+               (kind IS NULL OR kind = 'requeued' OR at < last_reopened_at) AS waiting,
+               agent_id,
+               greatest(since, CASE WHEN kind = 'requeued' THEN at END, last_reopened_at) AS waiting_since
+        FROM open
+    )
+    SELECT queue, waiting, CASE WHEN waiting THEN NULL ELSE agent_id END AS agent_id, count(*) AS n,
+           extract(epoch FROM :now - min(waiting_since)) AS longest
+    FROM judged GROUP BY 1, 2, 3
+    """,
+    now=sa.DateTime(timezone=True),
+    channel=sa.Text(),
+    queue=sa.Text(),
+    tag=sa.Text(),
+)
+
+_CUSTOMERS = statement(
+    """
+    SELECT count(DISTINCT customer_id) FROM metrics.conversation_facts
+    WHERE opened_at >= :start AND opened_at < :end
+      AND (CAST(:channel AS text) IS NULL OR channel = :channel)
+      AND (CAST(:queue AS text) IS NULL OR coalesce(queue, '') = :queue)
+      AND (CAST(:agent AS text) IS NULL OR CAST(agent_id AS text) = :agent)
+      AND (CAST(:tag AS text) = '' OR :tag = ANY(tags))
+    """,
+    **_CELL_TYPES,
 )
 
 
-async def wait_stats(session: AsyncSession) -> dict[str, Any]:
-    row = (await session.execute(_WAIT_STATS)).mappings().one()
-    return dict(row)
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A KPI read: the window [start, end), measured at ``now``, and the optional filters ('' tag: all)."""
+
+    start: datetime
+    end: datetime
+    now: datetime
+    channel: str | None = None
+    queue: str | None = None
+    agent: str | None = None
+    tag: str = ""
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "channel": self.channel,
+            "queue": self.queue,
+            "agent": self.agent,
+            "tag": self.tag,
+        }
 
 
-async def waiting_now(session: AsyncSession) -> dict[str, Any]:
-    row = (await session.execute(_WAITING_NOW)).mappings().one()
-    return dict(row)
+async def cells_by_queue_channel(session: AsyncSession, q: Query) -> list[Any]:
+    return list(await session.execute(_BY_QUEUE_CHANNEL, q.params()))
+
+
+async def cells_by_tag(session: AsyncSession, q: Query) -> list[Any]:
+    return list(await session.execute(_BY_TAG, q.params()))
+
+
+async def cells_by_agent(session: AsyncSession, q: Query) -> list[Any]:
+    return list(await session.execute(_BY_AGENT, q.params()))
+
+
+async def series(session: AsyncSession, q: Query, step: str) -> list[Any]:
+    return list(await session.execute(_SERIES, {**q.params(), "step": step}))
+
+
+async def status_seconds(session: AsyncSession, q: Query) -> list[Any]:
+    return list(await session.execute(_STATUS_SECONDS, {"start": q.start, "end": q.end, "agent": q.agent}))
+
+
+async def open_now(session: AsyncSession, q: Query) -> list[Any]:
+    return list(
+        await session.execute(_OPEN_NOW, {"now": q.now, "channel": q.channel, "queue": q.queue, "tag": q.tag})
+    )
+
+
+async def customers(session: AsyncSession, q: Query) -> int:
+    return int((await session.execute(_CUSTOMERS, q.params())).scalar_one())

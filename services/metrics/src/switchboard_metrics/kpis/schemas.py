@@ -1,28 +1,139 @@
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
 from pydantic import BaseModel, Field
 
 
-class WaitStats(BaseModel):
-    """Seconds from a conversation opening to its assignment (the queue wait, or speed of answer)."""
+class WindowName(StrEnum):
+    LIVE = "live"  # the last 15 minutes
+    HOUR = "hour"  # the last 60 minutes
+    TODAY = "today"  # since midnight UTC
+    RANGE = "range"  # from .. to, given by the caller
+
+
+class Window(BaseModel):
+    name: WindowName
+    start: datetime
+    end: datetime
+
+
+class Filters(BaseModel):
+    channel: str | None = None
+    queue: str | None = None
+    agent_id: uuid.UUID | None = None
+    tag: str | None = None
+
+
+class Distribution(BaseModel):
+    """Seconds, from a mergeable sketch (DDSketch, 1 % relative accuracy): percentiles are within 1 % of
+    the exact value; count, mean and max are exact."""
 
     count: int
-    avg: float | None
+    mean: float | None
     p50: float | None
     p90: float | None
     p99: float | None
     max: float | None
 
 
-class KpiSnapshot(BaseModel):
-    messages_received: int
+class Times(BaseModel):
+    first_response: Distribution = Field(
+        description="First human agent reply minus the conversation's opening (automatic replies excluded)."
+    )
+    reply: Distribution = Field(
+        description="Each human reply minus the earliest customer message it answers (automatic replies "
+        "answer nothing)."
+    )
+    wait: Distribution = Field(description="Assignment minus queueing (speed of answer).")
+    resolution: Distribution = Field(description="Resolution minus opening.")
+    handle: Distribution = Field(description="Resolution minus assignment.")
+
+
+class Volume(BaseModel):
+    messages_in: int = Field(description="Customer messages received (by channel only: no queue/agent/tag).")
+    messages_out: int = Field(description="Agent replies sent, automatic ones included.")
     conversations_opened: int
     conversations_assigned: int
     conversations_resolved: int
-    conversations_reopened: int = Field(
-        description="Resolved conversations the customer reopened by writing again."
+    conversations_reopened: int
+    conversations_abandoned: int = Field(description="Resolved without ever being assigned to an agent.")
+    customers: int = Field(description="Distinct customers among the conversations opened.")
+    conversations_per_customer: float | None
+    multichannel_share: float | None = Field(
+        description="Share of the conversations opened in which the customer used two or more channels."
     )
-    waiting_now: int = Field(description="Opened, not yet assigned nor resolved.")
+
+
+class Rates(BaseModel):
+    service_level: float | None = Field(
+        description="Answered (assigned) within the channel's target / (answered + abandoned)."
+    )
+    service_level_met: int
+    abandonment_rate: float | None = Field(description="Abandoned / (abandoned + assigned).")
+    resolution_rate: float | None = Field(description="Resolved / opened.")
+    first_contact_resolution: float | None = Field(description="Resolved and never reopened / resolved.")
+    reopen_rate: float | None = Field(description="Reopens / resolved.")
+
+
+class Breakdown(BaseModel):
+    """Volumes per value of one dimension."""
+
+    key: str
+    conversations_opened: int
+    conversations_resolved: int
+    messages_in: int
+    wait_p90: float | None
+
+
+class QueueRow(BaseModel):
+    queue: str = Field(description="The routing queue; '' for conversations no rule sent to a queue.")
+    waiting_now: int
     longest_wait_seconds: float | None
-    time_to_assign_seconds: WaitStats
-    events_by_type: dict[str, int]
+    wait: Distribution
+    rates: Rates
+    conversations_opened: int
+
+
+class AgentRow(BaseModel):
+    agent_id: uuid.UUID
+    status: str | None = Field(description="The latest status the agent reported.")
+    status_seconds: dict[str, float] = Field(description="Seconds in each status within the window.")
+    active_conversations: int = Field(description="Assigned to the agent now and not resolved.")
+    assignments: int
+    assignment_share: float | None = Field(description="Their share of all assignments in the window.")
+    handled: int = Field(description="Conversations they resolved in the window.")
+    handle: Distribution
+    occupancy: float | None = Field(
+        description="Handle time of the conversations they resolved / their online time, in the window."
+    )
+
+
+class Point(BaseModel):
+    """One bucket of the time series (a minute for windows up to two hours, else an hour)."""
+
+    at: datetime
+    messages_in: int
+    conversations_opened: int
+    wait_p50: float | None
+    wait_p90: float | None
+
+
+class KpiReport(BaseModel):
+    window: Window
+    filters: Filters
+    generated_at: datetime
+    waiting_now: int = Field(description="Conversations waiting for an agent right now.")
+    longest_wait_seconds: float | None
+    volume: Volume
+    times: Times
+    rates: Rates
+    by_channel: list[Breakdown]
+    by_queue: list[Breakdown]
+    by_tag: list[Breakdown]
+    queues: list[QueueRow]
+    agents: list[AgentRow]
+    series: list[Point]
+    events_by_type: dict[str, int] = Field(description="Distinct events counted since the start.")

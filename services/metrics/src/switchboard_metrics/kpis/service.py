@@ -14,88 +14,170 @@ and each counts only what the other had not. Agent status changes and conversati
 by the rows an insert-if-absent adds, which is exact the same way. What is exact is the count of distinct
 keys: an event that comes back with another key (a new message id) is a new event here.
 
-A call costs at most five statements whatever the number of deliveries: the before-image, the message facts,
-the conversation facts, the status changes and reopens, the counts; a statement with nothing to do is
-skipped (a replayed poll writes no fact and no count: it costs the before-image, and the status and reopen
-insert if it has status changes or reopens).
+A call costs at most seven statements whatever the number of deliveries: the before-image, the messages of
+the conversations it touches (for reply times), the message facts, the conversation facts, the status
+changes, reopens and handoffs, the KPI rollup cells, the counts. A statement with nothing to do is skipped:
+a replayed poll writes no fact, no cell and no count.
+
+The KPI rollups (``observe``) move by the difference each changed fact row makes, so they always equal a
+recomputation from the facts.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.events import (
     AgentStatusChanged,
-    ConversationAssigned,
-    ConversationOpened,
     ConversationReopened,
-    ConversationResolved,
-    MessageReceived,
+    ConversationRequeued,
     Payload,
 )
 from switchboard_common.kafka.consumer import Delivery
-from switchboard_metrics.kpis import repository
-from switchboard_metrics.kpis.facts import ConversationFacts, MessageFacts, merge, news_of
-from switchboard_metrics.kpis.schemas import KpiSnapshot, WaitStats
+from switchboard_metrics.kpis import observe, report, repository
+from switchboard_metrics.kpis.facts import ConversationFacts, MessageFacts, News, merge, news_of, then
+from switchboard_metrics.kpis.observe import (
+    Cell,
+    Tally,
+    assignment_cell,
+    cells_of,
+    delta,
+    message_cells_of,
+)
+from switchboard_metrics.kpis.schemas import Filters, KpiReport, Times, Window
 
 
 async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payload]]) -> None:
-    """Fill the facts of ``deliveries`` and count what is new in them.
+    """Fill the facts of ``deliveries``, count what is new in them, and move the KPI rollups by what the
+    new facts change.
 
     Called with a whole poll, a part of one, or one record (the runner's failure isolation), possibly
     several times in one transaction: each call reads the rows its predecessors wrote.
     """
     batch = merge(d.payload for d in deliveries)
+    # A message told in its conversation changes that conversation's reply times: claim it too.
+    touched = batch.conversations.keys() | {
+        m.conversation_id for m in batch.messages.values() if m.conversation_id is not None
+    }
     stored_messages: dict[uuid.UUID, MessageFacts] = {}
     stored_conversations: dict[uuid.UUID, ConversationFacts] = {}
-    if batch.messages or batch.conversations:
+    if batch.messages or touched:
         stored_messages, stored_conversations = await repository.claim_facts(
-            session, batch.messages.keys(), batch.conversations.keys()
+            session, batch.messages.keys(), touched
         )
     news = news_of(batch, stored_messages, stored_conversations)
+    threads = await repository.conversation_messages(
+        session, _rethreaded(news, stored_messages, stored_conversations.keys())
+    )
     await repository.fill_messages(session, news.messages)
     await repository.fill_conversations(session, news.conversations)
     counts = news.counts
-    statuses, reopens = await repository.insert_changes(session, batch.statuses, batch.reopens)
-    counts[AgentStatusChanged.event_type] += statuses
-    counts[ConversationReopened.event_type] += reopens
+    changes = await repository.insert_changes(session, batch.statuses, batch.reopens, batch.handoffs)
+    counts[AgentStatusChanged.event_type] += changes.statuses
+    counts[ConversationReopened.event_type] += changes.reopens
+    counts[ConversationRequeued.event_type] += changes.requeues
+    cells = rollup_delta(news, stored_messages, stored_conversations, threads, changes)
+    await repository.add_cells(session, cells)
     await repository.add_counts(session, counts)
+
+
+def _rethreaded(
+    news: News, stored_messages: Mapping[uuid.UUID, MessageFacts], claimed: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """The conversations whose cells may change: those with new facts, and those a message was told in
+    (claimed). A message's news without its conversation (``message.received`` after the message was
+    told in its thread) only adds its receipt, which no conversation cell depends on."""
+    out = set(news.conversations)
+    for key, m in news.messages.items():
+        after = then(stored_messages.get(key) or MessageFacts(), m)
+        if after.conversation_id is not None and after.conversation_id in claimed:
+            out.add(after.conversation_id)
+    return out
+
+
+def rollup_delta(
+    news: News,
+    stored_messages: Mapping[uuid.UUID, MessageFacts],
+    stored_conversations: Mapping[uuid.UUID, ConversationFacts],
+    threads: Mapping[uuid.UUID, Mapping[uuid.UUID, MessageFacts]],
+    changes: repository.Changes,
+) -> dict[Cell, Tally]:
+    """How the rollup cells change with a call's news (pure): each changed message's and conversation's
+    cells after, minus before, and a cell per new assignment. ``threads`` holds the stored messages (before
+    this call) of every conversation with news or with a new message."""
+    cells: dict[Cell, Tally] = {}
+    after_messages: dict[uuid.UUID, MessageFacts] = {}
+    for key, m in news.messages.items():
+        before = stored_messages.get(key)
+        after_messages[key] = then(before or MessageFacts(), m)
+        delta(message_cells_of(before), message_cells_of(after_messages[key]), cells)
+    for cid, thread in threads.items():
+        after_thread = dict(thread)
+        for key, after in after_messages.items():
+            if after.conversation_id == cid:
+                after_thread[key] = after
+        before_c = stored_conversations.get(cid)
+        news_c = news.conversations.get(cid)
+        after_c = before_c if news_c is None else then(before_c or ConversationFacts(), news_c)
+        delta(cells_of(before_c, thread.values()), cells_of(after_c, after_thread.values()), cells)
+    for agent_id, at in changes.assignments:
+        delta({}, {assignment_cell(agent_id, at): Tally(1, 0.0)}, cells)
+    return cells
 
 
 # --- reading ---------------------------------------------------------------------------------------------
 
 
-def _seconds(value: Any) -> float | None:
-    return None if value is None else round(float(value), 4)
-
-
-def kpi_snapshot(
-    counts: Mapping[str, int], waits: Mapping[str, Any], waiting: Mapping[str, Any]
-) -> KpiSnapshot:
-    """The KPIs from the stored counts and the two fact aggregates (pure)."""
-    return KpiSnapshot(
-        messages_received=counts.get(MessageReceived.event_type, 0),
-        conversations_opened=counts.get(ConversationOpened.event_type, 0),
-        conversations_assigned=counts.get(ConversationAssigned.event_type, 0),
-        conversations_resolved=counts.get(ConversationResolved.event_type, 0),
-        conversations_reopened=counts.get(ConversationReopened.event_type, 0),
-        waiting_now=int(waiting["waiting"]),
-        longest_wait_seconds=_seconds(waiting["longest"]),
-        time_to_assign_seconds=WaitStats(
-            count=int(waits["assigned"]),
-            **{k: _seconds(waits[k]) for k in ("avg", "p50", "p90", "p99", "max")},
-        ),
-        events_by_type=dict(counts),
+async def kpi_report(
+    session: AsyncSession,
+    window: Window,
+    filters: Filters,
+    level: report.ServiceLevel,
+    now: datetime,
+) -> KpiReport:
+    """The KPIs of ``window`` under ``filters``: sums of rollup cells, plus what is open right now."""
+    q = repository.Query(
+        start=observe.minute(window.start),
+        end=window.end,
+        now=now,
+        channel=filters.channel,
+        queue=filters.queue,
+        agent=None if filters.agent_id is None else str(filters.agent_id),
+        tag=filters.tag or "",
     )
-
-
-async def snapshot(session: AsyncSession) -> KpiSnapshot:
-    return kpi_snapshot(
-        await repository.counts(session),
-        await repository.wait_stats(session),
-        await repository.waiting_now(session),
+    main = report.summed(await repository.cells_by_queue_channel(session, q))
+    open_now = report.open_now(await repository.open_now(session, q))
+    waiting = sum(open_now.waiting.values())
+    total = main.total
+    return KpiReport(
+        window=window,
+        filters=filters,
+        generated_at=now,
+        waiting_now=waiting,
+        longest_wait_seconds=max(open_now.longest.values(), default=None),
+        volume=report.volume(total, await repository.customers(session, q)),
+        times=Times(
+            first_response=report.distribution(total.get(observe.Metric.FIRST_RESPONSE)),
+            reply=report.distribution(total.get(observe.Metric.REPLY)),
+            wait=report.distribution(total.get(observe.Metric.WAIT)),
+            resolution=report.distribution(total.get(observe.Metric.RESOLUTION)),
+            handle=report.distribution(total.get(observe.Metric.HANDLE)),
+        ),
+        rates=report.rates(total, report.wait_by_channel(main), level),
+        by_channel=[report.breakdown(ch, s) for ch, s in sorted(main.by_channel.items()) if ch],
+        by_queue=[report.breakdown(qn, s) for qn, s in sorted(main.by_queue.items())],
+        by_tag=report.by_tag(await repository.cells_by_tag(session, q)),
+        queues=report.queues(main, open_now, level),
+        agents=report.agents(
+            await repository.cells_by_agent(session, q),
+            await repository.status_seconds(session, q),
+            open_now,
+            filters.agent_id,
+        ),
+        series=report.series(await repository.series(session, q, report.series_step(window))),
+        events_by_type=await repository.counts(session),
     )

@@ -111,6 +111,7 @@ class Waiting:
     preferred_agent: uuid.UUID | None = None  # sticky: the customer's previous agent, within the window
     excluded: frozenset[uuid.UUID] = field(default_factory=frozenset)  # declined or let an offer lapse
     policy: Policy = Policy.LEAST_LOADED  # its queue's
+    queue: str = "default"
 
     @property
     def required_skills(self) -> frozenset[str]:

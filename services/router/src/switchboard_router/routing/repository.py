@@ -131,7 +131,7 @@ _TASK_TYPES: dict[str, Any] = {
 _POLICY = "coalesce((SELECT qu.policy FROM router.queues qu WHERE qu.name = t.queue), 'least_loaded')"
 _QUEUED_COLUMNS = (
     "t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.enqueued_at,"
-    f" t.declined_by, {_POLICY} AS policy"
+    f" t.declined_by, {_POLICY} AS policy, t.queue"
 )
 _INSERT_TASKS = statement(
     f"""
@@ -366,6 +366,7 @@ def _waiting(r: Any) -> Waiting:
         r.enqueued_at,
         excluded=frozenset(r.declined_by),
         policy=Policy(r.policy),
+        queue=r.queue,
     )
 
 
@@ -608,7 +609,7 @@ _ACCEPT = statement(
     """
     UPDATE router.tasks SET state = 'assigned', assigned_at = :at, offer_expires_at = NULL
     WHERE conversation_id = :id AND agent_id = :agent AND state = 'offered'
-    RETURNING enqueued_at, offered_at
+    RETURNING enqueued_at, offered_at, queue
     """,
     id=sa.Uuid(),
     agent=sa.Uuid(),
@@ -618,11 +619,11 @@ _ACCEPT = statement(
 
 async def accept_offer(
     session: AsyncSession, conversation_id: uuid.UUID, agent_id: uuid.UUID, at: datetime
-) -> tuple[datetime, datetime] | None:
+) -> tuple[datetime, datetime, str] | None:
     """Turn the agent's offer into an assignment (its capacity was held since the offer); returns the
-    task's queue time and the offer's time, or None when the agent holds no such offer."""
+    task's queue time, the offer's time and its queue, or None when the agent holds no such offer."""
     row = (await session.execute(_ACCEPT, {"id": conversation_id, "agent": agent_id, "at": at})).one_or_none()
-    return None if row is None else (row.enqueued_at, row.offered_at)
+    return None if row is None else (row.enqueued_at, row.offered_at, row.queue)
 
 
 # --- presence ---------------------------------------------------------------------------------------------
@@ -854,7 +855,7 @@ async def mark_sla_breaches(session: AsyncSession, now: datetime) -> list[Breach
 
 _LOCK_OPEN_TASK = statement(
     """
-    SELECT state, agent_id, workload, enqueued_at, assigned_at FROM router.tasks
+    SELECT state, agent_id, workload, enqueued_at, assigned_at, queue FROM router.tasks
     WHERE conversation_id = :id AND state <> 'closed'
     FOR UPDATE
     """,
@@ -879,6 +880,7 @@ class OpenTask:
     workload: int
     enqueued_at: datetime
     assigned_at: datetime | None
+    queue: str
 
 
 async def lock_open_task(session: AsyncSession, conversation_id: uuid.UUID) -> OpenTask | None:
@@ -886,7 +888,7 @@ async def lock_open_task(session: AsyncSession, conversation_id: uuid.UUID) -> O
     return (
         None
         if row is None
-        else OpenTask(row.state, row.agent_id, row.workload, row.enqueued_at, row.assigned_at)
+        else OpenTask(row.state, row.agent_id, row.workload, row.enqueued_at, row.assigned_at, row.queue)
     )
 
 

@@ -100,7 +100,11 @@ async def _place(
         payload: Payload
         if p.expires_at is None:
             payload = ConversationAssigned(
-                conversation_id=p.conversation_id, agent_id=p.agent_id, queued_at=queued_at, assigned_at=now
+                conversation_id=p.conversation_id,
+                agent_id=p.agent_id,
+                queued_at=queued_at,
+                assigned_at=now,
+                queue=by_id[p.conversation_id].queue,
             )
         else:
             payload = ConversationOffered(
@@ -157,6 +161,7 @@ async def _route(
                     required_skills=sorted(t.required_skills),
                     priority=t.priority,
                     queued_at=t.enqueued_at,
+                    queue=t.queue,
                 ),
                 t.conversation_id,
                 causes.get(t.conversation_id),
@@ -210,6 +215,7 @@ def _new_task(
             max(priority, outcome.priority),
             enqueued_at,
             preferred,
+            queue=outcome.queue,
         ),
         event.customer_id,
         event.channel.value,
@@ -389,13 +395,14 @@ async def accept_offer(
     accepted = await repository.accept_offer(session, conversation_id, agent_id, now)
     if accepted is None:
         raise NotFound("no such offer is open for this agent", code="offer_not_found")
-    queued_at, offered_at = accepted
+    queued_at, offered_at, queue = accepted
     assigned = ConversationAssigned(
         conversation_id=conversation_id,
         agent_id=agent_id,
         queued_at=queued_at,
         assigned_at=now,
         offered_at=offered_at,
+        queue=queue,
     )
     await outbox.add_many(session, [_event(assigned, conversation_id)])
     return assigned
@@ -615,6 +622,7 @@ async def force_assign(
             agent_id=agent_id,
             queued_at=task.enqueued_at,
             assigned_at=task.assigned_at,
+            queue=task.queue,
         )
     events: list[Payload] = []
     if task.agent_id is not None:
@@ -631,7 +639,11 @@ async def force_assign(
             )
     await repository.force_assign(session, conversation_id, agent_id, task.workload, now)
     assigned = ConversationAssigned(
-        conversation_id=conversation_id, agent_id=agent_id, queued_at=task.enqueued_at, assigned_at=now
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        queued_at=task.enqueued_at,
+        assigned_at=now,
+        queue=task.queue,
     )
     events.append(assigned)
     await outbox.add_many(session, [_event(e, conversation_id) for e in events])

@@ -1,0 +1,151 @@
+"""Bounded retention: rollup cells and facts older than ``SWITCHBOARD_METRICS_RETENTION_DAYS`` are deleted
+in the background, in small batches (short transactions that never hold up the consumer for long).
+
+What is kept: open conversations whatever their age, with their handoffs (who holds them now is read from
+those), and each agent's latest status change (their status now). A fact deleted here and then met again
+in a replay of topics older than the retention counts again: retention is the horizon of exactness too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+
+from switchboard_common.db.database import Database
+from switchboard_common.db.sql import statement
+from switchboard_common.events import utcnow
+
+log = logging.getLogger(__name__)
+BATCH = 5000
+
+_CUTOFF: dict[str, sa.types.TypeEngine[Any]] = {"cutoff": sa.DateTime(timezone=True), "batch": sa.Integer()}
+_DELETES: list[tuple[str, sa.TextClause]] = [
+    (
+        "kpi_cells",
+        statement(
+            """
+            DELETE FROM metrics.kpi_cells WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.kpi_cells WHERE minute < :cutoff OR count = 0 LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
+        "message_facts",
+        statement(
+            """
+            DELETE FROM metrics.message_facts WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.message_facts
+                WHERE coalesce(received_at, sent_at) < :cutoff LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
+        "conversation_handoffs",
+        statement(
+            """
+            DELETE FROM metrics.conversation_handoffs WHERE ctid = ANY(ARRAY(
+                SELECT h.ctid FROM metrics.conversation_handoffs h
+                WHERE h.at < :cutoff AND NOT EXISTS (
+                    SELECT 1 FROM metrics.conversation_facts f
+                    WHERE f.conversation_id = h.conversation_id AND f.is_open)
+                LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
+        "conversation_reopens",
+        statement(
+            """
+            DELETE FROM metrics.conversation_reopens WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.conversation_reopens WHERE reopened_at < :cutoff LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
+        "conversation_facts",
+        statement(
+            """
+            DELETE FROM metrics.conversation_facts WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.conversation_facts
+                WHERE NOT is_open AND greatest(opened_at, last_resolved_at, last_reopened_at) < :cutoff
+                LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
+        "agent_status_changes",
+        statement(
+            """
+            DELETE FROM metrics.agent_status_changes WHERE ctid = ANY(ARRAY(
+                SELECT s.ctid FROM metrics.agent_status_changes s
+                WHERE s.changed_at < :cutoff AND EXISTS (
+                    SELECT 1 FROM metrics.agent_status_changes later
+                    WHERE later.agent_id = s.agent_id AND later.changed_at > s.changed_at)
+                LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+]
+
+
+async def purge(db: Database, cutoff: datetime) -> dict[str, int]:
+    """Delete what is older than ``cutoff``, batch by batch; returns the rows deleted per table."""
+    deleted: dict[str, int] = {}
+    for table, delete in _DELETES:
+        total = 0
+        while True:
+            async with db.unit_of_work() as session:
+                params = {"cutoff": cutoff, "batch": BATCH}
+                result = cast("sa.CursorResult[Any]", await session.execute(delete, params))
+                n = result.rowcount
+            total += n
+            if n < BATCH:
+                break
+        deleted[table] = total
+    return deleted
+
+
+class RetentionJob:
+    """Runs ``purge`` soon after start, then every ``interval``."""
+
+    def __init__(self, db: Database, retention: timedelta, interval: timedelta) -> None:
+        self._db = db
+        self._retention = retention
+        self._interval = interval.total_seconds()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        delay = min(60.0, self._interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                break
+            delay = self._interval
+            try:
+                deleted = await purge(self._db, utcnow() - self._retention)
+            except Exception as exc:
+                log.warning("metrics retention failed", exc_info=True, extra={"error": repr(exc)})
+                continue
+            if any(deleted.values()):
+                log.info("metrics retention", extra={"deleted": deleted})
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="metrics-retention")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
