@@ -121,10 +121,17 @@ class ConversationFacts:
 def _aware(facts: MessageFacts | ConversationFacts) -> None:
     """A time without a zone is UTC. A customer's message may carry one (``sent_at`` from a client), and
     times of both kinds must compare and subtract (reply times, the earliest first reply)."""
-    for f in fields(facts):
-        value = getattr(facts, f.name)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            object.__setattr__(facts, f.name, value.replace(tzinfo=UTC))
+    for name in _TIMES[type(facts)]:
+        value = getattr(facts, name)
+        if value is not None and value.tzinfo is None:
+            object.__setattr__(facts, name, value.replace(tzinfo=UTC))
+
+
+# The time columns of each kind of facts (looked up per instance: facts are made per event).
+_TIMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if "datetime" in str(f.type))
+    for cls in (MessageFacts, ConversationFacts)
+}
 
 
 class Merge(Enum):

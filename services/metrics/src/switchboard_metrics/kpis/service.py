@@ -26,6 +26,7 @@ recomputation from the facts.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
@@ -110,16 +111,15 @@ def rollup_delta(
     cells after, minus before, and a cell per new assignment. ``threads`` holds the stored messages (before
     this call) of every conversation with news or with a new message."""
     cells: dict[Cell, Tally] = {}
-    after_messages: dict[uuid.UUID, MessageFacts] = {}
+    told: dict[uuid.UUID, dict[uuid.UUID, MessageFacts]] = defaultdict(dict)  # conversation -> new messages
     for key, m in news.messages.items():
         before = stored_messages.get(key)
-        after_messages[key] = then(before or MessageFacts(), m)
-        delta(message_cells_of(before), message_cells_of(after_messages[key]), cells)
+        after = then(before or MessageFacts(), m)
+        delta(message_cells_of(before), message_cells_of(after), cells)
+        if after.conversation_id is not None:
+            told[after.conversation_id][key] = after
     for cid, thread in threads.items():
-        after_thread = dict(thread)
-        for key, after in after_messages.items():
-            if after.conversation_id == cid:
-                after_thread[key] = after
+        after_thread = {**thread, **told.get(cid, {})}
         before_c = stored_conversations.get(cid)
         news_c = news.conversations.get(cid)
         after_c = before_c if news_c is None else then(before_c or ConversationFacts(), news_c)
