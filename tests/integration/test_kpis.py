@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
@@ -526,3 +527,26 @@ async def test_the_stream_pushes_fresh_reports(settings: Settings, db: Database)
             return opened if opened != 1 else 0
 
         assert await eventually(next_opened, timeout=10, what="a report with the new conversation") == 2
+
+
+async def test_a_rebuild_recomputes_the_rollups_from_the_facts(settings: Settings, db: Database) -> None:
+    """Rollups lost, or wrong (a definition changed, a stray cell): POST /v1/kpis/rebuild makes them again
+    from the facts, and the report is the one the consumer's deltas had made."""
+    h = history()
+    await record(db, Log(settings).append(h.events))
+    async with serve(metrics_app(kpi_settings(settings))) as client:
+        before = await kpis(client, **range_of(h))
+        async with db.unit_of_work() as session:
+            await session.execute(sa.text("DELETE FROM metrics.kpi_cells WHERE metric = 'wait'"))
+            await session.execute(
+                sa.text(
+                    "INSERT INTO metrics.kpi_cells VALUES (:minute, 'opened', 'sms', '', '', '', 0, 7, 0)"
+                ),
+                {"minute": h.base},
+            )
+        assert comparable(await kpis(client, **range_of(h))) != comparable(before)
+        assert (await client.post("/v1/kpis/rebuild")).status_code == 401
+        response = await client.post("/v1/kpis/rebuild", headers=bearer(ADMIN_KEY))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"conversations": 4, "messages": 7, "assignments": 3}
+        assert comparable(await kpis(client, **range_of(h))) == comparable(before)

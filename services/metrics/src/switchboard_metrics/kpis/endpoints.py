@@ -15,7 +15,7 @@ from switchboard_common.http.deps import RuntimeDep, SessionDep
 from switchboard_common.http.errors import ApiError
 from switchboard_common.http.openapi import errors
 from switchboard_metrics.kpis import report, service
-from switchboard_metrics.kpis.schemas import Filters, KpiReport, Window, WindowName
+from switchboard_metrics.kpis.schemas import Filters, KpiReport, RebuildReport, Window, WindowName
 from switchboard_metrics.settings import MetricsSettings
 
 router = APIRouter(prefix="/v1", tags=["kpis"])
@@ -125,3 +125,14 @@ async def kpis_stream(
             await asyncio.sleep(settings.metrics_stream_interval_s)
 
     return EventSourceResponse(reports(), ping=PING_S)
+
+
+@router.post(
+    "/kpis/rebuild",
+    summary="Recompute every KPI rollup from the stored facts (after a definition changes)",
+    responses=errors(401, 403, 503),
+)
+async def rebuild(_: AdminPrincipal, session: SessionDep) -> RebuildReport:
+    """One transaction over all facts within the retention: the consumer's writes to the rollups wait
+    for it, so run it when a pause of that length is acceptable."""
+    return await service.rebuild_rollups(session)

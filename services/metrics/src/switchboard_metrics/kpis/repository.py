@@ -214,12 +214,62 @@ async def claim_facts(
         if row[0] == "m":
             messages[row[1]] = MessageFacts(*row[2:split])
         else:
-            values = dict(zip(CONVERSATION_COLUMNS, row[split:], strict=True))
-            for c in _LISTS:
-                if values[c] is not None:
-                    values[c] = tuple(values[c])
-            conversations[row[1]] = ConversationFacts(**values)
+            conversations[row[1]] = _conversation(row[split:])
     return messages, conversations
+
+
+def _conversation(values: Sequence[Any]) -> ConversationFacts:
+    named = dict(zip(CONVERSATION_COLUMNS, values, strict=True))
+    for c in _LISTS:
+        if named[c] is not None:
+            named[c] = tuple(named[c])
+    return ConversationFacts(**named)
+
+
+# --- rebuilding the rollups from the facts --------------------------------------------------------------
+
+_PAGE_CONVERSATIONS = statement(
+    f"""
+    SELECT conversation_id, {", ".join(CONVERSATION_COLUMNS)} FROM metrics.conversation_facts
+    WHERE conversation_id > :after ORDER BY conversation_id LIMIT :limit
+    """,  # noqa: S608 - the names are ours, not input
+    after=sa.Uuid(),
+    limit=sa.Integer(),
+)
+_PAGE_MESSAGES = statement(
+    f"""
+    SELECT message_id, {", ".join(MESSAGE_COLUMNS)} FROM metrics.message_facts
+    WHERE message_id > :after ORDER BY message_id LIMIT :limit
+    """,  # noqa: S608 - the names are ours, not input
+    after=sa.Uuid(),
+    limit=sa.Integer(),
+)
+_ASSIGNMENTS = sa.text("SELECT agent_id, at FROM metrics.conversation_handoffs WHERE kind = 'assigned'")
+
+
+async def start_rebuild(session: AsyncSession) -> None:
+    """Empty the rollups for a rebuild, holding off every other writer of them until the transaction
+    ends (a consumer's call then adds its delta to the rebuilt cells, after this commits)."""
+    await session.execute(sa.text("LOCK TABLE metrics.kpi_cells IN SHARE ROW EXCLUSIVE MODE"))
+    await session.execute(sa.text("DELETE FROM metrics.kpi_cells"))
+
+
+async def page_conversations(
+    session: AsyncSession, after: uuid.UUID, limit: int
+) -> list[tuple[uuid.UUID, ConversationFacts]]:
+    rows = await session.execute(_PAGE_CONVERSATIONS, {"after": after, "limit": limit})
+    return [(row[0], _conversation(row[1:])) for row in rows]
+
+
+async def page_messages(
+    session: AsyncSession, after: uuid.UUID, limit: int
+) -> list[tuple[uuid.UUID, MessageFacts]]:
+    rows = await session.execute(_PAGE_MESSAGES, {"after": after, "limit": limit})
+    return [(row[0], MessageFacts(*row[1:])) for row in rows]
+
+
+async def assignments(session: AsyncSession) -> list[tuple[uuid.UUID, datetime]]:
+    return [(agent_id, at) for agent_id, at in await session.execute(_ASSIGNMENTS)]
 
 
 _CONVERSATION_MESSAGES = statement(

@@ -137,3 +137,11 @@ class KpiReport(BaseModel):
     agents: list[AgentRow]
     series: list[Point]
     events_by_type: dict[str, int] = Field(description="Distinct events counted since the start.")
+
+
+class RebuildReport(BaseModel):
+    """What a rebuild of the rollups read."""
+
+    conversations: int
+    messages: int
+    assignments: int

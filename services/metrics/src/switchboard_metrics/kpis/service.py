@@ -49,7 +49,7 @@ from switchboard_metrics.kpis.observe import (
     delta,
     message_cells_of,
 )
-from switchboard_metrics.kpis.schemas import Filters, KpiReport, Times, Window
+from switchboard_metrics.kpis.schemas import Filters, KpiReport, RebuildReport, Times, Window
 
 
 async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payload]]) -> None:
@@ -127,6 +127,43 @@ def rollup_delta(
     for agent_id, at in changes.assignments:
         delta({}, {assignment_cell(agent_id, at): Tally(1, 0.0)}, cells)
     return cells
+
+
+# --- rebuilding ------------------------------------------------------------------------------------------
+
+_PAGE = 1000
+
+
+async def rebuild_rollups(session: AsyncSession) -> RebuildReport:
+    """Recompute every rollup cell from the stored facts, in this transaction: after a KPI definition
+    changes, or for facts recorded before the rollups existed. The consumer's calls wait for it (the
+    rollups are locked) and then add their deltas to the rebuilt cells."""
+    await repository.start_rebuild(session)
+    conversations = messages = 0
+    after = uuid.UUID(int=0)
+    while page := await repository.page_conversations(session, after, _PAGE):
+        threads = await repository.conversation_messages(session, [cid for cid, _ in page])
+        cells: dict[Cell, Tally] = {}
+        for cid, facts in page:
+            delta({}, cells_of(facts, threads[cid].values()), cells)
+        await repository.add_cells(session, cells)
+        conversations += len(page)
+        after = page[-1][0]
+    after = uuid.UUID(int=0)
+    while message_page := await repository.page_messages(session, after, _PAGE):
+        cells = {}
+        for _, m in message_page:
+            delta({}, message_cells_of(m), cells)
+        await repository.add_cells(session, cells)
+        messages += len(message_page)
+        after = message_page[-1][0]
+    handed = await repository.assignments(session)
+    for start in range(0, len(handed), _PAGE):
+        cells = {}
+        for agent_id, at in handed[start : start + _PAGE]:
+            delta({}, {assignment_cell(agent_id, at): Tally(1, 0.0)}, cells)
+        await repository.add_cells(session, cells)
+    return RebuildReport(conversations=conversations, messages=messages, assignments=len(handed))
 
 
 # --- reading ---------------------------------------------------------------------------------------------
