@@ -112,7 +112,7 @@ async def test_a_linked_email_joins_the_customer_across_channels(
     assert await rows(session, "SELECT count(DISTINCT conversation_id) FROM conversation.messages") == [(1,)]
     assert await rows(
         session, "SELECT first_channel, last_channel, status FROM conversation.conversations"
-    ) == [("api", "email", "open")]
+    ) == [("api", "email", "new")]
 
 
 async def test_sender_identity_wins_over_a_linked_email(session: AsyncSession, outbox: Outbox) -> None:
@@ -153,7 +153,7 @@ async def test_after_resolution_the_customer_gets_a_new_conversation(
     await service.record_inbound(session, outbox, [message("c-1")], reopen_window=timedelta(0))
     assert await rows(
         session, "SELECT status, count(*) FROM conversation.conversations GROUP BY status ORDER BY status"
-    ) == [("open", 1), ("resolved", 1)]
+    ) == [("new", 1), ("resolved", 1)]
 
 
 async def test_latest_activity_is_the_newest_message(session: AsyncSession, outbox: Outbox) -> None:
@@ -200,7 +200,7 @@ async def test_reopening_statements_do_not_grow_with_the_batch(session: AsyncSes
         senders = [f"r{batch_size}-{i}" for i in range(batch_size)]
         await service.record_inbound(session, outbox, [message(s, at=earlier) for s in senders])
         for cid in await session.scalars(
-            sa.text("SELECT id FROM conversation.conversations WHERE status = 'open'")
+            sa.text("SELECT id FROM conversation.conversations WHERE status = 'new'")
         ):
             await service.resolve(session, outbox, admin, cid)
         count = 0
@@ -428,7 +428,7 @@ async def test_after_the_window_a_new_conversation_starts(session: AsyncSession,
     assert new not in (late, in_time)
     assert set(await rows(session, "SELECT id, status, reopen_count FROM conversation.conversations")) == {
         (late, "resolved", 0),
-        (new, "open", 0),
+        (new, "new", 0),
         (in_time, "reopened", 1),
     }
     assert {(t, k) for t, k, _ in (await _events(session))[before:]} == {
@@ -452,7 +452,7 @@ async def test_a_zero_window_never_reopens(session: AsyncSession, outbox: Outbox
     assert new != off
     assert set(await rows(session, "SELECT id, status FROM conversation.conversations")) == {
         (off, "resolved"),
-        (new, "open"),
+        (new, "new"),
         (on, "reopened"),
     }
 
@@ -621,4 +621,4 @@ async def test_a_reopen_meeting_a_conversation_opened_meanwhile_retries_and_join
 
     assert await _race(settings, [late], [delayed], reopen_window=HOUR)
     assert await _thread_counts(settings, sender) == (1, 2, 3)
-    assert await _conversations(settings, sender) == [("resolved", 0), ("open", 0)]
+    assert await _conversations(settings, sender) == [("resolved", 0), ("new", 0)]

@@ -1,4 +1,4 @@
-"""Who is calling: agents carry a signed token (JWT, HS256), supervisors and ops the admin API key.
+"""Who is calling: agents and supervisors carry a signed token (JWT, HS256), ops the admin API key.
 
 Both arrive as ``Authorization: Bearer <credential>``. Tokens are verified with the shared
 ``SWITCHBOARD_AUTH_SECRET``, so the router (which issues them) and the conversation service (which checks
@@ -26,27 +26,54 @@ _ALGORITHM = "HS256"
 
 class Role(StrEnum):
     AGENT = "agent"
+    SUPERVISOR = "supervisor"  # an agent who also sees every conversation
     ADMIN = "admin"
+
+
+# The roles an agent's token can carry.
+AGENT_ROLES = (Role.AGENT, Role.SUPERVISOR)
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     role: Role
     agent_id: uuid.UUID | None = None
+    # The agent's teams when the token was issued: they see the conversations waiting in their teams' queues.
+    teams: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
 
+    @property
+    def sees_all(self) -> bool:
+        """Supervisors and the admin credential see every conversation."""
+        return self.role in (Role.ADMIN, Role.SUPERVISOR)
+
     def can_act_for(self, agent_id: uuid.UUID) -> bool:
         return self.is_admin or self.agent_id == agent_id
 
 
-def issue_agent_token(settings: AgentAuthSettings, agent_id: uuid.UUID) -> tuple[str, int]:
-    """A signed token for ``agent_id``; returns it with its lifetime in seconds."""
+def issue_agent_token(
+    settings: AgentAuthSettings,
+    agent_id: uuid.UUID,
+    role: Role = Role.AGENT,
+    teams: tuple[str, ...] | list[str] = (),
+) -> tuple[str, int]:
+    """A signed token for ``agent_id`` with their role and teams; returns it with its lifetime in seconds.
+    Teams are read when the token is issued: a change shows in the agent's next token."""
+    if role not in AGENT_ROLES:
+        raise ValueError(f"an agent's token cannot carry the role {role}")
     now = int(time.time())
     ttl = settings.agent_token_ttl_seconds
-    claims = {"iss": _ISSUER, "sub": str(agent_id), "role": Role.AGENT.value, "iat": now, "exp": now + ttl}
+    claims = {
+        "iss": _ISSUER,
+        "sub": str(agent_id),
+        "role": role.value,
+        "teams": list(teams),
+        "iat": now,
+        "exp": now + ttl,
+    }
     return jwt.encode(claims, settings.token_secret, algorithm=_ALGORITHM), ttl
 
 
@@ -73,9 +100,12 @@ def authenticate(settings: AgentAuthSettings, credential: str) -> Principal:
             issuer=_ISSUER,
             options={"require": ["exp", "sub", "iss"]},
         )
-        if claims.get("role") != Role.AGENT.value:
+        role = Role(str(claims.get("role")))
+        teams = claims.get("teams", [])
+        valid_teams = isinstance(teams, list) and all(isinstance(t, str) for t in teams)
+        if role not in AGENT_ROLES or not valid_teams:
             raise ApiError(401, "invalid credential")
-        return Principal(Role.AGENT, uuid.UUID(claims["sub"]))
+        return Principal(role, uuid.UUID(claims["sub"]), tuple(teams))
     except jwt.ExpiredSignatureError as exc:
         raise ApiError(401, "token expired") from exc
     except (jwt.InvalidTokenError, ValueError) as exc:

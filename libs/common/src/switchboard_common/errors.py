@@ -27,6 +27,13 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class Invalid(DomainError):
+    """The request is well formed but asks for something that cannot be (a snooze in the past, a tag
+    outside the catalogue)."""
+
+    code = "invalid"
+
+
 class Forbidden(DomainError):
     code = "forbidden"
 

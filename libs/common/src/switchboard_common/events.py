@@ -315,6 +315,38 @@ class ConversationReopened(Payload):
     previous_agent_id: uuid.UUID | None
 
 
+@register
+class ConversationStatusChanged(Payload):
+    """An agent snoozed a conversation (until ``snoozed_until``), or it woke up (its time came, or the agent
+    woke it). The states the message flow implies (waiting on the customer or the agent) are told by the
+    messages themselves."""
+
+    event_type: ClassVar[str] = "conversation.status_changed"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
+
+    conversation_id: uuid.UUID
+    status: str  # conversation.models.ConversationStatus
+    previous_status: str
+    agent_id: uuid.UUID | None  # who changed it; none when the snooze ran out
+    snoozed_until: datetime | None = None
+    changed_at: datetime
+
+
+@register
+class ConversationTagsChanged(Payload):
+    """The conversation's tags ("what:..." and "why:..." names), as they are now."""
+
+    event_type: ClassVar[str] = "conversation.tags_changed"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
+
+    conversation_id: uuid.UUID
+    tags: list[str]
+    added: list[str]
+    removed: list[str]
+    agent_id: uuid.UUID | None
+    changed_at: datetime
+
+
 # --- routing.events (key: conversation id) ------------------------------------------------------------
 
 
@@ -330,6 +362,8 @@ class ConversationQueued(Payload):
     # The routing queue the conversation waits in (a routing rule's, else "default"); None from producers
     # that predate it.
     queue: str | None = None
+    # The team serving that queue (its agents see the conversation while it waits); None: no team.
+    team: str | None = None
 
 
 @register

@@ -8,9 +8,11 @@ from switchboard_common.db.outbox import Outbox
 from switchboard_common.http.app import create_service_app
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_conversation.consumer import GROUP_ID, handlers
+from switchboard_conversation.conversations.endpoints import customers_router, tags_router
 from switchboard_conversation.conversations.endpoints import router as conversations_router
 from switchboard_conversation.models import outbox_table
 from switchboard_conversation.settings import ConversationSettings
+from switchboard_conversation.snoozes import SnoozeWaker
 
 
 def create_app(settings: ConversationSettings | None = None) -> FastAPI:
@@ -21,11 +23,14 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         outbox = Outbox(outbox_table, runtime.settings)
         runtime.use_outbox(outbox)
         runtime.add_consumer(GROUP_ID, handlers(outbox, reopen_window))
+        runtime.background.append(
+            SnoozeWaker(runtime.db, outbox, settings.conversation_snooze_check_ms / 1000)
+        )
 
     return create_service_app(
         "conversation",
         settings,
-        [conversations_router],
+        [conversations_router, customers_router, tags_router],
         setup=setup,
         description="One thread per customer across every channel: customers, identities, conversations and "
         "messages, and the agent API to read and resolve them.",

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import (
     ConversationAssigned,
+    ConversationQueued,
     ConversationRequeued,
     DeliveryStatusChanged,
     MessageReceived,
@@ -27,6 +28,9 @@ def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_W
             session, outbox, [(d.envelope, d.payload) for d in deliveries], reopen_window
         )
 
+    async def on_queued(session: AsyncSession, deliveries: Sequence[Delivery[ConversationQueued]]) -> None:
+        await service.record_queued(session, [d.payload for d in deliveries])
+
     async def on_assigned(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
         await service.record_assignments(session, [d.payload for d in deliveries])
 
@@ -42,7 +46,9 @@ def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_W
 
     return {
         MessageReceived: on_messages,
-        # In causal order: assigned, taken back, assigned again (the runner cuts a poll that goes back).
+        # In causal order: queued, assigned, taken back, assigned again (the runner cuts a poll that goes
+        # back).
+        ConversationQueued: on_queued,
         ConversationAssigned: on_assigned,
         ConversationRequeued: on_requeued,
         DeliveryStatusChanged: on_delivery,

@@ -33,10 +33,29 @@ outbox_table = define_outbox_table(Base.metadata)
 
 
 class ConversationStatus(StrEnum):
-    OPEN = "open"  # waiting for an agent
+    """Where a conversation stands. Waiting for an agent: new (not yet queued by the router), queued,
+    reopened. With an agent: assigned, waiting_on_customer (the agent answered last), waiting_on_agent (the
+    customer wrote last), snoozed (until a time, or the customer's next message). Then resolved."""
+
+    NEW = "new"
+    QUEUED = "queued"
     ASSIGNED = "assigned"
+    WAITING_ON_CUSTOMER = "waiting_on_customer"
+    WAITING_ON_AGENT = "waiting_on_agent"
+    SNOOZED = "snoozed"
     RESOLVED = "resolved"
     REOPENED = "reopened"  # resolved, then the customer wrote again within the window: waiting again
+
+
+# Waiting for an agent: visible in the queue of the team that serves it.
+WAITING = (ConversationStatus.NEW, ConversationStatus.QUEUED, ConversationStatus.REOPENED)
+# With an agent (the router holds the agent's capacity for it).
+WITH_AGENT = (
+    ConversationStatus.ASSIGNED,
+    ConversationStatus.WAITING_ON_CUSTOMER,
+    ConversationStatus.WAITING_ON_AGENT,
+    ConversationStatus.SNOOZED,
+)
 
 
 class MessageDirection(StrEnum):
@@ -80,11 +99,20 @@ class Conversation(Base):
         Index("conversations_agent_status", "assigned_agent_id", "status"),
         # A returning customer's latest resolution (the reopen decision), and their history.
         Index("conversations_customer_resolved", "customer_id", "resolved_at"),
+        Index("conversations_tags", "tags", postgresql_using="gin"),
+        Index("conversations_snoozed", "snoozed_until", postgresql_where=text("status = 'snoozed'")),
+        Index(
+            "conversations_team_waiting",
+            "team",
+            "priority",
+            "opened_at",
+            postgresql_where=text("status IN ('new', 'queued', 'reopened')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
-    status: Mapped[str] = mapped_column(Text, default=ConversationStatus.OPEN.value)
+    status: Mapped[str] = mapped_column(Text, default=ConversationStatus.NEW.value)
     first_channel: Mapped[str] = mapped_column(Text)
     last_channel: Mapped[str] = mapped_column(Text)
     required_skills: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
@@ -98,6 +126,12 @@ class Conversation(Base):
     reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # When an agent first replied: the raw fact for first response time.
     first_replied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    snoozed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # "what:..." and "why:..." names from the tags catalogue.
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default=text("'{}'"))
+    # The router's queue for it, and the team serving that queue: agents of the team see it while it waits.
+    queue: Mapped[str | None] = mapped_column(Text)
+    team: Mapped[str | None] = mapped_column(Text)
 
 
 class Message(Base):
@@ -141,6 +175,16 @@ class Message(Base):
     thread_refs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     delivery_error: Mapped[str | None] = mapped_column(Text)  # why a reply failed, as the provider said
     delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Tag(Base):
+    """The catalogue of tags agents may put on a conversation: "what" it is about and "why" it happened."""
+
+    __tablename__ = "tags"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)  # "what:refund", "why:bug"
+    description: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class DeliveryReport(Base):

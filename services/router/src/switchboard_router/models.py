@@ -70,6 +70,8 @@ class Agent(Base):
     proficiency: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     languages: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     teams: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    # "agent" or "supervisor" (sees every conversation); carried by the agent's token.
+    role: Mapped[str] = mapped_column(Text, server_default=text("'agent'"))
     capacity: Mapped[int] = mapped_column(Integer)  # in total, across workloads
     # Per workload, in routing.policy.WORKLOADS order (chat, messaging, email, voice).
     capacities: Mapped[list[int]] = mapped_column(ARRAY(Integer))
@@ -103,6 +105,8 @@ class Queue(Base):
     policy: Mapped[str] = mapped_column(Text, server_default=text("'least_loaded'"))  # routing.policy.Policy
     # routing.escalation.Step objects, by increasing after_s.
     escalation: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # The team that serves the queue: its agents see the conversations waiting in it.
+    team: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

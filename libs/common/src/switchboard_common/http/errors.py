@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from switchboard_common.db.database import database_unavailable
-from switchboard_common.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable
+from switchboard_common.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ _DOMAIN_STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
     Forbidden: 403,
+    Invalid: 422,
     Unavailable: 503,
 }
 _RETRY_AFTER = {"Retry-After": "1"}

@@ -10,10 +10,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.auth import Principal
@@ -22,12 +24,14 @@ from switchboard_common.errors import Unavailable
 from switchboard_common.events import DELIVERY_PROGRESS, DeliveryState
 from switchboard_conversation.conversations.linking import IdentityKey
 from switchboard_conversation.models import (
+    WAITING,
     Conversation,
     ConversationStatus,
     Customer,
     CustomerIdentity,
     Message,
     MessageDirection,
+    Tag,
 )
 
 # --- the inbound-message batch ------------------------------------------------------------------------
@@ -227,7 +231,7 @@ _OPEN_CONVERSATIONS = statement(
     ), opened AS (
         INSERT INTO conversation.conversations (id, customer_id, status, first_channel, last_channel,
             required_skills, priority, opened_at, last_message_at)
-        SELECT u.id, u.customer_id, 'open', u.channel, u.channel, string_to_array(u.skills, ','),
+        SELECT u.id, u.customer_id, 'new', u.channel, u.channel, string_to_array(u.skills, ','),
             u.priority, u.opened_at, u.opened_at
         FROM unnest(:ids, :customers, :channels, :skills, :priorities, :opened) AS
             u(id, customer_id, channel, skills, priority, opened_at)
@@ -345,8 +349,12 @@ _INSERT_MESSAGES = statement(
         SELECT DISTINCT ON (conversation_id) conversation_id, channel, received_at
         FROM inserted ORDER BY conversation_id, received_at DESC
     ), touched AS (
+        -- The customer wrote last: the agent's turn, and a snoozed conversation wakes up.
         UPDATE conversation.conversations c
-        SET last_channel = l.channel, last_message_at = greatest(c.last_message_at, l.received_at)
+        SET last_channel = l.channel, last_message_at = greatest(c.last_message_at, l.received_at),
+            status = CASE WHEN c.status IN ('assigned', 'waiting_on_customer', 'snoozed')
+                THEN 'waiting_on_agent' ELSE c.status END,
+            snoozed_until = NULL
         FROM latest l WHERE c.id = l.conversation_id
     )
     SELECT id FROM inserted
@@ -402,14 +410,16 @@ async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage])
 _MARK_ASSIGNED = statement(
     """
     UPDATE conversation.conversations c
-    SET status = 'assigned', assigned_agent_id = u.agent_id, assigned_at = u.at
-    FROM unnest(:ids, :agents, :ats, :queued) AS u(id, agent_id, at, queued_at)
+    SET status = 'assigned', assigned_agent_id = u.agent_id, assigned_at = u.at, snoozed_until = NULL,
+        queue = coalesce(u.queue, c.queue)
+    FROM unnest(:ids, :agents, :ats, :queued, :queues) AS u(id, agent_id, at, queued_at, queue)
     WHERE c.id = u.id AND c.status <> 'resolved' AND (c.reopened_at IS NULL OR u.queued_at >= c.reopened_at)
     """,
     ids=UUIDS,
     agents=UUIDS,
     ats=TIMES,
     queued=TIMES,
+    queues=TEXTS,
 )
 
 
@@ -418,6 +428,7 @@ class Assignment:
     agent_id: uuid.UUID
     assigned_at: datetime
     queued_at: datetime
+    queue: str | None = None
 
 
 async def mark_assigned(session: AsyncSession, assignments: Mapping[uuid.UUID, Assignment]) -> None:
@@ -431,6 +442,7 @@ async def mark_assigned(session: AsyncSession, assignments: Mapping[uuid.UUID, A
                 "agents": [a.agent_id for a in assignments.values()],
                 "ats": [a.assigned_at for a in assignments.values()],
                 "queued": [a.queued_at for a in assignments.values()],
+                "queues": [a.queue for a in assignments.values()],
             },
         )
 
@@ -440,9 +452,10 @@ async def mark_assigned(session: AsyncSession, assignments: Mapping[uuid.UUID, A
 _UNASSIGN = statement(
     """
     UPDATE conversation.conversations c
-    SET status = 'open', assigned_agent_id = NULL, assigned_at = NULL
+    SET status = 'queued', assigned_agent_id = NULL, assigned_at = NULL, snoozed_until = NULL
     FROM unnest(:ids, :agents) AS u(id, agent_id)
-    WHERE c.id = u.id AND c.status = 'assigned' AND c.assigned_agent_id = u.agent_id
+    WHERE c.id = u.id AND c.status IN ('assigned', 'waiting_on_customer', 'waiting_on_agent', 'snoozed')
+        AND c.assigned_agent_id = u.agent_id
     """,
     ids=UUIDS,
     agents=UUIDS,
@@ -459,10 +472,19 @@ async def unassign(session: AsyncSession, taken: Mapping[uuid.UUID, uuid.UUID]) 
 
 
 def readable(principal: Principal) -> sa.Select[Conversation]:
-    """Conversations ``principal`` may see: an agent their own assigned ones, an admin all of them."""
+    """Conversations ``principal`` may see: supervisors and the admin credential all of them; an agent
+    those assigned to them and those waiting in the queues of their teams."""
     stmt = sa.select(Conversation)
-    if not principal.is_admin:
-        stmt = stmt.where(Conversation.assigned_agent_id == principal.agent_id)
+    if not principal.sees_all:
+        mine = Conversation.assigned_agent_id == principal.agent_id
+        if principal.teams:
+            team_queue = sa.and_(
+                Conversation.status.in_([s.value for s in WAITING]),
+                Conversation.team == sa.any_(sa.bindparam("teams", list(principal.teams), type_=TEXTS)),
+            )
+            stmt = stmt.where(sa.or_(mine, team_queue))
+        else:
+            stmt = stmt.where(mine)
     return stmt
 
 
@@ -475,17 +497,64 @@ async def get_readable(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+class View(StrEnum):
+    """Which conversations a list shows, within what the caller may see."""
+
+    ALL = "all"  # everything readable
+    MINE = "mine"  # assigned to the caller
+    QUEUE = "queue"  # waiting for an agent
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    view: View = View.ALL
+    statuses: Sequence[ConversationStatus] = ()
+    channel: str | None = None  # the conversation has a message on it
+    tag: str | None = None
+    priority: int | None = None  # at least this priority
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ends, in the list's order (latest activity first, then id)."""
+
+    last_message_at: datetime
+    id: uuid.UUID
+
+
 async def list_readable(
     session: AsyncSession,
     principal: Principal,
+    filters: ListFilter,
     *,
-    status: ConversationStatus | None,
     limit: int,
-    before: datetime | None,
+    after: Cursor | None = None,
+    before: datetime | None = None,
 ) -> Sequence[Conversation]:
+    """A page of what ``principal`` may see under ``filters``, latest activity first; ``after`` continues
+    past a cursor (keyset pagination: stable while conversations come and go)."""
     stmt = readable(principal).order_by(Conversation.last_message_at.desc(), Conversation.id).limit(limit)
-    if status is not None:
-        stmt = stmt.where(Conversation.status == status.value)
+    if filters.view is View.MINE:
+        stmt = stmt.where(Conversation.assigned_agent_id == principal.agent_id)
+    elif filters.view is View.QUEUE:
+        stmt = stmt.where(Conversation.status.in_([s.value for s in WAITING]))
+    if filters.statuses:
+        stmt = stmt.where(Conversation.status.in_([s.value for s in filters.statuses]))
+    if filters.channel is not None:
+        stmt = stmt.where(
+            sa.exists().where(Message.conversation_id == Conversation.id, Message.channel == filters.channel)
+        )
+    if filters.tag is not None:
+        stmt = stmt.where(Conversation.tags.contains([filters.tag]))
+    if filters.priority is not None:
+        stmt = stmt.where(Conversation.priority >= filters.priority)
+    if after is not None:
+        stmt = stmt.where(
+            sa.or_(
+                Conversation.last_message_at < after.last_message_at,
+                sa.and_(Conversation.last_message_at == after.last_message_at, Conversation.id > after.id),
+            )
+        )
     if before is not None:
         stmt = stmt.where(Conversation.last_message_at < before)
     return (await session.execute(stmt)).scalars().all()
@@ -544,8 +613,12 @@ _ADD_REPLY = statement(
         ON CONFLICT (conversation_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id
     ), replied AS (
-        UPDATE conversation.conversations SET first_replied_at = :at
-        WHERE id = :conversation_id AND first_replied_at IS NULL AND EXISTS (SELECT FROM inserted)
+        -- The agent answered last: the customer's turn (a snoozed conversation stays snoozed).
+        UPDATE conversation.conversations
+        SET first_replied_at = coalesce(first_replied_at, :at),
+            status = CASE WHEN status IN ('assigned', 'waiting_on_agent') THEN 'waiting_on_customer'
+                ELSE status END
+        WHERE id = :conversation_id AND EXISTS (SELECT FROM inserted)
     )
     SELECT id FROM inserted
     """,
@@ -712,3 +785,183 @@ async def record_delivery(session: AsyncSession, reports: Sequence[DeliveryRepor
     }
     await session.execute(_KEEP_DELIVERY, params)
     await session.execute(_FOLD_DELIVERY, {**params, "rank": [state.value for state in DELIVERY_PROGRESS]})
+
+
+# --- lifecycle: queue, snooze, tags ---------------------------------------------------------------------
+
+# The router left these conversations waiting in a queue: a new one is now queued, and every waiting one
+# shows in the queue of the team serving it. A stale event (resolved since) changes nothing.
+_MARK_QUEUED = statement(
+    """
+    UPDATE conversation.conversations c
+    SET status = CASE WHEN c.status = 'new' THEN 'queued' ELSE c.status END,
+        queue = coalesce(u.queue, c.queue), team = u.team
+    FROM unnest(:ids, :queues, :teams) AS u(id, queue, team)
+    WHERE c.id = u.id AND c.status <> 'resolved'
+    """,
+    ids=UUIDS,
+    queues=TEXTS,
+    teams=TEXTS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    queue: str | None
+    team: str | None
+
+
+async def mark_queued(session: AsyncSession, queued: Mapping[uuid.UUID, Queued]) -> None:
+    if queued:
+        await session.execute(
+            _MARK_QUEUED,
+            {
+                "ids": list(queued),
+                "queues": [q.queue for q in queued.values()],
+                "teams": [q.team for q in queued.values()],
+            },
+        )
+
+
+# Due snoozes wake, one statement per tick whatever their number; SKIP LOCKED leaves a conversation an
+# agent is changing right now to the next tick.
+_WAKE_DUE = statement(
+    """
+    UPDATE conversation.conversations c
+    SET status = 'waiting_on_agent', snoozed_until = NULL
+    WHERE c.id IN (
+        SELECT id FROM conversation.conversations
+        WHERE status = 'snoozed' AND snoozed_until <= :now
+        ORDER BY snoozed_until LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING c.id, c.assigned_agent_id
+    """,
+    now=sa.DateTime(timezone=True),
+    limit=sa.Integer(),
+)
+
+
+async def wake_due(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+    """Wake snoozed conversations whose time has come; returns (conversation, agent) of each."""
+    rows = await session.execute(_WAKE_DUE, {"now": now, "limit": limit})
+    return [(r.id, r.assigned_agent_id) for r in rows]
+
+
+async def tags(session: AsyncSession) -> Sequence[Tag]:
+    return (await session.execute(sa.select(Tag).order_by(Tag.name))).scalars().all()
+
+
+async def unknown_tags(session: AsyncSession, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` not in the catalogue."""
+    known = set((await session.execute(sa.select(Tag.name).where(Tag.name.in_(names)))).scalars())
+    return [n for n in names if n not in known]
+
+
+async def upsert_tag(session: AsyncSession, name: str, description: str) -> Tag:
+    stmt = (
+        insert(Tag)
+        .values(name=name, description=description)
+        .on_conflict_do_update(index_elements=[Tag.name], set_={"description": description})
+        .returning(Tag)
+    )
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
+
+
+async def delete_tag(session: AsyncSession, name: str) -> bool:
+    """Remove a tag from the catalogue; conversations keep it (history does not change)."""
+    result = await session.execute(sa.delete(Tag).where(Tag.name == name).returning(Tag.name))
+    return result.scalar_one_or_none() is not None
+
+
+# --- customers, history and the handoff card ------------------------------------------------------------
+
+
+async def get_readable_customer(
+    session: AsyncSession, principal: Principal, customer_id: uuid.UUID
+) -> Customer | None:
+    """A customer ``principal`` may see: one with a conversation they may see (everyone for those who see
+    all conversations)."""
+    stmt = sa.select(Customer).where(Customer.id == customer_id)
+    if not principal.sees_all:
+        stmt = stmt.where(readable(principal).where(Conversation.customer_id == Customer.id).exists())
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def conversations_of(
+    session: AsyncSession, customer_id: uuid.UUID, *, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> Sequence[Conversation]:
+    """The customer's conversations, newest first, continuing after (opened_at, id)."""
+    stmt = (
+        sa.select(Conversation)
+        .where(Conversation.customer_id == customer_id)
+        .order_by(Conversation.opened_at.desc(), Conversation.id)
+        .limit(limit)
+    )
+    if after is not None:
+        at, last = after
+        stmt = stmt.where(
+            sa.or_(Conversation.opened_at < at, sa.and_(Conversation.opened_at == at, Conversation.id > last))
+        )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def messages_page(
+    session: AsyncSession,
+    conversation_ids: Sequence[uuid.UUID],
+    *,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None = None,
+    directions: Sequence[MessageDirection] = (),
+) -> list[Message]:
+    """The latest ``limit`` thread items of the conversations (before (sent_at, id) when given), oldest
+    first."""
+    stmt = (
+        sa.select(Message)
+        .where(Message.conversation_id.in_(conversation_ids))
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(limit)
+    )
+    if directions:
+        stmt = stmt.where(Message.direction.in_([d.value for d in directions]))
+    if before is not None:
+        at, last = before
+        stmt = stmt.where(sa.or_(Message.sent_at < at, sa.and_(Message.sent_at == at, Message.id < last)))
+    return list(reversed((await session.execute(stmt)).scalars().all()))
+
+
+async def agents_of(session: AsyncSession, customer_id: uuid.UUID) -> list[tuple[uuid.UUID, datetime]]:
+    """Every agent who worked with the customer (assigned, or wrote a reply or note), with the last time,
+    most recent first."""
+    stmt = sa.text(
+        """
+        SELECT agent_id, max(at) AS last_at FROM (
+            SELECT c.assigned_agent_id AS agent_id, coalesce(c.resolved_at, c.assigned_at) AS at
+            FROM conversation.conversations c
+            WHERE c.customer_id = :customer AND c.assigned_agent_id IS NOT NULL
+            UNION ALL
+            SELECT m.author_agent_id, m.sent_at
+            FROM conversation.messages m JOIN conversation.conversations c ON c.id = m.conversation_id
+            WHERE c.customer_id = :customer AND m.author_agent_id IS NOT NULL
+        ) worked
+        WHERE at IS NOT NULL
+        GROUP BY agent_id ORDER BY last_at DESC, agent_id
+        """
+    )
+    rows = await session.execute(stmt, {"customer": customer_id})
+    return [(r.agent_id, r.last_at) for r in rows]
+
+
+async def channels_of(session: AsyncSession, customer_id: uuid.UUID) -> list[str]:
+    """The channels the customer has written on, in the order first used."""
+    stmt = sa.text(
+        """
+        SELECT m.channel FROM conversation.messages m
+        JOIN conversation.conversations c ON c.id = m.conversation_id
+        WHERE c.customer_id = :customer AND m.direction = 'inbound'
+        GROUP BY m.channel ORDER BY min(m.sent_at)
+        """
+    )
+    return list((await session.execute(stmt, {"customer": customer_id})).scalars())

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from switchboard_common.events import Attachment, Channel, DeliveryState
-from switchboard_common.validation import NonBlankText
+from switchboard_common.validation import NonBlankText, StorableDatetime
 from switchboard_conversation.models import ConversationStatus, MessageDirection
 
 
@@ -101,6 +101,10 @@ class ConversationSummary(_FromOrm):
     resolved_at: datetime | None
     last_message_at: datetime
     first_replied_at: datetime | None = Field(description="When an agent first replied.")
+    snoozed_until: datetime | None = Field(default=None, description="When a snoozed conversation wakes.")
+    tags: list[str] = Field(default_factory=list, description='"what:..." and "why:..." tags.')
+    queue: str | None = Field(default=None, description="The router's queue it waits or waited in.")
+    team: str | None = Field(default=None, description="The team serving that queue.")
 
 
 class ConversationPublic(ConversationSummary):
@@ -110,4 +114,77 @@ class ConversationPublic(ConversationSummary):
 
 class ConversationList(BaseModel):
     items: list[ConversationSummary]
-    next_before: datetime | None
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; none on the last.")
+    next_before: datetime | None = Field(
+        description="Deprecated: the `before` of the next page (use `next_cursor`, which never skips "
+        "conversations active at the same instant)."
+    )
+
+
+# "what:<name>" (what it is about) or "why:<name>" (why it happened).
+TagName = Annotated[str, StringConstraints(pattern=r"^(what|why):[a-z0-9][a-z0-9_-]{0,62}$")]
+Cursor = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$")]
+
+
+class SnoozeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    until: StorableDatetime = Field(
+        description="When it wakes (waiting on the agent), unless the customer writes first."
+    )
+
+
+class TagsChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    add: list[TagName] = Field(default_factory=list, max_length=20)
+    remove: list[TagName] = Field(default_factory=list, max_length=20)
+
+
+class TagUpsert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")] = ""
+
+
+class TagPublic(_FromOrm):
+    name: str
+    description: str
+
+
+class CustomerProfile(BaseModel):
+    id: uuid.UUID
+    display_name: str | None
+    created_at: datetime
+    identities: list[IdentityPublic]
+    channels: list[Channel] = Field(description="Where the customer has written, in the order first used.")
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationSummary]
+    next_cursor: str | None
+
+
+class MessagePage(BaseModel):
+    items: list[MessagePublic] = Field(description="Oldest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the page of older items.")
+
+
+class AgentWorked(BaseModel):
+    agent_id: uuid.UUID
+    last_at: datetime
+
+
+class HandoffCard(BaseModel):
+    """Everything whoever picks the conversation up needs, so nobody asks the customer again."""
+
+    conversation: ConversationSummary
+    customer: CustomerProfile
+    conversations: list[ConversationSummary] = Field(
+        description="The customer's conversations, open and past, newest first (this one included)."
+    )
+    previous_agents: list[AgentWorked] = Field(description="Who worked with the customer, latest first.")
+    notes: list[MessagePublic] = Field(description="Internal notes across the customer's conversations.")
+    last_messages: list[MessagePublic] = Field(
+        description="The latest messages across the customer's conversations and channels, oldest first."
+    )

@@ -10,24 +10,29 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common import topics
 from switchboard_common.auth import Principal
 from switchboard_common.db.outbox import Outbox, OutboxEvent
-from switchboard_common.errors import Conflict, Forbidden, NotFound, Unavailable
+from switchboard_common.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from switchboard_common.events import (
     OPENING_TEXT_MAX,
     Channel,
     ConversationAssigned,
     ConversationMessageAdded,
     ConversationOpened,
+    ConversationQueued,
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationStatusChanged,
+    ConversationTagsChanged,
     DeliveryStatusChanged,
     Direction,
     EventEnvelope,
@@ -46,9 +51,18 @@ from switchboard_conversation.conversations.repository import (
     NewConversation,
     NewMessage,
     NewReply,
+    Queued,
     ReopenedConversation,
 )
-from switchboard_conversation.models import Conversation, ConversationStatus, Message
+from switchboard_conversation.models import (
+    WITH_AGENT,
+    Conversation,
+    ConversationStatus,
+    Customer,
+    CustomerIdentity,
+    Message,
+    MessageDirection,
+)
 from switchboard_conversation.settings import DEFAULT_REOPEN_WINDOW_S
 
 PRODUCER = "conversation"
@@ -228,7 +242,12 @@ def _reopened(conversation: ReopenedConversation, first: MessageReceived) -> Con
 
 
 def _event(
-    payload: ConversationOpened | ConversationReopened | ConversationMessageAdded | ConversationResolved,
+    payload: ConversationOpened
+    | ConversationReopened
+    | ConversationMessageAdded
+    | ConversationResolved
+    | ConversationStatusChanged
+    | ConversationTagsChanged,
     cause: EventEnvelope | None,
 ) -> OutboxEvent:
     """An event about one conversation: keyed by its id, so everything about it stays in order."""
@@ -245,7 +264,8 @@ async def record_requeues(session: AsyncSession, events: Sequence[ConversationRe
 async def record_assignments(session: AsyncSession, events: Sequence[ConversationAssigned]) -> None:
     """Record who each conversation was assigned to (the latest assignment in the batch wins)."""
     await repository.mark_assigned(
-        session, {e.conversation_id: Assignment(e.agent_id, e.assigned_at, e.queued_at) for e in events}
+        session,
+        {e.conversation_id: Assignment(e.agent_id, e.assigned_at, e.queued_at, e.queue) for e in events},
     )
 
 
@@ -273,7 +293,9 @@ async def resolve(
         raise NotFound("conversation not found")
     if conversation.status == ConversationStatus.RESOLVED.value:
         raise Conflict("conversation is already resolved", code="already_resolved")
+    _require_holder(principal, conversation)
     conversation.status = ConversationStatus.RESOLVED.value
+    conversation.snoozed_until = None
     conversation.resolved_at = resolution_time(conversation, at or utcnow())
     await session.flush()
     resolved = ConversationResolved(
@@ -302,7 +324,16 @@ async def _writable(
         raise NotFound("conversation not found")
     if conversation.status == ConversationStatus.RESOLVED.value and not resolved_too:
         raise Conflict("conversation is resolved", code="conversation_resolved")
+    if not resolved_too:
+        _require_holder(principal, conversation)
     return conversation, principal.agent_id
+
+
+def _require_holder(principal: Principal, conversation: Conversation) -> None:
+    """Replying to or resolving a conversation is for the agent who has it (or a supervisor): a team
+    member sees the conversations waiting in the team's queue, but takes one through the router first."""
+    if not principal.sees_all and conversation.assigned_agent_id != principal.agent_id:
+        raise Forbidden("the conversation is not assigned to you", code="not_assigned")
 
 
 async def reply(
@@ -416,3 +447,239 @@ async def add_note(
     conversation takes notes too (a wrap-up after resolving)."""
     conversation, agent_id = await _writable(session, principal, conversation_id, resolved_too=True)
     return await repository.add_note(session, conversation.id, agent_id, text, utcnow())
+
+
+# --- lifecycle: queues, snoozes, reopening, tags --------------------------------------------------------
+
+
+async def record_queued(session: AsyncSession, events: Sequence[ConversationQueued]) -> None:
+    """The router left these conversations waiting: record the queue and the team that serves it (its
+    agents see them), and a new one becomes queued."""
+    await repository.mark_queued(session, {e.conversation_id: Queued(e.queue, e.team) for e in events})
+
+
+def _status_event(
+    conversation: Conversation, previous: str, agent_id: uuid.UUID | None, at: datetime
+) -> OutboxEvent:
+    changed = ConversationStatusChanged(
+        conversation_id=conversation.id,
+        status=conversation.status,
+        previous_status=previous,
+        agent_id=agent_id,
+        snoozed_until=conversation.snoozed_until,
+        changed_at=at,
+    )
+    return _event(changed, None)
+
+
+async def snooze(
+    session: AsyncSession,
+    outbox: Outbox,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    until: datetime,
+    now: datetime | None = None,
+) -> Conversation:
+    """Put a conversation the agent works on aside until ``until``; the customer's next message, or the
+    time, wakes it (waiting on the agent). Snoozing again moves the time."""
+    now = now or utcnow()
+    conversation = await _with_agent(session, principal, conversation_id)
+    if until <= now:
+        raise Invalid("a snooze must end in the future", code="snooze_in_past")
+    previous = conversation.status
+    conversation.status = ConversationStatus.SNOOZED.value
+    conversation.snoozed_until = until
+    await session.flush()
+    await outbox.add_many(session, [_status_event(conversation, previous, principal.agent_id, now)])
+    return conversation
+
+
+async def unsnooze(
+    session: AsyncSession, outbox: Outbox, principal: Principal, conversation_id: uuid.UUID
+) -> Conversation:
+    """Wake a snoozed conversation now."""
+    conversation = await _with_agent(session, principal, conversation_id)
+    if conversation.status != ConversationStatus.SNOOZED.value:
+        raise Conflict("the conversation is not snoozed", code="not_snoozed")
+    conversation.status = ConversationStatus.WAITING_ON_AGENT.value
+    conversation.snoozed_until = None
+    await session.flush()
+    previous = ConversationStatus.SNOOZED.value
+    await outbox.add_many(session, [_status_event(conversation, previous, principal.agent_id, utcnow())])
+    return conversation
+
+
+async def _with_agent(
+    session: AsyncSession, principal: Principal, conversation_id: uuid.UUID
+) -> Conversation:
+    """A conversation the principal may see, locked, that an agent holds (not waiting, not resolved)."""
+    conversation = await repository.get_readable(session, principal, conversation_id, for_update=True)
+    if conversation is None:
+        raise NotFound("conversation not found")
+    if conversation.status not in WITH_AGENT:
+        raise Conflict(
+            f"only a conversation with an agent can be snoozed or woken; this one is {conversation.status}",
+            code="not_with_agent",
+        )
+    return conversation
+
+
+async def wake_due(session: AsyncSession, outbox: Outbox, now: datetime, limit: int = 500) -> int:
+    """Wake the snoozed conversations whose time has come (one statement, then their events)."""
+    woke = await repository.wake_due(session, now, limit)
+    events = [
+        _event(
+            ConversationStatusChanged(
+                conversation_id=conversation_id,
+                status=ConversationStatus.WAITING_ON_AGENT.value,
+                previous_status=ConversationStatus.SNOOZED.value,
+                agent_id=None,
+                changed_at=now,
+            ),
+            None,
+        )
+        for conversation_id, _ in woke
+    ]
+    await outbox.add_many(session, events)
+    return len(woke)
+
+
+async def reopen(
+    session: AsyncSession,
+    outbox: Outbox,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    at: datetime | None = None,
+) -> Conversation:
+    """An agent reopens a resolved conversation: it waits for an agent again, and the router prefers the
+    one who had it (as when the customer writes back within the reopen window)."""
+    conversation = await repository.get_readable(session, principal, conversation_id, for_update=True)
+    if conversation is None:
+        raise NotFound("conversation not found")
+    if conversation.status != ConversationStatus.RESOLVED.value:
+        raise Conflict("only a resolved conversation can be reopened", code="not_resolved")
+    previous_agent = conversation.assigned_agent_id
+    assert conversation.resolved_at is not None  # resolved
+    # After its resolution, strictly, so the router orders the reopen after it (see resolution_time).
+    reopened_at = max(at or utcnow(), conversation.resolved_at + timedelta(microseconds=1))
+    conversation.status = ConversationStatus.REOPENED.value
+    conversation.resolved_at = None
+    conversation.assigned_agent_id = None
+    conversation.assigned_at = None
+    conversation.reopened_at = reopened_at
+    conversation.reopen_count += 1
+    try:
+        await session.flush()
+    except sa_exc.IntegrityError as exc:
+        # The one-unresolved-per-customer index: the customer has a newer conversation going.
+        raise Conflict(
+            "the customer has another conversation open; work there", code="customer_has_open_conversation"
+        ) from exc
+    reopened = ConversationReopened(
+        conversation_id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=Channel(conversation.last_channel),
+        required_skills=list(conversation.required_skills),
+        priority=conversation.priority,
+        reopened_at=reopened_at,
+        previous_agent_id=previous_agent,
+    )
+    await outbox.add_many(session, [_event(reopened, None)])
+    return conversation
+
+
+async def change_tags(
+    session: AsyncSession,
+    outbox: Outbox,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    add: Sequence[str],
+    remove: Sequence[str],
+) -> Conversation:
+    """Add and remove tags (names from the catalogue). Adding a tag it has, or removing one it lacks,
+    changes nothing; a request that changes nothing emits nothing."""
+    unknown = await repository.unknown_tags(session, list(dict.fromkeys(add)))
+    if unknown:
+        raise Invalid(f"not in the tags catalogue: {', '.join(unknown)}", code="unknown_tag")
+    conversation = await repository.get_readable(session, principal, conversation_id, for_update=True)
+    if conversation is None:
+        raise NotFound("conversation not found")
+    before = list(conversation.tags)
+    after = sorted((set(before) | set(add)) - set(remove))
+    if after == sorted(before):
+        return conversation
+    conversation.tags = after
+    await session.flush()
+    changed = ConversationTagsChanged(
+        conversation_id=conversation.id,
+        tags=after,
+        added=sorted(set(after) - set(before)),
+        removed=sorted(set(before) - set(after)),
+        agent_id=principal.agent_id,
+        changed_at=utcnow(),
+    )
+    await outbox.add_many(session, [_event(changed, None)])
+    return conversation
+
+
+# --- the customer, the history and the handoff card -----------------------------------------------------
+
+
+async def readable_customer(session: AsyncSession, principal: Principal, customer_id: uuid.UUID) -> Customer:
+    customer = await repository.get_readable_customer(session, principal, customer_id)
+    if customer is None:
+        raise NotFound("customer not found")
+    return customer
+
+
+HANDOFF_CONVERSATIONS = 10
+HANDOFF_MESSAGES = 10
+HANDOFF_NOTES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """What whoever picks a conversation up needs, so nobody asks the customer again."""
+
+    conversation: Conversation
+    customer: Customer
+    identities: Sequence[CustomerIdentity]
+    channels: list[str]
+    conversations: Sequence[Conversation]  # the customer's, newest first, this one included
+    agents: list[tuple[uuid.UUID, datetime]]  # who worked with the customer, most recent first
+    notes: list[Message]  # internal notes across the customer's conversations, oldest first
+    last_messages: list[Message]  # the customer's and agents' latest messages across channels
+
+
+async def handoff(session: AsyncSession, principal: Principal, conversation_id: uuid.UUID) -> Handoff:
+    conversation = await repository.get_readable(session, principal, conversation_id)
+    if conversation is None:
+        raise NotFound("conversation not found")
+    customer = await repository.get_customer(session, conversation.customer_id)
+    assert customer is not None  # a foreign key
+    history = await repository.conversations_of(session, customer.id, limit=HANDOFF_CONVERSATIONS, after=None)
+    ids = (
+        [c.id for c in history]
+        if conversation.id in {c.id for c in history}
+        else [
+            conversation.id,
+            *(c.id for c in history),
+        ]
+    )
+    return Handoff(
+        conversation=conversation,
+        customer=customer,
+        identities=await repository.identities_of(session, customer.id),
+        channels=await repository.channels_of(session, customer.id),
+        conversations=history,
+        agents=await repository.agents_of(session, customer.id),
+        notes=await repository.messages_page(
+            session, ids, limit=HANDOFF_NOTES, directions=(MessageDirection.NOTE,)
+        ),
+        last_messages=await repository.messages_page(
+            session,
+            ids,
+            limit=HANDOFF_MESSAGES,
+            directions=(MessageDirection.INBOUND, MessageDirection.OUTBOUND),
+        ),
+    )

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from switchboard_common.auth import AdminPrincipal, CurrentPrincipal, Principal, issue_agent_token
+from switchboard_common.auth import AdminPrincipal, CurrentPrincipal, Principal, Role, issue_agent_token
 from switchboard_common.errors import Forbidden
 from switchboard_common.events import utcnow
 from switchboard_common.http.deps import RuntimeDep, SessionDep
@@ -34,7 +34,7 @@ from switchboard_router.agents.schemas import (
     TeamPublic,
     TeamUpsert,
 )
-from switchboard_router.models import AgentStatus, Queue, Team
+from switchboard_router.models import Agent, AgentStatus, Queue, Team
 from switchboard_router.routing import service as routing_service
 from switchboard_router.routing.estimate import Estimate
 from switchboard_router.settings import RouterSettings
@@ -51,8 +51,8 @@ def _settings(runtime: ServiceRuntime) -> RouterSettings:
     return settings
 
 
-def _token(runtime: ServiceRuntime, agent_id: uuid.UUID) -> AgentToken:
-    token, ttl = issue_agent_token(_settings(runtime), agent_id)
+def _token(runtime: ServiceRuntime, agent: Agent) -> AgentToken:
+    token, ttl = issue_agent_token(_settings(runtime), agent.id, Role(agent.role), agent.teams)
     return AgentToken(access_token=token, expires_in=ttl)
 
 
@@ -68,7 +68,7 @@ async def create_agent(
     body: AgentCreate, _: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> AgentCreated:
     agent = await service.create(session, body)
-    return AgentCreated(**AgentPublic.of(agent).model_dump(), token=_token(runtime, agent.id))
+    return AgentCreated(**AgentPublic.of(agent).model_dump(), token=_token(runtime, agent))
 
 
 @router.get("/agents", summary="List agents", responses=errors(401, 403, 422, 503))
@@ -287,8 +287,7 @@ async def delete_queue(name: str, _: AdminPrincipal, session: SessionDep) -> Non
 async def issue_token(
     agent_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> AgentToken:
-    await service.get(session, principal, agent_id)
-    return _token(runtime, agent_id)
+    return _token(runtime, await service.get(session, principal, agent_id))
 
 
 def _queued(

@@ -27,6 +27,7 @@ async def insert_agent(
     proficiency: dict[str, int],
     languages: list[str],
     teams: list[str],
+    role: str,
     capacity: int,
     capacities: list[int],
 ) -> Agent | None:
@@ -41,6 +42,7 @@ async def insert_agent(
             proficiency=proficiency,
             languages=languages,
             teams=teams,
+            role=role,
             capacity=capacity,
             capacities=capacities,
             loads=[0] * len(capacities),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import (
@@ -65,9 +66,21 @@ class ChannelCapacity(BaseModel):
     voice: Capacity | None = None
 
 
+class AgentRole(StrEnum):
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+
+
+ROLE_DESCRIPTION = (
+    "`agent` sees the conversations assigned to them and those waiting in their teams' queues; "
+    "`supervisor` sees every conversation. Carried by the agent's next token."
+)
+
+
 class AgentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    role: AgentRole = Field(default=AgentRole.AGENT, description=ROLE_DESCRIPTION)
     name: Name
     email: Email
     skills: SkillList = Field(default_factory=list, max_length=50, description=SKILLS_DESCRIPTION)
@@ -83,6 +96,7 @@ class AgentUpdate(BaseModel):
     skills: SkillList | None = Field(default=None, max_length=50, description=SKILLS_DESCRIPTION)
     languages: list[Language] | None = Field(default=None, max_length=20)
     teams: list[TeamName] | None = Field(default=None, max_length=20)
+    role: AgentRole | None = Field(default=None, description=ROLE_DESCRIPTION)
     capacity: Capacity | None = None
     channel_capacity: ChannelCapacity | None = None
 
@@ -119,6 +133,7 @@ class AgentPublic(BaseModel):
     proficiency: dict[str, int]
     languages: list[str]
     teams: list[str]
+    role: AgentRole
     capacity: int
     channel_capacity: WorkloadFigures
     status: AgentStatus
@@ -138,6 +153,7 @@ class AgentPublic(BaseModel):
             proficiency=agent.proficiency,
             languages=agent.languages,
             teams=agent.teams,
+            role=AgentRole(agent.role),
             capacity=agent.capacity,
             channel_capacity=WorkloadFigures(**dict(zip(WORKLOADS, agent.capacities, strict=True))),
             status=AgentStatus(agent.status),
@@ -202,6 +218,10 @@ class QueueUpsert(BaseModel):
         "needs the rule's optional skills; each step taken after its wait asks less (steps accumulate). "
         "Without steps, optional skills are never required.",
     )
+    team: TeamName | None = Field(
+        default=None,
+        description="The team that serves the queue: its agents see the conversations waiting in it.",
+    )
 
 
 class QueuePublic(BaseModel):
@@ -210,6 +230,7 @@ class QueuePublic(BaseModel):
     name: str
     policy: Policy
     escalation: list[EscalationStep]
+    team: str | None
     created_at: datetime
 
 

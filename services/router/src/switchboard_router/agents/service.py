@@ -51,6 +51,7 @@ async def create(session: AsyncSession, body: AgentCreate) -> Agent:
         proficiency_of(body.skills),
         sorted(set(body.languages)),
         sorted(set(body.teams)),
+        body.role.value,
         body.capacity,
         _capacities(body.capacity, body.channel_capacity),
     )
@@ -80,6 +81,8 @@ async def update(
         agent.languages = sorted(set(body.languages))
     if body.teams is not None:
         agent.teams = sorted(set(body.teams))
+    if body.role is not None:
+        agent.role = body.role.value
     # Lowering capacity below the current load reassigns nothing; new work waits until load drops.
     if body.capacity is not None:
         agent.capacity = body.capacity
@@ -131,7 +134,11 @@ async def upsert_team(session: AsyncSession, name: str, body: TeamUpsert) -> Tea
 
 
 async def upsert_queue(session: AsyncSession, name: str, body: QueueUpsert) -> Queue:
-    values = {"policy": body.policy.value, "escalation": [step.model_dump() for step in body.escalation]}
+    values = {
+        "policy": body.policy.value,
+        "escalation": [step.model_dump() for step in body.escalation],
+        "team": body.team,
+    }
     return await repository.upsert_named(session, Queue, name, values)
 
 

@@ -112,6 +112,7 @@ class Waiting:
     excluded: frozenset[uuid.UUID] = field(default_factory=frozenset)  # declined or let an offer lapse
     policy: Policy = Policy.LEAST_LOADED  # its queue's
     queue: str = "default"
+    team: str | None = None  # the team serving its queue, whose agents see it while it waits
 
     @property
     def required_skills(self) -> frozenset[str]:

@@ -129,9 +129,10 @@ _TASK_TYPES: dict[str, Any] = {
 # A queued task as routing needs it (``_waiting``), with its queue's policy; qualified, since an UPDATE's
 # FROM has the same names.
 _POLICY = "coalesce((SELECT qu.policy FROM router.queues qu WHERE qu.name = t.queue), 'least_loaded')"
+_TEAM = "(SELECT qu.team FROM router.queues qu WHERE qu.name = t.queue)"
 _QUEUED_COLUMNS = (
     "t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.enqueued_at,"
-    f" t.declined_by, {_POLICY} AS policy, t.queue"
+    f" t.declined_by, {_POLICY} AS policy, t.queue, {_TEAM} AS team"
 )
 _INSERT_TASKS = statement(
     f"""
@@ -367,6 +368,7 @@ def _waiting(r: Any) -> Waiting:
         excluded=frozenset(r.declined_by),
         policy=Policy(r.policy),
         queue=r.queue,
+        team=r.team,
     )
 
 

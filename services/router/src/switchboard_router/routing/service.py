@@ -162,6 +162,7 @@ async def _route(
                     priority=t.priority,
                     queued_at=t.enqueued_at,
                     queue=t.queue,
+                    team=t.team,
                 ),
                 t.conversation_id,
                 causes.get(t.conversation_id),
