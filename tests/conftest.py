@@ -75,6 +75,10 @@ def make_settings(infra: Infrastructure, prefix: str, **overrides: object) -> Se
     return Settings(**values)  # type: ignore[arg-type]
 
 
+# Reference data a migration seeds (the tags catalogue): kept between tests, which restore what they change.
+SEEDED = ("conversation.tags",)
+
+
 async def truncate_all(database_url: str) -> None:
     engine = create_async_engine(database_url)
     try:
@@ -82,9 +86,10 @@ async def truncate_all(database_url: str) -> None:
             rows = await conn.execute(
                 sa.text(
                     "SELECT schemaname || '.' || tablename FROM pg_tables "
-                    "WHERE schemaname = ANY(:schemas) AND tablename <> 'alembic_version'"
+                    "WHERE schemaname = ANY(:schemas) AND tablename <> 'alembic_version' "
+                    "AND schemaname || '.' || tablename <> ALL(:seeded)"
                 ),
-                {"schemas": [s.name for s in SERVICES]},
+                {"schemas": [s.name for s in SERVICES], "seeded": list(SEEDED)},
             )
             tables = ", ".join(r[0] for r in rows)
             if tables:

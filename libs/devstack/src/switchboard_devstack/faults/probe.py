@@ -86,7 +86,8 @@ _FIRST_PERIOD_AGENT_MISMATCH = text(
 )
 _CONVERSATION_IDS = text("SELECT id::text FROM conversation.conversations")
 _ASSIGNED_SAMPLE = text(
-    "SELECT id::text FROM conversation.conversations WHERE status = 'assigned' ORDER BY random() LIMIT :n"
+    "SELECT id::text FROM conversation.conversations"
+    " WHERE status IN ('assigned', 'waiting_on_agent', 'waiting_on_customer') ORDER BY random() LIMIT :n"
 )
 # Between scenarios, once quiescent: every row the next scenario's invariants are computed on. Receipts
 # stay (message ids never repeat across scenarios); so do metrics' partition offsets where they exist (they

@@ -123,7 +123,7 @@ class ConversationList(BaseModel):
 
 # "what:<name>" (what it is about) or "why:<name>" (why it happened).
 TagName = Annotated[str, StringConstraints(pattern=r"^(what|why):[a-z0-9][a-z0-9_-]{0,62}$")]
-Cursor = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$")]
+Cursor = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}-[0-9a-f]{32}$")]
 
 
 class SnoozeIn(BaseModel):

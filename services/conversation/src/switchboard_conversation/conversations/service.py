@@ -598,12 +598,13 @@ async def change_tags(
 ) -> Conversation:
     """Add and remove tags (names from the catalogue). Adding a tag it has, or removing one it lacks,
     changes nothing; a request that changes nothing emits nothing."""
-    unknown = await repository.unknown_tags(session, list(dict.fromkeys(add)))
-    if unknown:
-        raise Invalid(f"not in the tags catalogue: {', '.join(unknown)}", code="unknown_tag")
     conversation = await repository.get_readable(session, principal, conversation_id, for_update=True)
     if conversation is None:
         raise NotFound("conversation not found")
+    unknown = await repository.unknown_tags(session, list(dict.fromkeys(add)))
+    if unknown:
+        # The catalogue's state, not the request's shape, refuses it (the name itself is well formed).
+        raise Conflict(f"not in the tags catalogue: {', '.join(unknown)}", code="unknown_tag")
     before = list(conversation.tags)
     after = sorted((set(before) | set(add)) - set(remove))
     if after == sorted(before):

@@ -15,9 +15,9 @@ republish at a new offset) counts nothing.
 
 Most columns keep their first value. A few follow another rule (``MERGE``), still independent of the
 order events arrive in: the first human reply is the earliest one told, the last resolution and reopening
-the latest, and the channels the customer used are the union of all told. Assignments and requeues are
-rows of their own (``Handoff``), keyed by conversation, time and kind, from which "who holds it now" is
-read by time, not by arrival.
+the latest, and the channels the customer used and the tags put on it are the unions of all told.
+Assignments and requeues are rows of their own (``Handoff``), keyed by conversation, time and kind, from
+which "who holds it now" is read by time, not by arrival.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from switchboard_common.events import (
     ConversationRequeued,
     ConversationResolved,
     ConversationSlaBreached,
+    ConversationStatusChanged,
+    ConversationTagsChanged,
     DeliveryStatusChanged,
     Direction,
     MessageOutbound,
@@ -66,6 +68,8 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationOfferTimedOut,
         ConversationSlaBreached,
         ConversationEscalated,
+        # Snoozes and wake-ups: no KPI reads them yet.
+        ConversationStatusChanged,
     }
 )
 
@@ -145,6 +149,9 @@ class Merge(Enum):
 # so the stored row does not depend on the order or the number of times events are applied.
 MERGE: dict[str, Merge] = {
     "channels": Merge.UNION,
+    # Every tag the conversation has carried: a tag counts for the conversation once it is put on, and
+    # removing it later does not take the count back (the union needs no order between changes).
+    "tags": Merge.UNION,
     "first_reply_at": Merge.EARLIEST,
     "first_reopened_at": Merge.EARLIEST,
     "last_resolved_at": Merge.LATEST,
@@ -304,6 +311,11 @@ def _opened(payload: ConversationOpened) -> list[Told] | None:
             ),
         )
     ]
+
+
+@facts_of.register
+def _tagged(payload: ConversationTagsChanged) -> list[Told] | None:
+    return [(payload.conversation_id, ConversationFacts(tags=tuple(sorted(set(payload.tags)))))]
 
 
 @facts_of.register
