@@ -396,3 +396,77 @@ async def test_the_router_names_the_team_and_the_team_sees_the_waiting_conversat
             assert (await client.get(f"/v1/conversations/{cid}", headers=supervisor)).status_code == 200
     finally:
         await db.dispose()
+
+
+async def test_a_transfer_moves_the_conversation_and_the_agents_capacity(settings: Settings) -> None:
+    """Across services: an agent hands a conversation to a colleague; that one sends it back to the queue
+    for a skill only a third agent has. Each hop frees the giver's capacity and keeps the thread."""
+    db = Database.from_settings(settings)
+    try:
+        async with serve(router_app(settings)) as router, serve(conversation_app(settings)) as client:
+            desk = Desk(settings, db, client)
+
+            async def online_agent(name: str, skills: list[str]) -> tuple[str, dict[str, str]]:
+                created = await router.post(
+                    "/v1/agents",
+                    json={"name": name, "email": f"{name}@example.com", "skills": skills, "capacity": 2},
+                    headers=ADMIN,
+                )
+                assert created.status_code == 201, created.text
+                agent_id = created.json()["id"]
+                status = await router.put(
+                    f"/v1/agents/{agent_id}/status", json={"status": "online"}, headers=ADMIN
+                )
+                assert status.status_code == 200, status.text
+                return agent_id, bearer(created.json()["token"]["access_token"])
+
+            ada, ada_auth = await online_agent("ada", [])
+            cid = await desk.conversation_of(await desk.inbound("m-1"))
+
+            async def holder() -> str | None:
+                body = (await client.get(f"/v1/conversations/{cid}", headers=ADMIN)).json()
+                return str(body["assigned_agent_id"]) if body["status"] == "assigned" else None
+
+            assert await eventually(holder, what="the first assignment") == ada
+            bo, bo_auth = await online_agent("bo", [])
+            cy, _ = await online_agent("cy", ["vip"])
+
+            url = f"/v1/conversations/{cid}/transfer"
+            both = await client.post(url, json={"agent_id": bo, "skills": ["vip"]}, headers=ada_auth)
+            assert both.status_code == 422
+            to_bo = await client.post(
+                url, json={"agent_id": bo, "note": "Bo knows this customer"}, headers=ada_auth
+            )
+            assert to_bo.status_code == 202, to_bo.text
+            assert await eventually(lambda: _held_by(client, cid, bo), what="the transfer to Bo") == bo
+            # Ada no longer sees it, nor can she move it again.
+            assert (await client.post(url, json={"agent_id": cy}, headers=ada_auth)).status_code == 404
+
+            to_vip = await client.post(url, json={"skills": ["vip"]}, headers=bo_auth)
+            assert to_vip.status_code == 202, to_vip.text
+            assert (
+                await eventually(lambda: _held_by(client, cid, cy), what="the transfer to the vip skill")
+                == cy
+            )
+
+            async def loads() -> dict[str, int]:
+                out = {}
+                for agent_id in (ada, bo, cy):
+                    body = (await router.get(f"/v1/agents/{agent_id}", headers=ADMIN)).json()
+                    out[agent_id] = body["active_count"]
+                return out
+
+            assert await loads() == {ada: 0, bo: 0, cy: 1}
+            thread = (await client.get(f"/v1/conversations/{cid}", headers=ADMIN)).json()
+            assert [(m["direction"], m["body"]) for m in thread["messages"]] == [
+                ("inbound", "customer says m-1"),
+                ("note", "Bo knows this customer"),
+            ]
+    finally:
+        await db.dispose()
+
+
+async def _held_by(client: Any, cid: uuid.UUID, agent_id: str) -> str | None:
+    body = (await client.get(f"/v1/conversations/{cid}", headers=ADMIN)).json()
+    held = body["assigned_agent_id"] == agent_id and body["status"] == "assigned"
+    return agent_id if held else None

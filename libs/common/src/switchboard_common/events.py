@@ -95,6 +95,7 @@ class RequeueReason(StrEnum):
     AGENT_OFFLINE = "agent_offline"  # offline, or stopped heartbeating, past the grace period
     NO_ANSWER = "no_answer"  # the agent sent no reply within the configured time of the assignment
     SUPERVISOR = "supervisor"  # moved by a supervisor's force-assign
+    TRANSFERRED = "transferred"  # its agent transferred it to another agent, skill or queue
 
 
 class Payload(BaseModel):
@@ -330,6 +331,25 @@ class ConversationStatusChanged(Payload):
     agent_id: uuid.UUID | None  # who changed it; none when the snooze ran out
     snoozed_until: datetime | None = None
     changed_at: datetime
+
+
+@register
+class ConversationTransferRequested(Payload):
+    """The agent holding a conversation hands it on: to another agent, or back to the queue with other
+    skills or another queue. The router carries it out (``conversation.requeued`` with reason
+    ``transferred``, then ``conversation.assigned`` or ``conversation.queued``) if the conversation is still
+    with ``from_agent_id``; otherwise the request is stale and changes nothing."""
+
+    event_type: ClassVar[str] = "conversation.transfer_requested"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
+
+    conversation_id: uuid.UUID
+    from_agent_id: uuid.UUID
+    to_agent_id: uuid.UUID | None = None
+    required_skills: list[str] | None = None  # replaces the conversation's requirement (any proficiency)
+    queue: str | None = None
+    requested_by: uuid.UUID | None = None  # the agent or supervisor who asked
+    requested_at: datetime
 
 
 @register

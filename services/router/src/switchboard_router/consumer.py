@@ -11,6 +11,7 @@ from switchboard_common.events import (
     ConversationOpened,
     ConversationReopened,
     ConversationResolved,
+    ConversationTransferRequested,
     MessageOutbound,
     Payload,
 )
@@ -34,6 +35,11 @@ def handlers(outbox: Outbox, config: service.RoutingConfig) -> Handlers:
     ) -> None:
         await service.on_reopened(session, outbox, [(d.envelope, d.payload) for d in deliveries], config)
 
+    async def on_transfer(
+        session: AsyncSession, deliveries: Sequence[Delivery[ConversationTransferRequested]]
+    ) -> None:
+        await service.on_transfer_requested(session, outbox, [d.payload for d in deliveries])
+
     async def on_replied(session: AsyncSession, deliveries: Sequence[Delivery[MessageOutbound]]) -> None:
         await service.on_replied(session, [d.payload for d in deliveries])
 
@@ -45,6 +51,7 @@ def handlers(outbox: Outbox, config: service.RoutingConfig) -> Handlers:
         ConversationOpened: on_opened,
         ConversationResolved: on_resolved,
         ConversationReopened: on_reopened,
+        ConversationTransferRequested: on_transfer,
     }
     if config.no_answer_timeout:
         mapping[MessageOutbound] = on_replied

@@ -36,6 +36,7 @@ from switchboard_conversation.conversations.schemas import (
     TagPublic,
     TagsChange,
     TagUpsert,
+    TransferIn,
 )
 from switchboard_conversation.models import ConversationStatus, Customer, CustomerIdentity
 
@@ -149,7 +150,18 @@ async def get_conversation(
 @router.post(
     "/{conversation_id}/resolve",
     summary="Resolve the conversation (frees the agent's capacity)",
-    responses=errors(401, 404, 409, 422, 503, described={409: "Already resolved (`already_resolved`)."}),
+    responses=errors(
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        described={
+            403: "The conversation waits in your team's queue and is not assigned to you (`not_assigned`).",
+            409: "Already resolved (`already_resolved`).",
+        },
+    ),
 )
 async def resolve_conversation(
     conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
@@ -175,7 +187,8 @@ async def resolve_conversation(
             422,
             503,
             described={
-                403: "The admin credential cannot write replies: an agent does (`forbidden`).",
+                403: "The admin credential cannot write replies: an agent does (`forbidden`); or the "
+                "conversation waits in your team's queue and is not assigned to you (`not_assigned`).",
                 409: "The conversation is resolved (`conversation_resolved`), the idempotency key was "
                 "used for another reply (`idempotency_key_reused`), or the customer has no address on the "
                 "channel (`customer_unreachable`: say, a reply by SMS to someone who only emailed).",
@@ -367,6 +380,41 @@ async def change_tags(
     conversation = await service.change_tags(
         session, runtime.outbox, principal, conversation_id, body.add, body.remove
     )
+    return ConversationSummary.model_validate(conversation)
+
+
+@router.post(
+    "/{conversation_id}/transfer",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Hand the conversation to another agent, or back to the queue with other skills or another queue",
+    responses={
+        202: {"description": "Accepted: the router moves it; its requeue and assignment follow."},
+        **errors(
+            400,
+            401,
+            403,
+            404,
+            409,
+            413,
+            422,
+            503,
+            described={
+                403: "The conversation is not assigned to you (`not_assigned`), or the admin credential "
+                "wrote a note (`forbidden`: notes have an agent as author).",
+                409: _WITH_AGENT_409 + " Or it is already with that agent (`same_agent`).",
+            },
+        ),
+    },
+)
+async def transfer(
+    conversation_id: uuid.UUID,
+    body: TransferIn,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> ConversationSummary:
+    to = service.Transfer(to_agent_id=body.agent_id, skills=body.skills, queue=body.queue, note=body.note)
+    conversation = await service.transfer(session, runtime.outbox, principal, conversation_id, to)
     return ConversationSummary.model_validate(conversation)
 
 

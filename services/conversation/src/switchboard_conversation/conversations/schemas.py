@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from switchboard_common.events import Attachment, Channel, DeliveryState
 from switchboard_common.validation import NonBlankText, StorableDatetime
@@ -139,6 +139,31 @@ class TagsChange(BaseModel):
 
     add: list[TagName] = Field(default_factory=list, max_length=20)
     remove: list[TagName] = Field(default_factory=list, max_length=20)
+
+
+Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+QueueName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+
+
+class TransferIn(BaseModel):
+    """To an agent (`agent_id`), or back to the queue needing other skills and/or in another queue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: uuid.UUID | None = Field(default=None, description="The agent to hand it to.")
+    skills: list[Skill] | None = Field(
+        default=None, min_length=1, max_length=20, description="Route it to an agent with these skills."
+    )
+    queue: QueueName | None = Field(default=None, description="Route it in this queue.")
+    note: ThreadText | None = Field(
+        default=None, description="An internal note for whoever takes it next (kept in the thread)."
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TransferIn:
+        if (self.agent_id is None) == (self.skills is None and self.queue is None):
+            raise ValueError("give either agent_id, or skills and/or queue")
+        return self
 
 
 class TagUpsert(BaseModel):

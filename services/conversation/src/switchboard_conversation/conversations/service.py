@@ -33,6 +33,7 @@ from switchboard_common.events import (
     ConversationResolved,
     ConversationStatusChanged,
     ConversationTagsChanged,
+    ConversationTransferRequested,
     DeliveryStatusChanged,
     Direction,
     EventEnvelope,
@@ -247,7 +248,8 @@ def _event(
     | ConversationMessageAdded
     | ConversationResolved
     | ConversationStatusChanged
-    | ConversationTagsChanged,
+    | ConversationTagsChanged
+    | ConversationTransferRequested,
     cause: EventEnvelope | None,
 ) -> OutboxEvent:
     """An event about one conversation: keyed by its id, so everything about it stays in order."""
@@ -620,6 +622,44 @@ async def change_tags(
         changed_at=utcnow(),
     )
     await outbox.add_many(session, [_event(changed, None)])
+    return conversation
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    to_agent_id: uuid.UUID | None = None
+    skills: Sequence[str] | None = None
+    queue: str | None = None
+    note: str | None = None
+
+
+async def transfer(
+    session: AsyncSession, outbox: Outbox, principal: Principal, conversation_id: uuid.UUID, to: Transfer
+) -> Conversation:
+    """Hand a conversation on, to an agent or to the queue with other skills or another queue. The router
+    carries it out (its requeue and assignment events update the conversation); the whole thread and the
+    handoff card go with it, and ``note`` is left in the thread for whoever takes it."""
+    conversation = await _with_agent(session, principal, conversation_id)
+    _require_holder(principal, conversation)
+    holder = conversation.assigned_agent_id
+    assert holder is not None  # with an agent
+    if to.to_agent_id == holder:
+        raise Conflict("the conversation is already with that agent", code="same_agent")
+    now = utcnow()
+    if to.note is not None:
+        if principal.agent_id is None:
+            raise Forbidden("only an agent can write a note", code="forbidden")
+        await repository.add_note(session, conversation.id, principal.agent_id, to.note, now)
+    requested = ConversationTransferRequested(
+        conversation_id=conversation.id,
+        from_agent_id=holder,
+        to_agent_id=to.to_agent_id,
+        required_skills=sorted(set(to.skills)) if to.skills is not None else None,
+        queue=to.queue,
+        requested_by=principal.agent_id,
+        requested_at=now,
+    )
+    await outbox.add_many(session, [_event(requested, None)])
     return conversation
 
 

@@ -47,6 +47,7 @@ from switchboard_common.events import (
     ConversationSlaBreached,
     ConversationStatusChanged,
     ConversationTagsChanged,
+    ConversationTransferRequested,
     DeliveryStatusChanged,
     Direction,
     MessageOutbound,
@@ -70,6 +71,8 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationEscalated,
         # Snoozes and wake-ups: no KPI reads them yet.
         ConversationStatusChanged,
+        # A transfer's effect is told by the router's requeue and assignment, which metrics counts.
+        ConversationTransferRequested,
     }
 )
 

@@ -705,6 +705,56 @@ async def requeue_abandoned(session: AsyncSession, cutoff: datetime) -> list[Req
     return [Requeued(r.agent_id, r.held, _waiting(r)) for r in rows]
 
 
+# A transfer: the conversation's task, still assigned to the agent handing it on, waits again with its
+# original age; given skills replace its requirement (any proficiency; escalation starts over) and a given
+# queue its queue. The agent handing it on is skipped, as one who declined it.
+_TAKE_BACK = statement(
+    f"""
+    WITH gone AS (
+        SELECT conversation_id, agent_id, workload FROM router.tasks
+        WHERE conversation_id = :id AND agent_id = :agent AND state = 'assigned'
+        FOR UPDATE
+    )
+    UPDATE router.tasks t
+    SET state = 'queued', agent_id = NULL, assigned_at = NULL, answered_at = NULL,
+        required_skills = coalesce(:skills, t.required_skills),
+        min_levels = CASE WHEN :skills IS NULL THEN t.min_levels
+            ELSE array_fill(1::smallint, ARRAY[cardinality(:skills)]) END,
+        base_skills = coalesce(:skills, t.base_skills),
+        base_levels = CASE WHEN :skills IS NULL THEN t.base_levels
+            ELSE array_fill(1::smallint, ARRAY[cardinality(:skills)]) END,
+        optional_skills = CASE WHEN :skills IS NULL THEN t.optional_skills ELSE '{{}}' END,
+        escalation_step = CASE WHEN :skills IS NULL THEN t.escalation_step ELSE 0 END,
+        queue = coalesce(:queue, t.queue),
+        declined_by = array_append(t.declined_by, gone.agent_id)
+    FROM gone WHERE t.conversation_id = gone.conversation_id
+    RETURNING gone.agent_id, gone.workload AS held, {_QUEUED_COLUMNS}
+    """,  # noqa: S608 - our own fragments, no input
+    id=sa.Uuid(),
+    agent=sa.Uuid(),
+    skills=TEXTS,
+    queue=sa.Text(),
+)
+
+
+async def take_back(
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    skills: Sequence[str] | None,
+    queue: str | None,
+) -> Requeued | None:
+    """The conversation back in the queue from ``agent_id`` (None when it is no longer theirs)."""
+    params = {
+        "id": conversation_id,
+        "agent": agent_id,
+        "skills": sorted(set(skills)) if skills is not None else None,
+        "queue": queue,
+    }
+    row = (await session.execute(_TAKE_BACK, params)).one_or_none()
+    return None if row is None else Requeued(row.agent_id, row.held, _waiting(row))
+
+
 _ANY_QUEUED = sa.select(sa.literal(1)).where(Task.state == TaskState.QUEUED.value).limit(1)
 
 

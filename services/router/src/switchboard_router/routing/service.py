@@ -28,6 +28,7 @@ from switchboard_common.events import (
     ConversationRequeued,
     ConversationResolved,
     ConversationSlaBreached,
+    ConversationTransferRequested,
     EventEnvelope,
     MessageOutbound,
     Payload,
@@ -601,7 +602,11 @@ async def mark_sla_breaches(session: AsyncSession, outbox: Outbox) -> int:
 
 
 async def force_assign(
-    session: AsyncSession, outbox: Outbox, conversation_id: uuid.UUID, agent_id: uuid.UUID
+    session: AsyncSession,
+    outbox: Outbox,
+    conversation_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    reason: RequeueReason = RequeueReason.SUPERVISOR,
 ) -> ConversationAssigned:
     """A supervisor gives a conversation (waiting, offered or assigned) to an agent who is not offline,
     whatever their skills and load. One assigned to someone else is taken from them
@@ -633,7 +638,7 @@ async def force_assign(
                 ConversationRequeued(
                     conversation_id=conversation_id,
                     agent_id=task.agent_id,
-                    reason=RequeueReason.SUPERVISOR,
+                    reason=reason,
                     queued_at=task.enqueued_at,
                     requeued_at=now,
                 )
@@ -649,6 +654,39 @@ async def force_assign(
     events.append(assigned)
     await outbox.add_many(session, [_event(e, conversation_id) for e in events])
     return assigned
+
+
+async def on_transfer_requested(
+    session: AsyncSession, outbox: Outbox, requests: Sequence[ConversationTransferRequested]
+) -> None:
+    """Carry out agents' transfers. To an agent who is not offline: assigned to them directly (a deliberate
+    handoff, like a supervisor's force-assign: their skills and load are not checked). Otherwise, or to
+    skills or a queue: the conversation waits again with its age and is routed to anyone else eligible.
+    A request for a conversation no longer with the agent who asked is stale (a redelivery, or the
+    conversation moved meanwhile) and changes nothing.
+
+    One request at a time: transfers are people's actions, a handful per poll, never the message path."""
+    now = utcnow()
+    for request in requests:
+        if request.to_agent_id is not None:
+            target = await session.get(Agent, request.to_agent_id)
+            task = await repository.lock_open_task(session, request.conversation_id)
+            if (
+                task is None
+                or task.state != TaskState.ASSIGNED.value
+                or task.agent_id != request.from_agent_id
+            ):
+                continue
+            if target is not None and target.status != AgentStatus.OFFLINE.value:
+                await force_assign(
+                    session, outbox, request.conversation_id, target.id, RequeueReason.TRANSFERRED
+                )
+                continue
+        taken = await repository.take_back(
+            session, request.conversation_id, request.from_agent_id, request.required_skills, request.queue
+        )
+        if taken is not None:
+            await _requeue(session, outbox, [taken], RequeueReason.TRANSFERRED, now)
 
 
 async def sweep(session: AsyncSession, outbox: Outbox) -> int:
