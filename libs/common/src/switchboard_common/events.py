@@ -330,6 +330,14 @@ class ConversationQueued(Payload):
     # The routing queue the conversation waits in (a routing rule's, else "default"); None from producers
     # that predate it.
     queue: str | None = None
+    # What the customer can be told (the conversation service's acknowledgement): the position in the
+    # queue and the estimated wait in seconds (None: unknown, no online agent can serve it), as the
+    # router's queue view computes them; and, when the team serving the queue is out of its business
+    # hours, when it opens next (``opens_at``, UTC) with the team's time zone (IANA) to show it in.
+    position: int | None = None
+    estimated_wait_s: int | None = None
+    opens_at: datetime | None = None
+    timezone: str | None = None
 
 
 @register
@@ -462,7 +470,7 @@ class MessageOutbound(Payload):
     conversation_id: uuid.UUID
     customer_id: uuid.UUID
     channel: Channel
-    agent_id: uuid.UUID
+    agent_id: uuid.UUID | None  # none for an automated message (an acknowledgement before any agent)
     text: str
     sent_at: datetime
     # The customer's address on ``channel`` (E.164 phone, email address, page-scoped id, API reference).

@@ -11,17 +11,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import (
     ConversationAssigned,
+    ConversationQueued,
     ConversationRequeued,
     DeliveryStatusChanged,
     MessageReceived,
 )
 from switchboard_common.kafka.consumer import Delivery, Handlers
+from switchboard_conversation.automation import service as automation
+from switchboard_conversation.automation.autoreply import AckTemplates
 from switchboard_conversation.conversations import service
 
 GROUP_ID = "conversation"
 
 
-def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_WINDOW) -> Handlers:
+def handlers(
+    outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_WINDOW, acks: AckTemplates | None = None
+) -> Handlers:
+    """``acks``: the acknowledgement's texts; none sends no acknowledgement."""
+
     async def on_messages(session: AsyncSession, deliveries: Sequence[Delivery[MessageReceived]]) -> None:
         await service.record_inbound(
             session, outbox, [(d.envelope, d.payload) for d in deliveries], reopen_window
@@ -40,10 +47,19 @@ def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_W
     ) -> None:
         await service.record_delivery(session, [d.payload for d in deliveries])
 
-    return {
+    async def on_queued(session: AsyncSession, deliveries: Sequence[Delivery[ConversationQueued]]) -> None:
+        assert acks is not None
+        await automation.acknowledge(session, outbox, [(d.envelope, d.payload) for d in deliveries], acks)
+
+    mapping: Handlers = {
         MessageReceived: on_messages,
         # In causal order: assigned, taken back, assigned again (the runner cuts a poll that goes back).
         ConversationAssigned: on_assigned,
         ConversationRequeued: on_requeued,
         DeliveryStatusChanged: on_delivery,
     }
+    if acks is not None:
+        # Left waiting comes before being assigned: an acknowledgement goes only to a conversation still
+        # waiting when its batch is handled.
+        mapping = {ConversationQueued: on_queued, **mapping}
+    return mapping

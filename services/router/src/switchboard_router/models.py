@@ -103,6 +103,8 @@ class Queue(Base):
     policy: Mapped[str] = mapped_column(Text, server_default=text("'least_loaded'"))  # routing.policy.Policy
     # routing.escalation.Step objects, by increasing after_s.
     escalation: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # The team serving it, whose business hours apply to its conversations (else the default queue's team).
+    team: Mapped[str | None] = mapped_column(ForeignKey("teams.name", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -184,4 +186,5 @@ class Task(Base):
 
 # The routing rules table is defined in its own module; importing it here puts it in Base.metadata
 # (migrations, tests/integration/test_schemas.py).
+from switchboard_router.hours import models as _hours_models  # noqa: E402, F401
 from switchboard_router.rules import models as _rules_models  # noqa: E402, F401

@@ -202,6 +202,11 @@ class QueueUpsert(BaseModel):
         "needs the rule's optional skills; each step taken after its wait asks less (steps accumulate). "
         "Without steps, optional skills are never required.",
     )
+    team: TeamName | None = Field(
+        default=None,
+        description="The team serving the queue: its business hours (`/v1/teams/{name}/hours`) decide "
+        "whether a waiting customer is told the wait or when it opens. None: the `default` queue's team.",
+    )
 
 
 class QueuePublic(BaseModel):
@@ -210,6 +215,7 @@ class QueuePublic(BaseModel):
     name: str
     policy: Policy
     escalation: list[EscalationStep]
+    team: str | None = None
     created_at: datetime
 
 
