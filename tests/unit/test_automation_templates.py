@@ -79,7 +79,7 @@ def _queued(**extra: object) -> ConversationQueued:
         required_skills=[],
         priority=0,
         queued_at=datetime(2026, 12, 11, 17, 30, tzinfo=UTC),
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

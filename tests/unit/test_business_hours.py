@@ -16,8 +16,8 @@ PARIS = "Europe/Paris"
 NINE_TO_FIVE = tuple(Opening(day, time(9), time(17)) for day in range(5))  # Monday to Friday
 
 
-def paris(*args: int) -> datetime:
-    return datetime(*args, tzinfo=ZoneInfo(PARIS))  # type: ignore[misc]
+def paris(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(PARIS))
 
 
 def test_open_within_the_span_in_the_team_time_zone() -> None:

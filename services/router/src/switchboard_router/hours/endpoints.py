@@ -19,6 +19,12 @@ from switchboard_router.hours.schemas import BusinessHoursIn, BusinessHoursPubli
 router = APIRouter(prefix="/v1", tags=["teams"])
 HOURS = "/teams/{name}/hours"
 TeamName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+# OpenAPI cannot list them usefully (hundreds of zones, a subdivision depends on its country): a request
+# that names an unknown one is answered 422 with the reason.
+_CONSTRAINTS = {
+    "x-cross-field-constraints": "timezone is an IANA time zone; holidays_country a country the holidays "
+    "library knows; holidays_subdivision one of that country's subdivisions, and only with it"
+}
 
 
 def _public(row: BusinessHoursRow) -> BusinessHoursPublic:
@@ -44,6 +50,7 @@ async def get_hours(name: TeamName, _: AdminPrincipal, session: SessionDep) -> B
     HOURS,
     summary="Set a team's business hours: time zone, weekly spans, public holidays",
     responses=errors(400, 401, 403, 404, 413, 422, 503),
+    openapi_extra=_CONSTRAINTS,
 )
 async def put_hours(
     name: TeamName, body: BusinessHoursIn, _: AdminPrincipal, session: SessionDep
