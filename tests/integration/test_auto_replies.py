@@ -14,28 +14,21 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from switchboard_common import topics
 from switchboard_common.db.database import Database
-from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import (
-    Channel,
     ConversationAssigned,
     ConversationQueued,
-    CustomerIdentity,
     EventEnvelope,
-    IdentityKind,
     MessageOutbound,
-    MessageReceived,
     utcnow,
 )
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_conversation.app import create_app as conversation_app
-from switchboard_conversation.conversations import service
-from switchboard_conversation.models import outbox_table
 from switchboard_router.app import create_app as router_app
 from tests.conftest import ADMIN_KEY, Settings
+from tests.integration.test_replies import Desk
 from tests.support import bearer, eventually, read_topic, serve
 
 ADMIN = bearer(ADMIN_KEY)
@@ -52,28 +45,10 @@ class Stack:
     async def write(self, sender: str, display_name: str | None = None) -> uuid.UUID:
         """A customer's first message, as the conversation service's consumer stores it: it opens a
         conversation, announced through the outbox to the router. Returns the conversation id."""
-        now = utcnow()
-        event = MessageReceived(
-            message_id=uuid.uuid4(),
-            channel=Channel.API,
-            external_id=f"ext-{sender}",
-            sender=CustomerIdentity(kind=IdentityKind.API, value=sender),
-            display_name=display_name,
-            text=f"hello from {sender}",
-            sent_at=now,
-            received_at=now,
+        desk = Desk(self.settings, self.db, self.desk)
+        return await desk.conversation_of(
+            await desk.inbound(f"ext-{sender}", sender=sender, display_name=display_name)
         )
-        async with self.db.unit_of_work() as session:
-            outbox = Outbox(outbox_table, self.settings)
-            await service.record_inbound(
-                session, outbox, [(EventEnvelope.wrap(event, producer="test"), event)]
-            )
-            cid = await session.scalar(
-                sa.text("SELECT conversation_id FROM conversation.messages WHERE id = :id"),
-                {"id": event.message_id},
-            )
-        assert isinstance(cid, uuid.UUID)
-        return cid
 
     async def thread(self, cid: uuid.UUID) -> dict[str, Any]:
         response = await self.desk.get(f"/v1/conversations/{cid}", headers=ADMIN)
