@@ -40,14 +40,18 @@ def outbox(settings: Settings) -> Outbox:
 
 
 async def _open(
-    session: AsyncSession, outbox: Outbox, sender: str, channel: Channel = Channel.API
+    session: AsyncSession,
+    outbox: Outbox,
+    sender: str,
+    channel: Channel = Channel.API,
+    kind: IdentityKind = IdentityKind.API,
 ) -> uuid.UUID:
     now = utcnow()
     message = MessageReceived(
         message_id=uuid.uuid4(),
         channel=channel,
         external_id=uuid.uuid4().hex,
-        sender=CustomerIdentity(kind=IdentityKind.API, value=sender),
+        sender=CustomerIdentity(kind=kind, value=sender),
         display_name=f"{sender} Smith",
         text="hello",
         sent_at=now,
@@ -96,6 +100,8 @@ async def test_one_acknowledgement_per_waiting_conversation_and_none_twice(
     waiting = await _open(session, outbox, "ann")
     assigned = await _open(session, outbox, "bob")
     unreachable = await _open(session, outbox, "cid", channel=Channel.SMS)  # no phone to text back
+    # A caller is never called back to be told they wait.
+    caller = await _open(session, outbox, "+14155550100", channel=Channel.VOICE, kind=IdentityKind.PHONE)
     now = utcnow()
     await service.record_assignments(
         session,
@@ -110,7 +116,7 @@ async def test_one_acknowledgement_per_waiting_conversation_and_none_twice(
 
     # The same event twice in one batch, then redelivered in a later one.
     await automation.acknowledge(
-        session, outbox, [event_, event_, _queued(assigned), _queued(unreachable)], TEXTS
+        session, outbox, [event_, event_, _queued(assigned), _queued(unreachable), _queued(caller)], TEXTS
     )
     await automation.acknowledge(session, outbox, [event_], TEXTS)
 

@@ -34,6 +34,9 @@ from switchboard_conversation.conversations.service import PRODUCER, RECIPIENT_K
 
 # --- the acknowledgement -------------------------------------------------------------------------------
 
+# A message "sent" on voice is a callback call: a caller is never phoned back to be told they wait.
+SILENT_CHANNELS = frozenset({Channel.VOICE.value})
+
 
 async def acknowledge(
     session: AsyncSession,
@@ -63,7 +66,7 @@ async def acknowledge(
     planned: dict[uuid.UUID, tuple[EventEnvelope, NewAutomated, repository.AckTarget]] = {}
     for message_id, (envelope, event) in first.items():
         target = targets.get(event.conversation_id)
-        if target is None or target.recipient is None:
+        if target is None or target.recipient is None or target.channel in SILENT_CHANNELS:
             continue  # no longer waiting, or unreachable on that channel: no acknowledgement, no error
         body = compose(event, target.display_name, target.channel, texts)
         new = NewAutomated(message_id, event.conversation_id, target.channel, body, at, ack_key(event))
