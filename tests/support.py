@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.events import Channel, ConversationOpened, EventEnvelope, utcnow
 from tests.conftest import Settings
@@ -91,3 +93,24 @@ def opened_envelope() -> EventEnvelope:
         opened_at=utcnow(),
     )
     return EventEnvelope.wrap(payload, producer="test")
+
+
+class StatementCounter:
+    """How many SQL statements a session's engine ran inside ``with counting(session) as counter``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, *_: object) -> None:
+        self.count += 1
+
+
+@contextmanager
+def counting(session: AsyncSession) -> Iterator[StatementCounter]:
+    counter = StatementCounter()
+    engine = session.bind.engine.sync_engine  # type: ignore[union-attr]
+    event.listen(engine, "before_cursor_execute", counter)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", counter)

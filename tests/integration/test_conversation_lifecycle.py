@@ -365,6 +365,7 @@ async def test_the_router_names_the_team_and_the_team_sees_the_waiting_conversat
     try:
         async with serve(router_app(settings)) as router, serve(conversation_app(settings)) as client:
             desk = Desk(settings, db, client)
+            assert (await router.put("/v1/teams/support", json={}, headers=ADMIN)).status_code == 200
             assert (
                 await router.put("/v1/queues/default", json={"team": "support"}, headers=ADMIN)
             ).status_code == 200

@@ -384,6 +384,14 @@ class ConversationQueued(Payload):
     queue: str | None = None
     # The team serving that queue (its agents see the conversation while it waits); None: no team.
     team: str | None = None
+    # What the customer can be told (the conversation service's acknowledgement): the position in the
+    # queue and the estimated wait in seconds (None: unknown, no online agent can serve it), as the
+    # router's queue view computes them; and, when the team serving the queue is out of its business
+    # hours, when it opens next (``opens_at``, UTC) with the team's time zone (IANA) to show it in.
+    position: int | None = None
+    estimated_wait_s: int | None = None
+    opens_at: datetime | None = None
+    timezone: str | None = None
 
 
 @register
@@ -516,7 +524,7 @@ class MessageOutbound(Payload):
     conversation_id: uuid.UUID
     customer_id: uuid.UUID
     channel: Channel
-    agent_id: uuid.UUID
+    agent_id: uuid.UUID | None  # none for an automated message (an acknowledgement before any agent)
     text: str
     sent_at: datetime
     # The customer's address on ``channel`` (E.164 phone, email address, page-scoped id, API reference).

@@ -7,6 +7,8 @@ from fastapi import FastAPI
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.http.app import create_service_app
 from switchboard_common.runtime import ServiceRuntime
+from switchboard_conversation.automation.autoreply import AckTemplates
+from switchboard_conversation.automation.endpoints import router as automation_router
 from switchboard_conversation.consumer import GROUP_ID, handlers
 from switchboard_conversation.conversations.endpoints import customers_router, tags_router
 from switchboard_conversation.conversations.endpoints import router as conversations_router
@@ -22,7 +24,14 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:
         outbox = Outbox(outbox_table, runtime.settings)
         runtime.use_outbox(outbox)
-        runtime.add_consumer(GROUP_ID, handlers(outbox, reopen_window))
+        acks = (
+            AckTemplates(
+                settings.conversation_auto_ack_template, settings.conversation_auto_ack_closed_template
+            )
+            if settings.conversation_auto_ack_enabled
+            else None
+        )
+        runtime.add_consumer(GROUP_ID, handlers(outbox, reopen_window, acks))
         runtime.background.append(
             SnoozeWaker(runtime.db, outbox, settings.conversation_snooze_check_ms / 1000)
         )
@@ -30,7 +39,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     return create_service_app(
         "conversation",
         settings,
-        [conversations_router, customers_router, tags_router],
+        [conversations_router, customers_router, tags_router, automation_router],
         setup=setup,
         description="One thread per customer across every channel: customers, identities, conversations and "
         "messages, and the agent API to read and resolve them.",

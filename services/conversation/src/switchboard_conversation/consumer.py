@@ -17,19 +17,22 @@ from switchboard_common.events import (
     MessageReceived,
 )
 from switchboard_common.kafka.consumer import Delivery, Handlers
+from switchboard_conversation.automation import service as automation
+from switchboard_conversation.automation.autoreply import AckTemplates
 from switchboard_conversation.conversations import service
 
 GROUP_ID = "conversation"
 
 
-def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_WINDOW) -> Handlers:
+def handlers(
+    outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_WINDOW, acks: AckTemplates | None = None
+) -> Handlers:
+    """``acks``: the acknowledgement's texts; none sends no acknowledgement."""
+
     async def on_messages(session: AsyncSession, deliveries: Sequence[Delivery[MessageReceived]]) -> None:
         await service.record_inbound(
             session, outbox, [(d.envelope, d.payload) for d in deliveries], reopen_window
         )
-
-    async def on_queued(session: AsyncSession, deliveries: Sequence[Delivery[ConversationQueued]]) -> None:
-        await service.record_queued(session, [d.payload for d in deliveries])
 
     async def on_assigned(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
         await service.record_assignments(session, [d.payload for d in deliveries])
@@ -44,10 +47,16 @@ def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_W
     ) -> None:
         await service.record_delivery(session, [d.payload for d in deliveries])
 
+    async def on_queued(session: AsyncSession, deliveries: Sequence[Delivery[ConversationQueued]]) -> None:
+        await service.record_queued(session, [d.payload for d in deliveries])
+        if acks is not None:
+            # Only a conversation still waiting once its batch is recorded gets an acknowledgement.
+            await automation.acknowledge(session, outbox, [(d.envelope, d.payload) for d in deliveries], acks)
+
     return {
         MessageReceived: on_messages,
-        # In causal order: queued, assigned, taken back, assigned again (the runner cuts a poll that goes
-        # back).
+        # In causal order: left waiting, assigned, taken back, assigned again (the runner cuts a poll that
+        # goes back).
         ConversationQueued: on_queued,
         ConversationAssigned: on_assigned,
         ConversationRequeued: on_requeued,

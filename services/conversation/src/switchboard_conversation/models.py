@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -175,6 +176,9 @@ class Message(Base):
     thread_refs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     delivery_error: Mapped[str | None] = mapped_column(Text)  # why a reply failed, as the provider said
     delivery_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An outbound message sent by automation (an acknowledgement), not typed by an agent: it is no first
+    # response.
+    automated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class Tag(Base):
@@ -204,3 +208,8 @@ class DeliveryReport(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(Text)
     error_reason: Mapped[str | None] = mapped_column(Text)
+
+
+# Canned responses are defined in their own module; importing it here puts them in Base.metadata
+# (migrations, tests/integration/test_schemas.py).
+from switchboard_conversation.automation import models as _automation_models  # noqa: E402, F401

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from switchboard_common.settings import AgentAuthSettings
+from switchboard_conversation.automation import templates
 
 DEFAULT_REOPEN_WINDOW_S = 86400
+DEFAULT_ACK_TEMPLATE = (
+    "Thanks for your message{% if customer.first_name %}, {{ customer.first_name }}{% endif %}! "
+    "{% if wait_minutes %}An agent will answer you in about {{ wait_minutes }} "
+    "minute{{ 's' if wait_minutes > 1 }}.{% else %}"
+    "An agent will answer you as soon as one is free.{% endif %}"
+)
+DEFAULT_CLOSED_TEMPLATE = (
+    "Thanks for your message{% if customer.first_name %}, {{ customer.first_name }}{% endif %}! "
+    "We're closed right now; we answer from {{ opens_at }}."
+)
 
 
 class ConversationSettings(AgentAuthSettings):
@@ -13,3 +24,15 @@ class ConversationSettings(AgentAuthSettings):
     conversation_reopen_window_s: int = Field(default=DEFAULT_REOPEN_WINDOW_S, ge=0)
     # How often due snoozes are woken (and so how late one can wake, at most).
     conversation_snooze_check_ms: int = Field(default=1000, ge=10, le=60_000)
+
+    # The acknowledgement sent once when a conversation (re)opens and is left waiting (conversation.queued):
+    # jinja2 sandboxed templates (automation.templates; variables in docs/automation.md). ``..._template``
+    # states the expected wait, ``..._closed_template`` when the team is out of its business hours.
+    conversation_auto_ack_enabled: bool = True
+    conversation_auto_ack_template: str = DEFAULT_ACK_TEMPLATE
+    conversation_auto_ack_closed_template: str = DEFAULT_CLOSED_TEMPLATE
+
+    @field_validator("conversation_auto_ack_template", "conversation_auto_ack_closed_template")
+    @classmethod
+    def _renders(cls, value: str) -> str:
+        return templates.check(value)  # a broken template stops startup, not the first acknowledgement

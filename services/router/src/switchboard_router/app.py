@@ -9,6 +9,7 @@ from switchboard_common.http.app import create_service_app
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_router.agents.endpoints import router as agents_router
 from switchboard_router.consumer import GROUP_ID, handlers
+from switchboard_router.hours.endpoints import router as hours_router
 from switchboard_router.models import outbox_table
 from switchboard_router.routing.service import RoutingConfig
 from switchboard_router.rules.book import RuleBook
@@ -30,6 +31,8 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
             settings.router_detect_languages,
             low_accuracy=settings.router_language_low_accuracy,
         ),
+        handle_time_sample=settings.router_handle_time_sample,
+        default_handle_time_s=settings.router_default_handle_time_s,
     )
 
     async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:
@@ -41,7 +44,7 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
     return create_service_app(
         "router",
         settings,
-        [agents_router, rules_router],
+        [agents_router, rules_router, hours_router],
         setup=setup,
         description="Assigns conversations to agents by skill, proficiency, language and load: agents, "
         "teams, presence and heartbeats, capacity per workload, offers, and the queue.",

@@ -105,8 +105,9 @@ class Queue(Base):
     policy: Mapped[str] = mapped_column(Text, server_default=text("'least_loaded'"))  # routing.policy.Policy
     # routing.escalation.Step objects, by increasing after_s.
     escalation: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
-    # The team that serves the queue: its agents see the conversations waiting in it.
-    team: Mapped[str | None] = mapped_column(Text)
+    # The team serving it: its agents see the conversations waiting in it, and its business hours apply to
+    # them (a queue without one is served by the default queue's team).
+    team: Mapped[str | None] = mapped_column(ForeignKey("teams.name", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -188,4 +189,5 @@ class Task(Base):
 
 # The routing rules table is defined in its own module; importing it here puts it in Base.metadata
 # (migrations, tests/integration/test_schemas.py).
+from switchboard_router.hours import models as _hours_models  # noqa: E402, F401
 from switchboard_router.rules import models as _rules_models  # noqa: E402, F401

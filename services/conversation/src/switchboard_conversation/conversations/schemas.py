@@ -57,6 +57,10 @@ class MessagePublic(_FromOrm):
         validation_alias="original_body",
         description="An email as written, when `body` shows less (quoted history and signature stripped).",
     )
+    automated: bool = Field(
+        default=False,
+        description="An outbound message sent by automation (an acknowledgement), not by an agent.",
+    )
 
     @field_validator("attachments", mode="before")
     @classmethod

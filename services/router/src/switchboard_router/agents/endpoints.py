@@ -259,7 +259,9 @@ async def list_queues(_: AdminPrincipal, session: SessionDep) -> list[QueuePubli
     summary="Create or change a queue: the policy that chooses among eligible agents (routing rules name "
     "the queue; one without settings is least loaded)",
     tags=["queues"],
-    responses=errors(400, 401, 403, 413, 422, 503),
+    responses=errors(
+        400, 401, 403, 409, 413, 422, 503, described={409: "The team does not exist (`unknown_team`)."}
+    ),
 )
 async def put_queue(
     name: SettingName, body: QueueUpsert, _: AdminPrincipal, session: SessionDep

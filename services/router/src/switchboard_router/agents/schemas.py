@@ -220,7 +220,9 @@ class QueueUpsert(BaseModel):
     )
     team: TeamName | None = Field(
         default=None,
-        description="The team that serves the queue: its agents see the conversations waiting in it.",
+        description="The team serving the queue: its agents see the conversations waiting in it, and its "
+        "business hours (`/v1/teams/{name}/hours`) decide whether a waiting customer is told the wait or "
+        "when it opens. None: the `default` queue's team.",
     )
 
 
@@ -230,7 +232,7 @@ class QueuePublic(BaseModel):
     name: str
     policy: Policy
     escalation: list[EscalationStep]
-    team: str | None
+    team: str | None = None
     created_at: datetime
 
 

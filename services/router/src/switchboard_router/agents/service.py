@@ -134,6 +134,8 @@ async def upsert_team(session: AsyncSession, name: str, body: TeamUpsert) -> Tea
 
 
 async def upsert_queue(session: AsyncSession, name: str, body: QueueUpsert) -> Queue:
+    if body.team is not None and await session.get(Team, body.team) is None:
+        raise Conflict("no such team", code="unknown_team")
     values = {
         "policy": body.policy.value,
         "escalation": [step.model_dump() for step in body.escalation],

@@ -129,7 +129,11 @@ _TASK_TYPES: dict[str, Any] = {
 # A queued task as routing needs it (``_waiting``), with its queue's policy; qualified, since an UPDATE's
 # FROM has the same names.
 _POLICY = "coalesce((SELECT qu.policy FROM router.queues qu WHERE qu.name = t.queue), 'least_loaded')"
-_TEAM = "(SELECT qu.team FROM router.queues qu WHERE qu.name = t.queue)"
+# The team serving its queue, else the default queue's (as business hours are chosen).
+_TEAM = (
+    "coalesce((SELECT qu.team FROM router.queues qu WHERE qu.name = t.queue),"
+    " (SELECT qd.team FROM router.queues qd WHERE qd.name = 'default'))"
+)
 _QUEUED_COLUMNS = (
     "t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.enqueued_at,"
     f" t.declined_by, {_POLICY} AS policy, t.queue, {_TEAM} AS team"
@@ -819,14 +823,13 @@ async def queued_with_position(session: AsyncSession, conversation_id: uuid.UUID
 
 # Online agents grouped by their (sorted, deduplicated) skills: the estimate only adds capacities up, so
 # a group is exact, and there are far fewer groups than agents.
-_ONLINE_SERVERS = statement(
-    """
+ONLINE_SERVERS_SQL = """
     SELECT skills, sum(capacity) AS capacity, sum(greatest(capacity - active_count, 0)) AS free
     FROM router.agents
     WHERE status = 'online'
     GROUP BY skills
-    """
-)
+"""
+_ONLINE_SERVERS = statement(ONLINE_SERVERS_SQL)
 
 
 async def online_servers(session: AsyncSession) -> list[Server]:
@@ -837,37 +840,41 @@ async def online_servers(session: AsyncSession) -> list[Server]:
 # The most recently closed assignments (tasks closed without one, resolved while waiting, are not handle
 # times), newest first on the partial index ``tasks_closed``; their mean duration per required skill set
 # and overall (the empty grouping set). A clock difference between services never makes one negative.
-_HANDLE_TIMES = statement(
-    """
-    WITH recent AS (
+RECENT_HANDLE_SQL = """
         SELECT required_skills,
                extract(epoch FROM greatest(closed_at - assigned_at, interval '0')) AS seconds
         FROM router.tasks
         WHERE state = 'closed' AND assigned_at IS NOT NULL
         ORDER BY closed_at DESC
         LIMIT :sample
-    )
+"""
+HANDLE_TIMES_SQL = """
     SELECT grouping(required_skills) = 1 AS overall, required_skills, count(*) AS n,
            avg(seconds)::float8 AS mean_seconds
     FROM recent
     GROUP BY GROUPING SETS ((required_skills), ())
-    """,
-    sample=sa.Integer(),
-)
+"""
+_HANDLE_TIMES = statement(f"WITH recent AS ({RECENT_HANDLE_SQL}) {HANDLE_TIMES_SQL}", sample=sa.Integer())
 
 
 async def handle_times(session: AsyncSession, sample: int) -> HandleTimes:
     """Mean handle times over the ``sample`` most recently closed assignments."""
+    rows = await session.execute(_HANDLE_TIMES, {"sample": sample})
+    return handle_times_of((r.overall, r.required_skills, r.n, r.mean_seconds) for r in rows)
+
+
+def handle_times_of(rows: Iterable[tuple[bool, list[str] | None, int, float | None]]) -> HandleTimes:
+    """``HANDLE_TIMES_SQL``'s rows (overall, required skills, count, mean seconds) as handle times."""
     by_skills: dict[frozenset[str], Sample] = {}
     overall: Sample | None = None
-    for r in await session.execute(_HANDLE_TIMES, {"sample": sample}):
-        if r.n == 0:
+    for is_overall, skills, n, mean_seconds in rows:
+        if n == 0 or mean_seconds is None:
             continue  # the overall row of an empty history
-        measured = Sample(int(r.n), float(r.mean_seconds))
-        if r.overall:
+        measured = Sample(int(n), float(mean_seconds))
+        if is_overall:
             overall = measured
         else:
-            by_skills[frozenset(r.required_skills)] = measured
+            by_skills[frozenset(skills or ())] = measured
     return HandleTimes(by_skills, overall)
 
 

@@ -35,6 +35,7 @@ from switchboard_common.events import (
     RequeueReason,
     utcnow,
 )
+from switchboard_router.hours import service as hours_service
 from switchboard_router.models import Agent, TaskState
 from switchboard_router.routing import escalation, policy, repository
 from switchboard_router.routing.escalation import Step
@@ -55,6 +56,9 @@ class RoutingConfig:
     offline_grace: timedelta = timedelta(seconds=120)
     rules: RuleBook | None = None  # none: no routing rules (the conversations' own skills and priority)
     no_answer_timeout: timedelta = timedelta(0)  # zero: an assignment waits for its agent's reply forever
+    # The estimates announced with conversation.queued (as the queue view's: RouterSettings).
+    handle_time_sample: int = 200
+    default_handle_time_s: float = 300.0
 
 
 def _event(payload: Payload, key: uuid.UUID, cause: EventEnvelope | None = None) -> OutboxEvent:
@@ -154,7 +158,13 @@ async def _route(
     if announce:
         # conversation.queued announces a conversation left waiting; one placed at once needs no such
         # event (conversation.assigned carries its queued_at), which saves a record per message on the hot
-        # path.
+        # path. It says what the customer can be told: the estimated wait, or when their team opens (one
+        # statement for the batch, only when some are left waiting).
+        waiting = [t for t in tasks if t.conversation_id not in placed]
+        config = config or RoutingConfig()
+        told = await hours_service.outlook(
+            session, waiting, config.handle_time_sample, config.default_handle_time_s, now
+        )
         events = [
             _event(
                 ConversationQueued(
@@ -164,12 +174,15 @@ async def _route(
                     queued_at=t.enqueued_at,
                     queue=t.queue,
                     team=t.team,
+                    position=told[t.conversation_id].position,
+                    estimated_wait_s=told[t.conversation_id].estimated_wait_s,
+                    opens_at=told[t.conversation_id].opens_at,
+                    timezone=told[t.conversation_id].timezone,
                 ),
                 t.conversation_id,
                 causes.get(t.conversation_id),
             )
-            for t in tasks
-            if t.conversation_id not in placed
+            for t in waiting
         ] + events
     await outbox.add_many(session, events)
 
@@ -537,8 +550,16 @@ async def _requeue(
 
 
 async def on_replied(session: AsyncSession, replies: Sequence[MessageOutbound]) -> None:
-    """Agents' replies answer the conversations assigned to them (for the no-answer requeue)."""
-    await repository.mark_answered(session, [(r.conversation_id, r.agent_id, r.sent_at) for r in replies])
+    """Agents' replies answer the conversations assigned to them (for the no-answer requeue); automated
+    messages (an acknowledgement) answer nothing."""
+    await repository.mark_answered(
+        session,
+        [
+            (r.conversation_id, r.agent_id, r.sent_at)
+            for r in replies
+            if r.agent_id is not None and not r.automated
+        ],
+    )
 
 
 async def requeue_unanswered(session: AsyncSession, outbox: Outbox, config: RoutingConfig) -> int:

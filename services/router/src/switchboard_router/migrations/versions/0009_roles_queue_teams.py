@@ -1,4 +1,5 @@
-"""agents' roles (supervisors see every conversation) and the team that serves each queue
+"""agents' roles: supervisors see every conversation (the team serving a queue, whose agents see its
+waiting conversations, comes with business hours in 0010)
 
 Revision ID: 0009
 Revises: 0008
@@ -19,10 +20,8 @@ def upgrade() -> None:
         "agents", sa.Column("role", sa.Text, nullable=False, server_default=sa.text("'agent'")), schema=S
     )
     op.create_check_constraint("agents_role", "agents", "role IN ('agent', 'supervisor')", schema=S)
-    op.add_column("queues", sa.Column("team", sa.Text), schema=S)
 
 
 def downgrade() -> None:
-    op.drop_column("queues", "team", schema=S)
     op.drop_constraint("agents_role", "agents", schema=S)
     op.drop_column("agents", "role", schema=S)

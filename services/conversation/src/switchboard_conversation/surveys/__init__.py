@@ -1,0 +1,1 @@
+"""Satisfaction surveys: asked through the customer's channel after a resolution, answered there."""
