@@ -315,6 +315,26 @@ class ConversationReopened(Payload):
     previous_agent_id: uuid.UUID | None
 
 
+@register
+class CustomerMerged(Payload):
+    """An agent found two customers to be one person: every identity and conversation of the source now
+    belongs to the target, and the source stays as a tombstone. When both had an unresolved conversation,
+    the source's (``closed_conversation_id``) was closed into the target's (``kept_conversation_id``),
+    which took its messages. Keyed by the target customer id (not a conversation id, unlike its neighbours
+    on this topic)."""
+
+    event_type: ClassVar[str] = "customer.merged"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
+
+    merge_id: uuid.UUID
+    source_customer_id: uuid.UUID
+    target_customer_id: uuid.UUID
+    conversation_ids: list[uuid.UUID]  # the source's conversations, now the target's
+    closed_conversation_id: uuid.UUID | None = None
+    kept_conversation_id: uuid.UUID | None = None
+    merged_at: datetime
+
+
 # --- routing.events (key: conversation id) ------------------------------------------------------------
 
 

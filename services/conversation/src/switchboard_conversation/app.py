@@ -9,6 +9,7 @@ from switchboard_common.http.app import create_service_app
 from switchboard_common.runtime import ServiceRuntime
 from switchboard_conversation.consumer import GROUP_ID, handlers
 from switchboard_conversation.conversations.endpoints import router as conversations_router
+from switchboard_conversation.customers.endpoints import router as customers_router
 from switchboard_conversation.models import outbox_table
 from switchboard_conversation.settings import ConversationSettings
 
@@ -25,7 +26,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     return create_service_app(
         "conversation",
         settings,
-        [conversations_router],
+        [conversations_router, customers_router],
         setup=setup,
         description="One thread per customer across every channel: customers, identities, conversations and "
         "messages, and the agent API to read and resolve them.",

@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Text,
+    Uuid,
     func,
     text,
 )
@@ -53,6 +54,8 @@ class Customer(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     display_name: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set when merged into another customer: this row stays as a tombstone so an old id still resolves.
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("customers.id"))
 
 
 class CustomerIdentity(Base):
@@ -98,6 +101,8 @@ class Conversation(Base):
     reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # When an agent first replied: the raw fact for first response time.
     first_replied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Closed by a customer merge (status resolved): its messages moved into this conversation.
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("conversations.id"))
 
 
 class Message(Base):
@@ -160,3 +165,20 @@ class DeliveryReport(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(Text)
     error_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class CustomerMerge(Base):
+    """The audit of a merge: who merged which customer into which, when, and what moved."""
+
+    __tablename__ = "customer_merges"
+    __table_args__ = (Index("customer_merges_source", "source_customer_id", unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    source_customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    target_customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    merged_by_agent_id: Mapped[uuid.UUID | None] = mapped_column()  # none: the admin credential
+    merged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    identities: Mapped[list[dict[str, str]]] = mapped_column(JSONB)  # [{"kind", "value"}] moved
+    conversation_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid))  # moved to the target
+    closed_conversation_id: Mapped[uuid.UUID | None] = mapped_column()  # the source's, closed
+    kept_conversation_id: Mapped[uuid.UUID | None] = mapped_column()  # the target's, which took its messages
