@@ -11,10 +11,12 @@ from switchboard_common.events import (
     ConversationOpened,
     ConversationReopened,
     ConversationResolved,
+    CustomerMerged,
     MessageOutbound,
     Payload,
 )
 from switchboard_common.kafka.consumer import BatchHandler, Delivery, Handlers
+from switchboard_router.customers import service as customers
 from switchboard_router.routing import service
 
 GROUP_ID = "router"
@@ -34,6 +36,9 @@ def handlers(outbox: Outbox, config: service.RoutingConfig) -> Handlers:
     ) -> None:
         await service.on_reopened(session, outbox, [(d.envelope, d.payload) for d in deliveries], config)
 
+    async def on_merged(session: AsyncSession, deliveries: Sequence[Delivery[CustomerMerged]]) -> None:
+        await customers.on_customer_merged(session, outbox, [d.payload for d in deliveries])
+
     async def on_replied(session: AsyncSession, deliveries: Sequence[Delivery[MessageOutbound]]) -> None:
         await service.on_replied(session, [d.payload for d in deliveries])
 
@@ -45,6 +50,8 @@ def handlers(outbox: Outbox, config: service.RoutingConfig) -> Handlers:
         ConversationOpened: on_opened,
         ConversationResolved: on_resolved,
         ConversationReopened: on_reopened,
+        # After the openings of the poll: a conversation opened just before a merge closed it is closed.
+        CustomerMerged: on_merged,
     }
     if config.no_answer_timeout:
         mapping[MessageOutbound] = on_replied

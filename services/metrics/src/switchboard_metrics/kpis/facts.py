@@ -45,6 +45,7 @@ from switchboard_common.events import (
     ConversationRequeued,
     ConversationResolved,
     ConversationSlaBreached,
+    CustomerMerged,
     DeliveryStatusChanged,
     Direction,
     MessageOutbound,
@@ -66,6 +67,8 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationOfferTimedOut,
         ConversationSlaBreached,
         ConversationEscalated,
+        # Handled apart (switchboard_metrics.customers): a merge moves facts, it is no fact of its own.
+        CustomerMerged,
     }
 )
 
