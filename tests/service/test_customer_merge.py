@@ -14,7 +14,7 @@ from switchboard_common.db.outbox import Outbox
 from switchboard_common.errors import Conflict, NotFound
 from switchboard_common.events import CustomerMerged, EventEnvelope, IdentityKind
 from switchboard_conversation.conversations import service as conversations
-from switchboard_conversation.customers import service
+from switchboard_conversation.customers import repository, service
 from switchboard_conversation.models import outbox_table
 from tests.conftest import Settings
 from tests.service.test_conversation_inbound import message
@@ -100,6 +100,8 @@ async def test_merge_moves_identities_conversations_and_messages_and_leaves_a_to
     assert await rows(session, "SELECT merged_into FROM conversation.customers WHERE id = :s", s=source) == [
         (target,)
     ]
+    assert await repository.live_id(session, source) == target
+    assert await repository.live_id(session, target) == target
     assert audit.conversation_ids == [source_conversation]
     assert audit.closed_conversation_id is None
     assert {i["value"] for i in audit.identities} == {"mail-1", "ann@example.com"}
@@ -182,6 +184,7 @@ async def test_a_later_merge_repoints_older_tombstones(session: AsyncSession, ou
     assert await rows(
         session, "SELECT merged_into FROM conversation.customers WHERE id IN (:a, :b)", a=a, b=b
     ) == [(c,), (c,)]
+    assert await repository.live_id(session, a) == c
     with pytest.raises(Conflict) as refused:
         await service.merge(session, outbox, ADMIN, b, a)  # a went on into c: not a repeat any more
     assert refused.value.code == "customer_merged"

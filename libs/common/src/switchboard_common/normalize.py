@@ -3,7 +3,10 @@ and whichever channel it came from."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import phonenumbers
+from pydantic import AfterValidator, Field, StringConstraints
 
 
 def normalize_email(value: str) -> str:
@@ -27,3 +30,13 @@ def normalize_phone(value: str, region: str | None = None) -> str:
     if not phonenumbers.is_possible_number(number):
         raise ValueError("is not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+PhoneNumber = Annotated[
+    str,
+    StringConstraints(pattern=r"^(\+|00)[0-9][0-9 ().\-]{3,40}$"),
+    # Which numbers exist is more than a pattern can say: a custom format names the rule.
+    Field(json_schema_extra={"format": "phone"}),
+    AfterValidator(normalize_phone),
+]
+"""A phone in international form that ``phonenumbers`` deems possible, given back in E.164."""

@@ -101,6 +101,10 @@ class ConversationSummary(_FromOrm):
     resolved_at: datetime | None
     last_message_at: datetime
     first_replied_at: datetime | None = Field(description="When an agent first replied.")
+    merged_into: uuid.UUID | None = Field(
+        default=None,
+        description="Set when a customer merge closed this conversation: the one its messages moved to.",
+    )
 
 
 class ConversationPublic(ConversationSummary):

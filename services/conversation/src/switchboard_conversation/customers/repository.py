@@ -46,6 +46,15 @@ async def is_readable(session: AsyncSession, principal: Principal, customer_id: 
     )
 
 
+async def live_id(session: AsyncSession, customer_id: uuid.UUID) -> uuid.UUID | None:
+    """The customer an id stands for now: itself, or for a tombstone the customer it was merged into
+    (always one hop: a merge repoints the tombstones of its source). None when there is no such id."""
+    found: uuid.UUID | None = await session.scalar(
+        sa.select(sa.func.coalesce(Customer.merged_into, Customer.id)).where(Customer.id == customer_id)
+    )
+    return found
+
+
 async def lock_customers(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Customer]:
     """Lock the customers ``FOR UPDATE`` in id order (two opposite merges cannot deadlock), which waits for
     any inbound batch holding one (``FOR KEY SHARE``) and makes later batches wait for this transaction.

@@ -1,43 +1,46 @@
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from switchboard_common.events import IdentityKind
-from switchboard_common.normalize import normalize_email, normalize_phone
+from switchboard_common.normalize import PhoneNumber, normalize_email
 from switchboard_common.validation import EMAIL, NonBlankText
 
-EMAIL_PATTERN = re.compile(EMAIL)
 
-
-class IdentityLink(BaseModel):
-    """An address of the customer the automatic linking could not tie (an unverified phone, a new email)."""
-
+class _Link(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: IdentityKind
-    value: Annotated[NonBlankText, StringConstraints(min_length=1, max_length=400)] = Field(
-        description="As ingest stores it: a phone in international form (`+1 415 555 0100`, kept in "
-        "E.164), an email (lower-cased, trimmed), or the channel's own id for the other kinds.",
+
+class PhoneLink(_Link):
+    kind: Literal[IdentityKind.PHONE]
+    value: PhoneNumber = Field(
+        description="In international form (`+1 415 555 0100`, `0044...`), a number `phonenumbers` deems "
+        "possible: kept in E.164, as ingest keeps the numbers customers write from.",
         examples=["+1 415 555 0100"],
     )
 
-    @model_validator(mode="after")
-    def _normalized(self) -> IdentityLink:
-        # The same rules as ingest's, so a linked address is the identity the customer's next message
-        # carries; a malformed phone must not join strangers (ValueError: a 422 naming the field).
-        if self.kind is IdentityKind.PHONE:
-            self.value = normalize_phone(self.value)
-        elif self.kind is IdentityKind.EMAIL:
-            email = normalize_email(self.value)
-            if not EMAIL_PATTERN.match(email):
-                raise ValueError("value is not an email address")
-            self.value = email
-        return self
+
+class EmailLink(_Link):
+    kind: Literal[IdentityKind.EMAIL]
+    value: Annotated[str, StringConstraints(pattern=EMAIL), AfterValidator(normalize_email)] = Field(
+        description="Kept lower-cased, as ingest keeps the addresses customers write from."
+    )
+
+
+class ChannelIdLink(_Link):
+    kind: Literal[IdentityKind.API, IdentityKind.MESSENGER, IdentityKind.INSTAGRAM, IdentityKind.WEBCHAT]
+    value: Annotated[NonBlankText, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="The channel's own id of the customer, as its messages carry it."
+    )
+
+
+# An address of the customer the automatic linking could not tie (an unverified phone, a new email): the
+# rules of each kind are ingest's, so the linked identity is the one the customer's next message carries.
+IdentityLink = Annotated[PhoneLink | EmailLink | ChannelIdLink, Field(discriminator="kind")]
 
 
 class IdentityLinked(BaseModel):
