@@ -299,3 +299,46 @@ async def test_a_merge_racing_the_inbound_batch_loses_and_misplaces_no_message(
     assert await _committed(
         settings, "SELECT count(*) FROM conversation.conversations WHERE customer_id = :s", s=source
     ) == [(0,)]
+
+
+async def test_linking_to_a_merged_customer_names_the_customer_it_became(
+    session: AsyncSession, outbox: Outbox
+) -> None:
+    target = await new_customer(session, outbox, "wa-8")
+    source = await new_customer(session, outbox, "mail-8")
+    await service.merge(session, outbox, ADMIN, target, source)
+    with pytest.raises(Conflict) as refused:
+        await service.link_identity(session, ADMIN, source, IdentityKind.EMAIL, "late@example.com")
+    assert refused.value.code == "customer_merged"
+    assert refused.value.details == {"customer_id": str(source), "merged_into": str(target)}
+
+
+async def test_two_opposite_merges_at_once_do_not_deadlock_and_one_is_a_cycle(settings: Settings) -> None:
+    """A into B and B into A in two transactions at once: the second waits for the first (both lock the
+    two customers in the same order), then finds the cycle."""
+    outbox = Outbox(outbox_table, settings)
+    engine = create_async_engine(settings.database_url)
+    tag = uuid.uuid4().hex[:6]
+    try:
+        async with engine.connect() as one, engine.connect() as two:
+            a, b = AsyncSession(bind=one), AsyncSession(bind=two)
+            async with a.begin():
+                first = await new_customer(a, outbox, f"a-{tag}")
+                second = await new_customer(a, outbox, f"b-{tag}")
+            await a.begin()
+            await b.begin()
+            await service.merge(a, outbox, ADMIN, first, second)
+            racing = asyncio.create_task(service.merge(b, outbox, ADMIN, second, first))
+            await eventually(lambda: _waiting_on_a_lock(settings), what="the second merge to wait")
+            await a.commit()
+            with pytest.raises(Conflict) as refused:
+                await racing
+            assert refused.value.code == "merge_cycle"
+            await b.rollback()
+            await a.close()
+            await b.close()
+    finally:
+        await engine.dispose()
+    assert await _committed(
+        settings, "SELECT merged_into FROM conversation.customers WHERE id = :s", s=second
+    ) == [(first,)]
