@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -255,6 +257,46 @@ async def _waiting_on_a_lock(settings: Settings) -> bool:
     return bool(found[0][0])
 
 
+async def _customers(settings: Settings, *senders: str) -> list[uuid.UUID]:
+    """New customers, committed, one per sender (each with an open conversation)."""
+    engine = create_async_engine(settings.database_url)
+    outbox = Outbox(outbox_table, settings)
+    try:
+        async with engine.connect() as conn, AsyncSession(bind=conn) as session, session.begin():
+            return [await new_customer(session, outbox, sender) for sender in senders]
+    finally:
+        await engine.dispose()
+
+
+async def _race(
+    settings: Settings,
+    first: Callable[[AsyncSession], Coroutine[Any, Any, None]],
+    second: Callable[[AsyncSession], Coroutine[Any, Any, None]],
+) -> None:
+    """``first`` in one transaction and, while it is uncommitted, ``second`` in another, which must wait on
+    a lock until the first commits. The second commits, or rolls back and raises what it raised."""
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as one, engine.connect() as two:
+            a, b = AsyncSession(bind=one), AsyncSession(bind=two)
+            await a.begin()
+            await b.begin()
+            await first(a)
+            racing = asyncio.create_task(second(b))
+            await eventually(lambda: _waiting_on_a_lock(settings), what="the second to wait on the first")
+            await a.commit()
+            try:
+                await racing
+            except BaseException:
+                await b.rollback()
+                raise
+            await b.commit()
+            await a.close()
+            await b.close()
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch then merge", "merge then batch"])
 async def test_a_merge_racing_the_inbound_batch_loses_and_misplaces_no_message(
     settings: Settings, batch_first: bool
@@ -262,31 +304,16 @@ async def test_a_merge_racing_the_inbound_batch_loses_and_misplaces_no_message(
     """Two real transactions: an inbound batch for the source and a merge, each started while the other is
     uncommitted. Whichever commits first, the message ends in the target's one unresolved conversation."""
     outbox = Outbox(outbox_table, settings)
-    engine = create_async_engine(settings.database_url)
     tag = uuid.uuid4().hex[:6]
-    try:
-        async with engine.connect() as one, engine.connect() as two:
-            a, b = AsyncSession(bind=one), AsyncSession(bind=two)
-            async with a.begin():
-                target = await new_customer(a, outbox, f"t-{tag}")
-                source = await new_customer(a, outbox, f"s-{tag}")
-            await a.begin()
-            await b.begin()
-            racing: asyncio.Task[object]
-            if batch_first:
-                await conversations.record_inbound(a, outbox, [message(f"s-{tag}")])
-                racing = asyncio.create_task(service.merge(b, outbox, ADMIN, target, source))
-            else:
-                await service.merge(a, outbox, ADMIN, target, source)
-                racing = asyncio.create_task(conversations.record_inbound(b, outbox, [message(f"s-{tag}")]))
-            await eventually(lambda: _waiting_on_a_lock(settings), what="the second to wait on the first")
-            await a.commit()
-            await racing
-            await b.commit()
-            await a.close()
-            await b.close()
-    finally:
-        await engine.dispose()
+    target, source = await _customers(settings, f"t-{tag}", f"s-{tag}")
+
+    async def batch(session: AsyncSession) -> None:
+        await conversations.record_inbound(session, outbox, [message(f"s-{tag}")])
+
+    async def merge(session: AsyncSession) -> None:
+        await service.merge(session, outbox, ADMIN, target, source)
+
+    await (_race(settings, batch, merge) if batch_first else _race(settings, merge, batch))
 
     assert await _committed(
         settings,
@@ -317,28 +344,18 @@ async def test_two_opposite_merges_at_once_do_not_deadlock_and_one_is_a_cycle(se
     """A into B and B into A in two transactions at once: the second waits for the first (both lock the
     two customers in the same order), then finds the cycle."""
     outbox = Outbox(outbox_table, settings)
-    engine = create_async_engine(settings.database_url)
     tag = uuid.uuid4().hex[:6]
-    try:
-        async with engine.connect() as one, engine.connect() as two:
-            a, b = AsyncSession(bind=one), AsyncSession(bind=two)
-            async with a.begin():
-                first = await new_customer(a, outbox, f"a-{tag}")
-                second = await new_customer(a, outbox, f"b-{tag}")
-            await a.begin()
-            await b.begin()
-            await service.merge(a, outbox, ADMIN, first, second)
-            racing = asyncio.create_task(service.merge(b, outbox, ADMIN, second, first))
-            await eventually(lambda: _waiting_on_a_lock(settings), what="the second merge to wait")
-            await a.commit()
-            with pytest.raises(Conflict) as refused:
-                await racing
-            assert refused.value.code == "merge_cycle"
-            await b.rollback()
-            await a.close()
-            await b.close()
-    finally:
-        await engine.dispose()
+    first, second = await _customers(settings, f"a-{tag}", f"b-{tag}")
+
+    async def into_first(session: AsyncSession) -> None:
+        await service.merge(session, outbox, ADMIN, first, second)
+
+    async def into_second(session: AsyncSession) -> None:
+        await service.merge(session, outbox, ADMIN, second, first)
+
+    with pytest.raises(Conflict) as refused:
+        await _race(settings, into_first, into_second)
+    assert refused.value.code == "merge_cycle"
     assert await _committed(
         settings, "SELECT merged_into FROM conversation.customers WHERE id = :s", s=second
     ) == [(first,)]
