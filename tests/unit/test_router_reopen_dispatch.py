@@ -13,6 +13,8 @@ from switchboard_common.events import (
     ConversationOpened,
     ConversationReopened,
     ConversationResolved,
+    ConversationTransferRequested,
+    CustomerMerged,
     EventEnvelope,
     MessageOutbound,
     Payload,
@@ -57,13 +59,21 @@ def _reopened(minutes: int) -> ConversationReopened:
 def test_the_router_handles_opened_then_resolved_then_reopened() -> None:
     outbox = Outbox(outbox_table, RouterSettings(environment="development"))
     mapping = handlers(outbox, RoutingConfig())
-    assert list(mapping) == [ConversationOpened, ConversationResolved, ConversationReopened]
+    assert list(mapping) == [
+        ConversationOpened,
+        ConversationResolved,
+        ConversationReopened,
+        ConversationTransferRequested,
+        CustomerMerged,
+    ]
     # Replies are read (after the rest) only when unanswered assignments are requeued.
     answering = handlers(outbox, RoutingConfig(no_answer_timeout=timedelta(minutes=5)))
     assert list(answering) == [
         ConversationOpened,
         ConversationResolved,
         ConversationReopened,
+        ConversationTransferRequested,
+        CustomerMerged,
         MessageOutbound,
     ]
 

@@ -4,17 +4,21 @@ anything from ``http``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     """Base of the errors a service raises about the request or event it was given."""
 
     code = "error"
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        # JSON-able facts the client can act on (the customer who owns an identity, say).
+        self.details = details
 
 
 class NotFound(DomainError):

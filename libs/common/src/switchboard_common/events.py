@@ -9,6 +9,7 @@ compatible change; anything else gets a new schema_version registered beside the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
@@ -365,6 +366,42 @@ class ConversationTagsChanged(Payload):
     removed: list[str]
     agent_id: uuid.UUID | None
     changed_at: datetime
+
+
+@register
+class CustomerMerged(Payload):
+    """An agent found two customers to be one person: every identity and conversation of the source now
+    belongs to the target, and the source stays as a tombstone. When both had an unresolved conversation,
+    the source's (``closed_conversation_id``) was closed into the target's (``kept_conversation_id``),
+    which took its messages. Keyed by the target customer id (not a conversation id, unlike its neighbours
+    on this topic)."""
+
+    event_type: ClassVar[str] = "customer.merged"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
+
+    merge_id: uuid.UUID
+    source_customer_id: uuid.UUID
+    target_customer_id: uuid.UUID
+    conversation_ids: list[uuid.UUID]  # the source's conversations, now the target's
+    closed_conversation_id: uuid.UUID | None = None
+    kept_conversation_id: uuid.UUID | None = None
+    merged_at: datetime
+
+
+def merged_targets(merges: Iterable[CustomerMerged]) -> dict[uuid.UUID, uuid.UUID]:
+    """Each source customer's final target: A into B then B into C in one batch sends A's rows to C (one
+    UPDATE moves a row once, so consumers resolve the chain first). The conversation service refuses
+    cycles; a replayed one is cut rather than followed forever."""
+    target = {m.source_customer_id: m.target_customer_id for m in merges}
+    out = {}
+    for source in target:
+        seen = {source}
+        final = target[source]
+        while final in target and final not in seen:
+            seen.add(final)
+            final = target[final]
+        out[source] = final
+    return out
 
 
 # --- routing.events (key: conversation id) ------------------------------------------------------------

@@ -12,6 +12,7 @@ from switchboard_conversation.automation.endpoints import router as automation_r
 from switchboard_conversation.consumer import GROUP_ID, handlers
 from switchboard_conversation.conversations.endpoints import customers_router, tags_router
 from switchboard_conversation.conversations.endpoints import router as conversations_router
+from switchboard_conversation.customers.endpoints import router as merges_router
 from switchboard_conversation.models import outbox_table
 from switchboard_conversation.settings import ConversationSettings
 from switchboard_conversation.snoozes import SnoozeWaker
@@ -39,7 +40,7 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
     return create_service_app(
         "conversation",
         settings,
-        [conversations_router, customers_router, tags_router, automation_router],
+        [conversations_router, customers_router, merges_router, tags_router, automation_router],
         setup=setup,
         description="One thread per customer across every channel: customers, identities, conversations and "
         "messages, and the agent API to read and resolve them.",

@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Text,
+    Uuid,
     func,
     text,
 )
@@ -73,6 +74,8 @@ class Customer(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     display_name: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set when merged into another customer: this row stays as a tombstone so an old id still resolves.
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("customers.id"))
 
 
 class CustomerIdentity(Base):
@@ -133,6 +136,8 @@ class Conversation(Base):
     # The router's queue for it, and the team serving that queue: agents of the team see it while it waits.
     queue: Mapped[str | None] = mapped_column(Text)
     team: Mapped[str | None] = mapped_column(Text)
+    # Closed by a customer merge (status resolved): its messages moved into this conversation.
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("conversations.id"))
 
 
 class Message(Base):
@@ -208,6 +213,23 @@ class DeliveryReport(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(Text)
     error_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class CustomerMerge(Base):
+    """The audit of a merge: who merged which customer into which, when, and what moved."""
+
+    __tablename__ = "customer_merges"
+    __table_args__ = (Index("customer_merges_source", "source_customer_id", unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    source_customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    target_customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    merged_by_agent_id: Mapped[uuid.UUID | None] = mapped_column()  # none: the admin credential
+    merged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    identities: Mapped[list[dict[str, str]]] = mapped_column(JSONB)  # [{"kind", "value"}] moved
+    conversation_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid))  # moved to the target
+    closed_conversation_id: Mapped[uuid.UUID | None] = mapped_column()  # the source's, closed
+    kept_conversation_id: Mapped[uuid.UUID | None] = mapped_column()  # the target's, which took its messages
 
 
 # Canned responses are defined in their own module; importing it here puts them in Base.metadata

@@ -4,8 +4,11 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from switchboard_common.events import CustomerMerged
 from switchboard_common.http.app import create_service_app
+from switchboard_common.kafka.consumer import Handlers
 from switchboard_common.runtime import ServiceRuntime
+from switchboard_metrics.customers import service as customers
 from switchboard_metrics.dashboard.endpoints import router as dashboard_router
 from switchboard_metrics.kpis import service
 from switchboard_metrics.kpis.endpoints import router as kpis_router
@@ -25,7 +28,11 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:
         # Every event type, one batch handler: a poll is one call, and the group reads only topics with
         # events.
-        runtime.add_consumer(GROUP_ID, dict.fromkeys(counted_types(), service.record_batch))
+        handlers: Handlers = {
+            **dict.fromkeys(counted_types(), service.record_batch),
+            CustomerMerged: customers.on_customer_merged,
+        }
+        runtime.add_consumer(GROUP_ID, handlers)
         runtime.background.append(
             RetentionJob(runtime.db, timedelta(days=settings.metrics_retention_days), RETENTION_INTERVAL)
         )

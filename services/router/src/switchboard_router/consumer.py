@@ -12,10 +12,12 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationResolved,
     ConversationTransferRequested,
+    CustomerMerged,
     MessageOutbound,
     Payload,
 )
 from switchboard_common.kafka.consumer import BatchHandler, Delivery, Handlers
+from switchboard_router.customers import service as customers
 from switchboard_router.routing import service
 
 GROUP_ID = "router"
@@ -40,6 +42,9 @@ def handlers(outbox: Outbox, config: service.RoutingConfig) -> Handlers:
     ) -> None:
         await service.on_transfer_requested(session, outbox, [d.payload for d in deliveries])
 
+    async def on_merged(session: AsyncSession, deliveries: Sequence[Delivery[CustomerMerged]]) -> None:
+        await customers.on_customer_merged(session, outbox, [d.payload for d in deliveries])
+
     async def on_replied(session: AsyncSession, deliveries: Sequence[Delivery[MessageOutbound]]) -> None:
         await service.on_replied(session, [d.payload for d in deliveries])
 
@@ -52,6 +57,8 @@ def handlers(outbox: Outbox, config: service.RoutingConfig) -> Handlers:
         ConversationResolved: on_resolved,
         ConversationReopened: on_reopened,
         ConversationTransferRequested: on_transfer,
+        # After the openings of the poll: a conversation opened just before a merge closed it is closed.
+        CustomerMerged: on_merged,
     }
     if config.no_answer_timeout:
         mapping[MessageOutbound] = on_replied

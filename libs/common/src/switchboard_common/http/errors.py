@@ -106,7 +106,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         status = next((s for t, s in _DOMAIN_STATUS.items() if isinstance(exc, t)), 400)
-        return error_response(status, exc.message, exc.code, headers=_RETRY_AFTER if status == 503 else None)
+        return error_response(
+            status, exc.message, exc.code, exc.details, headers=_RETRY_AFTER if status == 503 else None
+        )
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Canned responses: the admin credential writes them, any agent reads them and renders one for a
+"""Canned responses: supervisors and the admin credential write them, any agent reads them and renders one for a
 conversation it may see, then sends the text through the reply endpoint."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ async def list_canned(_: CurrentPrincipal, session: SessionDep) -> list[CannedRe
 @router.post(
     "/canned-responses",
     status_code=status.HTTP_201_CREATED,
-    summary="Create a canned response (admin credential)",
+    summary="Create a canned response (supervisors)",
     responses=errors(400, 401, 403, 409, 413, 422, 503, described=_TAKEN),
 )
 async def create_canned(
@@ -48,7 +48,7 @@ async def get_canned(canned_id: uuid.UUID, _: CurrentPrincipal, session: Session
 
 @router.put(
     CANNED,
-    summary="Change a canned response (admin credential)",
+    summary="Change a canned response (supervisors)",
     responses=errors(400, 401, 403, 404, 409, 413, 422, 503, described=_TAKEN),
 )
 async def put_canned(
@@ -62,7 +62,7 @@ async def put_canned(
 @router.delete(
     CANNED,
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Delete a canned response (admin credential)",
+    summary="Delete a canned response (supervisors)",
     responses=errors(401, 403, 404, 422, 503),
 )
 async def delete_canned(canned_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> None:

@@ -111,8 +111,8 @@ def _threading(target: repository.AckTarget) -> dict[str, Any]:
 
 
 def _admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise Forbidden("only the admin credential manages canned responses")
+    if not principal.sees_all:
+        raise Forbidden("supervisors and the admin credential manage canned responses")
 
 
 async def list_canned(session: AsyncSession) -> Sequence[CannedResponse]:

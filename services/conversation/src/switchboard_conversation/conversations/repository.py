@@ -41,13 +41,23 @@ _KNOWN = statement(
     SELECT 'message' AS what, id::text AS kind, NULL AS value, NULL::uuid AS customer_id
     FROM conversation.messages WHERE id = ANY(:ids)
     UNION ALL
-    SELECT 'identity', i.kind, i.value, i.customer_id
-    FROM conversation.customer_identities i
-    JOIN unnest(:kinds, :values) AS k(kind, value) ON i.kind = k.kind AND i.value = k.value
+    SELECT * FROM (
+        SELECT 'identity', i.kind, i.value, coalesce(cu.merged_into, cu.id)
+        FROM conversation.customer_identities i
+        JOIN unnest(:kinds, :values) AS k(kind, value) ON i.kind = k.kind AND i.value = k.value
+        JOIN conversation.customers cu ON cu.id = i.customer_id
+        ORDER BY cu.id
+        FOR KEY SHARE OF cu
+    ) AS owners
     UNION ALL
-    SELECT 'thread', m.external_id, NULL, c.customer_id
-    FROM conversation.messages m JOIN conversation.conversations c ON c.id = m.conversation_id
-    WHERE m.channel = 'email' AND m.external_id = ANY(:refs)
+    SELECT * FROM (
+        SELECT 'thread', m.external_id, NULL, coalesce(cu.merged_into, cu.id)
+        FROM conversation.messages m JOIN conversation.conversations c ON c.id = m.conversation_id
+        JOIN conversation.customers cu ON cu.id = c.customer_id
+        WHERE m.channel = 'email' AND m.external_id = ANY(:refs)
+        ORDER BY cu.id
+        FOR KEY SHARE OF cu
+    ) AS threads
     """,
     ids=UUIDS,
     kinds=TEXTS,
@@ -70,7 +80,12 @@ async def known(
     refs: Sequence[str] = (),
 ) -> Known:
     """What the batch needs to know, in one round trip: the message ids already stored, the owner of every
-    identity the batch carries, and whose thread holds each email Message-ID the batch answers."""
+    identity the batch carries, and whose thread holds each email Message-ID the batch answers.
+
+    The owners are locked (``FOR KEY SHARE``, in id order, as a merge locks them) until the batch commits:
+    a customer merge waits for the batch, whose messages then move with the rest; a batch reaching a
+    customer being merged waits for the merge and follows its tombstone (``merged_into``) to the customer
+    it became, so no message lands on a merged customer."""
     rows = await session.execute(
         _KNOWN,
         {
@@ -212,6 +227,7 @@ _OPEN_CONVERSATIONS = statement(
         CROSS JOIN LATERAL (
             SELECT c.id, c.assigned_agent_id, c.resolved_at FROM conversation.conversations c
             WHERE c.customer_id = u.customer_id AND c.status = 'resolved' AND c.resolved_at IS NOT NULL
+                AND c.merged_into IS NULL  -- closed by a customer merge: its thread lives on elsewhere
             ORDER BY c.resolved_at DESC
             LIMIT 1
         ) AS l

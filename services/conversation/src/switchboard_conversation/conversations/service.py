@@ -55,6 +55,7 @@ from switchboard_conversation.conversations.repository import (
     Queued,
     ReopenedConversation,
 )
+from switchboard_conversation.customers import repository as customers_repository
 from switchboard_conversation.models import (
     WITH_AGENT,
     Conversation,
@@ -667,7 +668,10 @@ async def transfer(
 
 
 async def readable_customer(session: AsyncSession, principal: Principal, customer_id: uuid.UUID) -> Customer:
-    customer = await repository.get_readable_customer(session, principal, customer_id)
+    """The customer, or for one merged into another, the customer they became (the merge keeps old ids
+    answering)."""
+    live = await customers_repository.live_id(session, customer_id)
+    customer = None if live is None else await repository.get_readable_customer(session, principal, live)
     if customer is None:
         raise NotFound("customer not found")
     return customer

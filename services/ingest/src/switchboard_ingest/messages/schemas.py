@@ -5,10 +5,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from switchboard_common.normalize import PhoneNumber
 from switchboard_common.validation import EMAIL, NonBlankText, StorableDatetime, StorableText, json_integer
-from switchboard_ingest.normalize import normalize_phone
 
 Skill = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 AttributeName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
@@ -24,16 +24,7 @@ class CustomerIn(BaseModel):
     email: Annotated[str, StringConstraints(pattern=EMAIL)] | None = Field(
         default=None, description="Links this customer to the email channel."
     )
-    phone: (
-        Annotated[
-            str,
-            StringConstraints(pattern=r"^(\+|00)[0-9][0-9 ().\-]{3,40}$"),
-            # Which numbers exist is more than a pattern can say: a custom format names the rule.
-            Field(json_schema_extra={"format": "phone"}),
-            AfterValidator(normalize_phone),
-        ]
-        | None
-    ) = Field(
+    phone: PhoneNumber | None = Field(
         default=None,
         description="In international form (`+14155550100`, `+44 20 7946 0958`, `0044...`), a number "
         "`phonenumbers` deems possible: kept in E.164, it links this customer to SMS and WhatsApp.",

@@ -48,6 +48,7 @@ from switchboard_common.events import (
     ConversationStatusChanged,
     ConversationTagsChanged,
     ConversationTransferRequested,
+    CustomerMerged,
     DeliveryStatusChanged,
     Direction,
     MessageOutbound,
@@ -73,6 +74,8 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationStatusChanged,
         # A transfer's effect is told by the router's requeue and assignment, which metrics counts.
         ConversationTransferRequested,
+        # Handled apart (switchboard_metrics.customers): a merge moves facts, it is no fact of its own.
+        CustomerMerged,
     }
 )
 
