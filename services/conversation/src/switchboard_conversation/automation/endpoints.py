@@ -1,5 +1,5 @@
-"""Canned responses: supervisors and the admin credential write them, any agent reads them and renders one for a
-conversation it may see, then sends the text through the reply endpoint."""
+"""Canned responses: supervisors and the admin credential write them, any agent reads them and renders
+one for a conversation it may see, then sends the text through the reply endpoint."""
 
 from __future__ import annotations
 
