@@ -354,6 +354,26 @@ class ConversationTransferRequested(Payload):
 
 
 @register
+class SurveyAnswered(Payload):
+    """A customer answered the satisfaction survey asked after their conversation was resolved. ``kind`` is
+    csat (1-5), nps (0-10) or ces (1-7); ``follow_up`` when the score is low (the conversation is flagged)."""
+
+    event_type: ClassVar[str] = "survey.answered"
+    topic: ClassVar[str] = topics.CONVERSATION_EVENTS
+
+    survey_id: uuid.UUID
+    conversation_id: uuid.UUID
+    customer_id: uuid.UUID
+    kind: str
+    score: int
+    follow_up: bool
+    channel: Channel
+    agent_id: uuid.UUID | None  # who had the conversation when it was resolved
+    asked_at: datetime
+    answered_at: datetime
+
+
+@register
 class ConversationTagsChanged(Payload):
     """The conversation's tags ("what:..." and "why:..." names), as they are now."""
 

@@ -136,6 +136,8 @@ class Conversation(Base):
     # The router's queue for it, and the team serving that queue: agents of the team see it while it waits.
     queue: Mapped[str | None] = mapped_column(Text)
     team: Mapped[str | None] = mapped_column(Text)
+    # A low satisfaction score asks for someone to follow the customer up.
+    follow_up: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # Closed by a customer merge (status resolved): its messages moved into this conversation.
     merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("conversations.id"))
 
@@ -184,6 +186,29 @@ class Message(Base):
     # An outbound message sent by automation (an acknowledgement), not typed by an agent: it is no first
     # response.
     automated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+class Survey(Base):
+    """A satisfaction survey asked after a resolution, through the customer's channel; answered by their
+    next message when that is a score on its scale."""
+
+    __tablename__ = "surveys"
+    __table_args__ = (
+        Index("surveys_pending", "customer_id", postgresql_where=text("answered_at IS NULL")),
+        Index("surveys_conversation", "conversation_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.id"))
+    customer_id: Mapped[uuid.UUID] = mapped_column()
+    kind: Mapped[str] = mapped_column(Text)  # surveys.policy.SurveyKind
+    channel: Mapped[str] = mapped_column(Text)
+    agent_id: Mapped[uuid.UUID | None] = mapped_column()  # who had the conversation when it was resolved
+    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    score: Mapped[int | None] = mapped_column(SmallInteger)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    answer_message_id: Mapped[uuid.UUID | None] = mapped_column()
 
 
 class Tag(Base):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from switchboard_common.settings import AgentAuthSettings
@@ -36,3 +38,8 @@ class ConversationSettings(AgentAuthSettings):
     @classmethod
     def _renders(cls, value: str) -> str:
         return templates.check(value)  # a broken template stops startup, not the first acknowledgement
+
+    # The satisfaction survey asked when an agent resolves a conversation, through the customer's channel:
+    # csat (1-5), nps (0-10), ces (1-7), or none. An answer is taken within the window.
+    conversation_survey: Literal["csat", "nps", "ces", "none"] = "csat"
+    conversation_survey_window_s: int = Field(default=86400, ge=60, le=30 * 86400)

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from switchboard_common.events import CustomerMerged
+from switchboard_common.events import CustomerMerged, SurveyAnswered
 from switchboard_common.http.app import create_service_app
 from switchboard_common.kafka.consumer import Handlers
 from switchboard_common.runtime import ServiceRuntime
@@ -31,6 +31,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         handlers: Handlers = {
             **dict.fromkeys(counted_types(), service.record_batch),
             CustomerMerged: customers.on_customer_merged,
+            SurveyAnswered: service.record_surveys,
         }
         runtime.add_consumer(GROUP_ID, handlers)
         runtime.background.append(

@@ -3,7 +3,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Computed, DateTime, Float, Index, Integer, MetaData, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Computed,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -128,3 +140,20 @@ class KpiCell(Base):
     bin: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class SurveyAnswer(Base):
+    """An answered satisfaction survey (``survey.answered``), keyed by the survey: a redelivery adds
+    nothing."""
+
+    __tablename__ = "survey_answers"
+    __table_args__ = (Index("survey_answers_answered_at", "answered_at"),)
+
+    survey_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column()
+    kind: Mapped[str] = mapped_column(Text)  # csat, nps, ces
+    score: Mapped[int] = mapped_column(SmallInteger)
+    follow_up: Mapped[bool] = mapped_column(Boolean)
+    channel: Mapped[str] = mapped_column(Text)
+    agent_id: Mapped[uuid.UUID | None] = mapped_column()
+    answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -15,6 +15,7 @@ TEXTS = postgresql.ARRAY(sa.Text)
 UUIDS = postgresql.ARRAY(sa.Uuid)
 TIMES = postgresql.ARRAY(sa.DateTime(timezone=True))
 INTS = postgresql.ARRAY(sa.Integer)
+BOOLS = postgresql.ARRAY(sa.Boolean)
 BIGINTS = postgresql.ARRAY(sa.BigInteger)
 BYTEAS = postgresql.ARRAY(sa.LargeBinary)
 

@@ -39,6 +39,10 @@ from switchboard_conversation.conversations.schemas import (
     TransferIn,
 )
 from switchboard_conversation.models import ConversationStatus, Customer, CustomerIdentity
+from switchboard_conversation.settings import ConversationSettings
+from switchboard_conversation.surveys import service as surveys
+from switchboard_conversation.surveys.policy import SurveyKind
+from switchboard_conversation.surveys.service import SurveyConfig
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 MESSAGE_PAGE = 200
@@ -88,6 +92,9 @@ async def list_conversations(
     channel: Annotated[Channel | None, Query(description="With a message on this channel.")] = None,
     tag: TagName | None = None,
     priority: Annotated[int | None, Query(ge=0, le=100, description="At least this priority.")] = None,
+    follow_up: Annotated[
+        bool | None, Query(description="Flagged for a follow-up (a low satisfaction score), or not.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: CursorQuery = None,
     before: Annotated[
@@ -102,6 +109,7 @@ async def list_conversations(
         channel=channel.value if channel is not None else None,
         tag=tag,
         priority=priority,
+        follow_up=follow_up,
     )
     rows = await repository.list_readable(
         session,
@@ -149,7 +157,8 @@ async def get_conversation(
 
 @router.post(
     "/{conversation_id}/resolve",
-    summary="Resolve the conversation (frees the agent's capacity)",
+    summary="Resolve the conversation (frees the agent's capacity); the customer is asked the satisfaction "
+    "survey on their channel",
     responses=errors(
         401,
         403,
@@ -167,6 +176,13 @@ async def resolve_conversation(
     conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> ConversationSummary:
     conversation = await service.resolve(session, runtime.outbox, principal, conversation_id)
+    settings = runtime.settings
+    assert isinstance(settings, ConversationSettings)
+    if settings.conversation_survey != "none":
+        config = SurveyConfig(
+            SurveyKind(settings.conversation_survey), timedelta(seconds=settings.conversation_survey_window_s)
+        )
+        await surveys.ask(session, runtime.outbox, conversation, config)
     return ConversationSummary.model_validate(conversation)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -58,6 +58,13 @@ _KNOWN = statement(
         ORDER BY cu.id
         FOR KEY SHARE OF cu
     ) AS threads
+    UNION ALL
+    SELECT 'survey', s.id::text, s.kind || ' ' || s.conversation_id::text, s.customer_id
+    FROM conversation.surveys s
+    WHERE s.answered_at IS NULL AND s.expires_at > now() AND s.customer_id IN (
+        SELECT i.customer_id FROM conversation.customer_identities i
+        JOIN unnest(:kinds, :values) AS k(kind, value) ON i.kind = k.kind AND i.value = k.value
+    )
     """,
     ids=UUIDS,
     kinds=TEXTS,
@@ -67,10 +74,18 @@ _KNOWN = statement(
 
 
 @dataclass(frozen=True, slots=True)
+class PendingSurvey:
+    id: uuid.UUID
+    kind: str  # surveys.policy.SurveyKind
+    conversation_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
 class Known:
     stored: set[uuid.UUID]  # message ids already stored
     owners: dict[IdentityKey, uuid.UUID]  # identity -> its customer
     threads: dict[str, uuid.UUID]  # an email Message-ID in the thread of -> customer
+    surveys: dict[uuid.UUID, PendingSurvey] = field(default_factory=dict)  # customer -> survey to answer
 
 
 async def known(
@@ -80,7 +95,8 @@ async def known(
     refs: Sequence[str] = (),
 ) -> Known:
     """What the batch needs to know, in one round trip: the message ids already stored, the owner of every
-    identity the batch carries, and whose thread holds each email Message-ID the batch answers.
+    identity the batch carries, whose thread holds each email Message-ID the batch answers, and the
+    survey each of those customers may be answering.
 
     The owners are locked (``FOR KEY SHARE``, in id order, as a merge locks them) until the batch commits:
     a customer merge waits for the batch, whose messages then move with the rest; a batch reaching a
@@ -101,6 +117,9 @@ async def known(
             out.stored.add(uuid.UUID(kind))
         elif what == "thread":
             out.threads[kind] = customer_id
+        elif what == "survey":
+            survey_kind, _, conversation_id = value.partition(" ")
+            out.surveys[customer_id] = PendingSurvey(uuid.UUID(kind), survey_kind, uuid.UUID(conversation_id))
         else:
             out.owners[(kind, value)] = customer_id
     return out
@@ -528,6 +547,7 @@ class ListFilter:
     channel: str | None = None  # the conversation has a message on it
     tag: str | None = None
     priority: int | None = None  # at least this priority
+    follow_up: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,6 +584,8 @@ async def list_readable(
         stmt = stmt.where(Conversation.tags.contains([filters.tag]))
     if filters.priority is not None:
         stmt = stmt.where(Conversation.priority >= filters.priority)
+    if filters.follow_up is not None:
+        stmt = stmt.where(Conversation.follow_up.is_(filters.follow_up))
     if after is not None:
         stmt = stmt.where(
             sa.or_(

@@ -109,6 +109,7 @@ class ConversationSummary(_FromOrm):
     tags: list[str] = Field(default_factory=list, description='"what:..." and "why:..." tags.')
     queue: str | None = Field(default=None, description="The router's queue it waits or waited in.")
     team: str | None = Field(default=None, description="The team serving that queue.")
+    follow_up: bool = Field(default=False, description="A low satisfaction score asks for a follow-up.")
     merged_into: uuid.UUID | None = Field(
         default=None,
         description="Set when a customer merge closed this conversation: the one its messages moved to.",

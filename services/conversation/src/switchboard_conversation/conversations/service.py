@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from switchboard_common.events import (
     IdentityKind,
     MessageOutbound,
     MessageReceived,
+    SurveyAnswered,
     outbound_event_id,
     utcnow,
 )
@@ -52,6 +53,7 @@ from switchboard_conversation.conversations.repository import (
     NewConversation,
     NewMessage,
     NewReply,
+    PendingSurvey,
     Queued,
     ReopenedConversation,
 )
@@ -66,6 +68,8 @@ from switchboard_conversation.models import (
     MessageDirection,
 )
 from switchboard_conversation.settings import DEFAULT_REOPEN_WINDOW_S
+from switchboard_conversation.surveys import repository as surveys_repository
+from switchboard_conversation.surveys.policy import SurveyKind, needs_follow_up, parse_answer
 
 PRODUCER = "conversation"
 DEFAULT_REOPEN_WINDOW = timedelta(seconds=DEFAULT_REOPEN_WINDOW_S)
@@ -144,13 +148,17 @@ async def record_inbound(
         # same email or phone from another channel): retry the batch, which will then find that customer.
         raise Unavailable("a new customer's identity was claimed concurrently; retrying")
 
+    # A customer's first score in the batch for the survey they were asked answers it, in the surveyed
+    # conversation: it neither reopens that conversation nor opens another.
+    answers, superseded = _survey_answers(batch, linking.customer_of, known.surveys)
+
     # 2. Conversations: reopen a returning customer's recently resolved one, else propose a new one for
     # every customer (opened by their first message here); the one-unresolved-per-customer index keeps
     # the customers who have one, which are then locked.
     proposed: dict[uuid.UUID, NewConversation] = {}
     first: dict[uuid.UUID, Received] = {}
     for (envelope, event), customer in zip(batch, linking.customer_of, strict=True):
-        if customer not in proposed:
+        if customer not in proposed and event.message_id not in answers:
             first[customer] = (envelope, event)
             proposed[customer] = NewConversation(
                 id=uuid.uuid4(),
@@ -181,7 +189,9 @@ async def record_inbound(
     messages = [
         NewMessage(
             id=e.message_id,
-            conversation_id=open_of[customer],
+            conversation_id=answers[e.message_id][0].conversation_id
+            if e.message_id in answers
+            else open_of[customer],
             channel=e.channel.value,
             external_id=e.external_id,
             direction=Direction.INBOUND.value,
@@ -215,7 +225,75 @@ async def record_inbound(
             sent_at=event.sent_at,
         )
         out.append(_event(added, envelope))
+    out += await _record_answers(session, answers, superseded, stored_now)
     await outbox.add_many(session, out)
+
+
+def _survey_answers(
+    batch: Sequence[Received], customers: Sequence[uuid.UUID], pending: Mapping[uuid.UUID, PendingSurvey]
+) -> tuple[dict[uuid.UUID, tuple[PendingSurvey, int, MessageReceived]], list[uuid.UUID]]:
+    """Message id -> (the survey it answers, the score, the message) when a customer's first message in the
+    batch is a score on their pending survey's scale; and the surveys whose customer wrote something else
+    first (no longer open to an answer)."""
+    out: dict[uuid.UUID, tuple[PendingSurvey, int, MessageReceived]] = {}
+    decided: set[uuid.UUID] = set()
+    superseded: list[uuid.UUID] = []
+    for (_, event), customer in zip(batch, customers, strict=True):
+        survey = pending.get(customer)
+        if survey is None or survey.id in decided:
+            continue
+        decided.add(survey.id)
+        score = parse_answer(SurveyKind(survey.kind), event.text)
+        if score is None:
+            superseded.append(survey.id)
+        else:
+            out[event.message_id] = (survey, score, event)
+    return out, superseded
+
+
+async def _record_answers(
+    session: AsyncSession,
+    answers: Mapping[uuid.UUID, tuple[PendingSurvey, int, MessageReceived]],
+    superseded: Sequence[uuid.UUID],
+    stored_now: set[uuid.UUID],
+) -> list[OutboxEvent]:
+    """Record the answers whose messages were stored now and close the superseded surveys (one statement,
+    only when a customer of the batch had a survey open), flag the low scores' conversations, and announce
+    each answer once."""
+    recorded = await surveys_repository.record_answers(
+        session,
+        [
+            surveys_repository.Answer(
+                survey.id,
+                score,
+                event.received_at,
+                message_id,
+                needs_follow_up(SurveyKind(survey.kind), score),
+            )
+            for message_id, (survey, score, event) in answers.items()
+            if message_id in stored_now
+        ],
+        superseded,
+        utcnow(),
+    )
+    return [
+        _event(
+            SurveyAnswered(
+                survey_id=a.survey_id,
+                conversation_id=a.conversation_id,
+                customer_id=a.customer_id,
+                kind=a.kind,
+                score=a.score,
+                follow_up=a.follow_up,
+                channel=Channel(a.channel),
+                agent_id=a.agent_id,
+                asked_at=a.asked_at,
+                answered_at=a.answered_at,
+            ),
+            None,
+        )
+        for a in recorded
+    ]
 
 
 def _opened(new: NewConversation, first: MessageReceived) -> ConversationOpened:
@@ -250,7 +328,8 @@ def _event(
     | ConversationResolved
     | ConversationStatusChanged
     | ConversationTagsChanged
-    | ConversationTransferRequested,
+    | ConversationTransferRequested
+    | SurveyAnswered,
     cause: EventEnvelope | None,
 ) -> OutboxEvent:
     """An event about one conversation: keyed by its id, so everything about it stays in order."""
@@ -374,8 +453,8 @@ async def reply(
         return message, False
     # After the idempotency check, so a retried request is answered as the first was; the caller's unit of
     # work rolls the stored reply back when the customer cannot be reached.
-    recipient = await _recipient(session, conversation.customer_id, via)
-    threading = await _email_threading(session, conversation.id) if via is Channel.EMAIL else {}
+    recipient = await recipient_of(session, conversation.customer_id, via)
+    threading = await email_threading(session, conversation.id) if via is Channel.EMAIL else {}
     event = MessageOutbound(
         message_id=message.id,
         conversation_id=conversation.id,
@@ -394,7 +473,7 @@ async def reply(
     return message, True
 
 
-async def _recipient(session: AsyncSession, customer_id: uuid.UUID, channel: Channel) -> str:
+async def recipient_of(session: AsyncSession, customer_id: uuid.UUID, channel: Channel) -> str:
     """The customer's address on ``channel``; a Conflict when they have none there (a reply could not
     reach them)."""
     kind = RECIPIENT_KIND[channel]
@@ -408,7 +487,7 @@ async def _recipient(session: AsyncSession, customer_id: uuid.UUID, channel: Cha
     )
 
 
-async def _email_threading(session: AsyncSession, conversation_id: uuid.UUID) -> dict[str, Any]:
+async def email_threading(session: AsyncSession, conversation_id: uuid.UUID) -> dict[str, Any]:
     """Subject and threading headers for an email reply: it answers the customer's latest email, so it
     lands in the same thread of their mail client."""
     parent = await repository.latest_inbound(session, conversation_id, Channel.EMAIL.value)

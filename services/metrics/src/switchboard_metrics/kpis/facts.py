@@ -54,6 +54,7 @@ from switchboard_common.events import (
     MessageOutbound,
     MessageReceived,
     Payload,
+    SurveyAnswered,
     registered,
 )
 
@@ -74,6 +75,8 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationStatusChanged,
         # A transfer's effect is told by the router's requeue and assignment, which metrics counts.
         ConversationTransferRequested,
+        # Satisfaction answers: kept apart (metrics.survey_answers, kpis/satisfaction), not timeline facts.
+        SurveyAnswered,
         # Handled apart (switchboard_metrics.customers): a merge moves facts, it is no fact of its own.
         CustomerMerged,
     }

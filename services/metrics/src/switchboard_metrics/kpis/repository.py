@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard_common.db.sql import BIGINTS, INTS, TEXTS, TIMES, UUIDS, statement
+from switchboard_common.db.sql import BIGINTS, BOOLS, INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_metrics.kpis.facts import (
     CONVERSATION_COLUMNS,
     MERGE,
@@ -30,7 +30,6 @@ from switchboard_metrics.kpis.facts import (
 from switchboard_metrics.kpis.observe import Cell, Tally
 from switchboard_metrics.models import EventCount
 
-BOOLS = postgresql.ARRAY(sa.Boolean)
 FLOATS = postgresql.ARRAY(sa.Float)
 # Array columns travel as one text per row joined by this (unnest would flatten an array of arrays).
 _SEP = "\x1f"
@@ -582,3 +581,80 @@ async def open_now(session: AsyncSession, q: Query) -> list[Any]:
 
 async def customers(session: AsyncSession, q: Query) -> int:
     return int((await session.execute(_CUSTOMERS, q.params())).scalar_one())
+
+
+# --- satisfaction ------------------------------------------------------------------------------------------
+
+_ADD_ANSWERS = statement(
+    """
+    INSERT INTO metrics.survey_answers (survey_id, conversation_id, kind, score, follow_up, channel, agent_id,
+        answered_at)
+    SELECT * FROM unnest(:ids, :conversations, :kinds, :scores, :follow_ups, :channels, :agents, :ats)
+    ON CONFLICT (survey_id) DO NOTHING
+    """,
+    ids=UUIDS,
+    conversations=UUIDS,
+    kinds=TEXTS,
+    scores=INTS,
+    follow_ups=BOOLS,
+    channels=TEXTS,
+    agents=UUIDS,
+    ats=TIMES,
+)
+
+
+async def add_answers(session: AsyncSession, answers: Sequence[Any]) -> None:
+    """Keep survey answers (``SurveyAnswered`` payloads) once each, in one statement."""
+    if answers:
+        await session.execute(
+            _ADD_ANSWERS,
+            {
+                "ids": [a.survey_id for a in answers],
+                "conversations": [a.conversation_id for a in answers],
+                "kinds": [a.kind for a in answers],
+                "scores": [a.score for a in answers],
+                "follow_ups": [a.follow_up for a in answers],
+                "channels": [a.channel.value for a in answers],
+                "agents": [a.agent_id for a in answers],
+                "ats": [a.answered_at for a in answers],
+            },
+        )
+
+
+# Answers within the window, under the report's filters: the channel and agent are the answer's own (where
+# the survey was asked, who had resolved it); queue and tag come from the conversation's facts.
+_ANSWERS_WHERE = """
+    s.answered_at >= :start AND s.answered_at < :end
+    AND (CAST(:channel AS text) IS NULL OR s.channel = :channel)
+    AND (CAST(:agent AS text) IS NULL OR s.agent_id::text = :agent)
+    AND (CAST(:queue AS text) IS NULL OR f.queue = :queue)
+    AND (CAST(:tag AS text) = '' OR :tag = ANY(f.tags))
+"""
+_SCORES = statement(
+    f"""
+    SELECT s.kind, s.score, count(*) AS n
+    FROM metrics.survey_answers s
+    LEFT JOIN metrics.conversation_facts f ON f.conversation_id = s.conversation_id
+    WHERE {_ANSWERS_WHERE}
+    GROUP BY s.kind, s.score
+    """  # noqa: S608 - our own fragment
+)
+_LOW_RATINGS = statement(
+    f"""
+    SELECT s.survey_id, s.conversation_id, s.kind, s.score, s.channel, s.agent_id, s.answered_at
+    FROM metrics.survey_answers s
+    LEFT JOIN metrics.conversation_facts f ON f.conversation_id = s.conversation_id
+    WHERE s.follow_up AND {_ANSWERS_WHERE}
+    ORDER BY s.answered_at DESC, s.survey_id
+    LIMIT :limit
+    """  # noqa: S608 - our own fragment
+)
+
+
+async def scores(session: AsyncSession, q: Query) -> dict[tuple[str, int], int]:
+    rows = await session.execute(_SCORES, q.params())
+    return {(r.kind, r.score): r.n for r in rows}
+
+
+async def low_ratings(session: AsyncSession, q: Query, limit: int) -> list[Any]:
+    return list(await session.execute(_LOW_RATINGS, {**q.params(), "limit": limit}))

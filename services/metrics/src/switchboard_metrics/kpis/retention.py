@@ -61,6 +61,16 @@ _DELETES: list[tuple[str, sa.TextClause]] = [
         ),
     ),
     (
+        "survey_answers",
+        statement(
+            """
+            DELETE FROM metrics.survey_answers WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.survey_answers WHERE answered_at < :cutoff LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
         "conversation_reopens",
         statement(
             """

@@ -121,6 +121,28 @@ class Point(BaseModel):
     wait_p90: float | None
 
 
+class LowRating(BaseModel):
+    """An answer low enough to follow up (CSAT 1-2, NPS 0-6, CES 1-3)."""
+
+    survey_id: uuid.UUID
+    conversation_id: uuid.UUID
+    kind: str
+    score: int
+    channel: str
+    agent_id: uuid.UUID | None
+    answered_at: datetime
+
+
+class SatisfactionReport(BaseModel):
+    csat_responses: int
+    csat_percent: float | None = Field(description="Share of CSAT answers scoring 4 or 5, in percent.")
+    nps_responses: int
+    nps: float | None = Field(description="Promoters (9-10) minus detractors (0-6), in percent of answers.")
+    ces_responses: int
+    ces_mean: float | None = Field(description="Mean customer effort score (1-7, 7 easiest).")
+    low_ratings: list[LowRating] = Field(description="The latest answers to follow up, newest first.")
+
+
 class KpiReport(BaseModel):
     window: Window
     filters: Filters
@@ -136,6 +158,7 @@ class KpiReport(BaseModel):
     queues: list[QueueRow]
     agents: list[AgentRow]
     series: list[Point]
+    satisfaction: SatisfactionReport = Field(description="Survey answers within the window and filters.")
     events_by_type: dict[str, int] = Field(description="Distinct events counted since the start.")
 
 

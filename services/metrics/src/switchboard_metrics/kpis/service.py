@@ -25,6 +25,7 @@ recomputation from the facts.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
@@ -37,9 +38,10 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     Payload,
+    SurveyAnswered,
 )
 from switchboard_common.kafka.consumer import Delivery
-from switchboard_metrics.kpis import observe, report, repository
+from switchboard_metrics.kpis import observe, report, repository, satisfaction
 from switchboard_metrics.kpis.facts import ConversationFacts, MessageFacts, News, merge, news_of, then
 from switchboard_metrics.kpis.observe import (
     Cell,
@@ -49,7 +51,15 @@ from switchboard_metrics.kpis.observe import (
     delta,
     message_cells_of,
 )
-from switchboard_metrics.kpis.schemas import Filters, KpiReport, RebuildReport, Times, Window
+from switchboard_metrics.kpis.schemas import (
+    Filters,
+    KpiReport,
+    LowRating,
+    RebuildReport,
+    SatisfactionReport,
+    Times,
+    Window,
+)
 
 
 async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payload]]) -> None:
@@ -216,5 +226,23 @@ async def kpi_report(
             filters.agent_id,
         ),
         series=report.series(await repository.series(session, q, report.series_step(window))),
+        satisfaction=await _satisfaction(session, q),
         events_by_type=await repository.counts(session),
     )
+
+
+LOW_RATINGS_SHOWN = 20
+
+
+async def _satisfaction(session: AsyncSession, q: repository.Query) -> SatisfactionReport:
+    figures = satisfaction.summarize(await repository.scores(session, q))
+    low = await repository.low_ratings(session, q, LOW_RATINGS_SHOWN)
+    return SatisfactionReport(
+        **dataclasses.asdict(figures),
+        low_ratings=[LowRating.model_validate(r, from_attributes=True) for r in low],
+    )
+
+
+async def record_surveys(session: AsyncSession, deliveries: Sequence[Delivery[SurveyAnswered]]) -> None:
+    """Keep each answered survey once (one statement per batch)."""
+    await repository.add_answers(session, [d.payload for d in deliveries])
