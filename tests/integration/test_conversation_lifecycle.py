@@ -313,10 +313,11 @@ async def test_the_handoff_card_tells_the_next_agent_everything(desk: Desk, sett
     assert [c["id"] for c in body["conversations"]] == [str(second), str(first)]
     assert [a["agent_id"] for a in body["previous_agents"]] == [str(next_agent), str(first_agent)]
     assert [n["body"] for n in body["notes"]] == ["Prefers SMS; refund promised"]
-    assert [(m["direction"], m["channel"]) for m in body["last_messages"]] == [
-        ("inbound", "api"),
-        ("outbound", "api"),
-        ("inbound", "sms"),
+    assert [(m["direction"], m["channel"], m["automated"]) for m in body["last_messages"]] == [
+        ("inbound", "api", False),
+        ("outbound", "api", False),
+        ("outbound", "api", True),  # the satisfaction survey asked on the resolution
+        ("inbound", "sms", False),
     ]
 
     customer_id = body["customer"]["id"]

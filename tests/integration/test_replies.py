@@ -268,7 +268,13 @@ async def test_a_resolved_conversation_takes_notes_but_no_reply(desk: Desk) -> N
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conversation_resolved"
     assert (await desk.note(cid, auth, "Wrap-up: refunded")).status_code == 201
-    assert [m["direction"] for m in (await desk.thread(cid))["messages"]] == ["inbound", "note"]
+    # The resolution asked the customer the satisfaction survey: an automated message, not a reply.
+    thread = (await desk.thread(cid))["messages"]
+    assert [(m["direction"], m["automated"]) for m in thread] == [
+        ("inbound", False),
+        ("outbound", True),
+        ("note", False),
+    ]
 
 
 async def test_a_note_stays_in_the_thread_and_never_leaves(desk: Desk, settings: Settings) -> None:
