@@ -11,6 +11,9 @@ from switchboard_conversation.consumer import GROUP_ID, handlers
 from switchboard_conversation.conversations.endpoints import router as conversations_router
 from switchboard_conversation.models import outbox_table
 from switchboard_conversation.settings import ConversationSettings
+from switchboard_conversation.stream.endpoints import router as stream_router
+from switchboard_conversation.stream.hub import FeedHub
+from switchboard_conversation.stream.retention import FeedRetention
 
 
 def create_app(settings: ConversationSettings | None = None) -> FastAPI:
@@ -21,11 +24,15 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         outbox = Outbox(outbox_table, runtime.settings)
         runtime.use_outbox(outbox)
         runtime.add_consumer(GROUP_ID, handlers(outbox, reopen_window))
+        app.state.feed_hub = FeedHub(runtime.db, poll_s=settings.stream_poll_interval_ms / 1000)
+        runtime.background.append(app.state.feed_hub)
+        keep = timedelta(seconds=settings.stream_retention_s)
+        runtime.background.append(FeedRetention(runtime.db, keep, settings.stream_retention_interval_s))
 
     return create_service_app(
         "conversation",
         settings,
-        [conversations_router],
+        [conversations_router, stream_router],
         setup=setup,
         description="One thread per customer across every channel: customers, identities, conversations and "
         "messages, and the agent API to read and resolve them.",

@@ -11,12 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import (
     ConversationAssigned,
+    ConversationOfferDeclined,
+    ConversationOffered,
+    ConversationOfferTimedOut,
     ConversationRequeued,
     DeliveryStatusChanged,
     MessageReceived,
 )
 from switchboard_common.kafka.consumer import Delivery, Handlers
 from switchboard_conversation.conversations import service
+from switchboard_conversation.stream import service as stream
 
 GROUP_ID = "conversation"
 
@@ -40,9 +44,16 @@ def handlers(outbox: Outbox, reopen_window: timedelta = service.DEFAULT_REOPEN_W
     ) -> None:
         await service.record_delivery(session, [d.payload for d in deliveries])
 
+    async def on_offers(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
+        await stream.record_offers(session, [d.payload for d in deliveries])
+
     return {
         MessageReceived: on_messages,
-        # In causal order: assigned, taken back, assigned again (the runner cuts a poll that goes back).
+        # In causal order: offered, the offer ended (or accepted: assigned), taken back, assigned again (the
+        # runner cuts a poll that goes back).
+        ConversationOffered: on_offers,
+        ConversationOfferDeclined: on_offers,
+        ConversationOfferTimedOut: on_offers,
         ConversationAssigned: on_assigned,
         ConversationRequeued: on_requeued,
         DeliveryStatusChanged: on_delivery,
