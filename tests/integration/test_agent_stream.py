@@ -265,7 +265,7 @@ async def test_a_reconnect_gets_exactly_the_rows_it_missed(desk: Desk) -> None:
     async with stream(desk.client, auth, after=int(one.id), last_event_id=missed[1].id) as events:
         assert (await events.next()).data["text"] == "four"
     bad = await desk.client.get("/v1/stream", headers={**auth, "Last-Event-ID": "12x"})
-    assert bad.status_code == 400
+    assert (bad.status_code, bad.json()["error"]["code"]) == (422, "validation_error")
 
 
 async def test_a_row_written_through_one_replica_reaches_a_stream_on_another(

@@ -1,4 +1,4 @@
-"""One LISTEN connection per process, for in-process fan-out of PostgreSQL notifications.
+"""One LISTEN connection per process, and the wake-ups it fans out to the streams of that process.
 
 The connection is dedicated (never returned to the pool, which would hand a LISTENing session to someone
 else) and replaced with backoff when it drops. ``listening`` says whether notifications are arriving now;
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -92,3 +92,39 @@ class Listener:
     def _lost(self, _conn: object) -> None:
         # Pollers take over at once, not at the next keep-alive query.
         self.listening = False
+
+
+class Wakeups:
+    """Streams waiting by key (an agent, a visitor): ``wake(key)`` sets the events of that key's streams.
+
+    A stream subscribes before its first read and clears its event before each read, so a wake-up between
+    a read and the wait is never lost.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(len(events) for events in self._waiting.values())
+
+    def wake(self, key: str) -> None:
+        for event in self._waiting.get(key, ()):
+            event.set()
+
+    def wake_all(self) -> None:
+        for events in self._waiting.values():
+            for event in events:
+                event.set()
+
+    @contextlib.contextmanager
+    def subscribe(self, key: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._waiting.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            events = self._waiting[key]
+            events.discard(event)
+            if not events:
+                del self._waiting[key]

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import WithJsonSchema
 from sse_starlette import EventSourceResponse
 
 from switchboard_common.auth import CurrentPrincipal
-from switchboard_common.http.errors import ApiError
 from switchboard_common.http.openapi import errors
+from switchboard_common.http.sse import MAX_EVENT_ID, resume_after
 from switchboard_conversation.settings import ConversationSettings
 from switchboard_conversation.stream.hub import FeedHub
 from switchboard_conversation.stream.schemas import FeedKind
 
 router = APIRouter(prefix="/v1", tags=["stream"])
-
-_EVENT_ID = re.compile(r"[0-9]{1,19}")
-_MAX_EVENT_ID = 2**63 - 1
+_EVENT_ID = r"^[0-9]{1,18}$"
 
 
 async def _hub(request: Request) -> FeedHub:
@@ -29,18 +27,6 @@ async def _hub(request: Request) -> FeedHub:
 async def _settings(request: Request) -> ConversationSettings:
     settings: ConversationSettings = request.app.state.settings
     return settings
-
-
-def _resume_after(header: str | None, query: int | None) -> int | None:
-    """The client's own ``Last-Event-ID`` on its reconnects wins over the ``after`` it first connected
-    with: it is the newer of the two."""
-    if header is None or not header.strip():
-        return query
-    value = header.strip()
-    # ASCII digits only (str.isdigit takes "²"), and within the ids' BIGINT.
-    if not _EVENT_ID.fullmatch(value) or int(value) > _MAX_EVENT_ID:
-        raise ApiError(400, "Last-Event-ID must be an event id this stream sent")
-    return int(value)
 
 
 @router.get(
@@ -54,7 +40,7 @@ def _resume_after(header: str | None, query: int | None) -> int | None:
             "kind's fields; keep-alive comments between.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        **errors(400, 401, 422),
+        **errors(401, 422, 503),
     },
     summary="The calling agent's realtime stream (every agent's for the admin credential)",
 )
@@ -64,14 +50,21 @@ async def stream(
     settings: Annotated[ConversationSettings, Depends(_settings)],
     after: Annotated[
         int | None,
-        Query(ge=0, le=_MAX_EVENT_ID, description="Resume after this event id (the last one received)."),
+        Query(ge=0, le=MAX_EVENT_ID, description="Resume after this event id (the last one received)."),
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
+    # Ids are BIGINT positions: 18 digits cover every one this stream can send. The header is absent or an
+    # id (never null), so that is what the document says.
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", pattern=_EVENT_ID),
+        WithJsonSchema({"type": "string", "pattern": _EVENT_ID}),
+    ] = None,
 ) -> EventSourceResponse:
     """Offers, messages of my conversations, delivery reports of their replies and assignment changes, as
     they commit. Every item after `Last-Event-ID` (the header an EventSource sends when it reconnects) or
     `after`, in order, none twice; without either, from now; `after=0`, everything kept
     (`SWITCHBOARD_STREAM_RETENTION_S`). The admin credential streams every agent's items."""
-    position = _resume_after(last_event_id, after)
+    # Where it resumes is decided before the stream opens: an unavailable database is a 503 to retry.
+    position = await hub.position_after(resume_after(last_event_id, after))
     agent_id = None if principal.is_admin else principal.agent_id
     return EventSourceResponse(hub.events(agent_id, position), ping=settings.stream_heartbeat_s)

@@ -15,19 +15,17 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
 from switchboard_common.db.database import Database, database_unavailable
-from switchboard_common.db.listen import Listener
+from switchboard_common.db.listen import Listener, Wakeups
 from switchboard_conversation.stream import repository
 from switchboard_conversation.stream.repository import FeedItem, Position
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 NOTIFY_CHANNEL = "switchboard_agent_feed"  # as the feed's trigger (migration 0007) names it
 EVERYONE = "*"  # the admin's streams, woken by every notification; and a notification for every stream
@@ -44,9 +42,9 @@ class FeedHub:
         # The streams' share of the pool: many streams woken together queue here, not in the pool, where
         # they would make the consumer's and the API's transactions wait for a connection.
         self._slots = asyncio.Semaphore(connections)
-        self._subscribers: dict[str, set[asyncio.Event]] = {}
+        self._wakeups = Wakeups()
         self._stopping = asyncio.Event()
-        self._listener = Listener(db, NOTIFY_CHANNEL, self._on_notify, self._wake_all)
+        self._listener = Listener(db, NOTIFY_CHANNEL, self._on_notify, self._wakeups.wake_all)
 
     @property
     def listening(self) -> bool:
@@ -54,7 +52,7 @@ class FeedHub:
 
     @property
     def streams(self) -> int:
-        return sum(len(events) for events in self._subscribers.values())
+        return self._wakeups.count
 
     async def start(self) -> None:
         self._stopping.clear()
@@ -63,35 +61,17 @@ class FeedHub:
     async def stop(self) -> None:
         """Stop listening and end every stream (their clients reconnect, to this or another replica)."""
         self._stopping.set()
-        self._wake_all()
+        self._wakeups.wake_all()
         await self._listener.stop()
 
     # --- waking -------------------------------------------------------------------------------------------
 
     def _on_notify(self, payload: str) -> None:
         if payload == EVERYONE:
-            self._wake_all()
+            self._wakeups.wake_all()
             return
         for agent in (*payload.split(","), EVERYONE):
-            for event in self._subscribers.get(agent, ()):
-                event.set()
-
-    def _wake_all(self) -> None:
-        for events in self._subscribers.values():
-            for event in events:
-                event.set()
-
-    @contextlib.contextmanager
-    def _subscribe(self, key: str) -> Iterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._subscribers.setdefault(key, set()).add(event)
-        try:
-            yield event
-        finally:
-            events = self._subscribers[key]
-            events.discard(event)
-            if not events:
-                del self._subscribers[key]
+            self._wakeups.wake(agent)
 
     @contextlib.asynccontextmanager
     async def _unit_of_work(self) -> AsyncIterator[AsyncSession]:
@@ -100,21 +80,23 @@ class FeedHub:
 
     # --- streams ------------------------------------------------------------------------------------------
 
+    async def position_after(self, seq: int | None) -> Position:
+        """Where a stream resumes after the item ``seq`` (see ``repository.position_after``)."""
+        async with self._unit_of_work() as session:
+            return await repository.position_after(session, seq)
+
     async def events(
-        self, agent_id: uuid.UUID | None, after: int | None
+        self, agent_id: uuid.UUID | None, position: Position
     ) -> AsyncGenerator[ServerSentEvent, None]:
-        """``agent_id``'s items (every agent's for None) after the item ``after`` (see
-        ``repository.position_after``), then each new one as it commits, until the hub stops."""
+        """``agent_id``'s items (every agent's for None) after ``position``, then each new one as it
+        commits, until the hub stops."""
         yield ServerSentEvent(retry=RECONNECT_MS)
         # Subscribed before the first read, and the flag cleared before each read: a wake-up between a read
         # and the wait is never lost.
-        with self._subscribe(EVERYONE if agent_id is None else str(agent_id)) as woken:
-            position: Position | None = None
+        with self._wakeups.subscribe(EVERYONE if agent_id is None else str(agent_id)) as woken:
             while not self._stopping.is_set():
                 woken.clear()
-                if position is None:
-                    position = await self._guarded(lambda s: repository.position_after(s, after))
-                items = None if position is None else await self._read(agent_id, position)
+                items = await self._read(agent_id, position)
                 for item in items or ():
                     yield _event(item)
                     position = item.position
@@ -124,14 +106,11 @@ class FeedHub:
                     await asyncio.wait_for(woken.wait(), self._poll_s)
 
     async def _read(self, agent_id: uuid.UUID | None, position: Position) -> list[FeedItem] | None:
-        return await self._guarded(lambda s: repository.read(s, agent_id, position, BATCH))
-
-    async def _guarded(self, read: Callable[[AsyncSession], Awaitable[T]]) -> T | None:
-        """``read`` in a short transaction of its own; None when the database is unavailable (the stream
-        stays open and tries again at its next look)."""
+        """The items after ``position`` in a short transaction; None when the database is unavailable (the
+        stream stays open and tries again at its next look)."""
         try:
             async with self._unit_of_work() as session:
-                return await read(session)
+                return await repository.read(session, agent_id, position, BATCH)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
