@@ -25,10 +25,12 @@ from switchboard_common.events import (
     ConversationAssigned,
     ConversationOffered,
     ConversationOfferTimedOut,
+    ConversationRequeued,
     DeliveryState,
     DeliveryStatusChanged,
     EventEnvelope,
     Payload,
+    RequeueReason,
     utcnow,
 )
 from switchboard_common.kafka.producer import EventPublisher
@@ -353,3 +355,37 @@ async def test_items_past_their_retention_are_deleted(session: AsyncSession) -> 
         sa.text("SELECT count(*) FROM conversation.agent_feed WHERE seq <> :seq"), {"seq": old}
     )
     assert left == 1
+
+
+async def test_assignment_changes_reach_the_agents_they_concern(desk: Desk) -> None:
+    """Taken back, assigned to another agent, resolved by them, then reopened by the customer: each agent
+    is told what concerns them."""
+    cid, ada, ada_auth = await desk.assigned_conversation("m-1", sender="cust-7")
+    bob, bob_auth = desk.agent()
+    async with stream(desk.client, ada_auth) as ada_events, stream(desk.client, bob_auth) as bob_events:
+        now = utcnow()
+        taken = ConversationRequeued(
+            conversation_id=cid, agent_id=ada, reason=RequeueReason.SUPERVISOR, queued_at=now, requeued_at=now
+        )
+        async with desk.db.unit_of_work() as session:
+            await service.record_requeues(session, [taken])
+        requeued = await ada_events.next()
+        assert (requeued.kind, requeued.data["reason"], requeued.data["conversation_id"]) == (
+            "requeued",
+            "supervisor",
+            str(cid),
+        )
+
+        await desk.assign(cid, bob)
+        assert (await bob_events.next()).kind == "assigned"
+        resolved = await desk.client.post(f"/v1/conversations/{cid}/resolve", headers=bob_auth)
+        assert resolved.status_code == 200, resolved.text
+        assert (await bob_events.next()).kind == "resolved"
+
+        await desk.inbound("m-2", sender="cust-7")  # within the reopen window: the conversation comes back
+        reopened = await bob_events.next()
+        assert (reopened.kind, reopened.data["conversation_id"]) == ("reopened", str(cid))
+    # Ada was told of nothing after the conversation left her.
+    async with desk.db.unit_of_work() as session:
+        adas = await repository.read(session, ada, repository.START, 10)
+    assert [i.kind for i in adas] == ["assigned", "requeued"]
