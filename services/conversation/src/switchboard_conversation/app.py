@@ -16,6 +16,9 @@ from switchboard_conversation.customers.endpoints import router as merges_router
 from switchboard_conversation.models import outbox_table
 from switchboard_conversation.settings import ConversationSettings
 from switchboard_conversation.snoozes import SnoozeWaker
+from switchboard_conversation.stream.endpoints import router as stream_router
+from switchboard_conversation.stream.hub import FeedHub
+from switchboard_conversation.stream.retention import FeedRetention
 
 
 def create_app(settings: ConversationSettings | None = None) -> FastAPI:
@@ -36,11 +39,22 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         runtime.background.append(
             SnoozeWaker(runtime.db, outbox, settings.conversation_snooze_check_ms / 1000)
         )
+        app.state.feed_hub = FeedHub(runtime.db, poll_s=settings.stream_poll_interval_ms / 1000)
+        runtime.background.append(app.state.feed_hub)
+        keep = timedelta(seconds=settings.stream_retention_s)
+        runtime.background.append(FeedRetention(runtime.db, keep, settings.stream_retention_interval_s))
 
     return create_service_app(
         "conversation",
         settings,
-        [conversations_router, customers_router, merges_router, tags_router, automation_router],
+        [
+            conversations_router,
+            customers_router,
+            merges_router,
+            tags_router,
+            automation_router,
+            stream_router,
+        ],
         setup=setup,
         description="One thread per customer across every channel: customers, identities, conversations and "
         "messages, and the agent API to read and resolve them.",

@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import (
     ConversationAssigned,
+    ConversationOfferDeclined,
+    ConversationOffered,
+    ConversationOfferTimedOut,
     ConversationQueued,
     ConversationRequeued,
     DeliveryStatusChanged,
@@ -20,6 +23,7 @@ from switchboard_common.kafka.consumer import Delivery, Handlers
 from switchboard_conversation.automation import service as automation
 from switchboard_conversation.automation.autoreply import AckTemplates
 from switchboard_conversation.conversations import service
+from switchboard_conversation.stream import service as stream
 
 GROUP_ID = "conversation"
 
@@ -53,11 +57,17 @@ def handlers(
             # Only a conversation still waiting once its batch is recorded gets an acknowledgement.
             await automation.acknowledge(session, outbox, [(d.envelope, d.payload) for d in deliveries], acks)
 
+    async def on_offers(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
+        await stream.record_offers(session, [d.payload for d in deliveries])
+
     return {
         MessageReceived: on_messages,
-        # In causal order: left waiting, assigned, taken back, assigned again (the runner cuts a poll that
-        # goes back).
+        # In causal order: left waiting, offered, the offer ended (or accepted: assigned), taken back,
+        # assigned again (the runner cuts a poll that goes back).
         ConversationQueued: on_queued,
+        ConversationOffered: on_offers,
+        ConversationOfferDeclined: on_offers,
+        ConversationOfferTimedOut: on_offers,
         ConversationAssigned: on_assigned,
         ConversationRequeued: on_requeued,
         DeliveryStatusChanged: on_delivery,

@@ -6,15 +6,18 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
     SmallInteger,
     Text,
+    UniqueConstraint,
     Uuid,
     func,
     text,
@@ -238,6 +241,29 @@ class DeliveryReport(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(Text)
     error_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AgentFeedItem(Base):
+    """An item of an agent's realtime stream (``/v1/stream``), written in the transaction of the change it
+    reports; a trigger notifies the streams on commit. Kept ``SWITCHBOARD_STREAM_RETENTION_S``."""
+
+    __tablename__ = "agent_feed"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "kind", "item_key", name="agent_feed_item"),
+        Index("agent_feed_agent_position", "agent_id", "tx", "seq"),
+        Index("agent_feed_position", "tx", "seq"),
+        Index("agent_feed_at", "at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # The writing transaction's id: the stream's order is (tx, seq) (docs/agent-stream.md).
+    tx: Mapped[int] = mapped_column(BigInteger, server_default=text("(pg_current_xact_id())::text::bigint"))
+    agent_id: Mapped[uuid.UUID] = mapped_column()
+    kind: Mapped[str] = mapped_column(Text)  # stream.schemas.FeedKind
+    item_key: Mapped[str] = mapped_column(Text)
+    conversation_id: Mapped[uuid.UUID] = mapped_column()
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class CustomerMerge(Base):

@@ -43,3 +43,10 @@ class ConversationSettings(AgentAuthSettings):
     # csat (1-5), nps (0-10), ces (1-7), or none. An answer is taken within the window.
     conversation_survey: Literal["csat", "nps", "ces", "none"] = "csat"
     conversation_survey_window_s: int = Field(default=86400, ge=60, le=30 * 86400)
+    # Agents' realtime stream (/v1/stream): how often an open stream looks for new items when no
+    # notification came (a lost one only delays by this much), the keep-alive comment interval that keeps
+    # proxies from closing an idle stream, and how long items are kept for reconnecting clients.
+    stream_poll_interval_ms: int = Field(default=1000, ge=10)
+    stream_heartbeat_s: int = Field(default=15, ge=1)
+    stream_retention_s: int = Field(default=86400, ge=60)
+    stream_retention_interval_s: int = Field(default=300, ge=1)

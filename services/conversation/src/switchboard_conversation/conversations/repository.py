@@ -33,6 +33,8 @@ from switchboard_conversation.models import (
     MessageDirection,
     Tag,
 )
+from switchboard_conversation.stream.sql import INSERT as FEED_INSERT
+from switchboard_conversation.stream.sql import message_data, micros
 
 # --- the inbound-message batch ------------------------------------------------------------------------
 
@@ -237,9 +239,10 @@ class Opening:
 # Concurrency (READ COMMITTED): a conversation another transaction is reopening is waited for, then
 # skipped (it is no longer resolved), and the insert's ON CONFLICT finds it. A conversation another
 # transaction opened or reopened for the customer meanwhile makes the UPDATE's entry in the
-# one-unresolved-per-customer index a unique violation, which the caller retries.
+# one-unresolved-per-customer index a unique violation, which the caller retries. The agent a reopened
+# conversation had is told in its stream.
 _OPEN_CONVERSATIONS = statement(
-    """
+    f"""
     WITH latest AS (
         SELECT l.id, l.assigned_agent_id, greatest(u.at, l.resolved_at + interval '1 microsecond') AS at
         FROM unnest(:reopen_customers, :reopen_ats) AS u(customer_id, at)
@@ -263,6 +266,12 @@ _OPEN_CONVERSATIONS = statement(
         WHERE c.id = l.id AND c.status = 'resolved'
         RETURNING c.id, c.customer_id, c.required_skills, c.priority, c.reopened_at,
             l.assigned_agent_id AS previous_agent_id
+    ), reopen_fed AS (
+        {FEED_INSERT}
+        SELECT previous_agent_id, 'reopened', id::text || ':' || {micros("reopened_at")}, id,
+            jsonb_build_object('reopened_at', reopened_at)
+        FROM reopened WHERE previous_agent_id IS NOT NULL
+        ON CONFLICT DO NOTHING
     ), opened AS (
         INSERT INTO conversation.conversations (id, customer_id, status, first_channel, last_channel,
             required_skills, priority, opened_at, last_message_at)
@@ -279,7 +288,7 @@ _OPEN_CONVERSATIONS = statement(
     FROM opened
     UNION ALL
     SELECT id, customer_id, required_skills, priority, reopened_at, previous_agent_id, true FROM reopened
-    """,
+    """,  # noqa: S608 - the fragments are ours, not input
     reopen_customers=UUIDS,
     reopen_ats=TIMES,
     window=sa.Interval(),
@@ -366,8 +375,9 @@ class NewMessage:
     thread_refs: str | None = None  # a JSON array of Message-IDs (arrays of arrays do not unnest)
 
 
+# A new message is an item of its conversation's assigned agent's stream.
 _INSERT_MESSAGES = statement(
-    """
+    f"""
     WITH inserted AS (
         INSERT INTO conversation.messages (id, conversation_id, channel, external_id, direction, body,
             sent_at, received_at, attachments, content_kind, subject, original_body, thread_refs)
@@ -379,7 +389,14 @@ _INSERT_MESSAGES = statement(
             AS u(id, conversation_id, channel, external_id, direction, body, sent_at, received_at,
                 attachments, content_kind, subject, original_body, thread_refs)
         ON CONFLICT DO NOTHING
-        RETURNING id, conversation_id, channel, received_at
+        RETURNING id, conversation_id, channel, received_at, direction, body, sent_at, author_agent_id,
+            delivery_status
+    ), fed AS (
+        {FEED_INSERT}
+        SELECT c.assigned_agent_id, 'message', i.id::text, i.conversation_id, {message_data("i")}
+        FROM inserted i JOIN conversation.conversations c ON c.id = i.conversation_id
+        WHERE c.assigned_agent_id IS NOT NULL
+        ON CONFLICT DO NOTHING
     ), latest AS (
         SELECT DISTINCT ON (conversation_id) conversation_id, channel, received_at
         FROM inserted ORDER BY conversation_id, received_at DESC
@@ -393,7 +410,7 @@ _INSERT_MESSAGES = statement(
         FROM latest l WHERE c.id = l.conversation_id
     )
     SELECT id FROM inserted
-    """,
+    """,  # noqa: S608 - the fragments are ours, not input
     ids=UUIDS,
     conversations=UUIDS,
     channels=TEXTS,
@@ -441,15 +458,24 @@ async def insert_messages(session: AsyncSession, messages: Sequence[NewMessage])
 
 # An assignment of the conversation before it was reopened (a replay: it was queued before the reopen)
 # does not override the one routing it now; reopened_at is the task's queue time, so this compares values
-# the router copied, not two clocks.
+# the router copied, not two clocks. The agent is told in their stream (a redelivery finds its item).
 _MARK_ASSIGNED = statement(
-    """
-    UPDATE conversation.conversations c
-    SET status = 'assigned', assigned_agent_id = u.agent_id, assigned_at = u.at, snoozed_until = NULL,
-        queue = coalesce(u.queue, c.queue)
-    FROM unnest(:ids, :agents, :ats, :queued, :queues) AS u(id, agent_id, at, queued_at, queue)
-    WHERE c.id = u.id AND c.status <> 'resolved' AND (c.reopened_at IS NULL OR u.queued_at >= c.reopened_at)
-    """,
+    f"""
+    WITH assigned AS (
+        UPDATE conversation.conversations c
+        SET status = 'assigned', assigned_agent_id = u.agent_id, assigned_at = u.at, snoozed_until = NULL,
+            queue = coalesce(u.queue, c.queue)
+        FROM unnest(:ids, :agents, :ats, :queued, :queues) AS u(id, agent_id, at, queued_at, queue)
+        WHERE c.id = u.id AND c.status <> 'resolved'
+            AND (c.reopened_at IS NULL OR u.queued_at >= c.reopened_at)
+        RETURNING c.id, u.agent_id, u.at, u.queued_at
+    )
+    {FEED_INSERT}
+    SELECT agent_id, 'assigned', id::text || ':' || {micros("at")}, id,
+        jsonb_build_object('assigned_at', at, 'queued_at', queued_at)
+    FROM assigned
+    ON CONFLICT DO NOTHING
+    """,  # noqa: S608 - the fragments are ours, not input
     ids=UUIDS,
     agents=UUIDS,
     ats=TIMES,
@@ -483,24 +509,49 @@ async def mark_assigned(session: AsyncSession, assignments: Mapping[uuid.UUID, A
 
 
 # A requeue takes the conversation from the agent it names; a stale requeue (the conversation has since
-# been assigned to someone else, or resolved) changes nothing.
+# been assigned to someone else, or resolved) changes nothing. The agent is told in their stream.
 _UNASSIGN = statement(
-    """
-    UPDATE conversation.conversations c
-    SET status = 'queued', assigned_agent_id = NULL, assigned_at = NULL, snoozed_until = NULL
-    FROM unnest(:ids, :agents) AS u(id, agent_id)
-    WHERE c.id = u.id AND c.status IN ('assigned', 'waiting_on_customer', 'waiting_on_agent', 'snoozed')
-        AND c.assigned_agent_id = u.agent_id
-    """,
+    f"""
+    WITH taken AS (
+        UPDATE conversation.conversations c
+        SET status = 'queued', assigned_agent_id = NULL, assigned_at = NULL, snoozed_until = NULL
+        FROM unnest(:ids, :agents, :reasons, :ats) AS u(id, agent_id, reason, at)
+        WHERE c.id = u.id AND c.status IN ('assigned', 'waiting_on_customer', 'waiting_on_agent', 'snoozed')
+            AND c.assigned_agent_id = u.agent_id
+        RETURNING c.id, u.agent_id, u.reason, u.at
+    )
+    {FEED_INSERT}
+    SELECT agent_id, 'requeued', id::text || ':' || {micros("at")}, id,
+        jsonb_build_object('reason', reason, 'requeued_at', at)
+    FROM taken
+    ON CONFLICT DO NOTHING
+    """,  # noqa: S608 - the fragments are ours, not input
     ids=UUIDS,
     agents=UUIDS,
+    reasons=TEXTS,
+    ats=TIMES,
 )
 
 
-async def unassign(session: AsyncSession, taken: Mapping[uuid.UUID, uuid.UUID]) -> None:
-    """Take conversations (id → the agent named by the router) from their agents: they wait again."""
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    agent_id: uuid.UUID  # the agent it is taken from
+    reason: str
+    at: datetime
+
+
+async def unassign(session: AsyncSession, taken: Mapping[uuid.UUID, Requeue]) -> None:
+    """Take conversations (id → the requeue naming their agent) from their agents: they wait again."""
     if taken:
-        await session.execute(_UNASSIGN, {"ids": list(taken), "agents": list(taken.values())})
+        await session.execute(
+            _UNASSIGN,
+            {
+                "ids": list(taken),
+                "agents": [r.agent_id for r in taken.values()],
+                "reasons": [r.reason for r in taken.values()],
+                "ats": [r.at for r in taken.values()],
+            },
+        )
 
 
 # --- the agent API --------------------------------------------------------------------------------------
@@ -772,9 +823,10 @@ _KEEP_DELIVERY = statement(
 
 # Set each reply the batch touched to the furthest state reported for it. ``rank`` is DELIVERY_PROGRESS, so
 # a ``read`` that came before its ``delivered``, or a report replayed, never moves a reply backwards. A
-# report naming only our id (a send that failed for good) applies directly.
+# report naming only our id (a send that failed for good) applies directly. A reply that moved on is an
+# item of its conversation's assigned agent's stream.
 _FOLD_DELIVERY = statement(
-    """
+    f"""
     WITH reported AS (
         SELECT * FROM unnest(:channels, :message_ids, :external_ids, :statuses, :ats, :codes, :reasons)
             AS r(channel, message_id, external_id, status, at, error_code, error_reason)
@@ -794,15 +846,24 @@ _FOLD_DELIVERY = statement(
         SELECT DISTINCT ON (id) id, status, at, error_code, error_reason
         FROM candidates
         ORDER BY id, array_position(:rank, status) DESC, at DESC
+    ), moved AS (
+        UPDATE conversation.messages m
+        SET delivery_status = f.status,
+            delivery_error = CASE WHEN f.status = 'failed'
+                THEN coalesce(f.error_reason, f.error_code, 'failed') END,
+            delivery_updated_at = f.at
+        FROM furthest f
+        WHERE m.id = f.id AND array_position(:rank, f.status) > array_position(:rank, m.delivery_status)
+        RETURNING m.id, m.conversation_id, m.delivery_status, m.delivery_error, m.delivery_updated_at
     )
-    UPDATE conversation.messages m
-    SET delivery_status = f.status,
-        delivery_error = CASE WHEN f.status = 'failed'
-            THEN coalesce(f.error_reason, f.error_code, 'failed') END,
-        delivery_updated_at = f.at
-    FROM furthest f
-    WHERE m.id = f.id AND array_position(:rank, f.status) > array_position(:rank, m.delivery_status)
-    """,
+    {FEED_INSERT}
+    SELECT c.assigned_agent_id, 'delivery', mv.id::text || ':' || mv.delivery_status, mv.conversation_id,
+        jsonb_build_object('message_id', mv.id, 'status', mv.delivery_status, 'error', mv.delivery_error,
+            'reported_at', mv.delivery_updated_at)
+    FROM moved mv JOIN conversation.conversations c ON c.id = mv.conversation_id
+    WHERE c.assigned_agent_id IS NOT NULL
+    ON CONFLICT DO NOTHING
+    """,  # noqa: S608 - the fragments are ours, not input
     **_REPORT_TYPES,
     rank=TEXTS,
 )

@@ -56,6 +56,7 @@ from switchboard_conversation.conversations.repository import (
     PendingSurvey,
     Queued,
     ReopenedConversation,
+    Requeue,
 )
 from switchboard_conversation.customers import repository as customers_repository
 from switchboard_conversation.models import (
@@ -68,6 +69,7 @@ from switchboard_conversation.models import (
     MessageDirection,
 )
 from switchboard_conversation.settings import DEFAULT_REOPEN_WINDOW_S
+from switchboard_conversation.stream import service as stream
 from switchboard_conversation.surveys import repository as surveys_repository
 from switchboard_conversation.surveys.policy import SurveyKind, needs_follow_up, parse_answer
 
@@ -340,7 +342,9 @@ def _event(
 async def record_requeues(session: AsyncSession, events: Sequence[ConversationRequeued]) -> None:
     """The router took these conversations from their agents (who went offline): they wait again, and
     their former agent no longer sees them."""
-    await repository.unassign(session, {e.conversation_id: e.agent_id for e in events})
+    await repository.unassign(
+        session, {e.conversation_id: Requeue(e.agent_id, e.reason.value, e.requeued_at) for e in events}
+    )
 
 
 async def record_assignments(session: AsyncSession, events: Sequence[ConversationAssigned]) -> None:
@@ -386,6 +390,7 @@ async def resolve(
         resolved_at=conversation.resolved_at,
     )
     await outbox.add_many(session, [_event(resolved, None)])
+    await stream.resolved(session, conversation.id, conversation.assigned_agent_id, conversation.resolved_at)
     return conversation
 
 
@@ -470,6 +475,7 @@ async def reply(
         event, producer=PRODUCER, correlation_id=correlation_id.get(), event_id=outbound_event_id(message.id)
     )
     await outbox.add_many(session, [(topics.MESSAGES_OUTBOUND, str(conversation.id), envelope)])
+    await stream.message_added(session, message.id)
     return message, True
 
 
@@ -528,7 +534,9 @@ async def add_note(
     """An internal note in the thread: for agents only, it never reaches the customer. A resolved
     conversation takes notes too (a wrap-up after resolving)."""
     conversation, agent_id = await _writable(session, principal, conversation_id, resolved_too=True)
-    return await repository.add_note(session, conversation.id, agent_id, text, utcnow())
+    note = await repository.add_note(session, conversation.id, agent_id, text, utcnow())
+    await stream.message_added(session, note.id)
+    return note
 
 
 # --- lifecycle: queues, snoozes, reopening, tags --------------------------------------------------------

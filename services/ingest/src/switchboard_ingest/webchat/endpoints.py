@@ -7,7 +7,6 @@ same group commit as every other channel: the answer is 2xx only once they are d
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from switchboard_common.auth import bearer_credential
 from switchboard_common.http.errors import ApiError
 from switchboard_common.http.openapi import errors
+from switchboard_common.http.sse import MAX_EVENT_ID, resume_after
 from switchboard_common.validation import EMAIL, NonBlankText, StorableText, json_integer
 from switchboard_ingest.messages import service as messages
 from switchboard_ingest.messages.endpoints import CommitterDep
@@ -254,22 +254,6 @@ async def mark_read(body: ReadReport, visitor: VisitorDep, hub: HubDep, committe
 # --- the stream -----------------------------------------------------------------------------------------
 
 
-_EVENT_ID = re.compile(r"[0-9]{1,19}")
-_MAX_EVENT_ID = 2**63 - 1
-
-
-def _resume_after(header: str | None, query: int | None) -> int:
-    """The browser's own ``Last-Event-ID`` on its reconnects wins over the ``last_event_id`` the page
-    first connected with: it is the newer of the two."""
-    if header is None or not header.strip():
-        return query or 0
-    value = header.strip()
-    # ASCII digits only (str.isdigit takes "²"), and within the event ids' BIGINT.
-    if not _EVENT_ID.fullmatch(value) or int(value) > _MAX_EVENT_ID:
-        raise ApiError(400, "Last-Event-ID must be an event id this stream sent")
-    return int(value)
-
-
 @router.get(
     "/stream",
     response_class=Response,
@@ -286,13 +270,13 @@ def _resume_after(header: str | None, query: int | None) -> int:
 async def stream(
     visitor: Annotated[Visitor, Depends(streaming_visitor)],
     hub: HubDep,
-    last_event_id: Annotated[int | None, Query(ge=0, le=_MAX_EVENT_ID)] = None,
+    last_event_id: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,
 ) -> EventSourceResponse:
     """Every reply after ``Last-Event-ID`` (the header, which a browser's EventSource sends when it
     reconnects, or ``last_event_id``), then each new one as it is sent: a reconnect misses none and repeats
     none. The stream ends when the token expires; connect again with a fresh one."""
-    after = _resume_after(last_event_id_header, last_event_id)
+    after = resume_after(last_event_id_header, last_event_id) or 0
     return EventSourceResponse(hub.events(visitor.identity, after, visitor.expires_at), ping=PING_S)
 
 

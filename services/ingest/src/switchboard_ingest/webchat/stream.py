@@ -17,14 +17,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
 from switchboard_common.db.database import Database, database_unavailable
+from switchboard_common.db.listen import Listener, Wakeups
 from switchboard_ingest.webchat import repository
 from switchboard_ingest.webchat.repository import NOTIFY_CHANNEL, StreamEvent
 
@@ -52,71 +52,32 @@ class WebchatHub:
         # Even while listening, a stream looks now and then: cheap insurance against a lost notification.
         self._idle_poll_s = idle_poll_s
         self._fallback_poll_s = fallback_poll_s
-        self._keepalive_s = keepalive_s
         # Web chat's share of ingest's pool (which has no overflow): its reads and writes (streams woken
         # together, sessions, the sender's concurrent sends) queue here rather than in the pool, where they
         # would make the group commit wait for a connection.
         self._slots = asyncio.Semaphore(connections)
-        self._subscribers: dict[str, set[asyncio.Event]] = {}
+        self._wakeups = Wakeups()
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.listening = False
+        # Every stream looks once when the listener (re)connects: rows committed while nobody listened.
+        self._listener = Listener(
+            db, NOTIFY_CHANNEL, self.wake, self._wakeups.wake_all, keepalive_s=keepalive_s
+        )
+
+    @property
+    def listening(self) -> bool:
+        return self._listener.listening
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._stopping.clear()
-        self._task = asyncio.create_task(self._listen(), name="webchat-listener")
+        await self._listener.start()
 
     async def stop(self) -> None:
         """Stop listening and end every stream (their clients reconnect, to this or another replica)."""
         self._stopping.set()
-        self._wake_all()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-    async def _listen(self) -> None:
-        backoff = 0.1
-        while not self._stopping.is_set():
-            try:
-                async with self._db.engine.connect() as base:
-                    conn = await base.execution_options(isolation_level="AUTOCOMMIT")
-                    try:
-                        await self._hold(conn)
-                    finally:
-                        # A connection with a LISTEN on it must not go back to the pool.
-                        self.listening = False
-                        await conn.invalidate()
-                backoff = 0.1
-            except Exception as exc:
-                if database_unavailable(exc):
-                    log.warning("webchat listener lost the database", extra={"error": repr(exc)})
-                else:
-                    log.exception("webchat listener failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, 10.0)
-
-    async def _hold(self, conn: AsyncConnection) -> None:
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        await raw.add_listener(NOTIFY_CHANNEL, self._on_notify)
-        raw.add_termination_listener(self._on_lost)
-        self.listening = True
-        self._wake_all()  # rows committed while nobody listened
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._keepalive_s)
-            if not self._stopping.is_set():
-                await conn.execute(sa.text("SELECT 1"))  # a dead connection raises here, and is replaced
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, identity: str) -> None:
-        self.wake(identity)
-
-    def _on_lost(self, _conn: object) -> None:
-        # Streams fall back to polling at once, not at the next keep-alive query.
-        self.listening = False
+        self._wakeups.wake_all()
+        await self._listener.stop()
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
@@ -124,33 +85,13 @@ class WebchatHub:
         async with self._slots, self._db.unit_of_work() as session:
             yield session
 
-    # --- waking -------------------------------------------------------------------------------------------
-
     def wake(self, identity: str) -> None:
         """``identity`` has new rows: its streams in this process read them."""
-        for event in self._subscribers.get(identity, ()):
-            event.set()
-
-    def _wake_all(self) -> None:
-        for events in self._subscribers.values():
-            for event in events:
-                event.set()
-
-    @contextlib.contextmanager
-    def _subscribe(self, identity: str) -> Iterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._subscribers.setdefault(identity, set()).add(event)
-        try:
-            yield event
-        finally:
-            events = self._subscribers[identity]
-            events.discard(event)
-            if not events:
-                del self._subscribers[identity]
+        self._wakeups.wake(identity)
 
     @property
     def streams(self) -> int:
-        return sum(len(events) for events in self._subscribers.values())
+        return self._wakeups.count
 
     # --- streams ------------------------------------------------------------------------------------------
 
@@ -162,7 +103,7 @@ class WebchatHub:
         yield ServerSentEvent(retry=RECONNECT_MS)
         # Subscribed before the first read, and the flag cleared before each read: a wake-up between a read
         # and the wait is never lost.
-        with self._subscribe(identity) as woken:
+        with self._wakeups.subscribe(identity) as woken:
             while not self._stopping.is_set():
                 remaining = (until - datetime.now(UTC)).total_seconds()
                 if remaining <= 0:
