@@ -114,3 +114,12 @@ def counting(session: AsyncSession) -> Iterator[StatementCounter]:
         yield counter
     finally:
         event.remove(engine, "before_cursor_execute", counter)
+
+
+async def owns_every_partition(app: FastAPI, settings: Settings) -> bool:
+    """Whether the app's one consumer holds every partition of its topics (the others left the group)."""
+    [runner] = app.state.runtime.consumers
+    consumer = runner._consumer  # the broker's view of the group is only there
+    return (
+        consumer is not None and len(consumer.assignment()) == len(runner.topics) * settings.topic_partitions
+    )

@@ -41,7 +41,7 @@ from switchboard_conversation.stream import service as stream_service
 from tests.conftest import ADMIN_KEY, Settings
 from tests.integration.test_replies import Desk
 from tests.integration.test_webchat import serve_on_port
-from tests.support import bearer, eventually
+from tests.support import bearer, eventually, owns_every_partition
 
 ADMIN = bearer(ADMIN_KEY)
 
@@ -151,14 +151,6 @@ def offer(conversation_id: uuid.UUID, agent_id: uuid.UUID) -> ConversationOffere
 
 async def _true(value: bool) -> bool:
     return value
-
-
-async def _owns_every_partition(app: FastAPI, settings: Settings) -> bool:
-    [runner] = app.state.runtime.consumers
-    consumer = runner._consumer  # the broker's view of the group is only there
-    return (
-        consumer is not None and len(consumer.assignment()) == len(runner.topics) * settings.topic_partitions
-    )
 
 
 async def _ready(desk: Desk) -> bool:
@@ -287,7 +279,7 @@ async def test_a_row_written_through_one_replica_reaches_a_stream_on_another(
                 assert (item.kind, item.data["text"]) == ("message", "from replica A")
         # A takes B's partitions back before it leaves too: a group left mid-rebalance keeps the broker's
         # next member of it (the next test's) waiting for A.
-        await eventually(lambda: _owns_every_partition(a_app, slow), timeout=60, what="the group to settle")
+        await eventually(lambda: owns_every_partition(a_app, slow), timeout=60, what="the group to settle")
 
 
 async def test_redelivered_events_add_no_second_row(session: AsyncSession, settings: Settings) -> None:

@@ -23,7 +23,7 @@ from switchboard_common.events import (
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_conversation.app import create_app as conversation_app
 from tests.conftest import Settings
-from tests.support import eventually, read_topic, serve
+from tests.support import eventually, owns_every_partition, read_topic, serve
 
 CUSTOMERS = 24
 
@@ -63,8 +63,9 @@ async def test_two_channels_at_once_through_two_replicas_open_one_conversation(s
     try:
         async with AsyncExitStack() as stack:
             apps = [conversation_app(settings), conversation_app(settings)]
-            for app in apps:
-                await stack.enter_async_context(serve(app))
+            await stack.enter_async_context(serve(apps[0]))
+            second = AsyncExitStack()
+            await second.enter_async_context(serve(apps[1]))
 
             async def both_hold_partitions() -> bool:
                 held = [app.state.runtime.consumers[0]._consumer for app in apps]
@@ -88,6 +89,15 @@ async def test_two_channels_at_once_through_two_replicas_open_one_conversation(s
                 return n if n == 2 * CUSTOMERS else None
 
             await eventually(stored, timeout=60, what="every message stored")
+            # The second replica leaves first and the first takes every partition back before it leaves too:
+            # two members leaving a group mid-rebalance keep the next test's consumer waiting on the broker.
+            await second.aclose()
+
+            await eventually(
+                lambda: owns_every_partition(apps[0], settings),
+                timeout=60,
+                what="the first replica to hold every partition",
+            )
         async with db.unit_of_work() as session:
             customers = await session.scalar(sa.text("SELECT count(*) FROM conversation.customers"))
             conversations = await session.scalar(sa.text("SELECT count(*) FROM conversation.conversations"))

@@ -73,7 +73,12 @@ IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200, 
 
 
 class ReplyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"text": "I have refunded the double charge.", "idempotency_key": "reply-7f3a"}]
+        },
+    )
 
     text: ThreadText
     channel: Channel | None = Field(
@@ -86,7 +91,10 @@ class ReplyIn(BaseModel):
 
 
 class NoteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "Invoice 1234 charged twice; refund issued."}]},
+    )
 
     text: ThreadText
 
@@ -136,7 +144,9 @@ Cursor = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}-[0-9a-f]{32}$")
 
 
 class SnoozeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"until": "2026-12-08T09:00:00Z"}]}
+    )
 
     until: StorableDatetime = Field(
         description="When it wakes (waiting on the agent), unless the customer writes first."
@@ -144,7 +154,9 @@ class SnoozeIn(BaseModel):
 
 
 class TagsChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"add": ["what:billing", "why:bug"], "remove": []}]}
+    )
 
     add: list[TagName] = Field(default_factory=list, max_length=20)
     remove: list[TagName] = Field(default_factory=list, max_length=20)
@@ -157,7 +169,15 @@ QueueName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63
 class TransferIn(BaseModel):
     """To an agent (`agent_id`), or back to the queue needing other skills and/or in another queue."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"agent_id": "3f2b8c1e-5d4a-4e1b-9c7d-2a6f0e8b1c3d", "note": "Knows this customer's account"},
+                {"skills": ["billing"], "queue": "vip"},
+            ]
+        },
+    )
 
     agent_id: uuid.UUID | None = Field(default=None, description="The agent to hand it to.")
     skills: list[Skill] | None = Field(
@@ -176,7 +196,9 @@ class TransferIn(BaseModel):
 
 
 class TagUpsert(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"description": "Questions about gift cards"}]}
+    )
 
     description: Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")] = ""
 
