@@ -207,6 +207,10 @@ def test_answers_as_documented(case: schemathesis.Case[Any], credential: str, ru
     # (the full hypothesis budget pushed the module past the per-test timeout on a busy CI machine); the
     # streams' behaviour is tested in test_agent_stream.py and test_kpis.py.
     streaming = "text/event-stream" in str(case.operation.definition.raw.get("responses", {}))
+    if streaming and title == "Switchboard metrics" and credential == "service":
+        # The KPI stream, once admitted, is not cut by the client's read timeout on this transport and held
+        # the case past the per-test timeout; its answers are checked by test_kpis.py's stream test.
+        return
     if streaming:
         seen = _STREAM_CASES.setdefault((title, case.operation.label, credential), 0)
         if seen >= STREAM_CASES:

@@ -403,7 +403,10 @@ def near(pixel: bytes, rgb: tuple[int, int, int], tolerance: int = 40) -> bool:
 async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     metrics: Metrics, browser: BrowserContext, tmp_path: Path
 ) -> None:
-    now = utcnow()
+    # Ten seconds into a minute, so each conversation's messages (up to 20 s after it opens) fall in the
+    # minute it opened in, whatever the clock says when the test runs.
+    real = utcnow()
+    now = real.replace(second=10, microsecond=0) - timedelta(minutes=1 if real.second < 10 else 0)
     traffic = answered_and_resolved(1, now - timedelta(minutes=6))
     traffic += answered_and_resolved(2, now - timedelta(minutes=4)) + waiting(3, now - timedelta(minutes=2))
     await publish(metrics.settings, traffic)

@@ -267,11 +267,17 @@ async def test_a_customer_writing_again_after_resolution_reopens_the_same_conver
         detail: dict[str, Any] = (
             await system.conversation.get(f"/v1/conversations/{conversation['id']}", headers=ADMIN)
         ).json()
-        return detail if detail["status"] == "assigned" and len(detail["messages"]) == 2 else None
+        # The customer's messages, around the satisfaction survey the resolution asked (automated).
+        inbound = [m for m in detail["messages"] if m["direction"] == "inbound"]
+        return detail if detail["status"] == "assigned" and len(inbound) == 2 else None
 
     detail = await eventually(reassigned, what="the conversation to reopen and be assigned again")
     assert detail["assigned_agent_id"] == ada["id"]
-    assert [m["id"] for m in detail["messages"]] == [first, second]
+    assert [(m["id"], m["automated"]) for m in detail["messages"]] == [
+        (first, False),
+        (detail["messages"][1]["id"], True),
+        (second, False),
+    ]
     all_of_them = (await system.conversation.get("/v1/conversations", headers=ADMIN)).json()["items"]
     assert [c["id"] for c in all_of_them] == [conversation["id"]]
     router_view = (await system.router.get(f"/v1/agents/{ada['id']}", headers=ada["auth"])).json()

@@ -294,6 +294,7 @@ async def test_redelivered_records_count_once(settings: Settings, db: Database) 
         "conversation_reopens",
         "conversation_handoffs",
         "kpi_cells",
+        "survey_answers",  # one row per answered survey, not per event
     }
 
 

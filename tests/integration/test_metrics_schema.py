@@ -24,6 +24,7 @@ HEAD = {
     "conversation_reopens",
     "conversation_handoffs",
     "kpi_cells",
+    "survey_answers",
 }
 
 

@@ -22,7 +22,6 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
-    ConversationTagsChanged,
     CustomerIdentity,
     Direction,
     IdentityKind,
@@ -62,12 +61,6 @@ def _opened(at: datetime = T0, cid: uuid.UUID = CID) -> ConversationOpened:
         required_skills=[],
         priority=1,
         opened_at=at,
-    )
-
-
-def _tagged(tags: list[str], at: datetime = T0, cid: uuid.UUID = CID) -> ConversationTagsChanged:
-    return ConversationTagsChanged(
-        conversation_id=cid, tags=tags, added=tags, removed=[], agent_id=AGENT, changed_at=at
     )
 
 
@@ -196,7 +189,6 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _reopened(),
         _outbound(),
         _requeued(),
-        _tagged(["what:refund"]),
     ]
     assert {type(p) for p in examples} == set(counted_types())
     assert all(facts_of(p) is not None for p in examples)
@@ -452,9 +444,3 @@ def test_times_without_a_zone_are_utc() -> None:
     [reply] = [(c, t) for c, t in cells.items() if c.metric == Metric.REPLY]
     assert reply[1].count == 1
     assert reply[1].seconds == 30.0
-
-
-def test_tags_put_on_a_conversation_add_up_whatever_the_order() -> None:
-    opened, first, second = _opened(), _tagged(["what:refund"]), _tagged(["why:bug"], at=T0 + timedelta(1))
-    for order in ([opened, first, second], [second, opened, first], [first, second, opened, second]):
-        assert merge(order).conversations[CID].tags == ("what:refund", "why:bug")

@@ -15,7 +15,7 @@ republish at a new offset) counts nothing.
 
 Most columns keep their first value. A few follow another rule (``MERGE``), still independent of the
 order events arrive in: the first human reply is the earliest one told, the last resolution and reopening
-the latest, and the channels the customer used and the tags put on it are the unions of all told.
+the latest, and the channels the customer used are the union of all told.
 Assignments and requeues are rows of their own (``Handoff``), keyed by conversation, time and kind, from
 which "who holds it now" is read by time, not by arrival.
 """
@@ -75,6 +75,8 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationStatusChanged,
         # A transfer's effect is told by the router's requeue and assignment, which metrics counts.
         ConversationTransferRequested,
+        # Tags agents change: volume by tag uses the tags a conversation opened with (no counting rule yet).
+        ConversationTagsChanged,
         # Satisfaction answers: kept apart (metrics.survey_answers, kpis/satisfaction), not timeline facts.
         SurveyAnswered,
         # Handled apart (switchboard_metrics.customers): a merge moves facts, it is no fact of its own.
@@ -158,9 +160,6 @@ class Merge(Enum):
 # so the stored row does not depend on the order or the number of times events are applied.
 MERGE: dict[str, Merge] = {
     "channels": Merge.UNION,
-    # Every tag the conversation has carried: a tag counts for the conversation once it is put on, and
-    # removing it later does not take the count back (the union needs no order between changes).
-    "tags": Merge.UNION,
     "first_reply_at": Merge.EARLIEST,
     "first_reopened_at": Merge.EARLIEST,
     "last_resolved_at": Merge.LATEST,
@@ -320,11 +319,6 @@ def _opened(payload: ConversationOpened) -> list[Told] | None:
             ),
         )
     ]
-
-
-@facts_of.register
-def _tagged(payload: ConversationTagsChanged) -> list[Told] | None:
-    return [(payload.conversation_id, ConversationFacts(tags=tuple(sorted(set(payload.tags)))))]
 
 
 @facts_of.register
