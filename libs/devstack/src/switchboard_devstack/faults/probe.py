@@ -92,11 +92,12 @@ _ASSIGNED_SAMPLE = text(
 # Between scenarios, once quiescent: every row the next scenario's invariants are computed on. Receipts
 # stay (message ids never repeat across scenarios); so do metrics' partition offsets where they exist (they
 # track the broker's log, which is not reset). metrics' fact tables are named if present (their set changes
-# with the metrics schema's revisions).
+# with the metrics schema's revisions). CASCADE empties the tables that refer to these (surveys, merges).
 _RESET = """
     TRUNCATE conversation.messages, conversation.conversations, conversation.customer_identities,
              conversation.customers, router.tasks, router.agent_presence, router.agents, metrics.event_counts
              {metrics_facts}
+    CASCADE
     """
 _METRICS_FACTS = ("conversation_facts", "message_facts", "agent_status_changes", "conversation_reopens")
 _EXISTING = text(
