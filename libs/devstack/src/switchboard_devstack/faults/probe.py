@@ -24,14 +24,15 @@ OUTBOXES = ("ingest", "conversation", "router")
 _STORED = text(
     """
     SELECT external_id, count(*) AS n, min(id::text) AS id FROM conversation.messages
-    WHERE channel = 'api' AND external_id = ANY(:ids) GROUP BY external_id
+    WHERE channel = 'api' AND direction = 'inbound' AND external_id = ANY(:ids) GROUP BY external_id
     """
 )
 _TOTALS = text(
     """
     SELECT (SELECT count(*) FROM conversation.conversations) AS conversations,
            (SELECT count(*) FROM conversation.conversations WHERE status = 'resolved') AS resolved,
-           (SELECT count(*) FROM conversation.messages) AS messages,
+           -- customers' messages: the thread also holds automated replies (acknowledgements, surveys)
+           (SELECT count(*) FROM conversation.messages WHERE direction = 'inbound') AS messages,
            (SELECT count(*) FROM router.tasks WHERE assigned_at IS NOT NULL) AS tasks_assigned_ever,
            (SELECT count(*) FROM conversation.conversations c
              WHERE NOT EXISTS (SELECT 1 FROM router.tasks t WHERE t.conversation_id = c.id)) AS missing_tasks,
