@@ -20,6 +20,8 @@ from switchboard_conversation.automation.schemas import (
 router = APIRouter(prefix="/v1", tags=["canned responses"])
 CANNED = "/canned-responses/{canned_id}"
 _TAKEN = {409: "Another canned response has this shortcut (`shortcut_taken`)."}
+# A JSON schema cannot say "a template the sandboxed engine compiles"; the contract test reads this.
+_TEMPLATE = {"x-constraints": "body is a Jinja template that compiles in the sandbox"}
 
 
 @router.get("/canned-responses", summary="List canned responses", responses=errors(401, 503))
@@ -32,6 +34,7 @@ async def list_canned(_: CurrentPrincipal, session: SessionDep) -> list[CannedRe
     status_code=status.HTTP_201_CREATED,
     summary="Create a canned response (supervisors)",
     responses=errors(400, 401, 403, 409, 413, 422, 503, described=_TAKEN),
+    openapi_extra=_TEMPLATE,
 )
 async def create_canned(
     body: CannedResponseIn, principal: CurrentPrincipal, session: SessionDep
@@ -50,6 +53,7 @@ async def get_canned(canned_id: uuid.UUID, _: CurrentPrincipal, session: Session
     CANNED,
     summary="Change a canned response (supervisors)",
     responses=errors(400, 401, 403, 404, 409, 413, 422, 503, described=_TAKEN),
+    openapi_extra=_TEMPLATE,
 )
 async def put_canned(
     canned_id: uuid.UUID, body: CannedResponseIn, principal: CurrentPrincipal, session: SessionDep

@@ -403,7 +403,7 @@ async def change_tags(
     "/{conversation_id}/transfer",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Hand the conversation to another agent, or back to the queue with other skills or another queue",
-    openapi_extra={"x-cross-field-constraints": "either agent_id, or skills and/or queue"},
+    openapi_extra={"x-constraints": "either agent_id, or skills and/or queue"},
     responses={
         202: {"description": "Accepted: the router moves it; its requeue and assignment follow."},
         **errors(

@@ -66,7 +66,7 @@ async def link_identity(
     summary="Merge another customer into this one (identities, conversations and messages move here)",
     status_code=status.HTTP_201_CREATED,
     # OpenAPI cannot say "the source is not the path's customer": that request is answered 422.
-    openapi_extra={"x-cross-field-constraints": "source_customer_id differs from the path's customer_id"},
+    openapi_extra={"x-constraints": "source_customer_id differs from the path's customer_id"},
     responses=_answers(
         CustomerMergePublic,
         "This merge was done before: nothing changed.",

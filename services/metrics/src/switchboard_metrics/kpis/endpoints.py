@@ -68,7 +68,7 @@ def _settings(request: Request) -> MetricsSettings:
 SettingsDep = Annotated[MetricsSettings, Depends(_settings)]
 # OpenAPI cannot express these: a request that breaks one is answered 422 with the reason.
 _CONSTRAINTS = {
-    "x-cross-field-constraints": "start and end only with window=range, which needs both, with a time zone; "
+    "x-constraints": "start and end only with window=range, which needs both, with a time zone; "
     "end after start; start within SWITCHBOARD_METRICS_RETENTION_DAYS"
 }
 KpiQueryDep = Annotated[KpiQuery, Depends()]
@@ -97,7 +97,14 @@ async def kpis(
 @router.get(
     "/kpis/stream",
     summary="The same KPIs as Server-Sent Events (event 'kpis'), a fresh report every few seconds",
-    responses=errors(401, 403, 422, 503),
+    responses={
+        200: {
+            "description": "Server-Sent Events: `event` is `kpis`, `id` the report's number in this stream, "
+            "`data` the same JSON object as `GET /v1/kpis` answers; keep-alive comments between.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **errors(401, 403, 422, 503),
+    },
     response_class=EventSourceResponse,
     openapi_extra=_CONSTRAINTS,
 )

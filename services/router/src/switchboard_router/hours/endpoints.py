@@ -22,7 +22,7 @@ TeamName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 # OpenAPI cannot list them usefully (hundreds of zones, a subdivision depends on its country): a request
 # that names an unknown one is answered 422 with the reason.
 _CONSTRAINTS = {
-    "x-cross-field-constraints": "timezone is an IANA time zone; holidays_country a country the holidays "
+    "x-constraints": "timezone is an IANA time zone; holidays_country a country the holidays "
     "library knows; holidays_subdivision one of that country's subdivisions, and only with it"
 }
 
