@@ -2,7 +2,7 @@
 
 Every module of the router that reads ``utcnow`` reads a fake clock instead, advanced by hand, so each
 scenario is a script of ticks: open and resolve conversations, heartbeat, answer offers, then run the
-sweeper's steps in its order (each its own transaction, as ``QueueSweeper.sweep_once`` does) and check
+sweeper's steps in its order (each its own transaction, as ``sweeper.sweep_once`` does) and check
 what the tables and the router's outbox say. Nothing here sleeps, and no assertion reads the wall clock.
 Escalation timing (issue 9) is not simulated: escalation is not built yet.
 """

@@ -15,10 +15,10 @@ from switchboard_conversation.conversations.endpoints import router as conversat
 from switchboard_conversation.customers.endpoints import router as merges_router
 from switchboard_conversation.models import outbox_table
 from switchboard_conversation.settings import ConversationSettings
-from switchboard_conversation.snoozes import SnoozeWaker
+from switchboard_conversation.snoozes import snooze_waker
 from switchboard_conversation.stream.endpoints import router as stream_router
 from switchboard_conversation.stream.hub import FeedHub
-from switchboard_conversation.stream.retention import FeedRetention
+from switchboard_conversation.stream.retention import feed_retention
 
 
 def create_app(settings: ConversationSettings | None = None) -> FastAPI:
@@ -37,12 +37,12 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         )
         runtime.add_consumer(GROUP_ID, handlers(outbox, reopen_window, acks))
         runtime.background.append(
-            SnoozeWaker(runtime.db, outbox, settings.conversation_snooze_check_ms / 1000)
+            snooze_waker(runtime.db, outbox, settings.conversation_snooze_check_ms / 1000)
         )
         app.state.feed_hub = FeedHub(runtime.db, poll_s=settings.stream_poll_interval_ms / 1000)
         runtime.background.append(app.state.feed_hub)
         keep = timedelta(seconds=settings.stream_retention_s)
-        runtime.background.append(FeedRetention(runtime.db, keep, settings.stream_retention_interval_s))
+        runtime.background.append(feed_retention(runtime.db, keep, settings.stream_retention_interval_s))
 
     return create_service_app(
         "conversation",

@@ -13,7 +13,7 @@ from switchboard_metrics.dashboard.endpoints import router as dashboard_router
 from switchboard_metrics.kpis import service
 from switchboard_metrics.kpis.endpoints import router as kpis_router
 from switchboard_metrics.kpis.facts import counted_types
-from switchboard_metrics.kpis.retention import RetentionJob
+from switchboard_metrics.kpis.retention import retention_job
 from switchboard_metrics.ops.endpoints import router as ops_router
 from switchboard_metrics.ops.probe import install_ops
 from switchboard_metrics.settings import MetricsSettings
@@ -35,7 +35,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         }
         runtime.add_consumer(GROUP_ID, handlers)
         runtime.background.append(
-            RetentionJob(runtime.db, timedelta(days=settings.metrics_retention_days), RETENTION_INTERVAL)
+            retention_job(runtime.db, timedelta(days=settings.metrics_retention_days), RETENTION_INTERVAL)
         )
         install_ops(runtime, app)
 

@@ -15,7 +15,7 @@ from switchboard_router.routing.service import RoutingConfig
 from switchboard_router.rules.book import RuleBook
 from switchboard_router.rules.endpoints import router as rules_router
 from switchboard_router.settings import RouterSettings
-from switchboard_router.sweeper import QueueSweeper
+from switchboard_router.sweeper import queue_sweeper
 
 
 def create_app(settings: RouterSettings | None = None) -> FastAPI:
@@ -38,7 +38,7 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
     async def setup(runtime: ServiceRuntime, app: FastAPI) -> None:
         outbox = Outbox(outbox_table, runtime.settings)
         runtime.use_outbox(outbox)
-        runtime.background.append(QueueSweeper(runtime.db, outbox, sweep_interval_s, config))
+        runtime.background.append(queue_sweeper(runtime.db, outbox, sweep_interval_s, config))
         runtime.add_consumer(GROUP_ID, handlers(outbox, config))
 
     return create_service_app(

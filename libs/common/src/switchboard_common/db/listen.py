@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from switchboard_common.background import BackgroundTask
 from switchboard_common.db.database import Database, database_unavailable
 
 log = logging.getLogger(__name__)
 
 
-class Listener:
+class Listener(BackgroundTask):
     """A background job (``start`` / ``stop``) calling ``on_notify(payload)`` for each notification on
     ``channel``."""
 
@@ -34,24 +35,13 @@ class Listener:
         *,
         keepalive_s: float = 30.0,
     ) -> None:
+        super().__init__(f"listen-{channel}")
         self._db = db
         self._channel = channel
         self._on_notify = on_notify
         self._on_connected = on_connected
         self._keepalive_s = keepalive_s
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.listening = False
-
-    async def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name=f"listen-{self._channel}")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
 
     async def _run(self) -> None:
         backoff = 0.1

@@ -8,14 +8,13 @@ in a replay of topics older than the retention counts again: retention is the ho
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
 
+from switchboard_common.background import Periodic
 from switchboard_common.db.database import Database
 from switchboard_common.db.sql import statement
 from switchboard_common.events import utcnow
@@ -126,36 +125,13 @@ async def purge(db: Database, cutoff: datetime) -> dict[str, int]:
     return deleted
 
 
-class RetentionJob:
-    """Runs ``purge`` soon after start, then every ``interval``."""
+def retention_job(db: Database, retention: timedelta, interval: timedelta) -> Periodic:
+    """Runs ``purge`` a minute after start (or one interval, if shorter), then every ``interval``."""
 
-    def __init__(self, db: Database, retention: timedelta, interval: timedelta) -> None:
-        self._db = db
-        self._retention = retention
-        self._interval = interval.total_seconds()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+    async def tick() -> None:
+        deleted = await purge(db, utcnow() - retention)
+        if any(deleted.values()):
+            log.info("metrics retention", extra={"deleted": deleted})
 
-    async def _run(self) -> None:
-        delay = min(60.0, self._interval)
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            if self._stopping.is_set():
-                break
-            delay = self._interval
-            try:
-                deleted = await purge(self._db, utcnow() - self._retention)
-            except Exception as exc:
-                log.warning("metrics retention failed", exc_info=True, extra={"error": repr(exc)})
-                continue
-            if any(deleted.values()):
-                log.info("metrics retention", extra={"deleted": deleted})
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="metrics-retention")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
+    seconds = interval.total_seconds()
+    return Periodic("metrics-retention", tick, seconds, first_delay_s=min(60.0, seconds))
