@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from datetime import timedelta
+from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from switchboard_common.settings import AgentAuthSettings
 from switchboard_conversation.automation import templates
+from switchboard_conversation.surveys.policy import SurveyConfig, SurveyKind
 
 DEFAULT_REOPEN_WINDOW_S = 86400
 DEFAULT_ACK_TEMPLATE = (
@@ -43,6 +46,16 @@ class ConversationSettings(AgentAuthSettings):
     # csat (1-5), nps (0-10), ces (1-7), or none. An answer is taken within the window.
     conversation_survey: Literal["csat", "nps", "ces", "none"] = "csat"
     conversation_survey_window_s: int = Field(default=86400, ge=60, le=30 * 86400)
+
+    @cached_property
+    def survey(self) -> SurveyConfig | None:
+        """The survey asked on resolution, or None when switched off."""
+        if self.conversation_survey == "none":
+            return None
+        return SurveyConfig(
+            SurveyKind(self.conversation_survey), timedelta(seconds=self.conversation_survey_window_s)
+        )
+
     # Agents' realtime stream (/v1/stream): how often an open stream looks for new items when no
     # notification came (a lost one only delays by this much), the keep-alive comment interval that keeps
     # proxies from closing an idle stream, and how long items are kept for reconnecting clients.

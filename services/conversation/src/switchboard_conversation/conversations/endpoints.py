@@ -41,8 +41,6 @@ from switchboard_conversation.conversations.schemas import (
 from switchboard_conversation.models import ConversationStatus, Customer, CustomerIdentity
 from switchboard_conversation.settings import ConversationSettings
 from switchboard_conversation.surveys import service as surveys
-from switchboard_conversation.surveys.policy import SurveyKind
-from switchboard_conversation.surveys.service import SurveyConfig
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 MESSAGE_PAGE = 200
@@ -178,11 +176,8 @@ async def resolve_conversation(
     conversation = await service.resolve(session, runtime.outbox, principal, conversation_id)
     settings = runtime.settings
     assert isinstance(settings, ConversationSettings)
-    if settings.conversation_survey != "none":
-        config = SurveyConfig(
-            SurveyKind(settings.conversation_survey), timedelta(seconds=settings.conversation_survey_window_s)
-        )
-        await surveys.ask(session, runtime.outbox, conversation, config)
+    if settings.survey is not None:
+        await surveys.ask(session, runtime.outbox, conversation, settings.survey)
     return ConversationSummary.model_validate(conversation)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 
@@ -12,6 +13,12 @@ class SurveyKind(StrEnum):
     CSAT = "csat"  # customer satisfaction, 1-5
     NPS = "nps"  # net promoter score, 0-10
     CES = "ces"  # customer effort score, 1-7 (7: very easy)
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyConfig:
+    kind: SurveyKind
+    window: timedelta  # how long an answer is taken
 
 
 @dataclass(frozen=True, slots=True)

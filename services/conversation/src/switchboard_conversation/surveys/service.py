@@ -5,8 +5,7 @@ there by the customer's next message when it is a score (recorded by the inbound
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,16 +17,10 @@ from switchboard_conversation.automation import repository as automated
 from switchboard_conversation.conversations.service import PRODUCER, email_threading, recipient_of
 from switchboard_conversation.models import Conversation, Survey
 from switchboard_conversation.surveys import repository
-from switchboard_conversation.surveys.policy import SCALES, SurveyKind
+from switchboard_conversation.surveys.policy import SCALES, SurveyConfig
 
 # Asking on voice would be a phone call back to the customer: no survey there.
 SILENT_CHANNELS = frozenset({Channel.VOICE})
-
-
-@dataclass(frozen=True, slots=True)
-class SurveyConfig:
-    kind: SurveyKind
-    window: timedelta  # how long an answer is taken
 
 
 async def ask(
