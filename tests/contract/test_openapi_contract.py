@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
+import jsonschema_rs
 import phonenumbers
 import pytest
 import schemathesis
@@ -242,6 +243,44 @@ def test_every_error_is_documented_with_the_error_body(service: str) -> None:
             for status, response in errors.items():
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
+
+
+def _examples_of(document: dict[str, Any], schema: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The schema a body has (a list's items for a list) and the examples given for it."""
+    if schema.get("type") == "array":
+        schema = schema["items"]
+    target = schema
+    if "$ref" in schema:
+        target = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema, list(target.get("examples", []))
+
+
+def test_the_agent_api_shows_an_example_of_every_body() -> None:
+    # The desktop client's contract: every JSON body an agent sends or receives has an example, and each
+    # example is valid for the schema it illustrates.
+    document = DOCUMENTS["conversation"]
+    missing = []
+    for path, operations in document["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            bodies = [("request", operation.get("requestBody", {}).get("content", {}))]
+            bodies += [
+                (status, response.get("content", {}))
+                for status, response in operation["responses"].items()
+                if status.startswith("2")
+            ]
+            for which, content in bodies:
+                if "application/json" not in content:
+                    continue
+                schema, examples = _examples_of(document, content["application/json"]["schema"])
+                if not examples:
+                    missing.append(f"{method.upper()} {path} {which}")
+                validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+                for example in examples:
+                    errors = [e.message for e in validator.iter_errors(example)]
+                    assert not errors, (method, path, which, errors)
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("service", list(DOCUMENTS))

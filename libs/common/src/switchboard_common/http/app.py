@@ -12,7 +12,7 @@ from switchboard_common.db.database import Database
 from switchboard_common.http.errors import install_error_handlers
 from switchboard_common.http.health import router as health_router
 from switchboard_common.http.middleware import RequestContextMiddleware
-from switchboard_common.http.openapi import drop_undeclared_validation_errors
+from switchboard_common.http.openapi import finish_document
 from switchboard_common.instrumentation import instrument_kafka
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_common.runtime import ServiceRuntime
@@ -83,5 +83,5 @@ def create_service_app(
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
-    drop_undeclared_validation_errors(app)
+    finish_document(app)
     return app

@@ -6,7 +6,7 @@ each with the one error body (``ErrorBody``), so a client generated from the doc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -46,8 +46,47 @@ def errors(*statuses: int, described: Mapping[int, str] | None = None) -> Respon
     return responses
 
 
-def drop_undeclared_validation_errors(app: FastAPI) -> None:
-    """Make the document list only the 422s the operations declare.
+# Every model example given through ``examples``, by model name (see ``_keep_nulls``).
+_EXAMPLES: dict[str, list[list[Any]]] = {}
+
+
+def examples(*values: Any) -> Callable[[dict[str, Any], type[Any]], None]:
+    """A model's ``json_schema_extra``: its OpenAPI examples, nulls included.
+
+    FastAPI writes the document without null values, which would take the ``null`` of a nullable
+    required field out of an example and leave it invalid; the document puts them back.
+    """
+
+    def extra(schema: dict[str, Any], model: type[Any]) -> None:
+        schema["examples"] = list(values)
+        _EXAMPLES.setdefault(model.__name__, []).append(list(values))
+
+    return extra
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _keep_nulls(components: dict[str, Any]) -> None:
+    for name, schema in components.items():
+        shown = schema.get("examples")
+        if shown is None:
+            continue
+        model = name.removesuffix("-Output").removesuffix("-Input")
+        # Two services may have models of one name: only the examples that are these, nulls apart, return.
+        for given in _EXAMPLES.get(model, []):
+            if _without_nulls(given) == shown:
+                schema["examples"] = given
+                break
+
+
+def finish_document(app: FastAPI) -> None:
+    """Make the document list only the 422s the operations declare, and keep the nulls of examples.
 
     FastAPI adds a 422 with its own body (``HTTPValidationError``, which this API never sends) to every
     operation that has a parameter and does not declare a 422; an operation whose parameters the router
@@ -68,6 +107,7 @@ def drop_undeclared_validation_errors(app: FastAPI) -> None:
         components = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        _keep_nulls(components)
         app.openapi_schema = schema
         return schema
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from switchboard_common.validation import NonBlankText
+from switchboard_conversation import examples as ex
 from switchboard_conversation.automation import templates
 
 Shortcut = Annotated[str, StringConstraints(pattern=r"^/[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -17,7 +18,7 @@ TemplateText = Annotated[
 
 
 class CannedResponseIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.CANNED_IN))
 
     shortcut: Shortcut = Field(description="What an agent types to find it, e.g. `/refund`; unique.")
     title: Title
@@ -31,7 +32,7 @@ class CannedResponseIn(BaseModel):
 
 
 class CannedResponsePublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra=ex.examples(ex.CANNED))
 
     id: uuid.UUID
     shortcut: str
@@ -42,6 +43,8 @@ class CannedResponsePublic(BaseModel):
 
 
 class RenderedCannedResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.RENDERED))
+
     canned_response_id: uuid.UUID
     conversation_id: uuid.UUID
     text: str = Field(description="The body filled for the conversation: send it with `/replies`.")

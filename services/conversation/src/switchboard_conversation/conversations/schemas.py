@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from switchboard_common.events import Attachment, Channel, DeliveryState
 from switchboard_common.validation import NonBlankText, StorableDatetime
+from switchboard_conversation import examples as ex
 from switchboard_conversation.models import ConversationStatus, MessageDirection
 
 
@@ -29,6 +30,8 @@ class CustomerPublic(BaseModel):
 class MessagePublic(_FromOrm):
     """An item of the thread: a customer's message (inbound), an agent's reply (outbound) or an internal
     note (note, never sent to the customer)."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.INBOUND, ex.REPLY, ex.NOTE))
 
     id: uuid.UUID
     channel: Channel | None = Field(description="The channel it came or goes through; none for a note.")
@@ -100,6 +103,8 @@ class NoteIn(BaseModel):
 
 
 class ConversationSummary(_FromOrm):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.SUMMARY))
+
     id: uuid.UUID
     customer_id: uuid.UUID
     status: ConversationStatus
@@ -125,11 +130,15 @@ class ConversationSummary(_FromOrm):
 
 
 class ConversationPublic(ConversationSummary):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CONVERSATION))
+
     customer: CustomerPublic
     messages: list[MessagePublic]
 
 
 class ConversationList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CONVERSATION_LIST))
+
     items: list[ConversationSummary]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; none on the last.")
     next_before: datetime | None = Field(
@@ -173,7 +182,7 @@ class TransferIn(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"agent_id": "3f2b8c1e-5d4a-4e1b-9c7d-2a6f0e8b1c3d", "note": "Knows this customer's account"},
+                {"agent_id": ex.AGENT_ID, "note": "Knows this customer's account"},
                 {"skills": ["billing"], "queue": "vip"},
             ]
         },
@@ -204,11 +213,15 @@ class TagUpsert(BaseModel):
 
 
 class TagPublic(_FromOrm):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TAG))
+
     name: str
     description: str
 
 
 class CustomerProfile(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.PROFILE))
+
     id: uuid.UUID
     display_name: str | None
     created_at: datetime
@@ -217,11 +230,15 @@ class CustomerProfile(BaseModel):
 
 
 class ConversationPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CONVERSATION_PAGE))
+
     items: list[ConversationSummary]
     next_cursor: str | None
 
 
 class MessagePage(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.MESSAGE_PAGE))
+
     items: list[MessagePublic] = Field(description="Oldest first.")
     next_cursor: str | None = Field(description="Pass as `cursor` for the page of older items.")
 
@@ -233,6 +250,8 @@ class AgentWorked(BaseModel):
 
 class HandoffCard(BaseModel):
     """Everything whoever picks the conversation up needs, so nobody asks the customer again."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.HANDOFF))
 
     conversation: ConversationSummary
     customer: CustomerProfile

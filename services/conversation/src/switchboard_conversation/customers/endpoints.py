@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Body, Response, status
 from pydantic import BaseModel
 
 from switchboard_common.auth import CurrentPrincipal
 from switchboard_common.http.deps import RuntimeDep, SessionDep
 from switchboard_common.http.errors import ApiError
 from switchboard_common.http.openapi import Responses, errors
+from switchboard_conversation import examples as ex
 from switchboard_conversation.customers import service
 from switchboard_conversation.customers.schemas import (
     CustomerMergePublic,
@@ -50,7 +52,9 @@ def _answers(model: type[BaseModel], existing: str, created: str, described: dic
 )
 async def link_identity(
     customer_id: uuid.UUID,
-    body: IdentityLink,
+    body: Annotated[
+        IdentityLink, Body(examples=[ex.IDENTITY_LINK, {"kind": "phone", "value": "+34 612 34 56 78"}])
+    ],
     principal: CurrentPrincipal,
     session: SessionDep,
     response: Response,

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from switchboard_common.events import IdentityKind
 from switchboard_common.normalize import PhoneNumber, normalize_email
 from switchboard_common.validation import EMAIL, NonBlankText
+from switchboard_conversation import examples as ex
 
 
 class _Link(BaseModel):
@@ -44,13 +45,15 @@ IdentityLink = Annotated[PhoneLink | EmailLink | ChannelIdLink, Field(discrimina
 
 
 class IdentityLinked(BaseModel):
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.IDENTITY_LINKED))
+
     customer_id: uuid.UUID
     kind: IdentityKind
     value: str = Field(description="Normalized.")
 
 
 class MergeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=ex.examples(ex.MERGE_IN))
 
     source_customer_id: uuid.UUID = Field(
         description="The customer merged away: it becomes a tombstone pointing at the target."
@@ -60,7 +63,7 @@ class MergeIn(BaseModel):
 class CustomerMergePublic(BaseModel):
     """The audit of a merge."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra=ex.examples(ex.MERGE))
 
     id: uuid.UUID
     source_customer_id: uuid.UUID
