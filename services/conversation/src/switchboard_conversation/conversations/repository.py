@@ -40,14 +40,17 @@ from switchboard_conversation.stream.sql import message_data, micros
 
 _KNOWN = statement(
     """
+    WITH identities AS MATERIALIZED (
+        SELECT i.kind, i.value, i.customer_id
+        FROM conversation.customer_identities i
+        JOIN unnest(:kinds, :values) AS k(kind, value) ON i.kind = k.kind AND i.value = k.value
+    )
     SELECT 'message' AS what, id::text AS kind, NULL AS value, NULL::uuid AS customer_id
     FROM conversation.messages WHERE id = ANY(:ids)
     UNION ALL
     SELECT * FROM (
         SELECT 'identity', i.kind, i.value, coalesce(cu.merged_into, cu.id)
-        FROM conversation.customer_identities i
-        JOIN unnest(:kinds, :values) AS k(kind, value) ON i.kind = k.kind AND i.value = k.value
-        JOIN conversation.customers cu ON cu.id = i.customer_id
+        FROM identities i JOIN conversation.customers cu ON cu.id = i.customer_id
         ORDER BY cu.id
         FOR KEY SHARE OF cu
     ) AS owners
@@ -63,10 +66,8 @@ _KNOWN = statement(
     UNION ALL
     SELECT 'survey', s.id::text, s.kind || ' ' || s.conversation_id::text, s.customer_id
     FROM conversation.surveys s
-    WHERE s.answered_at IS NULL AND s.expires_at > now() AND s.customer_id IN (
-        SELECT i.customer_id FROM conversation.customer_identities i
-        JOIN unnest(:kinds, :values) AS k(kind, value) ON i.kind = k.kind AND i.value = k.value
-    )
+    WHERE s.answered_at IS NULL AND s.expires_at > now()
+      AND s.customer_id IN (SELECT customer_id FROM identities)
     """,
     ids=UUIDS,
     kinds=TEXTS,
