@@ -125,3 +125,35 @@ async def test_no_survey_when_the_customer_cannot_be_reached_on_the_channel(
         await session.execute(sa.text("DELETE FROM conversation.customer_identities"))
     await _resolve(desk, cid, auth)
     assert await desk.scalar("SELECT count(*) FROM conversation.surveys") == 0
+
+
+async def test_a_merged_customers_open_survey_is_answered_as_the_target(
+    desk: Desk, settings: Settings
+) -> None:
+    cid, _, auth = await desk.assigned_conversation()
+    await _resolve(desk, cid, auth)  # cust-1 is asked
+    now = utcnow()
+    other = MessageReceived(
+        message_id=uuid.uuid4(),
+        channel=Channel.API,
+        external_id="m-other",
+        sender=CustomerIdentity(kind=IdentityKind.API, value="cust-2"),
+        text="hello from my other account",
+        sent_at=now,
+        received_at=now,
+    )
+    async with desk.db.unit_of_work() as session:
+        outbox = Outbox(outbox_table, desk.settings)
+        await service.record_inbound(session, outbox, [(EventEnvelope.wrap(other, producer="test"), other)])
+    owner = "SELECT customer_id FROM conversation.customer_identities WHERE value = :v"
+    source, target = await desk.scalar(owner, v="cust-1"), await desk.scalar(owner, v="cust-2")
+    merged = await desk.client.post(
+        f"/v1/customers/{target}/merge", json={"source_customer_id": str(source)}, headers=ADMIN
+    )
+    assert merged.status_code == 201, merged.text
+
+    await _say(desk, "m-score", "5")  # cust-1 is the target's identity now
+    answered = "SELECT score, customer_id FROM conversation.surveys WHERE conversation_id = :c"
+    async with desk.db.unit_of_work() as session:
+        assert (await session.execute(sa.text(answered), {"c": cid})).one() == (5, target)
+    assert (await desk.thread(cid))["status"] == "resolved"  # an answer, not a message reopening it
