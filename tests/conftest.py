@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from switchboard_common.db.database import Database
 from switchboard_common.kafka.admin import ensure_topics
 from switchboard_conversation.settings import ConversationSettings
 from switchboard_devstack.ports import free_port
@@ -105,6 +106,14 @@ async def settings(infra: Infrastructure) -> AsyncIterator[Settings]:
     await truncate_all(test_settings.database_url)
     await ensure_topics(test_settings)
     yield test_settings
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """The services' database, on this test's settings."""
+    database = Database.from_settings(settings)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture

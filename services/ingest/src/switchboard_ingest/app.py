@@ -14,6 +14,7 @@ from switchboard_ingest.messages.endpoints import router as messages_router
 from switchboard_ingest.models import outbox_table
 from switchboard_ingest.outbound import consumer as dispatch_consumer
 from switchboard_ingest.outbound.dispatcher import Dispatcher
+from switchboard_ingest.retention import retention_job
 from switchboard_ingest.settings import IngestSettings
 from switchboard_ingest.webchat.endpoints import WebchatCors
 from switchboard_ingest.webchat.endpoints import router as webchat_router
@@ -46,6 +47,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         committer = GroupCommitter(runtime.db, outbox, settings)
         runtime.background.append(committer)
         app.state.committer = committer
+        runtime.background.append(retention_job(runtime.db, settings))
         # The webhooks' own fetches (SNS certificates and subscription confirmations) share one client.
         fetches = httpx.AsyncClient(timeout=10.0)
         runtime.background.append(_Closing(fetches))

@@ -89,8 +89,16 @@ class IngestSettings(CommonSettings):
     # visitor is anonymous (identified by their session).
     webchat_identity_secret: SecretStr | None = None
     webchat_session_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # Replies kept for visitors' streams to resume from (see retention.py).
+    webchat_history_days: int = Field(default=7, ge=1, le=3650)
     # Origins allowed to embed the widget and call the visitor API (CORS); empty: same origin only.
     webchat_allowed_origins: list[str] = Field(default_factory=list)
+
+    # --- retention (retention.py) -------------------------------------------------------------------------
+    # Dedup keys of providers' retries; replies the dispatcher is done with; how often the purge runs.
+    ingest_receipt_retention_days: int = Field(default=30, ge=1, le=3650)
+    ingest_delivery_retention_days: int = Field(default=7, ge=1, le=3650)
+    ingest_retention_interval_s: float = Field(default=3600.0, gt=0)
 
     # --- outbound dispatcher ------------------------------------------------------------------------------
     # Sends in flight at once, across channels, and per channel (a slow provider fills only its own share).

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 
 from switchboard_common.background import Periodic
 from switchboard_common.db.database import Database
+from switchboard_common.db.retention import BATCH as BATCH
+from switchboard_common.db.retention import delete_in_batches
 from switchboard_common.db.sql import statement
 from switchboard_common.events import utcnow
 
 log = logging.getLogger(__name__)
-BATCH = 5000
 
 _CUTOFF: dict[str, sa.types.TypeEngine[Any]] = {"cutoff": sa.DateTime(timezone=True), "batch": sa.Integer()}
 _DELETES: list[tuple[str, sa.TextClause]] = [
@@ -110,19 +111,9 @@ _DELETES: list[tuple[str, sa.TextClause]] = [
 
 async def purge(db: Database, cutoff: datetime) -> dict[str, int]:
     """Delete what is older than ``cutoff``, batch by batch; returns the rows deleted per table."""
-    deleted: dict[str, int] = {}
-    for table, delete in _DELETES:
-        total = 0
-        while True:
-            async with db.unit_of_work() as session:
-                params = {"cutoff": cutoff, "batch": BATCH}
-                result = cast("sa.CursorResult[Any]", await session.execute(delete, params))
-                n = result.rowcount
-            total += n
-            if n < BATCH:
-                break
-        deleted[table] = total
-    return deleted
+    return await delete_in_batches(
+        db, [(table, delete, {"cutoff": cutoff}) for table, delete in _DELETES], BATCH
+    )
 
 
 def retention_job(db: Database, retention: timedelta, interval: timedelta) -> Periodic:
