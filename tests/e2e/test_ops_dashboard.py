@@ -31,6 +31,8 @@ from switchboard_common.events import (
     ConversationQueued,
     ConversationResolved,
     CustomerIdentity,
+    DeliveryState,
+    DeliveryStatusChanged,
     Direction,
     EventEnvelope,
     IdentityKind,
@@ -195,6 +197,25 @@ def answered_and_resolved(n: int, at: datetime) -> list[Event]:
         *waiting(n, at, cid),
         *(_keyed(str(cid), e) for e in (assigned, reply, resolved)),
     ]
+
+
+def delivered(n: int, at: datetime) -> list[Event]:
+    """A WhatsApp reply the provider accepted at ``at`` and reported delivered 3 s later and read 10 s later,
+    keyed as ingest keys them (the provider's id)."""
+    external_id = f"wamid.{n}-{uuid.uuid4().hex[:8]}"
+    reports = [
+        DeliveryStatusChanged(
+            channel=Channel.WHATSAPP, message_id=uuid.uuid4(), external_id=external_id, status=state, at=t
+        )
+        if state is DeliveryState.SENT
+        else DeliveryStatusChanged(channel=Channel.WHATSAPP, external_id=external_id, status=state, at=t)
+        for state, t in (
+            (DeliveryState.SENT, at),
+            (DeliveryState.DELIVERED, at + timedelta(seconds=3)),
+            (DeliveryState.READ, at + timedelta(seconds=10)),
+        )
+    ]
+    return [_keyed(r.partition_key, r) for r in reports]
 
 
 # --- the page ------------------------------------------------------------------------------------------
@@ -409,6 +430,7 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     now = real.replace(second=10, microsecond=0) - timedelta(minutes=1 if real.second < 10 else 0)
     traffic = answered_and_resolved(1, now - timedelta(minutes=6))
     traffic += answered_and_resolved(2, now - timedelta(minutes=4)) + waiting(3, now - timedelta(minutes=2))
+    traffic += delivered(1, now - timedelta(minutes=5)) + delivered(2, now - timedelta(minutes=3))
     await publish(metrics.settings, traffic)
     await metrics.opened(3)
 
@@ -429,6 +451,21 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     await expect(page.locator("#chart-volume rect.bar.s1")).to_have_count(3)
     await expect(page.locator("#chart-wait path.line")).to_have_count(2)
     await expect(page.locator("#agents tbody tr")).to_have_count(2)
+    # Two WhatsApp replies sent, delivered after 3 s and read: one row, every share full.
+    delivery = page.locator("#delivery tbody tr td")
+    await expect(delivery).to_have_text(
+        [
+            "whatsapp",
+            "2",
+            "2 (100%)",
+            "2 (100%)",
+            "0 (0%)",
+            re.compile(r"^3"),
+            re.compile(r"^3"),
+            re.compile(r"^3"),
+        ],
+        timeout=TIMEOUT_MS,
+    )
 
     shot = tmp_path / "dashboard.png"
     await page.screenshot(path=str(shot), full_page=True, animations="disabled")

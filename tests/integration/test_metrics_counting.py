@@ -31,6 +31,8 @@ from switchboard_common.events import (
     ConversationRequeued,
     ConversationResolved,
     CustomerIdentity,
+    DeliveryState,
+    DeliveryStatusChanged,
     Direction,
     EventEnvelope,
     IdentityKind,
@@ -170,6 +172,9 @@ def one_of_each() -> list[Payload]:
         status_changed(),
         reopened(cid, T0 + timedelta(seconds=20)),
         outbound(cid),
+        DeliveryStatusChanged(
+            channel=Channel.EMAIL, message_id=mid, external_id=f"x-{mid}", status=DeliveryState.SENT, at=T0
+        ),
     ]
     assert {type(e) for e in events} == set(counted_types())
     return events
@@ -295,6 +300,7 @@ async def test_redelivered_records_count_once(settings: Settings, db: Database) 
         "conversation_handoffs",
         "kpi_cells",
         "survey_answers",  # one row per answered survey, not per event
+        "delivery_facts",  # one row per delivered message, not per report
     }
 
 
@@ -630,13 +636,14 @@ async def test_statements_do_not_depend_on_the_batch_size(settings: Settings, db
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
 
     assert calls["one of each"] == calls["200"]  # the same statements, text for text (prepared once)
-    # The before-image, the stored messages of the conversations touched (reply times), message facts,
-    # conversation facts, status changes/reopens/handoffs, rollup cells, counts: every statement a call
-    # can make, and no more for 200 deliveries than for ten.
-    assert len(calls["200"]) == 7
-    # Nothing new: the before-image shows it, and the insert-if-absent of status changes, reopens and
+    # The before-image, the delivery reports' before-image, the stored messages of the conversations
+    # touched (reply times), message facts, conversation facts, delivery facts, status
+    # changes/reopens/handoffs, rollup cells, counts: every statement a call can make, and no more for 200
+    # deliveries than for ten.
+    assert len(calls["200"]) == 9
+    # Nothing new: the before-images show it, and the insert-if-absent of status changes, reopens and
     # handoffs adds nothing; no thread is read, no fact is written, no cell moves and nothing is counted.
-    assert calls["replay"] == [calls["200"][0], calls["200"][4]]
+    assert calls["replay"] == [calls["200"][0], calls["200"][1], calls["200"][6]]
     assert await counts(db) == by_type(each + many)
 
 

@@ -18,6 +18,8 @@ from switchboard_common.events import (
     ConversationAssigned,
     ConversationOpened,
     ConversationResolved,
+    DeliveryState,
+    DeliveryStatusChanged,
     utcnow,
 )
 from switchboard_metrics.kpis import retention
@@ -83,6 +85,19 @@ async def test_old_rows_go_open_conversations_and_latest_statuses_stay(
                     previous_status=AgentStatus.OFFLINE,
                     changed_at=OLD,
                 ),
+                # An old delivery (sent and delivered long ago) and one sent long ago but read today.
+                DeliveryStatusChanged(
+                    channel=Channel.SMS, external_id="old", status=DeliveryState.SENT, at=OLD
+                ),
+                DeliveryStatusChanged(
+                    channel=Channel.SMS, external_id="old", status=DeliveryState.DELIVERED, at=OLD
+                ),
+                DeliveryStatusChanged(
+                    channel=Channel.SMS, external_id="late", status=DeliveryState.SENT, at=OLD
+                ),
+                DeliveryStatusChanged(
+                    channel=Channel.SMS, external_id="late", status=DeliveryState.READ, at=NOW
+                ),
                 AgentStatusChanged(
                     agent_id=agent,
                     status=AgentStatus.AWAY,
@@ -112,6 +127,9 @@ async def test_old_rows_go_open_conversations_and_latest_statuses_stay(
     assert await _count(db, "agent_status_changes", "status = 'away'") == 1
     assert deleted["conversation_facts"] == 1
     assert deleted["message_facts"] == 1
+    # A delivery goes when its latest report is old.
+    assert await _count(db, "delivery_facts", "subject = 'late'") == 1
+    assert deleted["delivery_facts"] == 1
 
     # Nothing left to delete: a second run deletes nothing.
     assert set((await retention.purge(db, CUTOFF)).values()) == {0}

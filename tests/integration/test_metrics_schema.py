@@ -25,6 +25,7 @@ HEAD = {
     "conversation_handoffs",
     "kpi_cells",
     "survey_answers",
+    "delivery_facts",
 }
 
 

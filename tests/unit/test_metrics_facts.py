@@ -23,6 +23,8 @@ from switchboard_common.events import (
     ConversationRequeued,
     ConversationResolved,
     CustomerIdentity,
+    DeliveryState,
+    DeliveryStatusChanged,
     Direction,
     IdentityKind,
     MessageOutbound,
@@ -34,6 +36,7 @@ from switchboard_common.events import (
 from switchboard_metrics.kpis.facts import (
     Batch,
     ConversationFacts,
+    DeliveryFacts,
     Handoff,
     HandoffKind,
     MessageFacts,
@@ -189,6 +192,7 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _reopened(),
         _outbound(),
         _requeued(),
+        _report(DeliveryState.SENT),
     ]
     assert {type(p) for p in examples} == set(counted_types())
     assert all(facts_of(p) is not None for p in examples)
@@ -444,3 +448,60 @@ def test_times_without_a_zone_are_utc() -> None:
     [reply] = [(c, t) for c, t in cells.items() if c.metric == Metric.REPLY]
     assert reply[1].count == 1
     assert reply[1].seconds == 30.0
+
+
+# --- delivery reports --------------------------------------------------------------------------------------
+
+
+def _report(
+    status: DeliveryState,
+    at: datetime = T0,
+    external_id: str | None = "wamid.1",
+    message_id: uuid.UUID | None = MID,
+) -> DeliveryStatusChanged:
+    return DeliveryStatusChanged(
+        channel=Channel.WHATSAPP, message_id=message_id, external_id=external_id, status=status, at=at
+    )
+
+
+def test_a_delivery_report_tells_its_state_under_the_providers_id_else_ours() -> None:
+    assert facts_of(_report(DeliveryState.SENT)) == [
+        (("whatsapp", "wamid.1"), DeliveryFacts(message_id=MID, accepted_at=T0))
+    ]
+    # A callback names only the provider's id; a send given up on only ours.
+    assert facts_of(_report(DeliveryState.READ, message_id=None)) == [
+        (("whatsapp", "wamid.1"), DeliveryFacts(read_at=T0))
+    ]
+    assert facts_of(_report(DeliveryState.FAILED, external_id=None)) == [
+        (("whatsapp", str(MID)), DeliveryFacts(message_id=MID, failed_at=T0))
+    ]
+    # Queued is not news to metrics, and a report about no message is nothing.
+    assert facts_of(_report(DeliveryState.QUEUED)) == []
+    assert facts_of(_report(DeliveryState.SENT, external_id=None, message_id=None)) == []
+
+
+def test_delivery_states_count_once_each_in_any_order_and_a_late_delivered_keeps_the_read() -> None:
+    later = T0 + timedelta(seconds=4)
+    read_first = news_of(merge([_report(DeliveryState.READ, later, message_id=None)]), {}, {})
+    key = ("whatsapp", "wamid.1")
+    assert read_first.counts == Counter({"delivery.status_changed": 1})
+    stored = {key: read_first.deliveries[key]}
+    late = news_of(
+        merge([_report(DeliveryState.DELIVERED, T0, message_id=None), _report(DeliveryState.READ, later)]),
+        {},
+        {},
+        stored,
+    )
+    # The read again is nothing new; the delivered is, and the read stays.
+    assert late.counts == Counter({"delivery.status_changed": 1})
+    assert then(stored[key], late.deliveries[key]) == DeliveryFacts(
+        message_id=MID, delivered_at=T0, read_at=later
+    )
+    replayed = news_of(
+        merge([_report(DeliveryState.DELIVERED, T0, message_id=None)]),
+        {},
+        {},
+        {key: then(stored[key], late.deliveries[key])},
+    )
+    assert replayed.deliveries == {}
+    assert +replayed.counts == Counter()

@@ -157,3 +157,20 @@ class SurveyAnswer(Base):
     channel: Mapped[str] = mapped_column(Text)
     agent_id: Mapped[uuid.UUID | None] = mapped_column()
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryFact(Base):
+    """When each delivery state of an outbound message was first reported (``delivery.status_changed``),
+    keyed by the channel and the provider's message id (our message id for a send that failed for good,
+    which has none). Each state has its own column, kept at its earliest report: reports come in any
+    order and again, and a late ``delivered`` never undoes a ``read``."""
+
+    __tablename__ = "delivery_facts"
+
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_id: Mapped[uuid.UUID | None] = mapped_column()
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -49,6 +49,7 @@ from switchboard_common.events import (
     ConversationTagsChanged,
     ConversationTransferRequested,
     CustomerMerged,
+    DeliveryState,
     DeliveryStatusChanged,
     Direction,
     MessageOutbound,
@@ -58,14 +59,10 @@ from switchboard_common.events import (
     registered,
 )
 
-# Delivery reports are about a provider's message id, which metrics cannot tie to a message of its own yet:
-# delivery KPIs (delivered and failed shares per channel) come with the live-KPI work. Until then metrics
-# does not read delivery.events at all.
 # Offers and their answers, escalations and SLA breaches have no KPI yet (the router's own queue view
 # serves them live); until one is defined metrics does not decode them.
 NOT_COUNTED: frozenset[type[Payload]] = frozenset(
     {
-        DeliveryStatusChanged,
         ConversationOffered,
         ConversationOfferDeclined,
         ConversationOfferTimedOut,
@@ -133,7 +130,41 @@ class ConversationFacts:
         _aware(self)
 
 
-def _aware(facts: MessageFacts | ConversationFacts) -> None:
+# A delivery's key: its channel and the provider's message id, or our message id when the send failed for
+# good before the provider gave one. The dispatcher's send report carries both ids, and every callback after
+# it only the provider's, so the send and its callbacks meet on the provider's id; a send that failed for
+# good has no provider id and no callback, so our id is its whole story.
+DeliveryKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFacts:
+    """The ``delivery_facts`` columns (but the key): when each state was first reported. Providers report
+    states out of order (a ``read`` without ``delivered``, a ``delivered`` after ``read``), so each state
+    has its own column, kept at its earliest report (MERGE): a late report adds what it tells and undoes
+    nothing."""
+
+    message_id: uuid.UUID | None = None
+    accepted_at: datetime | None = None  # ``sent``: the provider accepted the message
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    failed_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _aware(self)
+
+
+# Per reported state, the column that keeps it (``queued`` is the conversation service's own state, never
+# reported to metrics as news).
+DELIVERY_STATE_COLUMNS: dict[DeliveryState, str] = {
+    DeliveryState.SENT: "accepted_at",
+    DeliveryState.DELIVERED: "delivered_at",
+    DeliveryState.READ: "read_at",
+    DeliveryState.FAILED: "failed_at",
+}
+
+
+def _aware(facts: MessageFacts | ConversationFacts | DeliveryFacts) -> None:
     """A time without a zone is UTC. A customer's message may carry one (``sent_at`` from a client), and
     times of both kinds must compare and subtract (reply times, the earliest first reply)."""
     for name in _TIMES[type(facts)]:
@@ -145,7 +176,7 @@ def _aware(facts: MessageFacts | ConversationFacts) -> None:
 # The time columns of each kind of facts (looked up per instance: facts are made per event).
 _TIMES: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls) if "datetime" in str(f.type))
-    for cls in (MessageFacts, ConversationFacts)
+    for cls in (MessageFacts, ConversationFacts, DeliveryFacts)
 }
 
 
@@ -164,6 +195,8 @@ MERGE: dict[str, Merge] = {
     "first_reopened_at": Merge.EARLIEST,
     "last_resolved_at": Merge.LATEST,
     "last_reopened_at": Merge.LATEST,
+    # Delivery states: the earliest report of each (a provider repeating a state adds nothing).
+    **dict.fromkeys(("accepted_at", "delivered_at", "read_at", "failed_at"), Merge.EARLIEST),
 }
 
 
@@ -212,11 +245,12 @@ class Reopen:
     reopened_at: datetime
 
 
-F = TypeVar("F", MessageFacts, ConversationFacts)
+F = TypeVar("F", MessageFacts, ConversationFacts, DeliveryFacts)
 K = TypeVar("K")
 
 MESSAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(MessageFacts))
 CONVERSATION_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ConversationFacts))
+DELIVERY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(DeliveryFacts))
 
 # The column whose first value counts each event type (only that type sets it).
 # A message's conversation_id counts the event that told it first (``Batch.announced``).
@@ -229,7 +263,7 @@ COUNTED_CONVERSATION_COLUMNS: dict[str, str] = {
 }
 
 
-def _known(facts: MessageFacts | ConversationFacts) -> dict[str, Any]:
+def _known(facts: MessageFacts | ConversationFacts | DeliveryFacts) -> dict[str, Any]:
     return {f.name: value for f in fields(facts) if (value := getattr(facts, f.name)) is not None}
 
 
@@ -242,7 +276,14 @@ def then(earlier: F, later: F) -> F:
 
 # --- what each event tells -----------------------------------------------------------------------------
 
-Told = tuple[uuid.UUID, MessageFacts] | tuple[uuid.UUID, ConversationFacts] | StatusChange | Reopen | Handoff
+Told = (
+    tuple[uuid.UUID, MessageFacts]
+    | tuple[uuid.UUID, ConversationFacts]
+    | tuple[DeliveryKey, DeliveryFacts]
+    | StatusChange
+    | Reopen
+    | Handoff
+)
 
 
 @functools.singledispatch
@@ -383,6 +424,17 @@ def _status_changed(payload: AgentStatusChanged) -> list[Told] | None:
     return [StatusChange(payload.agent_id, payload.changed_at, payload.status.value)]
 
 
+@facts_of.register
+def _delivery(payload: DeliveryStatusChanged) -> list[Told] | None:
+    column = DELIVERY_STATE_COLUMNS.get(payload.status)
+    subject = payload.external_id if payload.external_id is not None else payload.message_id
+    if column is None or subject is None:
+        return []  # nothing metrics counts (``queued``), or a report about no message at all
+    times: dict[str, Any] = {column: payload.at}
+    facts = DeliveryFacts(message_id=payload.message_id, **times)
+    return [((payload.channel.value, str(subject)), facts)]
+
+
 # --- a call's facts, merged ----------------------------------------------------------------------------
 
 
@@ -396,12 +448,13 @@ class Batch:
     statuses: dict[tuple[uuid.UUID, datetime], str] = field(default_factory=dict)
     reopens: set[Reopen] = field(default_factory=set)
     handoffs: set[Handoff] = field(default_factory=set)
+    deliveries: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
     # Per message, the type of the first event that told its conversation (the value its row keeps), which
     # counts when that column becomes known. Bookkeeping of ``messages``: not compared.
     announced: dict[uuid.UUID, str] = field(default_factory=dict, compare=False)
 
 
-def _put(into: dict[uuid.UUID, F], key: uuid.UUID, facts: F) -> None:
+def _put(into: dict[K, F], key: K, facts: F) -> None:
     earlier = into.get(key)
     into[key] = facts if earlier is None else then(earlier, facts)
 
@@ -416,6 +469,8 @@ def merge(payloads: Iterable[Payload]) -> Batch:
                 batch.reopens.add(told)
             elif isinstance(told, Handoff):
                 batch.handoffs.add(told)
+            elif isinstance(told[1], DeliveryFacts):
+                _put(batch.deliveries, told[0], told[1])
             else:
                 key, facts = told
                 if isinstance(facts, MessageFacts):
@@ -456,23 +511,31 @@ class News:
     messages: dict[uuid.UUID, MessageFacts]
     conversations: dict[uuid.UUID, ConversationFacts]
     counts: Counter[str]
+    deliveries: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
 
 
 def news_of(
     batch: Batch,
     stored_messages: Mapping[uuid.UUID, MessageFacts],
     stored_conversations: Mapping[uuid.UUID, ConversationFacts],
+    stored_deliveries: Mapping[DeliveryKey, DeliveryFacts] | None = None,
 ) -> News:
     """The news of ``batch`` against the stored rows of its keys; each event type counts the keys whose
-    counting column becomes known (a message's conversation counts the event that announced it; agent
+    counting column becomes known (a message's conversation counts the event that announced it; a delivery
+    report, each state that becomes known for its delivery, so a repeated report counts nothing; agent
     status changes and reopens are counted by the rows their insert adds)."""
     messages = news(stored_messages, batch.messages)
     conversations = news(stored_conversations, batch.conversations)
+    deliveries = news(stored_deliveries or {}, batch.deliveries)
     counts: Counter[str] = Counter()
+    for d in deliveries.values():
+        states = sum(getattr(d, c) is not None for c in DELIVERY_STATE_COLUMNS.values())
+        if states:
+            counts[DeliveryStatusChanged.event_type] += states
     for key, m in messages.items():
         counts.update(t for c, t in COUNTED_MESSAGE_COLUMNS.items() if getattr(m, c) is not None)
         if m.conversation_id is not None:
             counts[batch.announced[key]] += 1
     for cf in conversations.values():
         counts.update(t for c, t in COUNTED_CONVERSATION_COLUMNS.items() if getattr(cf, c) is not None)
-    return News(messages, conversations, counts)
+    return News(messages, conversations, counts, deliveries)

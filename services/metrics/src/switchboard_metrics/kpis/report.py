@@ -14,6 +14,9 @@ from switchboard_metrics.kpis.observe import Metric, bin_value, quantile, within
 from switchboard_metrics.kpis.schemas import (
     AgentRow,
     Breakdown,
+    ChannelDelivery,
+    DeliveryFigures,
+    DeliveryReport,
     Distribution,
     Point,
     QueueRow,
@@ -170,6 +173,39 @@ def volume(s: Sketches, customers: int) -> Volume:
         customers=customers,
         conversations_per_customer=ratio(opened, customers),
         multichannel_share=ratio(count(s, Metric.MULTICHANNEL), opened),
+    )
+
+
+def delivery_figures(s: Sketches) -> DeliveryFigures:
+    """Sent, delivered, read and failed, each over the messages reported; the latency sent to delivered."""
+    reported = count(s, Metric.DELIVERY_REPORTED)
+    delivered, read, failed = (
+        count(s, Metric.DELIVERY_DELIVERED),
+        count(s, Metric.DELIVERY_READ),
+        count(s, Metric.DELIVERY_FAILED),
+    )
+    return DeliveryFigures(
+        reported=reported,
+        sent=count(s, Metric.DELIVERY_SENT),
+        delivered=delivered,
+        read=read,
+        failed=failed,
+        delivered_rate=ratio(delivered, reported),
+        read_rate=ratio(read, reported),
+        failed_rate=ratio(failed, reported),
+        latency=distribution(s.get(Metric.DELIVERY_LATENCY)),
+    )
+
+
+def delivery(s: Summed) -> DeliveryReport:
+    """The delivery figures in total and per channel (the channels with a report in the window)."""
+    return DeliveryReport(
+        **delivery_figures(s.total).model_dump(),
+        by_channel=[
+            ChannelDelivery(channel=ch, **delivery_figures(sk).model_dump())
+            for ch, sk in sorted(s.by_channel.items())
+            if ch and count(sk, Metric.DELIVERY_REPORTED)
+        ],
     )
 
 

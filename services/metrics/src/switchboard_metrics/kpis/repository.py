@@ -18,16 +18,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.db.sql import BIGINTS, BOOLS, INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_metrics.kpis.facts import (
     CONVERSATION_COLUMNS,
+    DELIVERY_COLUMNS,
     MERGE,
     MESSAGE_COLUMNS,
     ConversationFacts,
+    DeliveryFacts,
+    DeliveryKey,
     Handoff,
     HandoffKind,
     Merge,
     MessageFacts,
     Reopen,
 )
-from switchboard_metrics.kpis.observe import Cell, Tally
+from switchboard_metrics.kpis.observe import BY_CHANNEL_ONLY, Cell, Tally
 from switchboard_metrics.models import EventCount
 
 FLOATS = postgresql.ARRAY(sa.Float)
@@ -58,8 +61,13 @@ _COLUMN_TYPES: dict[str, tuple[str, sa.types.TypeEngine[Any]]] = {
     "first_reopened_at": ("timestamptz", TIMES),
     "last_resolved_at": ("timestamptz", TIMES),
     "last_reopened_at": ("timestamptz", TIMES),
+    "message_id": ("uuid", UUIDS),
+    "accepted_at": ("timestamptz", TIMES),
+    "delivered_at": ("timestamptz", TIMES),
+    "read_at": ("timestamptz", TIMES),
+    "failed_at": ("timestamptz", TIMES),
 }
-assert set(_COLUMN_TYPES) == {*MESSAGE_COLUMNS, *CONVERSATION_COLUMNS}
+assert set(_COLUMN_TYPES) == {*MESSAGE_COLUMNS, *CONVERSATION_COLUMNS, *DELIVERY_COLUMNS}
 
 
 def _claim_arm(table: str, key: str, alias: str, columns: tuple[str, ...]) -> str:
@@ -132,6 +140,30 @@ def _fill(table: str, key: str, columns: tuple[str, ...]) -> sa.TextClause:
 
 _FILL_MESSAGES = _fill("message_facts", "message_id", MESSAGE_COLUMNS)
 _FILL_CONVERSATIONS = _fill("conversation_facts", "conversation_id", CONVERSATION_COLUMNS)
+
+# Deliveries are keyed by two texts, not a uuid: their claim and fill are statements of their own (made
+# only by a call with delivery reports), of the same two kinds as the facts' above.
+_CLAIM_DELIVERIES = statement(
+    f"""
+    INSERT INTO metrics.delivery_facts AS f (channel, subject)
+    SELECT * FROM unnest(:channels, :subjects)
+    ON CONFLICT (channel, subject) DO UPDATE SET subject = excluded.subject
+    RETURNING f.channel, f.subject, {", ".join(f"f.{c}" for c in DELIVERY_COLUMNS)}
+    """,  # noqa: S608 - the names are ours, not input
+    channels=TEXTS,
+    subjects=TEXTS,
+)
+_FILL_DELIVERIES = statement(
+    f"""
+    INSERT INTO metrics.delivery_facts AS f (channel, subject, {", ".join(DELIVERY_COLUMNS)})
+    SELECT * FROM unnest(:channels, :subjects, {", ".join(f":{c}" for c in DELIVERY_COLUMNS)})
+    ON CONFLICT (channel, subject) DO UPDATE
+    SET {", ".join(f"{c} = {_merged(c)}" for c in DELIVERY_COLUMNS)}
+    """,  # noqa: S608 - the names are ours, not input
+    channels=TEXTS,
+    subjects=TEXTS,
+    **{c: _COLUMN_TYPES[c][1] for c in DELIVERY_COLUMNS},
+)
 
 # Insert-if-absent, three tables in one round trip; RETURNING gives the rows this call added, which are
 # the changes it counts (and, for assignments, the rollup cells they add).
@@ -225,6 +257,33 @@ def _conversation(values: Sequence[Any]) -> ConversationFacts:
     return ConversationFacts(**named)
 
 
+async def claim_deliveries(
+    session: AsyncSession, keys: Collection[DeliveryKey]
+) -> dict[DeliveryKey, DeliveryFacts]:
+    """The stored facts of these deliveries (a missing row is created empty), locked until the transaction
+    ends, as ``claim_facts`` does for messages and conversations."""
+    if not keys:
+        return {}
+    ordered = sorted(keys)
+    rows = await session.execute(
+        _CLAIM_DELIVERIES, {"channels": [c for c, _ in ordered], "subjects": [s for _, s in ordered]}
+    )
+    return {(row[0], row[1]): DeliveryFacts(*row[2:]) for row in rows}
+
+
+async def fill_deliveries(session: AsyncSession, facts: Mapping[DeliveryKey, DeliveryFacts]) -> None:
+    if not facts:
+        return
+    ordered = sorted(facts.items())
+    params: dict[str, list[Any]] = {
+        "channels": [c for (c, _), _ in ordered],
+        "subjects": [s for (_, s), _ in ordered],
+    }
+    for column in DELIVERY_COLUMNS:
+        params[column] = [getattr(f, column) for _, f in ordered]
+    await session.execute(_FILL_DELIVERIES, params)
+
+
 # --- rebuilding the rollups from the facts --------------------------------------------------------------
 
 _PAGE_CONVERSATIONS = statement(
@@ -241,6 +300,15 @@ _PAGE_MESSAGES = statement(
     WHERE message_id > :after ORDER BY message_id LIMIT :limit
     """,  # noqa: S608 - the names are ours, not input
     after=sa.Uuid(),
+    limit=sa.Integer(),
+)
+_PAGE_DELIVERIES = statement(
+    f"""
+    SELECT channel, subject, {", ".join(DELIVERY_COLUMNS)} FROM metrics.delivery_facts
+    WHERE (channel, subject) > (:channel, :subject) ORDER BY channel, subject LIMIT :limit
+    """,  # noqa: S608 - the names are ours, not input
+    channel=sa.Text(),
+    subject=sa.Text(),
     limit=sa.Integer(),
 )
 _ASSIGNMENTS = sa.text("SELECT agent_id, at FROM metrics.conversation_handoffs WHERE kind = 'assigned'")
@@ -265,6 +333,13 @@ async def page_messages(
 ) -> list[tuple[uuid.UUID, MessageFacts]]:
     rows = await session.execute(_PAGE_MESSAGES, {"after": after, "limit": limit})
     return [(row[0], MessageFacts(*row[1:])) for row in rows]
+
+
+async def page_deliveries(
+    session: AsyncSession, after: DeliveryKey, limit: int
+) -> list[tuple[DeliveryKey, DeliveryFacts]]:
+    rows = await session.execute(_PAGE_DELIVERIES, {"channel": after[0], "subject": after[1], "limit": limit})
+    return [((row[0], row[1]), DeliveryFacts(*row[2:])) for row in rows]
 
 
 async def assignments(session: AsyncSession) -> list[tuple[uuid.UUID, datetime]]:
@@ -406,12 +481,13 @@ async def counts(session: AsyncSession) -> dict[str, int]:
 # an optional parameter. Messages have no queue, agent or tag and assignments no channel, queue or tag
 # (see ``observe``): a filter on a dimension a metric lacks does not exclude it.
 
-_MESSAGES = "('messages_in', 'messages_out')"
+# The metrics counted by channel only (messages, deliveries), as an SQL list.
+_CHANNEL_ONLY = "(" + ", ".join(f"'{m}'" for m in sorted(BY_CHANNEL_ONLY)) + ")"
 _FILTERS = f"""
     minute >= :start AND minute < :end
     AND (CAST(:channel AS text) IS NULL OR channel = :channel OR metric = 'assignment')
-    AND (CAST(:queue AS text) IS NULL OR queue = :queue OR metric IN {_MESSAGES} OR metric = 'assignment')
-    AND (CAST(:agent AS text) IS NULL OR agent = :agent OR metric IN {_MESSAGES})
+    AND (CAST(:queue AS text) IS NULL OR queue = :queue OR metric IN {_CHANNEL_ONLY} OR metric = 'assignment')
+    AND (CAST(:agent AS text) IS NULL OR agent = :agent OR metric IN {_CHANNEL_ONLY})
 """
 _CELL_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "start": sa.DateTime(timezone=True),
@@ -428,7 +504,7 @@ _BY_QUEUE_CHANNEL = statement(
     SELECT metric, queue, channel, bin, sum(count)::bigint AS count, sum(seconds) AS seconds
     FROM metrics.kpi_cells
     WHERE {_FILTERS} AND metric <> 'assignment'
-      AND tag = CASE WHEN metric IN {_MESSAGES} THEN '' ELSE :tag END
+      AND tag = CASE WHEN metric IN {_CHANNEL_ONLY} THEN '' ELSE :tag END
     GROUP BY metric, queue, channel, bin HAVING sum(count) <> 0
     """,  # noqa: S608 - ours
     **_CELL_TYPES,
@@ -458,7 +534,7 @@ _SERIES = statement(
     SELECT date_trunc(:step, minute) AS at, metric, bin, sum(count)::bigint AS count
     FROM metrics.kpi_cells
     WHERE {_FILTERS} AND metric IN ('messages_in', 'opened', 'wait')
-      AND tag = CASE WHEN metric IN {_MESSAGES} THEN '' ELSE :tag END
+      AND tag = CASE WHEN metric IN {_CHANNEL_ONLY} THEN '' ELSE :tag END
     GROUP BY 1, metric, bin HAVING sum(count) <> 0
     ORDER BY 1
     """,  # noqa: S608 - ours

@@ -70,6 +70,18 @@ _DELETES: list[tuple[str, sa.TextClause]] = [
         ),
     ),
     (
+        # A delivery is old when its latest report is (greatest ignores the states never reported).
+        "delivery_facts",
+        statement(
+            """
+            DELETE FROM metrics.delivery_facts WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.delivery_facts
+                WHERE greatest(accepted_at, delivered_at, read_at, failed_at) < :cutoff LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
         "conversation_reopens",
         statement(
             """

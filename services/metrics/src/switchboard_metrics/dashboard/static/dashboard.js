@@ -348,6 +348,7 @@
     drawChart($("chart-wait"), report, ["wait_p50", "wait_p90"], fmtDuration, false);
 
     renderBreakdown(report.by_channel);
+    renderDelivery(report.delivery);
     renderQueues(report.queues);
     renderAgents(report.agents);
     fillSuggestions(report);
@@ -465,6 +466,21 @@
       return [cell(r.key), cell(fmtInt(r.conversations_opened)), cell(fmtInt(r.conversations_resolved)),
         cell(fmtInt(r.messages_in)), cell(fmtDuration(r.wait_p90))];
     }, "no traffic in this window");
+  }
+
+  // A count with its share of the messages reported, e.g. "12 (92%)".
+  function countShare(n, share) {
+    return isNum(share) ? fmtInt(n) + " (" + fmtPct(share) + ")" : fmtInt(n);
+  }
+
+  function renderDelivery(delivery) {
+    var rows = delivery && Array.isArray(delivery.by_channel) ? delivery.by_channel : [];
+    fillTable("delivery", rows, function (r) {
+      return [cell(r.channel), cell(fmtInt(r.sent)), cell(countShare(r.delivered, r.delivered_rate)),
+        cell(countShare(r.read, r.read_rate)), cell(countShare(r.failed, r.failed_rate)),
+        cell(fmtDuration(get(r, "latency.p50"))), cell(fmtDuration(get(r, "latency.p90"))),
+        cell(fmtDuration(get(r, "latency.p99")))];
+    }, "no delivery reports in this window");
   }
 
   function renderQueues(rows) {
