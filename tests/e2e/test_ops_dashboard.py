@@ -46,6 +46,7 @@ from switchboard_metrics.app import create_app as metrics_app
 from tests.conftest import ADMIN_KEY, Settings
 from tests.e2e.test_webchat_widget import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, console_errors
 from tests.integration.test_metrics_counting import publish
+from tests.integration.test_satisfaction_kpis import survey_answer
 from tests.integration.test_webchat import serve_on_port
 from tests.support import bearer, eventually
 
@@ -69,6 +70,9 @@ KPI_TILES = [
     "first_contact_resolution",
     "reopen_rate",
     "multichannel_share",
+    "csat",
+    "nps",
+    "ces",
 ]
 
 
@@ -218,6 +222,12 @@ def delivered(n: int, at: datetime) -> list[Event]:
     return [_keyed(r.partition_key, r) for r in reports]
 
 
+def answer(kind: str, score: int, at: datetime, low: bool = False) -> Event:
+    """A customer's survey answer, keyed as the conversation service keys it (by conversation)."""
+    survey = survey_answer(kind, score, Channel.WHATSAPP, low, at)
+    return _keyed(str(survey.conversation_id), survey)
+
+
 # --- the page ------------------------------------------------------------------------------------------
 
 
@@ -270,6 +280,20 @@ async def test_the_tiles_follow_the_live_stream_without_a_reload(
     await expect(tile(page, "conversations_opened")).to_have_text("5", timeout=TIMEOUT_MS)
     await expect(tile(page, "messages_in")).to_have_text("5", timeout=TIMEOUT_MS)
     await expect(tile(page, "waiting_now")).to_have_text("5", timeout=TIMEOUT_MS)
+    # Satisfaction too: the first answers fill the empty tiles, a low one shows in the low ratings.
+    await expect(tile(page, "csat")).to_have_text(DASH)
+    await publish(
+        metrics.settings, [answer("csat", 5, later), answer("nps", 10, later), answer("ces", 7, later)]
+    )
+    await expect(tile(page, "csat")).to_have_text("100%", timeout=TIMEOUT_MS)
+    await expect(tile(page, "nps")).to_have_text("+100", timeout=TIMEOUT_MS)
+    await expect(tile(page, "ces")).to_have_text("7.0", timeout=TIMEOUT_MS)
+    await expect(page.locator("#low-ratings tbody td.empty")).to_have_count(1)
+    await publish(metrics.settings, [answer("csat", 1, later, low=True)])
+    await expect(tile(page, "csat")).to_have_text("50%", timeout=TIMEOUT_MS)
+    await expect(page.locator("#low-ratings tbody tr")).to_have_count(1)
+    await expect(page.locator("#low-ratings tbody tr td").nth(1)).to_have_text("CSAT")
+    await expect(page.locator("#low-ratings tbody tr td").nth(2)).to_have_text("1")
     assert await page.evaluate("window.__sameDocument === true")
 
     # The window and the filters query again: nothing came on email, and the last hour holds all five.
@@ -431,6 +455,17 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     traffic = answered_and_resolved(1, now - timedelta(minutes=6))
     traffic += answered_and_resolved(2, now - timedelta(minutes=4)) + waiting(3, now - timedelta(minutes=2))
     traffic += delivered(1, now - timedelta(minutes=5)) + delivered(2, now - timedelta(minutes=3))
+    # CSAT 1 of 2 satisfied, NPS 2 promoters and a detractor of 3, CES 6 and 5.
+    answered_at = now - timedelta(minutes=1)
+    traffic += [
+        answer("csat", 5, answered_at),
+        answer("csat", 2, answered_at, low=True),
+        answer("nps", 10, answered_at),
+        answer("nps", 9, answered_at),
+        answer("nps", 3, answered_at, low=True),
+        answer("ces", 6, answered_at),
+        answer("ces", 5, answered_at),
+    ]
     await publish(metrics.settings, traffic)
     await metrics.opened(3)
 
@@ -451,6 +486,13 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     await expect(page.locator("#chart-volume rect.bar.s1")).to_have_count(3)
     await expect(page.locator("#chart-wait path.line")).to_have_count(2)
     await expect(page.locator("#agents tbody tr")).to_have_count(2)
+    # The satisfaction tiles and the two low ratings (not empty: the page fails here if they render so).
+    await expect(tile(page, "csat")).to_have_text("50%", timeout=TIMEOUT_MS)
+    await expect(tile(page, "nps")).to_have_text("+33")
+    await expect(tile(page, "ces")).to_have_text("5.5")
+    await expect(page.locator('[data-kpi="nps"]')).to_have_attribute("title", "3 answers in this window")
+    await expect(page.locator("#low-ratings tbody tr")).to_have_count(2)
+    await expect(page.locator("#low-ratings tbody td.empty")).to_have_count(0)
     # Two WhatsApp replies sent, delivered after 3 s and read: one row, every share full.
     delivery = page.locator("#delivery tbody tr td")
     await expect(delivery).to_have_text(

@@ -336,6 +336,7 @@
     setTile("first_contact_resolution", fmtPct(get(report, "rates.first_contact_resolution")));
     setTile("reopen_rate", fmtPct(get(report, "rates.reopen_rate")));
     setTile("multichannel_share", fmtPct(get(report, "volume.multichannel_share")));
+    renderSatisfaction(report.satisfaction);
 
     var updated = $("updated");
     updated.textContent = fmtClock(report.generated_at, true);
@@ -466,6 +467,38 @@
       return [cell(r.key), cell(fmtInt(r.conversations_opened)), cell(fmtInt(r.conversations_resolved)),
         cell(fmtInt(r.messages_in)), cell(fmtDuration(r.wait_p90))];
     }, "no traffic in this window");
+  }
+
+  // Satisfaction: CSAT in percent (the API gives it as a percentage already), NPS signed from -100 to 100,
+  // CES a mean on 1-7; each tile's tooltip says how many answers it stands on.
+  var LOW_RATINGS_SHOWN = 10;
+
+  function fmtNps(v) {
+    if (!isNum(v)) return DASH;
+    var n = Math.round(v);
+    return n > 0 ? "+" + n : String(n);
+  }
+
+  function setAnswers(name, n) {
+    var tile = document.querySelector('[data-kpi="' + name + '"]');
+    if (tile) tile.title = isNum(n) ? fmtInt(n) + " answers in this window" : "";
+  }
+
+  function renderSatisfaction(s) {
+    s = s && typeof s === "object" ? s : {};
+    setTile("csat", isNum(s.csat_percent) ? fmtPct(s.csat_percent / 100) : DASH);
+    setTile("nps", fmtNps(s.nps));
+    setTile("ces", isNum(s.ces_mean) ? s.ces_mean.toFixed(1) : DASH);
+    setAnswers("csat", s.csat_responses);
+    setAnswers("nps", s.nps_responses);
+    setAnswers("ces", s.ces_responses);
+    var low = Array.isArray(s.low_ratings) ? s.low_ratings.slice(0, LOW_RATINGS_SHOWN) : [];
+    fillTable("low-ratings", low, function (r) {
+      var conversation = String(r.conversation_id || ""), agent = String(r.agent_id || "");
+      return [cell(fmtClock(r.answered_at, false)), cell(String(r.kind || "").toUpperCase()),
+        cell(fmtInt(r.score)), cell(r.channel), cell(conversation.slice(0, 8), "mono", conversation),
+        cell(agent ? agent.slice(0, 8) : DASH, "mono", agent)];
+    }, "no low ratings in this window");
   }
 
   // A count with its share of the messages reported, e.g. "12 (92%)".
