@@ -30,6 +30,7 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationTagsChanged,
     CustomerIdentity,
     DeliveryState,
     DeliveryStatusChanged,
@@ -64,7 +65,9 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
 # --- events ------------------------------------------------------------------------------------------------
 
 
-def opened(cid: uuid.UUID, at: datetime = T0, channel: Channel = Channel.API) -> ConversationOpened:
+def opened(
+    cid: uuid.UUID, at: datetime = T0, channel: Channel = Channel.API, tags: Sequence[str] = ()
+) -> ConversationOpened:
     return ConversationOpened(
         conversation_id=cid,
         customer_id=uuid.uuid4(),
@@ -72,6 +75,7 @@ def opened(cid: uuid.UUID, at: datetime = T0, channel: Channel = Channel.API) ->
         required_skills=[],
         priority=0,
         opened_at=at,
+        tags=list(tags),
     )
 
 
@@ -174,6 +178,14 @@ def one_of_each() -> list[Payload]:
         outbound(cid),
         DeliveryStatusChanged(
             channel=Channel.EMAIL, message_id=mid, external_id=f"x-{mid}", status=DeliveryState.SENT, at=T0
+        ),
+        ConversationTagsChanged(
+            conversation_id=cid,
+            tags=["why:refund"],
+            added=["why:refund"],
+            removed=[],
+            agent_id=agent_id,
+            changed_at=T0 + timedelta(seconds=3),
         ),
     ]
     assert {type(e) for e in events} == set(counted_types())
@@ -301,6 +313,7 @@ async def test_redelivered_records_count_once(settings: Settings, db: Database) 
         "kpi_cells",
         "survey_answers",  # one row per answered survey, not per event
         "delivery_facts",  # one row per delivered message, not per report
+        "conversation_retags",  # one row per change of a conversation's tags, keyed by its time
     }
 
 
@@ -417,6 +430,7 @@ async def test_facts_fill_in_any_order(settings: Settings, db: Database) -> None
             "customer_id": opening.customer_id,
             "queue": "billing",
             "tags": [],
+            "tags_at": T0,
             "channels": ["email"],
             "first_reply_at": None,
             "resolved_by": None,

@@ -26,6 +26,7 @@ HEAD = {
     "kpi_cells",
     "survey_answers",
     "delivery_facts",
+    "conversation_retags",
 }
 
 

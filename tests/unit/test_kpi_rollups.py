@@ -27,6 +27,7 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationTagsChanged,
     CustomerIdentity,
     DeliveryState,
     DeliveryStatusChanged,
@@ -169,8 +170,15 @@ def _report(subject: str, status: DeliveryState, at: datetime) -> Payload:
     return DeliveryStatusChanged(channel=Channel.WHATSAPP, external_id=subject, status=status, at=at)
 
 
+def _retagged(cid: uuid.UUID, tags: list[str], at: datetime) -> Payload:
+    return ConversationTagsChanged(
+        conversation_id=cid, tags=tags, added=tags, removed=[], agent_id=None, changed_at=at
+    )
+
+
 channels = st.sampled_from(CHANNELS)
 events = st.one_of(
+    st.builds(_retagged, cids, st.lists(st.sampled_from(["vip", "billing", "refund"]), max_size=2), times),
     st.builds(
         _report, st.sampled_from(["wamid.1", "wamid.2", "ours"]), st.sampled_from(DeliveryState), times
     ),
@@ -463,6 +471,20 @@ def test_rates_with_nothing_to_divide_by_are_none() -> None:
     }
     opened_only = report.rates(_counts(**{Metric.OPENED: 4}), {}, ServiceLevel(20, {}))
     assert (opened_only.resolution_rate, opened_only.first_contact_resolution) == (0.0, None)
+
+
+def test_a_tag_change_moves_every_observation_of_the_conversation_to_its_tags_now() -> None:
+    cid, agent = uuid.uuid4(), AGENTS[0]
+    store = Store()
+    store.call([_opened(cid, TIMES[0], Channel.EMAIL, CUSTOMERS[0], ["vip"])])
+    store.call([_assigned(cid, agent, TIMES[0], TIMES[2], "sales")])
+    later, earlier = _retagged(cid, ["refund"], TIMES[6]), _retagged(cid, ["billing"], TIMES[4])
+    store.call([later])
+    store.call([earlier])  # told after, happened before: changes nothing
+    store.call([later, earlier])  # again
+    tags = {(c.metric, c.tag) for c in store.cells if c.tag}
+    assert tags == {(Metric.OPENED, "refund"), (Metric.ASSIGNED, "refund"), (Metric.WAIT, "refund")}
+    _same(store.cells, store.recomputed())
 
 
 def test_a_delivery_is_observed_at_its_first_report_and_read_implies_delivered_implies_sent() -> None:

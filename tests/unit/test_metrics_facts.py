@@ -22,6 +22,7 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationTagsChanged,
     CustomerIdentity,
     DeliveryState,
     DeliveryStatusChanged,
@@ -41,6 +42,7 @@ from switchboard_metrics.kpis.facts import (
     HandoffKind,
     MessageFacts,
     Reopen,
+    Retag,
     StatusChange,
     counted_types,
     facts_of,
@@ -160,7 +162,12 @@ def test_each_event_tells_its_natural_key_and_columns() -> None:
         (
             CID,
             ConversationFacts(
-                channel="sms", opened_at=T0, customer_id=opened.customer_id, tags=(), channels=("sms",)
+                channel="sms",
+                opened_at=T0,
+                customer_id=opened.customer_id,
+                tags=(),
+                tags_at=T0,
+                channels=("sms",),
             ),
         )
     ]
@@ -193,6 +200,7 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _outbound(),
         _requeued(),
         _report(DeliveryState.SENT),
+        _retagged(["why:refund"]),
     ]
     assert {type(p) for p in examples} == set(counted_types())
     assert all(facts_of(p) is not None for p in examples)
@@ -252,10 +260,11 @@ def test_the_first_known_value_of_a_column_wins() -> None:
             last_resolved_at=later,
             customer_id=first.customer_id,
             tags=(),
+            tags_at=later,
             channels=("sms",),
         ),
         other: ConversationFacts(
-            channel="sms", opened_at=T0, customer_id=third.customer_id, tags=(), channels=("sms",)
+            channel="sms", opened_at=T0, customer_id=third.customer_id, tags=(), tags_at=T0, channels=("sms",)
         ),
     }
     assert merged.messages == {}
@@ -397,7 +406,7 @@ def _natural_key(payload: Payload) -> object:
     told = facts_of(payload)
     assert told is not None
     first = told[0]
-    assert not isinstance(first, StatusChange | Reopen | Handoff)
+    assert not isinstance(first, StatusChange | Reopen | Retag | Handoff)
     return first[0]
 
 
@@ -505,3 +514,57 @@ def test_delivery_states_count_once_each_in_any_order_and_a_late_delivered_keeps
     )
     assert replayed.deliveries == {}
     assert +replayed.counts == Counter()
+
+
+# --- tag changes -------------------------------------------------------------------------------------------
+
+
+def _retagged(tags: list[str], at: datetime = T0, cid: uuid.UUID = CID) -> ConversationTagsChanged:
+    return ConversationTagsChanged(
+        conversation_id=cid, tags=tags, added=tags, removed=[], agent_id=AGENT, changed_at=at
+    )
+
+
+def test_a_tag_change_tells_the_tags_now_and_is_a_change_of_its_own() -> None:
+    assert facts_of(_retagged(["why:refund", "what:billing", "why:refund"])) == [
+        Retag(CID, T0),
+        (CID, ConversationFacts(tags=("what:billing", "why:refund"), tags_at=T0)),
+    ]
+
+
+@given(st.permutations(range(4)), st.integers(min_value=1, max_value=3))
+def test_the_latest_tags_by_event_time_win_in_any_order_and_repeat(order: list[int], repeats: int) -> None:
+    """The opening's tags, two changes and a redelivered first change, applied in any order and any number
+    of times, call by call: the tags of the latest change stay, and each change counts once."""
+    opening = _opened()
+    events: list[Payload] = [
+        opening.model_copy(update={"tags": ["vip"]}),
+        _retagged(["why:refund"], T0 + timedelta(seconds=5)),
+        _retagged(["what:billing"], T0 + timedelta(seconds=9)),
+        _retagged(["why:refund"], T0 + timedelta(seconds=5)),
+    ]
+    stored: dict[uuid.UUID, ConversationFacts] = {}
+    retags: set[Retag] = set()
+    for _ in range(repeats):
+        for i in order:
+            found = news_of(merge([events[i]]), {}, stored)
+            for cid, facts in found.conversations.items():
+                stored[cid] = then(stored.get(cid, ConversationFacts()), facts)
+            retags |= merge([events[i]]).retags
+    assert stored[CID].tags == ("what:billing",)
+    assert stored[CID].tags_at == T0 + timedelta(seconds=9)
+    assert retags == {Retag(CID, T0 + timedelta(seconds=5)), Retag(CID, T0 + timedelta(seconds=9))}
+
+
+def test_a_tie_of_tag_changes_goes_to_the_greater_tags_whatever_the_order() -> None:
+    a, b = _retagged(["a"]), _retagged(["b"])
+    assert (
+        merge([a, b]).conversations
+        == merge([b, a]).conversations
+        == {CID: ConversationFacts(tags=("b",), tags_at=T0)}
+    )
+    # Stored "b", told "a" at the same time: nothing new. Stored "a", told "b": the tags, with their time.
+    assert news({CID: ConversationFacts(tags=("b",), tags_at=T0)}, merge([a]).conversations) == {}
+    assert news({CID: ConversationFacts(tags=("a",), tags_at=T0)}, merge([b]).conversations) == {
+        CID: ConversationFacts(tags=("b",), tags_at=T0)
+    }

@@ -78,6 +78,8 @@ class ConversationFact(Base):
     customer_id: Mapped[uuid.UUID | None] = mapped_column()
     queue: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # When the tags were told: the opening, or the latest tag change (the tags of the latest one stay).
+    tags_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     channels: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     first_reply_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_by: Mapped[uuid.UUID | None] = mapped_column()
@@ -110,6 +112,16 @@ class ConversationReopen(Base):
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     reopened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+
+
+class ConversationRetag(Base):
+    """One row per change of a conversation's tags (``conversation.tags_changed``), inserted if absent: each
+    change counts once, whatever the order its events come in; the tags it carries now are in the facts."""
+
+    __tablename__ = "conversation_retags"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
 
 
 class ConversationHandoff(Base):

@@ -15,7 +15,8 @@ republish at a new offset) counts nothing.
 
 Most columns keep their first value. A few follow another rule (``MERGE``), still independent of the
 order events arrive in: the first human reply is the earliest one told, the last resolution and reopening
-the latest, and the channels the customer used are the union of all told.
+the latest, the channels the customer used are the union of all told, and the tags are those told with the
+latest time (the opening's, or a ``conversation.tags_changed``'s): the tags it carries now.
 Assignments and requeues are rows of their own (``Handoff``), keyed by conversation, time and kind, from
 which "who holds it now" is read by time, not by arrival.
 """
@@ -72,8 +73,6 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationStatusChanged,
         # A transfer's effect is told by the router's requeue and assignment, which metrics counts.
         ConversationTransferRequested,
-        # Tags agents change: volume by tag uses the tags a conversation opened with (no counting rule yet).
-        ConversationTagsChanged,
         # Satisfaction answers: kept apart (metrics.survey_answers, kpis/satisfaction), not timeline facts.
         SurveyAnswered,
         # Handled apart (switchboard_metrics.customers): a merge moves facts, it is no fact of its own.
@@ -118,7 +117,8 @@ class ConversationFacts:
     resolved_at: datetime | None = None
     customer_id: uuid.UUID | None = None
     queue: str | None = None
-    tags: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None  # the tags it carries now: those told with the latest tags_at
+    tags_at: datetime | None = None  # when they were told: the opening, or the latest tag change (MERGE)
     channels: tuple[str, ...] | None = None  # every channel the customer wrote on (MERGE: union)
     first_reply_at: datetime | None = None  # the first human reply (MERGE: earliest)
     resolved_by: uuid.UUID | None = None
@@ -195,9 +195,35 @@ MERGE: dict[str, Merge] = {
     "first_reopened_at": Merge.EARLIEST,
     "last_resolved_at": Merge.LATEST,
     "last_reopened_at": Merge.LATEST,
+    "tags_at": Merge.LATEST,
     # Delivery states: the earliest report of each (a provider repeating a state adds nothing).
     **dict.fromkeys(("accepted_at", "delivered_at", "read_at", "failed_at"), Merge.EARLIEST),
 }
+
+
+# Columns whose value is the one told with the latest value of another column (its clock): a
+# conversation's tags are those of its latest change by event time, or those it opened with, whichever
+# events arrive first. A tie (two changes at one instant) goes to the greater value, so the order of
+# arrival never decides; values compare as their texts joined by U+001F, the order PostgreSQL's "C"
+# collation gives the same texts (see ``repository``).
+FOLLOWS: dict[str, str] = {"tags": "tags_at"}
+TAG_SEPARATOR = "\x1f"
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _rank(at: datetime | None, tags: tuple[str, ...]) -> tuple[datetime, str]:
+    return (at or _NEVER, TAG_SEPARATOR.join(tags))
+
+
+def merged(stored: Mapping[str, Any], told: Mapping[str, Any]) -> dict[str, Any]:
+    """The known columns of a row after ``told`` meets ``stored`` (both: the known columns only), each by
+    its rule (``MERGE``, ``FOLLOWS``)."""
+    out = {c: combine(c, stored.get(c), told.get(c)) for c in stored.keys() | told.keys()}
+    for column, clock in FOLLOWS.items():
+        if column in told and column in stored:
+            newer = _rank(told.get(clock), told[column]) > _rank(stored.get(clock), stored[column])
+            out[column] = told[column] if newer else stored[column]
+    return out
 
 
 def combine(column: str, stored: Any, told: Any) -> Any:
@@ -245,6 +271,15 @@ class Reopen:
     reopened_at: datetime
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Retag:
+    """A change of a conversation's tags, a row of its own so that each counts once whatever the order
+    its events come in (the facts keep only the latest)."""
+
+    conversation_id: uuid.UUID
+    changed_at: datetime
+
+
 F = TypeVar("F", MessageFacts, ConversationFacts, DeliveryFacts)
 K = TypeVar("K")
 
@@ -268,10 +303,10 @@ def _known(facts: MessageFacts | ConversationFacts | DeliveryFacts) -> dict[str,
 
 
 def then(earlier: F, later: F) -> F:
-    """``earlier`` followed by ``later``: each column by its rule (``MERGE``; a column already known keeps
-    its value unless its rule says otherwise), as the stored row does, so applying an event twice, or in
-    any order, gives the same row."""
-    return replace(later, **{c: combine(c, value, getattr(later, c)) for c, value in _known(earlier).items()})
+    """``earlier`` followed by ``later``: each column by its rule (``MERGE``, ``FOLLOWS``; a column already
+    known keeps its value unless its rule says otherwise), as the stored row does, so applying an event
+    twice, or in any order, gives the same row."""
+    return replace(later, **merged(_known(earlier), _known(later)))
 
 
 # --- what each event tells -----------------------------------------------------------------------------
@@ -282,6 +317,7 @@ Told = (
     | tuple[DeliveryKey, DeliveryFacts]
     | StatusChange
     | Reopen
+    | Retag
     | Handoff
 )
 
@@ -356,6 +392,7 @@ def _opened(payload: ConversationOpened) -> list[Told] | None:
                 channel=payload.channel.value,
                 customer_id=payload.customer_id,
                 tags=tuple(sorted(set(payload.tags))),
+                tags_at=payload.opened_at,
                 channels=(payload.channel.value,),
             ),
         )
@@ -420,6 +457,17 @@ def _reopened(payload: ConversationReopened) -> list[Told] | None:
 
 
 @facts_of.register
+def _tags_changed(payload: ConversationTagsChanged) -> list[Told] | None:
+    return [
+        Retag(payload.conversation_id, payload.changed_at),
+        (
+            payload.conversation_id,
+            ConversationFacts(tags=tuple(sorted(set(payload.tags))), tags_at=payload.changed_at),
+        ),
+    ]
+
+
+@facts_of.register
 def _status_changed(payload: AgentStatusChanged) -> list[Told] | None:
     return [StatusChange(payload.agent_id, payload.changed_at, payload.status.value)]
 
@@ -447,6 +495,7 @@ class Batch:
     conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
     statuses: dict[tuple[uuid.UUID, datetime], str] = field(default_factory=dict)
     reopens: set[Reopen] = field(default_factory=set)
+    retags: set[Retag] = field(default_factory=set)
     handoffs: set[Handoff] = field(default_factory=set)
     deliveries: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
     # Per message, the type of the first event that told its conversation (the value its row keeps), which
@@ -467,6 +516,8 @@ def merge(payloads: Iterable[Payload]) -> Batch:
                 batch.statuses.setdefault((told.agent_id, told.changed_at), told.status)
             elif isinstance(told, Reopen):
                 batch.reopens.add(told)
+            elif isinstance(told, Retag):
+                batch.retags.add(told)
             elif isinstance(told, Handoff):
                 batch.handoffs.add(told)
             elif isinstance(told[1], DeliveryFacts):
@@ -494,11 +545,12 @@ def news(before: Mapping[K, F], incoming: Mapping[K, F]) -> dict[K, F]:
     for key, facts in incoming.items():
         stored = before.get(key)
         known = _known(stored) if stored is not None else {}
-        new = {
-            column: after
-            for column, value in _known(facts).items()
-            if (after := combine(column, known.get(column), value)) != known.get(column)
-        }
+        after = merged(known, _known(facts))
+        new = {column: value for column, value in after.items() if value != known.get(column)}
+        # A value that follows a clock is written with it: the statement judges the pair, as ``merged`` does.
+        for column, clock in FOLLOWS.items():
+            if column in new and clock in after:
+                new[clock] = after[clock]
         if new:
             out[key] = type(facts)(**new)
     return out

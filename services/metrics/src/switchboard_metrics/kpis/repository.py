@@ -19,6 +19,7 @@ from switchboard_common.db.sql import BIGINTS, BOOLS, INTS, TEXTS, TIMES, UUIDS,
 from switchboard_metrics.kpis.facts import (
     CONVERSATION_COLUMNS,
     DELIVERY_COLUMNS,
+    FOLLOWS,
     MERGE,
     MESSAGE_COLUMNS,
     ConversationFacts,
@@ -29,6 +30,7 @@ from switchboard_metrics.kpis.facts import (
     Merge,
     MessageFacts,
     Reopen,
+    Retag,
 )
 from switchboard_metrics.kpis.observe import BY_CHANNEL_ONLY, Cell, Tally
 from switchboard_metrics.models import EventCount
@@ -55,6 +57,7 @@ _COLUMN_TYPES: dict[str, tuple[str, sa.types.TypeEngine[Any]]] = {
     "customer_id": ("uuid", UUIDS),
     "queue": ("text", TEXTS),
     "tags": ("text[]", TEXTS),
+    "tags_at": ("timestamptz", TIMES),
     "channels": ("text[]", TEXTS),
     "first_reply_at": ("timestamptz", TIMES),
     "resolved_by": ("uuid", UUIDS),
@@ -112,6 +115,20 @@ _CLAIM = statement(
 def _merged(column: str) -> str:
     """The SQL of ``facts.combine``: whatever the caller passes, a stored value changes only by its rule."""
     old, new = f"f.{column}", f"excluded.{column}"
+    clock = FOLLOWS.get(column)
+    if clock is not None:
+        # facts.merged: the value told with the later clock, ties to the greater text (as Python compares
+        # the joined texts: by code point, which is byte order in UTF-8 under the "C" collation).
+        def rank(row: str) -> str:
+            return (
+                f"ROW(coalesce({row}.{clock}, '-infinity'::timestamptz), "
+                f'array_to_string({row}.{column}, chr(31)) COLLATE "C")'
+            )
+
+        return (
+            f"CASE WHEN {new} IS NULL THEN {old} WHEN {old} IS NULL THEN {new} "
+            f"WHEN {rank('excluded')} > {rank('f')} THEN {new} ELSE {old} END"
+        )
     rule = MERGE.get(column, Merge.FIRST)
     if rule is Merge.EARLIEST:
         return f"least({old}, {new})"  # least and greatest ignore NULLs
@@ -179,6 +196,11 @@ _INSERT_CHANGES = statement(
         SELECT * FROM unnest(:conversation_ids, :reopened_ats)
         ON CONFLICT (conversation_id, reopened_at) DO NOTHING
         RETURNING 1
+    ), retags AS (
+        INSERT INTO metrics.conversation_retags (conversation_id, changed_at)
+        SELECT * FROM unnest(:retag_ids, :retagged_ats)
+        ON CONFLICT (conversation_id, changed_at) DO NOTHING
+        RETURNING 1
     ), handoffs AS (
         INSERT INTO metrics.conversation_handoffs (conversation_id, at, kind, agent_id)
         SELECT * FROM unnest(:handoff_ids, :handoff_ats, :handoff_kinds, :handoff_agents)
@@ -187,6 +209,7 @@ _INSERT_CHANGES = statement(
     )
     SELECT 'status' AS what, NULL::uuid AS agent_id, NULL::timestamptz AS at FROM statuses
     UNION ALL SELECT 'reopen', NULL, NULL FROM reopens
+    UNION ALL SELECT 'retag', NULL, NULL FROM retags
     UNION ALL SELECT kind, agent_id, at FROM handoffs
     """,
     agent_ids=UUIDS,
@@ -194,6 +217,8 @@ _INSERT_CHANGES = statement(
     statuses=TEXTS,
     conversation_ids=UUIDS,
     reopened_ats=TIMES,
+    retag_ids=UUIDS,
+    retagged_ats=TIMES,
     handoff_ids=UUIDS,
     handoff_ats=TIMES,
     handoff_kinds=TEXTS,
@@ -393,12 +418,14 @@ async def fill_conversations(session: AsyncSession, facts: Mapping[uuid.UUID, Co
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """What ``insert_changes`` added: how many status changes and reopens, and the new assignments."""
+    """What ``insert_changes`` added: how many status changes, reopens, requeues and tag changes, and the
+    new assignments."""
 
     statuses: int
     reopens: int
     assignments: list[tuple[uuid.UUID, datetime]]
     requeues: int = 0
+    retags: int = 0
 
 
 async def insert_changes(
@@ -406,11 +433,13 @@ async def insert_changes(
     statuses: Mapping[tuple[uuid.UUID, datetime], str],
     reopens: Collection[Reopen],
     handoffs: Collection[Handoff],
+    retags: Collection[Retag] = (),
 ) -> Changes:
-    """Store the agent status changes, conversation reopens and handoffs not stored yet; returns what was
-    new."""
-    if not (statuses or reopens or handoffs):
+    """Store the agent status changes, conversation reopens, handoffs and tag changes not stored yet;
+    returns what was new."""
+    if not (statuses or reopens or handoffs or retags):
         return Changes(0, 0, [])
+    retagged = sorted(retags)
     ordered = sorted(statuses.items())
     reopened = sorted((r.conversation_id, r.reopened_at) for r in reopens)
     handed = sorted(handoffs)
@@ -422,6 +451,8 @@ async def insert_changes(
             "statuses": [s for _, s in ordered],
             "conversation_ids": [c for c, _ in reopened],
             "reopened_ats": [t for _, t in reopened],
+            "retag_ids": [r.conversation_id for r in retagged],
+            "retagged_ats": [r.changed_at for r in retagged],
             "handoff_ids": [h.conversation_id for h in handed],
             "handoff_ats": [h.at for h in handed],
             "handoff_kinds": [h.kind.value for h in handed],
@@ -435,7 +466,11 @@ async def insert_changes(
         if what == HandoffKind.ASSIGNED.value:
             assignments.append((agent_id, at))
     return Changes(
-        kinds.count("status"), kinds.count("reopen"), assignments, kinds.count(HandoffKind.REQUEUED.value)
+        kinds.count("status"),
+        kinds.count("reopen"),
+        assignments,
+        kinds.count(HandoffKind.REQUEUED.value),
+        kinds.count("retag"),
     )
 
 

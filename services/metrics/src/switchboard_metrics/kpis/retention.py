@@ -82,6 +82,17 @@ _DELETES: list[tuple[str, sa.TextClause]] = [
         ),
     ),
     (
+        # History only: the tags a conversation carries now are in its facts.
+        "conversation_retags",
+        statement(
+            """
+            DELETE FROM metrics.conversation_retags WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.conversation_retags WHERE changed_at < :cutoff LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
         "conversation_reopens",
         statement(
             """

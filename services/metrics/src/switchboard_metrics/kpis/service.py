@@ -38,6 +38,7 @@ from switchboard_common.events import (
     AgentStatusChanged,
     ConversationReopened,
     ConversationRequeued,
+    ConversationTagsChanged,
     Payload,
     SurveyAnswered,
 )
@@ -100,10 +101,13 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
     await repository.fill_conversations(session, news.conversations)
     await repository.fill_deliveries(session, news.deliveries)
     counts = news.counts
-    changes = await repository.insert_changes(session, batch.statuses, batch.reopens, batch.handoffs)
+    changes = await repository.insert_changes(
+        session, batch.statuses, batch.reopens, batch.handoffs, batch.retags
+    )
     counts[AgentStatusChanged.event_type] += changes.statuses
     counts[ConversationReopened.event_type] += changes.reopens
     counts[ConversationRequeued.event_type] += changes.requeues
+    counts[ConversationTagsChanged.event_type] += changes.retags
     cells = rollup_delta(news, stored_messages, stored_conversations, threads, changes, stored_reports)
     await repository.add_cells(session, cells)
     await repository.add_counts(session, counts)
