@@ -176,6 +176,7 @@ def answered_and_resolved(n: int, at: datetime) -> list[Event]:
         status=AgentStatus.ONLINE,
         previous_status=AgentStatus.OFFLINE,
         changed_at=at - timedelta(minutes=1),
+        capacity=4,
     )
     assigned = ConversationAssigned(
         conversation_id=cid,
@@ -486,6 +487,8 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     await expect(page.locator("#chart-volume rect.bar.s1")).to_have_count(3)
     await expect(page.locator("#chart-wait path.line")).to_have_count(2)
     await expect(page.locator("#agents tbody tr")).to_have_count(2)
+    # Each agent resolved what they took: nothing held against a capacity of 4.
+    await expect(page.locator("#agents tbody tr td:nth-child(4)")).to_have_text(["0 / 4 (0%)", "0 / 4 (0%)"])
     # The satisfaction tiles and the two low ratings (not empty: the page fails here if they render so).
     await expect(tile(page, "csat")).to_have_text("50%", timeout=TIMEOUT_MS)
     await expect(tile(page, "nps")).to_have_text("+33")

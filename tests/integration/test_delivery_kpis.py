@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from httpx import AsyncClient
 
 from switchboard_common import topics
 from switchboard_common.db.database import Database
@@ -27,7 +26,8 @@ from switchboard_common.events import (
 from switchboard_common.kafka.producer import EventPublisher
 from switchboard_metrics.app import create_app as metrics_app
 from tests.conftest import ADMIN_KEY, Settings
-from tests.support import bearer, eventually, serve
+from tests.integration.test_metrics_counting import report_once_counted
+from tests.support import bearer, serve
 
 ADMIN = bearer(ADMIN_KEY)
 WA, SMS = Channel.WHATSAPP, Channel.SMS
@@ -50,19 +50,6 @@ async def _publish(publisher: EventPublisher, reports: Sequence[DeliveryStatusCh
     for r in reports:
         envelope = EventEnvelope.wrap(r, producer="test", event_id=delivery_event_id(r))
         await publisher.publish(topics.DELIVERY_EVENTS, r.partition_key, envelope)
-
-
-async def _counted(client: AsyncClient, n: int) -> dict[str, Any]:
-    """The report once ``n`` delivery reports are counted (read again: a report's statements each see the
-    commits made before them, so the one that saw the count may have read the cells just before)."""
-
-    async def counted() -> bool:
-        body: dict[str, Any] = (await client.get("/v1/kpis", headers=ADMIN)).json()
-        return bool(body["events_by_type"].get("delivery.status_changed") == n)
-
-    await eventually(counted, timeout=30, what=f"{n} delivery reports counted")
-    report: dict[str, Any] = (await client.get("/v1/kpis", headers=ADMIN)).json()
-    return report
 
 
 def _figures(d: dict[str, Any]) -> tuple[int, ...]:
@@ -95,7 +82,9 @@ async def test_delivery_reports_become_counts_rates_and_latency_per_channel(sett
     try:
         async with serve(metrics_app(settings)) as client:
             await _publish(publisher, [*first, *first[:3]])  # the first three delivered again
-            body = await _counted(client, 10)  # the repeated delivered is one report
+            body = await report_once_counted(
+                client, {"delivery.status_changed": 10}
+            )  # the repeated delivered is one report
             d = body["delivery"]
             assert _figures(d) == (5, 4, 3, 2, 2)
             assert (d["delivered_rate"], d["read_rate"], d["failed_rate"]) == (0.6, 0.4, 0.4)
@@ -108,7 +97,7 @@ async def test_delivery_reports_become_counts_rates_and_latency_per_channel(sett
 
             # wamid.B's delivered arrives after its read: it adds the latency and leaves the read.
             await _publish(publisher, [_report(WA, "wamid.B", D, t0 + timedelta(seconds=8))])
-            body = await _counted(client, 11)
+            body = await report_once_counted(client, {"delivery.status_changed": 11})
             wa = {c["channel"]: c for c in body["delivery"]["by_channel"]}["whatsapp"]
             assert _figures(wa) == (3, 3, 2, 2, 1)
             assert wa["latency"]["count"] == 2

@@ -9,10 +9,11 @@ import asyncio
 import itertools
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -529,7 +530,8 @@ async def test_agent_status_changes_are_stored_once_each(settings: Settings, db:
     await record(db, first, log.append(changes), log.republish(first))
     stored = await rows(db, "agent_status_changes", "changed_at")
     assert stored == {
-        c.changed_at: {"agent_id": agent, "changed_at": c.changed_at, "status": "online"} for c in changes
+        c.changed_at: {"agent_id": agent, "changed_at": c.changed_at, "status": "online", "capacity": None}
+        for c in changes
     }
     assert await counts(db) == {"agent.status_changed": 3}
 
@@ -748,7 +750,29 @@ async def test_concurrent_transactions_creating_the_same_rows_count_them_once(
 # --- through the consumer runner and the service -----------------------------------------------------------
 
 
-async def publish(settings: Settings, envelopes: Iterable[tuple[str, Payload, EventEnvelope]]) -> None:
+Event = tuple[str, Payload, EventEnvelope]
+
+
+def keyed(key: object, payload: Payload) -> Event:
+    """An event to publish under ``key`` (the id its producer keys it by), in a fresh envelope."""
+    return str(key), payload, EventEnvelope.wrap(payload, producer="test")
+
+
+async def report_once_counted(client: httpx.AsyncClient, counted: Mapping[str, int]) -> dict[str, Any]:
+    """``GET /v1/kpis`` once the service has counted these events (by type), read again after: each of a
+    report's statements sees the commits made before it, so the read that saw the counts may have read
+    the rollups just before they moved."""
+
+    async def done() -> bool:
+        body: dict[str, Any] = (await client.get("/v1/kpis", headers=bearer(ADMIN_KEY))).json()
+        return all(body["events_by_type"].get(t) == n for t, n in counted.items())
+
+    await eventually(done, timeout=30, what=f"metrics to count {dict(counted)}")
+    report: dict[str, Any] = (await client.get("/v1/kpis", headers=bearer(ADMIN_KEY))).json()
+    return report
+
+
+async def publish(settings: Settings, envelopes: Iterable[Event]) -> None:
     publisher = EventPublisher(settings, client_id="test")
     await publisher.start()
     try:

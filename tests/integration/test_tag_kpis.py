@@ -14,29 +14,22 @@ from switchboard_common.events import (
     Channel,
     ConversationResolved,
     ConversationTagsChanged,
-    EventEnvelope,
-    Payload,
     utcnow,
 )
 from switchboard_metrics.app import create_app as metrics_app
 from tests.conftest import ADMIN_KEY, Settings
-from tests.integration.test_metrics_counting import opened, publish
-from tests.support import bearer, eventually, serve
+from tests.integration.test_metrics_counting import Event, keyed, opened, publish, report_once_counted
+from tests.support import bearer, serve
 
 ADMIN = bearer(ADMIN_KEY)
-Event = tuple[str, Payload, EventEnvelope]
-
-
-def _keyed(cid: uuid.UUID, payload: Payload) -> Event:
-    return str(cid), payload, EventEnvelope.wrap(payload, producer="test")
 
 
 def _opened(cid: uuid.UUID, at: datetime, tags: list[str]) -> Event:
-    return _keyed(cid, opened(cid, at, Channel.WEBCHAT, tags))
+    return keyed(cid, opened(cid, at, Channel.WEBCHAT, tags))
 
 
 def _retagged(cid: uuid.UUID, at: datetime, tags: list[str]) -> Event:
-    return _keyed(
+    return keyed(
         cid,
         ConversationTagsChanged(
             conversation_id=cid, tags=tags, added=tags, removed=[], agent_id=None, changed_at=at
@@ -47,14 +40,6 @@ def _retagged(cid: uuid.UUID, at: datetime, tags: list[str]) -> Event:
 async def _by_tag(client: AsyncClient, **params: str) -> dict[str, tuple[int, int]]:
     body: dict[str, Any] = (await client.get("/v1/kpis", params=params, headers=ADMIN)).json()
     return {b["key"]: (b["conversations_opened"], b["conversations_resolved"]) for b in body["by_tag"]}
-
-
-async def _counted(client: AsyncClient, event_type: str, n: int) -> None:
-    async def counted() -> bool:
-        body: dict[str, Any] = (await client.get("/v1/kpis", headers=ADMIN)).json()
-        return bool(body["events_by_type"].get(event_type) == n)
-
-    await eventually(counted, timeout=30, what=f"{n} {event_type} counted")
 
 
 async def test_volume_by_tag_follows_the_latest_tag_change(settings: Settings) -> None:
@@ -71,14 +56,13 @@ async def test_volume_by_tag_follows_the_latest_tag_change(settings: Settings) -
                 # Retagged before its opening arrives: the change is later than the opening, so it stays.
                 _retagged(three, t0 + timedelta(seconds=5), ["vip"]),
                 _opened(three, t0, ["spam"]),
-                _keyed(three, ConversationResolved(conversation_id=three, agent_id=None, resolved_at=t0)),
+                keyed(three, ConversationResolved(conversation_id=three, agent_id=None, resolved_at=t0)),
                 latest,
                 earlier,  # happened before the latest, arrives after it
                 latest,  # redelivered
             ],
         )
-        await _counted(client, "conversation.tags_changed", 3)
-        await _counted(client, "conversation.opened", 3)
+        await report_once_counted(client, {"conversation.tags_changed": 3, "conversation.opened": 3})
         # Opened 3 (resolved 1): one now billing + refund, two billing, three vip (resolved).
         assert await _by_tag(client) == {"billing": (2, 0), "refund": (1, 0), "vip": (1, 1)}
         assert await _by_tag(client, tag="refund") == {"refund": (1, 0)}
@@ -88,7 +72,7 @@ async def test_volume_by_tag_follows_the_latest_tag_change(settings: Settings) -
         # A change later still, then the same again: the conversation moves once more, counted once.
         again = _retagged(one, t0 + timedelta(seconds=30), [])
         await publish(settings, [again, again])
-        await _counted(client, "conversation.tags_changed", 4)
+        await report_once_counted(client, {"conversation.tags_changed": 4})
         assert await _by_tag(client) == {"billing": (1, 0), "vip": (1, 1)}
         body = (await client.get("/v1/kpis", headers=ADMIN)).json()
         assert body["volume"]["conversations_opened"] == 3  # untagged, still counted in total

@@ -580,12 +580,12 @@ def test_agents_share_assignments_and_their_occupancy_is_handle_time_over_online
         (str(A1), Metric.HANDLE, bin_of(1200), 1, 1200.0),
     ]
     status_rows = [
-        (A1, "online", False, 3000.0),
-        (A1, "away", False, 600.0),
-        (A1, "online", True, 600.0),  # the latest: online again
-        (A2, "online", False, 100.0),
-        (A2, "offline", True, 50.0),
-        (A3, "away", True, 30.0),
+        (A1, "online", False, 3000.0, None),
+        (A1, "away", False, 600.0, None),
+        (A1, "online", True, 600.0, 4),  # the latest: online again, with a capacity of 4
+        (A2, "online", False, 100.0, None),
+        (A2, "offline", True, 50.0, None),  # the router never told their capacity
+        (A3, "away", True, 30.0, 0),  # takes nothing
     ]
     now = OpenNow(waiting={}, longest={}, active={A1: 2, A3: 1})
     rows = {r.agent_id: r for r in report.agents(cell_rows, status_rows, now, None)}
@@ -601,13 +601,17 @@ def test_agents_share_assignments_and_their_occupancy_is_handle_time_over_online
     assert a1.status_seconds == {"away": 600.0, "online": 3600.0}
     assert (a1.status, a2.status, a3.status) == ("online", "offline", "away")
     assert (a1.active_conversations, a2.active_conversations, a3.active_conversations) == (2, 0, 1)
+    # Held now against capacity: 2 of 4; no capacity told, none; a capacity of 0 has no share.
+    assert (a1.capacity, a1.capacity_used) == (4, 0.5)
+    assert (a2.capacity, a2.capacity_used) == (None, None)
+    assert (a3.capacity, a3.capacity_used) == (0, None)
     # One agent asked for: their row only, their share still of everyone's assignments.
     [only] = report.agents(cell_rows, status_rows, now, A2)
     assert (only.agent_id, only.assignment_share) == (A2, 0.25)
 
 
 def test_agents_with_no_assignments_have_no_share() -> None:
-    [row] = report.agents([], [(A1, "online", True, 10.0)], OpenNow({}, {}, {}), None)
+    [row] = report.agents([], [(A1, "online", True, 10.0, None)], OpenNow({}, {}, {}), None)
     assert (row.assignments, row.assignment_share, row.handled, row.occupancy) == (0, None, 0, 0.0)
 
 

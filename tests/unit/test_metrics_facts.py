@@ -180,6 +180,8 @@ def test_each_event_tells_its_natural_key_and_columns() -> None:
     ]
     assert facts_of(_resolved()) == [(CID, ConversationFacts(resolved_at=T0, last_resolved_at=T0))]
     assert facts_of(_status()) == [StatusChange(AGENT, T0, "away")]
+    with_capacity = _status().model_copy(update={"capacity": 5})
+    assert facts_of(with_capacity) == [StatusChange(AGENT, T0, "away", 5)]
     assert facts_of(_reopened()) == [
         Reopen(CID, T0),
         (CID, ConversationFacts(first_reopened_at=T0, last_reopened_at=T0)),
@@ -297,7 +299,7 @@ def test_a_call_merges_one_entry_per_natural_key() -> None:
                 agent_id=AGENT, queued=True, queued_at=T0, assigned_at=T0, channels=("whatsapp",)
             )
         },
-        statuses={(AGENT, T0): "away", (AGENT, later): "online"},
+        statuses={(AGENT, T0): ("away", None), (AGENT, later): ("online", None)},
         handoffs={Handoff(CID, T0, HandoffKind.ASSIGNED, AGENT)},
     )
 

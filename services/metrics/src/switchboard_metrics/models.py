@@ -102,6 +102,8 @@ class AgentStatusChange(Base):
     agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     status: Mapped[str] = mapped_column(Text)
+    # The agent's capacity then, when the event carried it (the latest told is their capacity now).
+    capacity: Mapped[int | None] = mapped_column(Integer)
 
 
 class ConversationReopen(Base):

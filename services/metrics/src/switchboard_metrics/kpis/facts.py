@@ -263,6 +263,7 @@ class StatusChange:
     agent_id: uuid.UUID
     changed_at: datetime
     status: str
+    capacity: int | None = None  # the agent's capacity then, when the router said
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,7 +470,7 @@ def _tags_changed(payload: ConversationTagsChanged) -> list[Told] | None:
 
 @facts_of.register
 def _status_changed(payload: AgentStatusChanged) -> list[Told] | None:
-    return [StatusChange(payload.agent_id, payload.changed_at, payload.status.value)]
+    return [StatusChange(payload.agent_id, payload.changed_at, payload.status.value, payload.capacity)]
 
 
 @facts_of.register
@@ -493,7 +494,8 @@ class Batch:
 
     messages: dict[uuid.UUID, MessageFacts] = field(default_factory=dict)
     conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
-    statuses: dict[tuple[uuid.UUID, datetime], str] = field(default_factory=dict)
+    # (agent, changed_at) -> (status, capacity)
+    statuses: dict[tuple[uuid.UUID, datetime], tuple[str, int | None]] = field(default_factory=dict)
     reopens: set[Reopen] = field(default_factory=set)
     retags: set[Retag] = field(default_factory=set)
     handoffs: set[Handoff] = field(default_factory=set)
@@ -513,7 +515,7 @@ def merge(payloads: Iterable[Payload]) -> Batch:
     for payload in payloads:
         for told in facts_of(payload) or ():
             if isinstance(told, StatusChange):
-                batch.statuses.setdefault((told.agent_id, told.changed_at), told.status)
+                batch.statuses.setdefault((told.agent_id, told.changed_at), (told.status, told.capacity))
             elif isinstance(told, Reopen):
                 batch.reopens.add(told)
             elif isinstance(told, Retag):

@@ -187,8 +187,8 @@ _FILL_DELIVERIES = statement(
 _INSERT_CHANGES = statement(
     """
     WITH statuses AS (
-        INSERT INTO metrics.agent_status_changes (agent_id, changed_at, status)
-        SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses)
+        INSERT INTO metrics.agent_status_changes (agent_id, changed_at, status, capacity)
+        SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses, :capacities)
         ON CONFLICT (agent_id, changed_at) DO NOTHING
         RETURNING 1
     ), reopens AS (
@@ -215,6 +215,7 @@ _INSERT_CHANGES = statement(
     agent_ids=UUIDS,
     changed_ats=TIMES,
     statuses=TEXTS,
+    capacities=INTS,
     conversation_ids=UUIDS,
     reopened_ats=TIMES,
     retag_ids=UUIDS,
@@ -430,7 +431,7 @@ class Changes:
 
 async def insert_changes(
     session: AsyncSession,
-    statuses: Mapping[tuple[uuid.UUID, datetime], str],
+    statuses: Mapping[tuple[uuid.UUID, datetime], tuple[str, int | None]],
     reopens: Collection[Reopen],
     handoffs: Collection[Handoff],
     retags: Collection[Retag] = (),
@@ -448,7 +449,8 @@ async def insert_changes(
         {
             "agent_ids": [a for (a, _), _ in ordered],
             "changed_ats": [t for (_, t), _ in ordered],
-            "statuses": [s for _, s in ordered],
+            "statuses": [s for _, (s, _) in ordered],
+            "capacities": [c for _, (_, c) in ordered],
             "conversation_ids": [c for c, _ in reopened],
             "reopened_ats": [t for _, t in reopened],
             "retag_ids": [r.conversation_id for r in retagged],
@@ -577,7 +579,8 @@ _SERIES = statement(
     **_CELL_TYPES,
 )
 
-# Seconds each agent spent in each status within [start, end): each change lasts until the agent's next.
+# Seconds each agent spent in each status within [start, end): each change lasts until the agent's next;
+# and each agent's latest status and capacity as of ``end``.
 _STATUS_SECONDS = statement(
     """
     WITH s AS (
@@ -587,7 +590,13 @@ _STATUS_SECONDS = statement(
         WHERE changed_at < :end AND (CAST(:agent AS uuid) IS NULL OR agent_id = CAST(:agent AS uuid))
     )
     SELECT agent_id, status, until IS NULL AS latest,
-           extract(epoch FROM least(coalesce(until, :end), :end) - greatest(changed_at, :start)) AS seconds
+           extract(epoch FROM least(coalesce(until, :end), :end) - greatest(changed_at, :start)) AS seconds,
+           -- With the latest status, the latest capacity told (a change may not tell one: going silent).
+           CASE WHEN until IS NULL THEN (
+               SELECT c.capacity FROM metrics.agent_status_changes c
+               WHERE c.agent_id = s.agent_id AND c.capacity IS NOT NULL AND c.changed_at < :end
+               ORDER BY c.changed_at DESC LIMIT 1
+           ) END AS capacity
     FROM s WHERE coalesce(until, :end) > :start
     """,
     start=sa.DateTime(timezone=True),

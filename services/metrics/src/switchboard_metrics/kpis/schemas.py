@@ -102,6 +102,10 @@ class AgentRow(BaseModel):
     status: str | None = Field(description="The latest status the agent reported.")
     status_seconds: dict[str, float] = Field(description="Seconds in each status within the window.")
     active_conversations: int = Field(description="Assigned to the agent now and not resolved.")
+    capacity: int | None = Field(
+        description="Conversations they may hold at once, as the router last told it (with a status change)."
+    )
+    capacity_used: float | None = Field(description="Active conversations / capacity (none without one).")
     assignments: int
     assignment_share: float | None = Field(description="Their share of all assignments in the window.")
     handled: int = Field(description="Conversations they resolved in the window.")

@@ -536,11 +536,19 @@
     return parts.length ? parts.join(" · ") : DASH;
   }
 
+  // "2 / 5 (40%)": what the agent holds now against their capacity; the count alone when the router never
+  // told their capacity.
+  function activeOfCapacity(r) {
+    if (!isNum(r.capacity)) return fmtInt(r.active_conversations);
+    var text = fmtInt(r.active_conversations) + " / " + fmtInt(r.capacity);
+    return isNum(r.capacity_used) ? text + " (" + fmtPct(r.capacity_used) + ")" : text;
+  }
+
   function renderAgents(rows) {
     fillTable("agents", rows, function (r) {
       var id = String(r.agent_id || "");
       return [cell(id.slice(0, 8), "mono", id), cell(r.status), cell(statusTimes(r.status_seconds)),
-        cell(fmtInt(r.active_conversations)), cell(fmtInt(r.assignments)), cell(fmtPct(r.assignment_share)),
+        cell(activeOfCapacity(r)), cell(fmtInt(r.assignments)), cell(fmtPct(r.assignment_share)),
         cell(fmtInt(r.handled)), cell(fmtDuration(get(r, "handle.p50"))), cell(fmtPct(r.occupancy))];
     }, "no agent activity in this window");
   }
