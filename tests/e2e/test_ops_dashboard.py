@@ -31,6 +31,8 @@ from switchboard_common.events import (
     ConversationQueued,
     ConversationResolved,
     CustomerIdentity,
+    DeliveryState,
+    DeliveryStatusChanged,
     Direction,
     EventEnvelope,
     IdentityKind,
@@ -44,6 +46,7 @@ from switchboard_metrics.app import create_app as metrics_app
 from tests.conftest import ADMIN_KEY, Settings
 from tests.e2e.test_webchat_widget import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, console_errors
 from tests.integration.test_metrics_counting import publish
+from tests.integration.test_satisfaction_kpis import survey_answer
 from tests.integration.test_webchat import serve_on_port
 from tests.support import bearer, eventually
 
@@ -67,6 +70,9 @@ KPI_TILES = [
     "first_contact_resolution",
     "reopen_rate",
     "multichannel_share",
+    "csat",
+    "nps",
+    "ces",
 ]
 
 
@@ -170,6 +176,7 @@ def answered_and_resolved(n: int, at: datetime) -> list[Event]:
         status=AgentStatus.ONLINE,
         previous_status=AgentStatus.OFFLINE,
         changed_at=at - timedelta(minutes=1),
+        capacity=4,
     )
     assigned = ConversationAssigned(
         conversation_id=cid,
@@ -195,6 +202,31 @@ def answered_and_resolved(n: int, at: datetime) -> list[Event]:
         *waiting(n, at, cid),
         *(_keyed(str(cid), e) for e in (assigned, reply, resolved)),
     ]
+
+
+def delivered(n: int, at: datetime) -> list[Event]:
+    """A WhatsApp reply the provider accepted at ``at`` and reported delivered 3 s later and read 10 s later,
+    keyed as ingest keys them (the provider's id)."""
+    external_id = f"wamid.{n}-{uuid.uuid4().hex[:8]}"
+    reports = [
+        DeliveryStatusChanged(
+            channel=Channel.WHATSAPP, message_id=uuid.uuid4(), external_id=external_id, status=state, at=t
+        )
+        if state is DeliveryState.SENT
+        else DeliveryStatusChanged(channel=Channel.WHATSAPP, external_id=external_id, status=state, at=t)
+        for state, t in (
+            (DeliveryState.SENT, at),
+            (DeliveryState.DELIVERED, at + timedelta(seconds=3)),
+            (DeliveryState.READ, at + timedelta(seconds=10)),
+        )
+    ]
+    return [_keyed(r.partition_key, r) for r in reports]
+
+
+def answer(kind: str, score: int, at: datetime, low: bool = False) -> Event:
+    """A customer's survey answer, keyed as the conversation service keys it (by conversation)."""
+    survey = survey_answer(kind, score, Channel.WHATSAPP, low, at)
+    return _keyed(str(survey.conversation_id), survey)
 
 
 # --- the page ------------------------------------------------------------------------------------------
@@ -249,6 +281,20 @@ async def test_the_tiles_follow_the_live_stream_without_a_reload(
     await expect(tile(page, "conversations_opened")).to_have_text("5", timeout=TIMEOUT_MS)
     await expect(tile(page, "messages_in")).to_have_text("5", timeout=TIMEOUT_MS)
     await expect(tile(page, "waiting_now")).to_have_text("5", timeout=TIMEOUT_MS)
+    # Satisfaction too: the first answers fill the empty tiles, a low one shows in the low ratings.
+    await expect(tile(page, "csat")).to_have_text(DASH)
+    await publish(
+        metrics.settings, [answer("csat", 5, later), answer("nps", 10, later), answer("ces", 7, later)]
+    )
+    await expect(tile(page, "csat")).to_have_text("100%", timeout=TIMEOUT_MS)
+    await expect(tile(page, "nps")).to_have_text("+100", timeout=TIMEOUT_MS)
+    await expect(tile(page, "ces")).to_have_text("7.0", timeout=TIMEOUT_MS)
+    await expect(page.locator("#low-ratings tbody td.empty")).to_have_count(1)
+    await publish(metrics.settings, [answer("csat", 1, later, low=True)])
+    await expect(tile(page, "csat")).to_have_text("50%", timeout=TIMEOUT_MS)
+    await expect(page.locator("#low-ratings tbody tr")).to_have_count(1)
+    await expect(page.locator("#low-ratings tbody tr td").nth(1)).to_have_text("CSAT")
+    await expect(page.locator("#low-ratings tbody tr td").nth(2)).to_have_text("1")
     assert await page.evaluate("window.__sameDocument === true")
 
     # The window and the filters query again: nothing came on email, and the last hour holds all five.
@@ -409,6 +455,18 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     now = real.replace(second=10, microsecond=0) - timedelta(minutes=1 if real.second < 10 else 0)
     traffic = answered_and_resolved(1, now - timedelta(minutes=6))
     traffic += answered_and_resolved(2, now - timedelta(minutes=4)) + waiting(3, now - timedelta(minutes=2))
+    traffic += delivered(1, now - timedelta(minutes=5)) + delivered(2, now - timedelta(minutes=3))
+    # CSAT 1 of 2 satisfied, NPS 2 promoters and a detractor of 3, CES 6 and 5.
+    answered_at = now - timedelta(minutes=1)
+    traffic += [
+        answer("csat", 5, answered_at),
+        answer("csat", 2, answered_at, low=True),
+        answer("nps", 10, answered_at),
+        answer("nps", 9, answered_at),
+        answer("nps", 3, answered_at, low=True),
+        answer("ces", 6, answered_at),
+        answer("ces", 5, answered_at),
+    ]
     await publish(metrics.settings, traffic)
     await metrics.opened(3)
 
@@ -429,6 +487,30 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     await expect(page.locator("#chart-volume rect.bar.s1")).to_have_count(3)
     await expect(page.locator("#chart-wait path.line")).to_have_count(2)
     await expect(page.locator("#agents tbody tr")).to_have_count(2)
+    # Each agent resolved what they took: nothing held against a capacity of 4.
+    await expect(page.locator("#agents tbody tr td:nth-child(4)")).to_have_text(["0 / 4 (0%)", "0 / 4 (0%)"])
+    # The satisfaction tiles and the two low ratings (not empty: the page fails here if they render so).
+    await expect(tile(page, "csat")).to_have_text("50%", timeout=TIMEOUT_MS)
+    await expect(tile(page, "nps")).to_have_text("+33")
+    await expect(tile(page, "ces")).to_have_text("5.5")
+    await expect(page.locator('[data-kpi="nps"]')).to_have_attribute("title", "3 answers in this window")
+    await expect(page.locator("#low-ratings tbody tr")).to_have_count(2)
+    await expect(page.locator("#low-ratings tbody td.empty")).to_have_count(0)
+    # Two WhatsApp replies sent, delivered after 3 s and read: one row, every share full.
+    delivery = page.locator("#delivery tbody tr td")
+    await expect(delivery).to_have_text(
+        [
+            "whatsapp",
+            "2",
+            "2 (100%)",
+            "2 (100%)",
+            "0 (0%)",
+            re.compile(r"^3"),
+            re.compile(r"^3"),
+            re.compile(r"^3"),
+        ],
+        timeout=TIMEOUT_MS,
+    )
 
     shot = tmp_path / "dashboard.png"
     await page.screenshot(path=str(shot), full_page=True, animations="disabled")

@@ -9,10 +9,11 @@ import asyncio
 import itertools
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,7 +31,10 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationTagsChanged,
     CustomerIdentity,
+    DeliveryState,
+    DeliveryStatusChanged,
     Direction,
     EventEnvelope,
     IdentityKind,
@@ -62,7 +66,9 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
 # --- events ------------------------------------------------------------------------------------------------
 
 
-def opened(cid: uuid.UUID, at: datetime = T0, channel: Channel = Channel.API) -> ConversationOpened:
+def opened(
+    cid: uuid.UUID, at: datetime = T0, channel: Channel = Channel.API, tags: Sequence[str] = ()
+) -> ConversationOpened:
     return ConversationOpened(
         conversation_id=cid,
         customer_id=uuid.uuid4(),
@@ -70,6 +76,7 @@ def opened(cid: uuid.UUID, at: datetime = T0, channel: Channel = Channel.API) ->
         required_skills=[],
         priority=0,
         opened_at=at,
+        tags=list(tags),
     )
 
 
@@ -170,6 +177,17 @@ def one_of_each() -> list[Payload]:
         status_changed(),
         reopened(cid, T0 + timedelta(seconds=20)),
         outbound(cid),
+        DeliveryStatusChanged(
+            channel=Channel.EMAIL, message_id=mid, external_id=f"x-{mid}", status=DeliveryState.SENT, at=T0
+        ),
+        ConversationTagsChanged(
+            conversation_id=cid,
+            tags=["why:refund"],
+            added=["why:refund"],
+            removed=[],
+            agent_id=agent_id,
+            changed_at=T0 + timedelta(seconds=3),
+        ),
     ]
     assert {type(e) for e in events} == set(counted_types())
     return events
@@ -295,6 +313,8 @@ async def test_redelivered_records_count_once(settings: Settings, db: Database) 
         "conversation_handoffs",
         "kpi_cells",
         "survey_answers",  # one row per answered survey, not per event
+        "delivery_facts",  # one row per delivered message, not per report
+        "conversation_retags",  # one row per change of a conversation's tags, keyed by its time
     }
 
 
@@ -411,6 +431,7 @@ async def test_facts_fill_in_any_order(settings: Settings, db: Database) -> None
             "customer_id": opening.customer_id,
             "queue": "billing",
             "tags": [],
+            "tags_at": T0,
             "channels": ["email"],
             "first_reply_at": None,
             "resolved_by": None,
@@ -509,7 +530,8 @@ async def test_agent_status_changes_are_stored_once_each(settings: Settings, db:
     await record(db, first, log.append(changes), log.republish(first))
     stored = await rows(db, "agent_status_changes", "changed_at")
     assert stored == {
-        c.changed_at: {"agent_id": agent, "changed_at": c.changed_at, "status": "online"} for c in changes
+        c.changed_at: {"agent_id": agent, "changed_at": c.changed_at, "status": "online", "capacity": None}
+        for c in changes
     }
     assert await counts(db) == {"agent.status_changed": 3}
 
@@ -630,13 +652,14 @@ async def test_statements_do_not_depend_on_the_batch_size(settings: Settings, db
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
 
     assert calls["one of each"] == calls["200"]  # the same statements, text for text (prepared once)
-    # The before-image, the stored messages of the conversations touched (reply times), message facts,
-    # conversation facts, status changes/reopens/handoffs, rollup cells, counts: every statement a call
-    # can make, and no more for 200 deliveries than for ten.
-    assert len(calls["200"]) == 7
-    # Nothing new: the before-image shows it, and the insert-if-absent of status changes, reopens and
+    # The before-image, the delivery reports' before-image, the stored messages of the conversations
+    # touched (reply times), message facts, conversation facts, delivery facts, status
+    # changes/reopens/handoffs, rollup cells, counts: every statement a call can make, and no more for 200
+    # deliveries than for ten.
+    assert len(calls["200"]) == 9
+    # Nothing new: the before-images show it, and the insert-if-absent of status changes, reopens and
     # handoffs adds nothing; no thread is read, no fact is written, no cell moves and nothing is counted.
-    assert calls["replay"] == [calls["200"][0], calls["200"][4]]
+    assert calls["replay"] == [calls["200"][0], calls["200"][1], calls["200"][6]]
     assert await counts(db) == by_type(each + many)
 
 
@@ -727,7 +750,29 @@ async def test_concurrent_transactions_creating_the_same_rows_count_them_once(
 # --- through the consumer runner and the service -----------------------------------------------------------
 
 
-async def publish(settings: Settings, envelopes: Iterable[tuple[str, Payload, EventEnvelope]]) -> None:
+Event = tuple[str, Payload, EventEnvelope]
+
+
+def keyed(key: object, payload: Payload) -> Event:
+    """An event to publish under ``key`` (the id its producer keys it by), in a fresh envelope."""
+    return str(key), payload, EventEnvelope.wrap(payload, producer="test")
+
+
+async def report_once_counted(client: httpx.AsyncClient, counted: Mapping[str, int]) -> dict[str, Any]:
+    """``GET /v1/kpis`` once the service has counted these events (by type), read again after: each of a
+    report's statements sees the commits made before it, so the read that saw the counts may have read
+    the rollups just before they moved."""
+
+    async def done() -> bool:
+        body: dict[str, Any] = (await client.get("/v1/kpis", headers=bearer(ADMIN_KEY))).json()
+        return all(body["events_by_type"].get(t) == n for t, n in counted.items())
+
+    await eventually(done, timeout=30, what=f"metrics to count {dict(counted)}")
+    report: dict[str, Any] = (await client.get("/v1/kpis", headers=bearer(ADMIN_KEY))).json()
+    return report
+
+
+async def publish(settings: Settings, envelopes: Iterable[Event]) -> None:
     publisher = EventPublisher(settings, client_id="test")
     await publisher.start()
     try:

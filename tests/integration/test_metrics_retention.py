@@ -18,6 +18,8 @@ from switchboard_common.events import (
     ConversationAssigned,
     ConversationOpened,
     ConversationResolved,
+    DeliveryState,
+    DeliveryStatusChanged,
     utcnow,
 )
 from switchboard_metrics.kpis import retention
@@ -57,7 +59,7 @@ async def test_old_rows_go_open_conversations_and_latest_statuses_stay(
     settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = Log(settings)
-    agent = uuid.uuid4()
+    agent, told = uuid.uuid4(), uuid.uuid4()
     closed_old, open_old, closed_new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     old_message = received(1, at=OLD)
     await record(
@@ -82,6 +84,39 @@ async def test_old_rows_go_open_conversations_and_latest_statuses_stay(
                     status=AgentStatus.ONLINE,
                     previous_status=AgentStatus.OFFLINE,
                     changed_at=OLD,
+                ),
+                # Another agent: their capacity told when they came online, not when they went silent.
+                AgentStatusChanged(
+                    agent_id=told,
+                    status=AgentStatus.ONLINE,
+                    previous_status=AgentStatus.OFFLINE,
+                    changed_at=OLD,
+                    capacity=4,
+                ),
+                AgentStatusChanged(
+                    agent_id=told,
+                    status=AgentStatus.OFFLINE,
+                    previous_status=AgentStatus.ONLINE,
+                    changed_at=OLD + timedelta(hours=1),
+                ),
+                AgentStatusChanged(
+                    agent_id=told,
+                    status=AgentStatus.AWAY,
+                    previous_status=AgentStatus.OFFLINE,
+                    changed_at=OLD + timedelta(hours=2),
+                ),
+                # An old delivery (sent and delivered long ago) and one sent long ago but read today.
+                DeliveryStatusChanged(
+                    channel=Channel.SMS, external_id="old", status=DeliveryState.SENT, at=OLD
+                ),
+                DeliveryStatusChanged(
+                    channel=Channel.SMS, external_id="old", status=DeliveryState.DELIVERED, at=OLD
+                ),
+                DeliveryStatusChanged(
+                    channel=Channel.SMS, external_id="late", status=DeliveryState.SENT, at=OLD
+                ),
+                DeliveryStatusChanged(
+                    channel=Channel.SMS, external_id="late", status=DeliveryState.READ, at=NOW
                 ),
                 AgentStatusChanged(
                     agent_id=agent,
@@ -109,9 +144,15 @@ async def test_old_rows_go_open_conversations_and_latest_statuses_stay(
     assert await _count(db, "message_facts") == 1
     # The agent's latest status stays, however old; the one before it goes.
     assert await _count(db, "agent_status_changes", f"agent_id = '{agent}'") == 1
-    assert await _count(db, "agent_status_changes", "status = 'away'") == 1
+    assert await _count(db, "agent_status_changes", f"status = 'away' AND agent_id = '{agent}'") == 1
+    # The latest capacity told stays with the latest status; the change between them goes.
+    assert await _count(db, "agent_status_changes", f"agent_id = '{told}' AND capacity = 4") == 1
+    assert await _count(db, "agent_status_changes", f"agent_id = '{told}'") == 2
     assert deleted["conversation_facts"] == 1
     assert deleted["message_facts"] == 1
+    # A delivery goes when its latest report is old.
+    assert await _count(db, "delivery_facts", "subject = 'late'") == 1
+    assert deleted["delivery_facts"] == 1
 
     # Nothing left to delete: a second run deletes nothing.
     assert set((await retention.purge(db, CUTOFF)).values()) == {0}

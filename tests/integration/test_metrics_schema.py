@@ -25,6 +25,8 @@ HEAD = {
     "conversation_handoffs",
     "kpi_cells",
     "survey_answers",
+    "delivery_facts",
+    "conversation_retags",
 }
 
 

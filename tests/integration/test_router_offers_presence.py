@@ -286,6 +286,12 @@ async def test_silent_agents_go_offline_and_their_work_is_requeued(router: Route
         (str(silent), "offline"),
         (str(offered_to), "offline"),
     }
+    # A change by the agent's own request carries their capacity (metrics weighs their load against it);
+    # silence is noticed without reading the agent's row, and tells none.
+    assert [(c["status"], c["capacity"]) for c in changes if c["agent_id"] == str(offered_to)] == [
+        ("online", 3),
+        ("offline", None),
+    ]
     # The offer returned at once; the assignment waits out the grace period.
     task = await router.task(offered)
     assert (task.state, task.agent_id) == ("queued", None)

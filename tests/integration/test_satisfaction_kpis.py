@@ -4,6 +4,7 @@ on conversation.events (one twice) become CSAT, NPS, CES and the list of low rat
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from switchboard_common import topics
@@ -16,8 +17,11 @@ from tests.support import bearer, eventually, serve
 ADMIN = bearer(ADMIN_KEY)
 
 
-def _answer(kind: str, score: int, channel: Channel = Channel.WHATSAPP, low: bool = False) -> SurveyAnswered:
-    now = utcnow()
+def survey_answer(
+    kind: str, score: int, channel: Channel = Channel.WHATSAPP, low: bool = False, at: datetime | None = None
+) -> SurveyAnswered:
+    """A customer's answer to the survey of a conversation of their own, answered ``at`` (now)."""
+    now = at or utcnow()
     return SurveyAnswered(
         survey_id=uuid.uuid4(),
         conversation_id=uuid.uuid4(),
@@ -27,19 +31,19 @@ def _answer(kind: str, score: int, channel: Channel = Channel.WHATSAPP, low: boo
         follow_up=low,
         channel=channel,
         agent_id=None,
-        asked_at=now,
+        asked_at=now - timedelta(minutes=1),
         answered_at=now,
     )
 
 
 async def test_survey_answers_become_csat_nps_ces_and_low_ratings(settings: Settings) -> None:
     answers = [
-        _answer("csat", 5),
-        _answer("csat", 4),
-        _answer("csat", 1, Channel.SMS, low=True),
-        _answer("nps", 10),
-        _answer("nps", 3, low=True),
-        _answer("ces", 6),
+        survey_answer("csat", 5),
+        survey_answer("csat", 4),
+        survey_answer("csat", 1, Channel.SMS, low=True),
+        survey_answer("nps", 10),
+        survey_answer("nps", 3, low=True),
+        survey_answer("ces", 6),
     ]
     publisher = EventPublisher(settings, client_id="test-satisfaction")
     await publisher.start()

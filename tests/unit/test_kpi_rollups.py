@@ -27,7 +27,10 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationTagsChanged,
     CustomerIdentity,
+    DeliveryState,
+    DeliveryStatusChanged,
     Direction,
     IdentityKind,
     MessageOutbound,
@@ -38,6 +41,8 @@ from switchboard_common.events import (
 from switchboard_metrics.kpis import observe, report, repository, service
 from switchboard_metrics.kpis.facts import (
     ConversationFacts,
+    DeliveryFacts,
+    DeliveryKey,
     HandoffKind,
     MessageFacts,
     merge,
@@ -158,8 +163,25 @@ def _status(agent: uuid.UUID, at: datetime) -> Payload:
     )
 
 
+def _report(subject: str, status: DeliveryState, at: datetime) -> Payload:
+    # Two providers' ids and one of ours (a send given up on): reports of each state, in any order.
+    if subject == "ours":
+        return DeliveryStatusChanged(channel=Channel.SMS, message_id=REPLIES[0][0], status=status, at=at)
+    return DeliveryStatusChanged(channel=Channel.WHATSAPP, external_id=subject, status=status, at=at)
+
+
+def _retagged(cid: uuid.UUID, tags: list[str], at: datetime) -> Payload:
+    return ConversationTagsChanged(
+        conversation_id=cid, tags=tags, added=tags, removed=[], agent_id=None, changed_at=at
+    )
+
+
 channels = st.sampled_from(CHANNELS)
 events = st.one_of(
+    st.builds(_retagged, cids, st.lists(st.sampled_from(["vip", "billing", "refund"]), max_size=2), times),
+    st.builds(
+        _report, st.sampled_from(["wamid.1", "wamid.2", "ours"]), st.sampled_from(DeliveryState), times
+    ),
     st.builds(
         _opened,
         cids,
@@ -199,6 +221,7 @@ class Store:
     conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
     # conversation_handoffs: keyed (conversation, at, kind) like its primary key.
     handoffs: dict[tuple[uuid.UUID, datetime, HandoffKind], uuid.UUID] = field(default_factory=dict)
+    deliveries: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
     cells: dict[Cell, Tally] = field(default_factory=dict)
 
     def call(self, payloads: Sequence[Payload]) -> None:
@@ -210,7 +233,8 @@ class Store:
         # The claim: the before-image of every key of the call, a missing row created empty.
         claimed_m = {k: self.messages.setdefault(k, MessageFacts()) for k in batch.messages}
         claimed_c = {k: self.conversations.setdefault(k, ConversationFacts()) for k in touched}
-        news = news_of(batch, claimed_m, claimed_c)
+        claimed_d = {k: self.deliveries.setdefault(k, DeliveryFacts()) for k in batch.deliveries}
+        news = news_of(batch, claimed_m, claimed_c, claimed_d)
         # The stored messages (before this call) of every conversation with news or a message told in it.
         rethreaded = set(news.conversations) | {
             cid
@@ -224,6 +248,8 @@ class Store:
             self.messages[k] = then(self.messages[k], mnew)
         for k, cnew in news.conversations.items():
             self.conversations[k] = then(self.conversations[k], cnew)
+        for dk, dnew in news.deliveries.items():
+            self.deliveries[dk] = then(self.deliveries[dk], dnew)
         assignments = []
         for h in sorted(batch.handoffs):  # sorted, the first of equal keys is inserted
             key = (h.conversation_id, h.at, h.kind)
@@ -232,7 +258,7 @@ class Store:
                 if h.kind is HandoffKind.ASSIGNED:
                     assignments.append((h.agent_id, h.at))
         changes = repository.Changes(0, 0, assignments)
-        _add(self.cells, service.rollup_delta(news, claimed_m, claimed_c, threads, changes))
+        _add(self.cells, service.rollup_delta(news, claimed_m, claimed_c, threads, changes, claimed_d))
 
     def recomputed(self) -> dict[Cell, Tally]:
         out: dict[Cell, Tally] = {}
@@ -243,6 +269,8 @@ class Store:
                 threads[m.conversation_id].append(m)
         for cid, f in self.conversations.items():
             _add(out, observe.cells_of(f, threads[cid]))
+        for (channel, _), d in self.deliveries.items():
+            _add(out, observe.delivery_cells_of(channel, d))
         for (_, at, kind), agent in self.handoffs.items():
             if kind is HandoffKind.ASSIGNED:
                 _add(out, {observe.assignment_cell(agent, at): Tally(1, 0.0)})
@@ -445,6 +473,66 @@ def test_rates_with_nothing_to_divide_by_are_none() -> None:
     assert (opened_only.resolution_rate, opened_only.first_contact_resolution) == (0.0, None)
 
 
+def test_a_tag_change_moves_every_observation_of_the_conversation_to_its_tags_now() -> None:
+    cid, agent = uuid.uuid4(), AGENTS[0]
+    store = Store()
+    store.call([_opened(cid, TIMES[0], Channel.EMAIL, CUSTOMERS[0], ["vip"])])
+    store.call([_assigned(cid, agent, TIMES[0], TIMES[2], "sales")])
+    later, earlier = _retagged(cid, ["refund"], TIMES[6]), _retagged(cid, ["billing"], TIMES[4])
+    store.call([later])
+    store.call([earlier])  # told after, happened before: changes nothing
+    store.call([later, earlier])  # again
+    tags = {(c.metric, c.tag) for c in store.cells if c.tag}
+    assert tags == {(Metric.OPENED, "refund"), (Metric.ASSIGNED, "refund"), (Metric.WAIT, "refund")}
+    _same(store.cells, store.recomputed())
+
+
+def test_a_delivery_is_observed_at_its_first_report_and_read_implies_delivered_implies_sent() -> None:
+    sent, delivered, read = TIMES[0], TIMES[1], TIMES[4]
+    whole = observe.delivery_cells_of(
+        "sms", DeliveryFacts(accepted_at=sent, delivered_at=delivered, read_at=read)
+    )
+    at = observe.minute(sent)
+    counts = {c.metric for c in whole if c.metric != Metric.DELIVERY_LATENCY}
+    assert counts == {
+        Metric.DELIVERY_REPORTED,
+        Metric.DELIVERY_SENT,
+        Metric.DELIVERY_DELIVERED,
+        Metric.DELIVERY_READ,
+    }
+    assert {c.minute for c in whole} == {at} and {c.channel for c in whole} == {"sms"}
+    [latency] = [(c, t) for c, t in whole.items() if c.metric == Metric.DELIVERY_LATENCY]
+    assert latency[1] == Tally(1, 25.0) and latency[0].bin == bin_of(25.0)
+    # A read without its delivered (nor the send): delivered and sent all the same, no latency, at the read.
+    only_read = observe.delivery_cells_of("sms", DeliveryFacts(read_at=read))
+    assert {c.metric for c in only_read} == counts
+    assert {c.minute for c in only_read} == {observe.minute(read)}
+    # A send given up on: reported and failed, never sent.
+    failed = observe.delivery_cells_of("sms", DeliveryFacts(failed_at=sent))
+    assert {c.metric for c in failed} == {Metric.DELIVERY_REPORTED, Metric.DELIVERY_FAILED}
+    assert observe.delivery_cells_of("sms", DeliveryFacts()) == {}
+
+
+def test_delivery_figures_divide_by_the_messages_reported() -> None:
+    s = _counts(
+        **{
+            Metric.DELIVERY_REPORTED: 10,
+            Metric.DELIVERY_SENT: 9,
+            Metric.DELIVERY_DELIVERED: 8,
+            Metric.DELIVERY_READ: 5,
+            Metric.DELIVERY_FAILED: 2,
+        }
+    )
+    s[Metric.DELIVERY_LATENCY] = _sketch([1.0, 2.0, 3.0, 4.0])
+    d = report.delivery_figures(s)
+    assert (d.reported, d.sent, d.delivered, d.read, d.failed) == (10, 9, 8, 5, 2)
+    assert (d.delivered_rate, d.read_rate, d.failed_rate) == (0.8, 0.5, 0.2)
+    assert d.latency.count == 4 and d.latency.mean == 2.5
+    assert d.latency.p50 == pytest.approx(2.0, rel=0.011)
+    none = report.delivery_figures({})
+    assert (none.reported, none.delivered_rate, none.latency.p50) == (0, None, None)
+
+
 NOW = datetime(2026, 11, 23, 15, 42, 13, 500000, tzinfo=UTC)
 
 
@@ -492,12 +580,12 @@ def test_agents_share_assignments_and_their_occupancy_is_handle_time_over_online
         (str(A1), Metric.HANDLE, bin_of(1200), 1, 1200.0),
     ]
     status_rows = [
-        (A1, "online", False, 3000.0),
-        (A1, "away", False, 600.0),
-        (A1, "online", True, 600.0),  # the latest: online again
-        (A2, "online", False, 100.0),
-        (A2, "offline", True, 50.0),
-        (A3, "away", True, 30.0),
+        (A1, "online", False, 3000.0, None),
+        (A1, "away", False, 600.0, None),
+        (A1, "online", True, 600.0, 4),  # the latest: online again, with a capacity of 4
+        (A2, "online", False, 100.0, None),
+        (A2, "offline", True, 50.0, None),  # the router never told their capacity
+        (A3, "away", True, 30.0, 0),  # takes nothing
     ]
     now = OpenNow(waiting={}, longest={}, active={A1: 2, A3: 1})
     rows = {r.agent_id: r for r in report.agents(cell_rows, status_rows, now, None)}
@@ -513,13 +601,17 @@ def test_agents_share_assignments_and_their_occupancy_is_handle_time_over_online
     assert a1.status_seconds == {"away": 600.0, "online": 3600.0}
     assert (a1.status, a2.status, a3.status) == ("online", "offline", "away")
     assert (a1.active_conversations, a2.active_conversations, a3.active_conversations) == (2, 0, 1)
+    # Held now against capacity: 2 of 4; no capacity told, none; a capacity of 0 has no share.
+    assert (a1.capacity, a1.capacity_used) == (4, 0.5)
+    assert (a2.capacity, a2.capacity_used) == (None, None)
+    assert (a3.capacity, a3.capacity_used) == (0, None)
     # One agent asked for: their row only, their share still of everyone's assignments.
     [only] = report.agents(cell_rows, status_rows, now, A2)
     assert (only.agent_id, only.assignment_share) == (A2, 0.25)
 
 
 def test_agents_with_no_assignments_have_no_share() -> None:
-    [row] = report.agents([], [(A1, "online", True, 10.0)], OpenNow({}, {}, {}), None)
+    [row] = report.agents([], [(A1, "online", True, 10.0, None)], OpenNow({}, {}, {}), None)
     assert (row.assignments, row.assignment_share, row.handled, row.occupancy) == (0, None, 0, 0.0)
 
 

@@ -22,7 +22,10 @@ from switchboard_common.events import (
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationTagsChanged,
     CustomerIdentity,
+    DeliveryState,
+    DeliveryStatusChanged,
     Direction,
     IdentityKind,
     MessageOutbound,
@@ -34,10 +37,12 @@ from switchboard_common.events import (
 from switchboard_metrics.kpis.facts import (
     Batch,
     ConversationFacts,
+    DeliveryFacts,
     Handoff,
     HandoffKind,
     MessageFacts,
     Reopen,
+    Retag,
     StatusChange,
     counted_types,
     facts_of,
@@ -157,7 +162,12 @@ def test_each_event_tells_its_natural_key_and_columns() -> None:
         (
             CID,
             ConversationFacts(
-                channel="sms", opened_at=T0, customer_id=opened.customer_id, tags=(), channels=("sms",)
+                channel="sms",
+                opened_at=T0,
+                customer_id=opened.customer_id,
+                tags=(),
+                tags_at=T0,
+                channels=("sms",),
             ),
         )
     ]
@@ -170,6 +180,8 @@ def test_each_event_tells_its_natural_key_and_columns() -> None:
     ]
     assert facts_of(_resolved()) == [(CID, ConversationFacts(resolved_at=T0, last_resolved_at=T0))]
     assert facts_of(_status()) == [StatusChange(AGENT, T0, "away")]
+    with_capacity = _status().model_copy(update={"capacity": 5})
+    assert facts_of(with_capacity) == [StatusChange(AGENT, T0, "away", 5)]
     assert facts_of(_reopened()) == [
         Reopen(CID, T0),
         (CID, ConversationFacts(first_reopened_at=T0, last_reopened_at=T0)),
@@ -189,6 +201,8 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _reopened(),
         _outbound(),
         _requeued(),
+        _report(DeliveryState.SENT),
+        _retagged(["why:refund"]),
     ]
     assert {type(p) for p in examples} == set(counted_types())
     assert all(facts_of(p) is not None for p in examples)
@@ -248,10 +262,11 @@ def test_the_first_known_value_of_a_column_wins() -> None:
             last_resolved_at=later,
             customer_id=first.customer_id,
             tags=(),
+            tags_at=later,
             channels=("sms",),
         ),
         other: ConversationFacts(
-            channel="sms", opened_at=T0, customer_id=third.customer_id, tags=(), channels=("sms",)
+            channel="sms", opened_at=T0, customer_id=third.customer_id, tags=(), tags_at=T0, channels=("sms",)
         ),
     }
     assert merged.messages == {}
@@ -284,7 +299,7 @@ def test_a_call_merges_one_entry_per_natural_key() -> None:
                 agent_id=AGENT, queued=True, queued_at=T0, assigned_at=T0, channels=("whatsapp",)
             )
         },
-        statuses={(AGENT, T0): "away", (AGENT, later): "online"},
+        statuses={(AGENT, T0): ("away", None), (AGENT, later): ("online", None)},
         handoffs={Handoff(CID, T0, HandoffKind.ASSIGNED, AGENT)},
     )
 
@@ -393,7 +408,7 @@ def _natural_key(payload: Payload) -> object:
     told = facts_of(payload)
     assert told is not None
     first = told[0]
-    assert not isinstance(first, StatusChange | Reopen | Handoff)
+    assert not isinstance(first, StatusChange | Reopen | Retag | Handoff)
     return first[0]
 
 
@@ -444,3 +459,114 @@ def test_times_without_a_zone_are_utc() -> None:
     [reply] = [(c, t) for c, t in cells.items() if c.metric == Metric.REPLY]
     assert reply[1].count == 1
     assert reply[1].seconds == 30.0
+
+
+# --- delivery reports --------------------------------------------------------------------------------------
+
+
+def _report(
+    status: DeliveryState,
+    at: datetime = T0,
+    external_id: str | None = "wamid.1",
+    message_id: uuid.UUID | None = MID,
+) -> DeliveryStatusChanged:
+    return DeliveryStatusChanged(
+        channel=Channel.WHATSAPP, message_id=message_id, external_id=external_id, status=status, at=at
+    )
+
+
+def test_a_delivery_report_tells_its_state_under_the_providers_id_else_ours() -> None:
+    assert facts_of(_report(DeliveryState.SENT)) == [
+        (("whatsapp", "wamid.1"), DeliveryFacts(message_id=MID, accepted_at=T0))
+    ]
+    # A callback names only the provider's id; a send given up on only ours.
+    assert facts_of(_report(DeliveryState.READ, message_id=None)) == [
+        (("whatsapp", "wamid.1"), DeliveryFacts(read_at=T0))
+    ]
+    assert facts_of(_report(DeliveryState.FAILED, external_id=None)) == [
+        (("whatsapp", str(MID)), DeliveryFacts(message_id=MID, failed_at=T0))
+    ]
+    # Queued is not news to metrics, and a report about no message is nothing.
+    assert facts_of(_report(DeliveryState.QUEUED)) == []
+    assert facts_of(_report(DeliveryState.SENT, external_id=None, message_id=None)) == []
+
+
+def test_delivery_states_count_once_each_in_any_order_and_a_late_delivered_keeps_the_read() -> None:
+    later = T0 + timedelta(seconds=4)
+    read_first = news_of(merge([_report(DeliveryState.READ, later, message_id=None)]), {}, {})
+    key = ("whatsapp", "wamid.1")
+    assert read_first.counts == Counter({"delivery.status_changed": 1})
+    stored = {key: read_first.deliveries[key]}
+    late = news_of(
+        merge([_report(DeliveryState.DELIVERED, T0, message_id=None), _report(DeliveryState.READ, later)]),
+        {},
+        {},
+        stored,
+    )
+    # The read again is nothing new; the delivered is, and the read stays.
+    assert late.counts == Counter({"delivery.status_changed": 1})
+    assert then(stored[key], late.deliveries[key]) == DeliveryFacts(
+        message_id=MID, delivered_at=T0, read_at=later
+    )
+    replayed = news_of(
+        merge([_report(DeliveryState.DELIVERED, T0, message_id=None)]),
+        {},
+        {},
+        {key: then(stored[key], late.deliveries[key])},
+    )
+    assert replayed.deliveries == {}
+    assert +replayed.counts == Counter()
+
+
+# --- tag changes -------------------------------------------------------------------------------------------
+
+
+def _retagged(tags: list[str], at: datetime = T0, cid: uuid.UUID = CID) -> ConversationTagsChanged:
+    return ConversationTagsChanged(
+        conversation_id=cid, tags=tags, added=tags, removed=[], agent_id=AGENT, changed_at=at
+    )
+
+
+def test_a_tag_change_tells_the_tags_now_and_is_a_change_of_its_own() -> None:
+    assert facts_of(_retagged(["why:refund", "what:billing", "why:refund"])) == [
+        Retag(CID, T0),
+        (CID, ConversationFacts(tags=("what:billing", "why:refund"), tags_at=T0)),
+    ]
+
+
+@given(st.permutations(range(4)), st.integers(min_value=1, max_value=3))
+def test_the_latest_tags_by_event_time_win_in_any_order_and_repeat(order: list[int], repeats: int) -> None:
+    """The opening's tags, two changes and a redelivered first change, applied in any order and any number
+    of times, call by call: the tags of the latest change stay, and each change counts once."""
+    opening = _opened()
+    events: list[Payload] = [
+        opening.model_copy(update={"tags": ["vip"]}),
+        _retagged(["why:refund"], T0 + timedelta(seconds=5)),
+        _retagged(["what:billing"], T0 + timedelta(seconds=9)),
+        _retagged(["why:refund"], T0 + timedelta(seconds=5)),
+    ]
+    stored: dict[uuid.UUID, ConversationFacts] = {}
+    retags: set[Retag] = set()
+    for _ in range(repeats):
+        for i in order:
+            found = news_of(merge([events[i]]), {}, stored)
+            for cid, facts in found.conversations.items():
+                stored[cid] = then(stored.get(cid, ConversationFacts()), facts)
+            retags |= merge([events[i]]).retags
+    assert stored[CID].tags == ("what:billing",)
+    assert stored[CID].tags_at == T0 + timedelta(seconds=9)
+    assert retags == {Retag(CID, T0 + timedelta(seconds=5)), Retag(CID, T0 + timedelta(seconds=9))}
+
+
+def test_a_tie_of_tag_changes_goes_to_the_greater_tags_whatever_the_order() -> None:
+    a, b = _retagged(["a"]), _retagged(["b"])
+    assert (
+        merge([a, b]).conversations
+        == merge([b, a]).conversations
+        == {CID: ConversationFacts(tags=("b",), tags_at=T0)}
+    )
+    # Stored "b", told "a" at the same time: nothing new. Stored "a", told "b": the tags, with their time.
+    assert news({CID: ConversationFacts(tags=("b",), tags_at=T0)}, merge([a]).conversations) == {}
+    assert news({CID: ConversationFacts(tags=("a",), tags_at=T0)}, merge([b]).conversations) == {
+        CID: ConversationFacts(tags=("b",), tags_at=T0)
+    }

@@ -562,6 +562,10 @@ class AgentStatusChanged(Payload):
     status: AgentStatus
     previous_status: AgentStatus
     changed_at: datetime
+    # The agent's capacity (conversations at once, across workloads) when the status changed, so consumers
+    # can weigh their load against it. Optional: producers before it was carried, and changes the router
+    # makes without reading the agent's row (going silent), leave it out.
+    capacity: int | None = Field(default=None, ge=0)
 
 
 # --- messages.outbound (key: conversation id) ---------------------------------------------------------

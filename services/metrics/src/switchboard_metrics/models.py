@@ -78,6 +78,8 @@ class ConversationFact(Base):
     customer_id: Mapped[uuid.UUID | None] = mapped_column()
     queue: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # When the tags were told: the opening, or the latest tag change (the tags of the latest one stay).
+    tags_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     channels: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     first_reply_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_by: Mapped[uuid.UUID | None] = mapped_column()
@@ -100,6 +102,8 @@ class AgentStatusChange(Base):
     agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     status: Mapped[str] = mapped_column(Text)
+    # The agent's capacity then, when the event carried it (the latest told is their capacity now).
+    capacity: Mapped[int | None] = mapped_column(Integer)
 
 
 class ConversationReopen(Base):
@@ -110,6 +114,16 @@ class ConversationReopen(Base):
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     reopened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+
+
+class ConversationRetag(Base):
+    """One row per change of a conversation's tags (``conversation.tags_changed``), inserted if absent: each
+    change counts once, whatever the order its events come in; the tags it carries now are in the facts."""
+
+    __tablename__ = "conversation_retags"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
 
 
 class ConversationHandoff(Base):
@@ -157,3 +171,20 @@ class SurveyAnswer(Base):
     channel: Mapped[str] = mapped_column(Text)
     agent_id: Mapped[uuid.UUID | None] = mapped_column()
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeliveryFact(Base):
+    """When each delivery state of an outbound message was first reported (``delivery.status_changed``),
+    keyed by the channel and the provider's message id (our message id for a send that failed for good,
+    which has none). Each state has its own column, kept at its earliest report: reports come in any
+    order and again, and a late ``delivered`` never undoes a ``read``."""
+
+    __tablename__ = "delivery_facts"
+
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_id: Mapped[uuid.UUID | None] = mapped_column()
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

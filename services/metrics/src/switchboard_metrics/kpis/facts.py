@@ -15,7 +15,8 @@ republish at a new offset) counts nothing.
 
 Most columns keep their first value. A few follow another rule (``MERGE``), still independent of the
 order events arrive in: the first human reply is the earliest one told, the last resolution and reopening
-the latest, and the channels the customer used are the union of all told.
+the latest, the channels the customer used are the union of all told, and the tags are those told with the
+latest time (the opening's, or a ``conversation.tags_changed``'s): the tags it carries now.
 Assignments and requeues are rows of their own (``Handoff``), keyed by conversation, time and kind, from
 which "who holds it now" is read by time, not by arrival.
 """
@@ -49,6 +50,7 @@ from switchboard_common.events import (
     ConversationTagsChanged,
     ConversationTransferRequested,
     CustomerMerged,
+    DeliveryState,
     DeliveryStatusChanged,
     Direction,
     MessageOutbound,
@@ -58,14 +60,10 @@ from switchboard_common.events import (
     registered,
 )
 
-# Delivery reports are about a provider's message id, which metrics cannot tie to a message of its own yet:
-# delivery KPIs (delivered and failed shares per channel) come with the live-KPI work. Until then metrics
-# does not read delivery.events at all.
 # Offers and their answers, escalations and SLA breaches have no KPI yet (the router's own queue view
 # serves them live); until one is defined metrics does not decode them.
 NOT_COUNTED: frozenset[type[Payload]] = frozenset(
     {
-        DeliveryStatusChanged,
         ConversationOffered,
         ConversationOfferDeclined,
         ConversationOfferTimedOut,
@@ -75,8 +73,6 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         ConversationStatusChanged,
         # A transfer's effect is told by the router's requeue and assignment, which metrics counts.
         ConversationTransferRequested,
-        # Tags agents change: volume by tag uses the tags a conversation opened with (no counting rule yet).
-        ConversationTagsChanged,
         # Satisfaction answers: kept apart (metrics.survey_answers, kpis/satisfaction), not timeline facts.
         SurveyAnswered,
         # Handled apart (switchboard_metrics.customers): a merge moves facts, it is no fact of its own.
@@ -121,7 +117,8 @@ class ConversationFacts:
     resolved_at: datetime | None = None
     customer_id: uuid.UUID | None = None
     queue: str | None = None
-    tags: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None  # the tags it carries now: those told with the latest tags_at
+    tags_at: datetime | None = None  # when they were told: the opening, or the latest tag change (MERGE)
     channels: tuple[str, ...] | None = None  # every channel the customer wrote on (MERGE: union)
     first_reply_at: datetime | None = None  # the first human reply (MERGE: earliest)
     resolved_by: uuid.UUID | None = None
@@ -133,7 +130,41 @@ class ConversationFacts:
         _aware(self)
 
 
-def _aware(facts: MessageFacts | ConversationFacts) -> None:
+# A delivery's key: its channel and the provider's message id, or our message id when the send failed for
+# good before the provider gave one. The dispatcher's send report carries both ids, and every callback after
+# it only the provider's, so the send and its callbacks meet on the provider's id; a send that failed for
+# good has no provider id and no callback, so our id is its whole story.
+DeliveryKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFacts:
+    """The ``delivery_facts`` columns (but the key): when each state was first reported. Providers report
+    states out of order (a ``read`` without ``delivered``, a ``delivered`` after ``read``), so each state
+    has its own column, kept at its earliest report (MERGE): a late report adds what it tells and undoes
+    nothing."""
+
+    message_id: uuid.UUID | None = None
+    accepted_at: datetime | None = None  # ``sent``: the provider accepted the message
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    failed_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _aware(self)
+
+
+# Per reported state, the column that keeps it (``queued`` is the conversation service's own state, never
+# reported to metrics as news).
+DELIVERY_STATE_COLUMNS: dict[DeliveryState, str] = {
+    DeliveryState.SENT: "accepted_at",
+    DeliveryState.DELIVERED: "delivered_at",
+    DeliveryState.READ: "read_at",
+    DeliveryState.FAILED: "failed_at",
+}
+
+
+def _aware(facts: MessageFacts | ConversationFacts | DeliveryFacts) -> None:
     """A time without a zone is UTC. A customer's message may carry one (``sent_at`` from a client), and
     times of both kinds must compare and subtract (reply times, the earliest first reply)."""
     for name in _TIMES[type(facts)]:
@@ -145,7 +176,7 @@ def _aware(facts: MessageFacts | ConversationFacts) -> None:
 # The time columns of each kind of facts (looked up per instance: facts are made per event).
 _TIMES: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls) if "datetime" in str(f.type))
-    for cls in (MessageFacts, ConversationFacts)
+    for cls in (MessageFacts, ConversationFacts, DeliveryFacts)
 }
 
 
@@ -164,7 +195,35 @@ MERGE: dict[str, Merge] = {
     "first_reopened_at": Merge.EARLIEST,
     "last_resolved_at": Merge.LATEST,
     "last_reopened_at": Merge.LATEST,
+    "tags_at": Merge.LATEST,
+    # Delivery states: the earliest report of each (a provider repeating a state adds nothing).
+    **dict.fromkeys(("accepted_at", "delivered_at", "read_at", "failed_at"), Merge.EARLIEST),
 }
+
+
+# Columns whose value is the one told with the latest value of another column (its clock): a
+# conversation's tags are those of its latest change by event time, or those it opened with, whichever
+# events arrive first. A tie (two changes at one instant) goes to the greater value, so the order of
+# arrival never decides; values compare as their texts joined by U+001F, the order PostgreSQL's "C"
+# collation gives the same texts (see ``repository``).
+FOLLOWS: dict[str, str] = {"tags": "tags_at"}
+TAG_SEPARATOR = "\x1f"
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _rank(at: datetime | None, tags: tuple[str, ...]) -> tuple[datetime, str]:
+    return (at or _NEVER, TAG_SEPARATOR.join(tags))
+
+
+def merged(stored: Mapping[str, Any], told: Mapping[str, Any]) -> dict[str, Any]:
+    """The known columns of a row after ``told`` meets ``stored`` (both: the known columns only), each by
+    its rule (``MERGE``, ``FOLLOWS``)."""
+    out = {c: combine(c, stored.get(c), told.get(c)) for c in stored.keys() | told.keys()}
+    for column, clock in FOLLOWS.items():
+        if column in told and column in stored:
+            newer = _rank(told.get(clock), told[column]) > _rank(stored.get(clock), stored[column])
+            out[column] = told[column] if newer else stored[column]
+    return out
 
 
 def combine(column: str, stored: Any, told: Any) -> Any:
@@ -204,6 +263,7 @@ class StatusChange:
     agent_id: uuid.UUID
     changed_at: datetime
     status: str
+    capacity: int | None = None  # the agent's capacity then, when the router said
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +272,21 @@ class Reopen:
     reopened_at: datetime
 
 
-F = TypeVar("F", MessageFacts, ConversationFacts)
+@dataclass(frozen=True, slots=True, order=True)
+class Retag:
+    """A change of a conversation's tags, a row of its own so that each counts once whatever the order
+    its events come in (the facts keep only the latest)."""
+
+    conversation_id: uuid.UUID
+    changed_at: datetime
+
+
+F = TypeVar("F", MessageFacts, ConversationFacts, DeliveryFacts)
 K = TypeVar("K")
 
 MESSAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(MessageFacts))
 CONVERSATION_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ConversationFacts))
+DELIVERY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(DeliveryFacts))
 
 # The column whose first value counts each event type (only that type sets it).
 # A message's conversation_id counts the event that told it first (``Batch.announced``).
@@ -229,20 +299,28 @@ COUNTED_CONVERSATION_COLUMNS: dict[str, str] = {
 }
 
 
-def _known(facts: MessageFacts | ConversationFacts) -> dict[str, Any]:
+def _known(facts: MessageFacts | ConversationFacts | DeliveryFacts) -> dict[str, Any]:
     return {f.name: value for f in fields(facts) if (value := getattr(facts, f.name)) is not None}
 
 
 def then(earlier: F, later: F) -> F:
-    """``earlier`` followed by ``later``: each column by its rule (``MERGE``; a column already known keeps
-    its value unless its rule says otherwise), as the stored row does, so applying an event twice, or in
-    any order, gives the same row."""
-    return replace(later, **{c: combine(c, value, getattr(later, c)) for c, value in _known(earlier).items()})
+    """``earlier`` followed by ``later``: each column by its rule (``MERGE``, ``FOLLOWS``; a column already
+    known keeps its value unless its rule says otherwise), as the stored row does, so applying an event
+    twice, or in any order, gives the same row."""
+    return replace(later, **merged(_known(earlier), _known(later)))
 
 
 # --- what each event tells -----------------------------------------------------------------------------
 
-Told = tuple[uuid.UUID, MessageFacts] | tuple[uuid.UUID, ConversationFacts] | StatusChange | Reopen | Handoff
+Told = (
+    tuple[uuid.UUID, MessageFacts]
+    | tuple[uuid.UUID, ConversationFacts]
+    | tuple[DeliveryKey, DeliveryFacts]
+    | StatusChange
+    | Reopen
+    | Retag
+    | Handoff
+)
 
 
 @functools.singledispatch
@@ -315,6 +393,7 @@ def _opened(payload: ConversationOpened) -> list[Told] | None:
                 channel=payload.channel.value,
                 customer_id=payload.customer_id,
                 tags=tuple(sorted(set(payload.tags))),
+                tags_at=payload.opened_at,
                 channels=(payload.channel.value,),
             ),
         )
@@ -379,8 +458,30 @@ def _reopened(payload: ConversationReopened) -> list[Told] | None:
 
 
 @facts_of.register
+def _tags_changed(payload: ConversationTagsChanged) -> list[Told] | None:
+    return [
+        Retag(payload.conversation_id, payload.changed_at),
+        (
+            payload.conversation_id,
+            ConversationFacts(tags=tuple(sorted(set(payload.tags))), tags_at=payload.changed_at),
+        ),
+    ]
+
+
+@facts_of.register
 def _status_changed(payload: AgentStatusChanged) -> list[Told] | None:
-    return [StatusChange(payload.agent_id, payload.changed_at, payload.status.value)]
+    return [StatusChange(payload.agent_id, payload.changed_at, payload.status.value, payload.capacity)]
+
+
+@facts_of.register
+def _delivery(payload: DeliveryStatusChanged) -> list[Told] | None:
+    column = DELIVERY_STATE_COLUMNS.get(payload.status)
+    subject = payload.external_id if payload.external_id is not None else payload.message_id
+    if column is None or subject is None:
+        return []  # nothing metrics counts (``queued``), or a report about no message at all
+    times: dict[str, Any] = {column: payload.at}
+    facts = DeliveryFacts(message_id=payload.message_id, **times)
+    return [((payload.channel.value, str(subject)), facts)]
 
 
 # --- a call's facts, merged ----------------------------------------------------------------------------
@@ -393,15 +494,18 @@ class Batch:
 
     messages: dict[uuid.UUID, MessageFacts] = field(default_factory=dict)
     conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
-    statuses: dict[tuple[uuid.UUID, datetime], str] = field(default_factory=dict)
+    # (agent, changed_at) -> (status, capacity)
+    statuses: dict[tuple[uuid.UUID, datetime], tuple[str, int | None]] = field(default_factory=dict)
     reopens: set[Reopen] = field(default_factory=set)
+    retags: set[Retag] = field(default_factory=set)
     handoffs: set[Handoff] = field(default_factory=set)
+    deliveries: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
     # Per message, the type of the first event that told its conversation (the value its row keeps), which
     # counts when that column becomes known. Bookkeeping of ``messages``: not compared.
     announced: dict[uuid.UUID, str] = field(default_factory=dict, compare=False)
 
 
-def _put(into: dict[uuid.UUID, F], key: uuid.UUID, facts: F) -> None:
+def _put(into: dict[K, F], key: K, facts: F) -> None:
     earlier = into.get(key)
     into[key] = facts if earlier is None else then(earlier, facts)
 
@@ -411,11 +515,15 @@ def merge(payloads: Iterable[Payload]) -> Batch:
     for payload in payloads:
         for told in facts_of(payload) or ():
             if isinstance(told, StatusChange):
-                batch.statuses.setdefault((told.agent_id, told.changed_at), told.status)
+                batch.statuses.setdefault((told.agent_id, told.changed_at), (told.status, told.capacity))
             elif isinstance(told, Reopen):
                 batch.reopens.add(told)
+            elif isinstance(told, Retag):
+                batch.retags.add(told)
             elif isinstance(told, Handoff):
                 batch.handoffs.add(told)
+            elif isinstance(told[1], DeliveryFacts):
+                _put(batch.deliveries, told[0], told[1])
             else:
                 key, facts = told
                 if isinstance(facts, MessageFacts):
@@ -439,11 +547,12 @@ def news(before: Mapping[K, F], incoming: Mapping[K, F]) -> dict[K, F]:
     for key, facts in incoming.items():
         stored = before.get(key)
         known = _known(stored) if stored is not None else {}
-        new = {
-            column: after
-            for column, value in _known(facts).items()
-            if (after := combine(column, known.get(column), value)) != known.get(column)
-        }
+        after = merged(known, _known(facts))
+        new = {column: value for column, value in after.items() if value != known.get(column)}
+        # A value that follows a clock is written with it: the statement judges the pair, as ``merged`` does.
+        for column, clock in FOLLOWS.items():
+            if column in new and clock in after:
+                new[clock] = after[clock]
         if new:
             out[key] = type(facts)(**new)
     return out
@@ -456,23 +565,31 @@ class News:
     messages: dict[uuid.UUID, MessageFacts]
     conversations: dict[uuid.UUID, ConversationFacts]
     counts: Counter[str]
+    deliveries: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
 
 
 def news_of(
     batch: Batch,
     stored_messages: Mapping[uuid.UUID, MessageFacts],
     stored_conversations: Mapping[uuid.UUID, ConversationFacts],
+    stored_deliveries: Mapping[DeliveryKey, DeliveryFacts] | None = None,
 ) -> News:
     """The news of ``batch`` against the stored rows of its keys; each event type counts the keys whose
-    counting column becomes known (a message's conversation counts the event that announced it; agent
+    counting column becomes known (a message's conversation counts the event that announced it; a delivery
+    report, each state that becomes known for its delivery, so a repeated report counts nothing; agent
     status changes and reopens are counted by the rows their insert adds)."""
     messages = news(stored_messages, batch.messages)
     conversations = news(stored_conversations, batch.conversations)
+    deliveries = news(stored_deliveries or {}, batch.deliveries)
     counts: Counter[str] = Counter()
+    for d in deliveries.values():
+        states = sum(getattr(d, c) is not None for c in DELIVERY_STATE_COLUMNS.values())
+        if states:
+            counts[DeliveryStatusChanged.event_type] += states
     for key, m in messages.items():
         counts.update(t for c, t in COUNTED_MESSAGE_COLUMNS.items() if getattr(m, c) is not None)
         if m.conversation_id is not None:
             counts[batch.announced[key]] += 1
     for cf in conversations.values():
         counts.update(t for c, t in COUNTED_CONVERSATION_COLUMNS.items() if getattr(cf, c) is not None)
-    return News(messages, conversations, counts)
+    return News(messages, conversations, counts, deliveries)

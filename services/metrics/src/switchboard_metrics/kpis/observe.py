@@ -23,7 +23,7 @@ from itertools import chain
 from ddsketch.mapping import LogarithmicMapping
 
 from switchboard_common.events import Direction
-from switchboard_metrics.kpis.facts import ConversationFacts, MessageFacts
+from switchboard_metrics.kpis.facts import ConversationFacts, DeliveryFacts, MessageFacts
 
 RELATIVE_ACCURACY = 0.01
 # Durations are clamped to this (seconds): clocks of different services may disagree by a little, and a
@@ -54,12 +54,38 @@ class Metric:
     REPLY = "reply"
     RESOLUTION = "resolution"
     HANDLE = "handle"
+    # Deliveries of outbound messages, each observed at its first report (see ``delivery_cells_of``).
+    DELIVERY_REPORTED = "delivery_reported"
+    DELIVERY_SENT = "delivery_sent"
+    DELIVERY_DELIVERED = "delivery_delivered"
+    DELIVERY_READ = "delivery_read"
+    DELIVERY_FAILED = "delivery_failed"
+    DELIVERY_LATENCY = "delivery_latency"  # a duration: sent to delivered
 
 
-DURATIONS = frozenset({Metric.WAIT, Metric.FIRST_RESPONSE, Metric.REPLY, Metric.RESOLUTION, Metric.HANDLE})
-# Metrics that have no queue, agent or tag (messages are counted by channel; assignments by agent): a
-# filter on a dimension they lack does not exclude them.
-BY_CHANNEL_ONLY = frozenset({Metric.MESSAGES_IN, Metric.MESSAGES_OUT})
+DURATIONS = frozenset(
+    {
+        Metric.WAIT,
+        Metric.FIRST_RESPONSE,
+        Metric.REPLY,
+        Metric.RESOLUTION,
+        Metric.HANDLE,
+        Metric.DELIVERY_LATENCY,
+    }
+)
+DELIVERY_METRICS = frozenset(
+    {
+        Metric.DELIVERY_REPORTED,
+        Metric.DELIVERY_SENT,
+        Metric.DELIVERY_DELIVERED,
+        Metric.DELIVERY_READ,
+        Metric.DELIVERY_FAILED,
+        Metric.DELIVERY_LATENCY,
+    }
+)
+# Metrics that have no queue, agent or tag (messages and deliveries are counted by channel; assignments by
+# agent): a filter on a dimension they lack does not exclude them.
+BY_CHANNEL_ONLY = frozenset({Metric.MESSAGES_IN, Metric.MESSAGES_OUT, *DELIVERY_METRICS})
 BY_AGENT_ONLY = frozenset({Metric.ASSIGNMENT})
 
 
@@ -178,6 +204,35 @@ def message_cells_of(f: MessageFacts | None) -> dict[Cell, Tally]:
     if f.direction == Direction.OUTBOUND.value and f.sent_at is not None:
         return {Cell(minute(f.sent_at), Metric.MESSAGES_OUT, f.channel, NONE, NONE, NONE, 0): Tally(1, 0.0)}
     return {}
+
+
+def delivery_cells_of(channel: str, f: DeliveryFacts | None) -> dict[Cell, Tally]:
+    """A delivery's cells, all at the minute of its first report (the send, or whichever report came
+    first in time when the send was not told), by channel only: so a window's delivery figures are about
+    the messages sent in it, and its rates stay within 0 and 1. A ``read`` implies ``delivered`` and a
+    ``delivered`` implies ``sent``, whichever report is missing; the latency is sent to delivered, both
+    reported."""
+    if f is None:
+        return {}
+    reported = [t for t in (f.accepted_at, f.delivered_at, f.read_at, f.failed_at) if t is not None]
+    if not reported:
+        return {}
+    at = minute(min(reported))
+    delivered = f.delivered_at is not None or f.read_at is not None
+    metrics = [
+        (Metric.DELIVERY_REPORTED, True),
+        (Metric.DELIVERY_SENT, f.accepted_at is not None or delivered),
+        (Metric.DELIVERY_DELIVERED, delivered),
+        (Metric.DELIVERY_READ, f.read_at is not None),
+        (Metric.DELIVERY_FAILED, f.failed_at is not None),
+    ]
+    out = {
+        Cell(at, metric, channel, NONE, NONE, NONE, COUNT_BIN): Tally(1, 0.0) for metric, on in metrics if on
+    }
+    if f.accepted_at is not None and f.delivered_at is not None:
+        seconds = _seconds(f.accepted_at, f.delivered_at)
+        out[Cell(at, Metric.DELIVERY_LATENCY, channel, NONE, NONE, NONE, bin_of(seconds))] = Tally(1, seconds)
+    return out
 
 
 def assignment_cell(agent_id: uuid.UUID, at: datetime) -> Cell:

@@ -14,6 +14,9 @@ from switchboard_metrics.kpis.observe import Metric, bin_value, quantile, within
 from switchboard_metrics.kpis.schemas import (
     AgentRow,
     Breakdown,
+    ChannelDelivery,
+    DeliveryFigures,
+    DeliveryReport,
     Distribution,
     Point,
     QueueRow,
@@ -173,6 +176,39 @@ def volume(s: Sketches, customers: int) -> Volume:
     )
 
 
+def delivery_figures(s: Sketches) -> DeliveryFigures:
+    """Sent, delivered, read and failed, each over the messages reported; the latency sent to delivered."""
+    reported = count(s, Metric.DELIVERY_REPORTED)
+    delivered, read, failed = (
+        count(s, Metric.DELIVERY_DELIVERED),
+        count(s, Metric.DELIVERY_READ),
+        count(s, Metric.DELIVERY_FAILED),
+    )
+    return DeliveryFigures(
+        reported=reported,
+        sent=count(s, Metric.DELIVERY_SENT),
+        delivered=delivered,
+        read=read,
+        failed=failed,
+        delivered_rate=ratio(delivered, reported),
+        read_rate=ratio(read, reported),
+        failed_rate=ratio(failed, reported),
+        latency=distribution(s.get(Metric.DELIVERY_LATENCY)),
+    )
+
+
+def delivery(s: Summed) -> DeliveryReport:
+    """The delivery figures in total and per channel (the channels with a report in the window)."""
+    return DeliveryReport(
+        **delivery_figures(s.total).model_dump(),
+        by_channel=[
+            ChannelDelivery(channel=ch, **delivery_figures(sk).model_dump())
+            for ch, sk in sorted(s.by_channel.items())
+            if ch and count(sk, Metric.DELIVERY_REPORTED)
+        ],
+    )
+
+
 def breakdown(key: str, s: Sketches) -> Breakdown:
     return Breakdown(
         key=key,
@@ -233,16 +269,20 @@ def agents(
     cell_rows: Iterable[Any], status_rows: Iterable[Any], now: OpenNow, agent: uuid.UUID | None
 ) -> list[AgentRow]:
     """Per agent: assignments and their share, handled (resolved) and handle time, time per status and the
-    latest status, conversations held now; occupancy is handle time over online time."""
+    latest status, conversations held now against their capacity; occupancy is handle time over online
+    time."""
     sketches: dict[uuid.UUID, Sketches] = defaultdict(lambda: defaultdict(Sketch))
     for agent_id, metric, bin_, n, seconds in cell_rows:
         sketches[uuid.UUID(agent_id)][metric].add(bin_, int(n), float(seconds))
     seconds_in: dict[uuid.UUID, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     latest: dict[uuid.UUID, str] = {}
-    for agent_id, status, is_latest, seconds in status_rows:
+    capacity: dict[uuid.UUID, int] = {}
+    for agent_id, status, is_latest, seconds, told_capacity in status_rows:
         seconds_in[agent_id][status] += max(float(seconds), 0.0)
         if is_latest:
             latest[agent_id] = status
+            if told_capacity is not None:
+                capacity[agent_id] = int(told_capacity)
     ids = set(sketches) | set(seconds_in) | set(now.active)
     if agent is not None:
         ids &= {agent}
@@ -258,6 +298,9 @@ def agents(
                 status=latest.get(a),
                 status_seconds={k: round(v, 1) for k, v in sorted(seconds_in[a].items())},
                 active_conversations=now.active.get(a, 0),
+                capacity=capacity.get(a),
+                # A capacity of 0 (an agent taking nothing) has no share to fill: none, like a rate over 0.
+                capacity_used=None if a not in capacity else ratio(now.active.get(a, 0), capacity[a]),
                 assignments=count(s, Metric.ASSIGNMENT),
                 assignment_share=ratio(count(s, Metric.ASSIGNMENT), all_assignments),
                 handled=count(s, Metric.RESOLVED),

@@ -18,16 +18,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.db.sql import BIGINTS, BOOLS, INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_metrics.kpis.facts import (
     CONVERSATION_COLUMNS,
+    DELIVERY_COLUMNS,
+    FOLLOWS,
     MERGE,
     MESSAGE_COLUMNS,
     ConversationFacts,
+    DeliveryFacts,
+    DeliveryKey,
     Handoff,
     HandoffKind,
     Merge,
     MessageFacts,
     Reopen,
+    Retag,
 )
-from switchboard_metrics.kpis.observe import Cell, Tally
+from switchboard_metrics.kpis.observe import BY_CHANNEL_ONLY, Cell, Tally
 from switchboard_metrics.models import EventCount
 
 FLOATS = postgresql.ARRAY(sa.Float)
@@ -52,14 +57,20 @@ _COLUMN_TYPES: dict[str, tuple[str, sa.types.TypeEngine[Any]]] = {
     "customer_id": ("uuid", UUIDS),
     "queue": ("text", TEXTS),
     "tags": ("text[]", TEXTS),
+    "tags_at": ("timestamptz", TIMES),
     "channels": ("text[]", TEXTS),
     "first_reply_at": ("timestamptz", TIMES),
     "resolved_by": ("uuid", UUIDS),
     "first_reopened_at": ("timestamptz", TIMES),
     "last_resolved_at": ("timestamptz", TIMES),
     "last_reopened_at": ("timestamptz", TIMES),
+    "message_id": ("uuid", UUIDS),
+    "accepted_at": ("timestamptz", TIMES),
+    "delivered_at": ("timestamptz", TIMES),
+    "read_at": ("timestamptz", TIMES),
+    "failed_at": ("timestamptz", TIMES),
 }
-assert set(_COLUMN_TYPES) == {*MESSAGE_COLUMNS, *CONVERSATION_COLUMNS}
+assert set(_COLUMN_TYPES) == {*MESSAGE_COLUMNS, *CONVERSATION_COLUMNS, *DELIVERY_COLUMNS}
 
 
 def _claim_arm(table: str, key: str, alias: str, columns: tuple[str, ...]) -> str:
@@ -104,6 +115,20 @@ _CLAIM = statement(
 def _merged(column: str) -> str:
     """The SQL of ``facts.combine``: whatever the caller passes, a stored value changes only by its rule."""
     old, new = f"f.{column}", f"excluded.{column}"
+    clock = FOLLOWS.get(column)
+    if clock is not None:
+        # facts.merged: the value told with the later clock, ties to the greater text (as Python compares
+        # the joined texts: by code point, which is byte order in UTF-8 under the "C" collation).
+        def rank(row: str) -> str:
+            return (
+                f"ROW(coalesce({row}.{clock}, '-infinity'::timestamptz), "
+                f'array_to_string({row}.{column}, chr(31)) COLLATE "C")'
+            )
+
+        return (
+            f"CASE WHEN {new} IS NULL THEN {old} WHEN {old} IS NULL THEN {new} "
+            f"WHEN {rank('excluded')} > {rank('f')} THEN {new} ELSE {old} END"
+        )
     rule = MERGE.get(column, Merge.FIRST)
     if rule is Merge.EARLIEST:
         return f"least({old}, {new})"  # least and greatest ignore NULLs
@@ -133,19 +158,48 @@ def _fill(table: str, key: str, columns: tuple[str, ...]) -> sa.TextClause:
 _FILL_MESSAGES = _fill("message_facts", "message_id", MESSAGE_COLUMNS)
 _FILL_CONVERSATIONS = _fill("conversation_facts", "conversation_id", CONVERSATION_COLUMNS)
 
+# Deliveries are keyed by two texts, not a uuid: their claim and fill are statements of their own (made
+# only by a call with delivery reports), of the same two kinds as the facts' above.
+_CLAIM_DELIVERIES = statement(
+    f"""
+    INSERT INTO metrics.delivery_facts AS f (channel, subject)
+    SELECT * FROM unnest(:channels, :subjects)
+    ON CONFLICT (channel, subject) DO UPDATE SET subject = excluded.subject
+    RETURNING f.channel, f.subject, {", ".join(f"f.{c}" for c in DELIVERY_COLUMNS)}
+    """,  # noqa: S608 - the names are ours, not input
+    channels=TEXTS,
+    subjects=TEXTS,
+)
+_FILL_DELIVERIES = statement(
+    f"""
+    INSERT INTO metrics.delivery_facts AS f (channel, subject, {", ".join(DELIVERY_COLUMNS)})
+    SELECT * FROM unnest(:channels, :subjects, {", ".join(f":{c}" for c in DELIVERY_COLUMNS)})
+    ON CONFLICT (channel, subject) DO UPDATE
+    SET {", ".join(f"{c} = {_merged(c)}" for c in DELIVERY_COLUMNS)}
+    """,  # noqa: S608 - the names are ours, not input
+    channels=TEXTS,
+    subjects=TEXTS,
+    **{c: _COLUMN_TYPES[c][1] for c in DELIVERY_COLUMNS},
+)
+
 # Insert-if-absent, three tables in one round trip; RETURNING gives the rows this call added, which are
 # the changes it counts (and, for assignments, the rollup cells they add).
 _INSERT_CHANGES = statement(
     """
     WITH statuses AS (
-        INSERT INTO metrics.agent_status_changes (agent_id, changed_at, status)
-        SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses)
+        INSERT INTO metrics.agent_status_changes (agent_id, changed_at, status, capacity)
+        SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses, :capacities)
         ON CONFLICT (agent_id, changed_at) DO NOTHING
         RETURNING 1
     ), reopens AS (
         INSERT INTO metrics.conversation_reopens (conversation_id, reopened_at)
         SELECT * FROM unnest(:conversation_ids, :reopened_ats)
         ON CONFLICT (conversation_id, reopened_at) DO NOTHING
+        RETURNING 1
+    ), retags AS (
+        INSERT INTO metrics.conversation_retags (conversation_id, changed_at)
+        SELECT * FROM unnest(:retag_ids, :retagged_ats)
+        ON CONFLICT (conversation_id, changed_at) DO NOTHING
         RETURNING 1
     ), handoffs AS (
         INSERT INTO metrics.conversation_handoffs (conversation_id, at, kind, agent_id)
@@ -155,13 +209,17 @@ _INSERT_CHANGES = statement(
     )
     SELECT 'status' AS what, NULL::uuid AS agent_id, NULL::timestamptz AS at FROM statuses
     UNION ALL SELECT 'reopen', NULL, NULL FROM reopens
+    UNION ALL SELECT 'retag', NULL, NULL FROM retags
     UNION ALL SELECT kind, agent_id, at FROM handoffs
     """,
     agent_ids=UUIDS,
     changed_ats=TIMES,
     statuses=TEXTS,
+    capacities=INTS,
     conversation_ids=UUIDS,
     reopened_ats=TIMES,
+    retag_ids=UUIDS,
+    retagged_ats=TIMES,
     handoff_ids=UUIDS,
     handoff_ats=TIMES,
     handoff_kinds=TEXTS,
@@ -225,6 +283,33 @@ def _conversation(values: Sequence[Any]) -> ConversationFacts:
     return ConversationFacts(**named)
 
 
+async def claim_deliveries(
+    session: AsyncSession, keys: Collection[DeliveryKey]
+) -> dict[DeliveryKey, DeliveryFacts]:
+    """The stored facts of these deliveries (a missing row is created empty), locked until the transaction
+    ends, as ``claim_facts`` does for messages and conversations."""
+    if not keys:
+        return {}
+    ordered = sorted(keys)
+    rows = await session.execute(
+        _CLAIM_DELIVERIES, {"channels": [c for c, _ in ordered], "subjects": [s for _, s in ordered]}
+    )
+    return {(row[0], row[1]): DeliveryFacts(*row[2:]) for row in rows}
+
+
+async def fill_deliveries(session: AsyncSession, facts: Mapping[DeliveryKey, DeliveryFacts]) -> None:
+    if not facts:
+        return
+    ordered = sorted(facts.items())
+    params: dict[str, list[Any]] = {
+        "channels": [c for (c, _), _ in ordered],
+        "subjects": [s for (_, s), _ in ordered],
+    }
+    for column in DELIVERY_COLUMNS:
+        params[column] = [getattr(f, column) for _, f in ordered]
+    await session.execute(_FILL_DELIVERIES, params)
+
+
 # --- rebuilding the rollups from the facts --------------------------------------------------------------
 
 _PAGE_CONVERSATIONS = statement(
@@ -241,6 +326,15 @@ _PAGE_MESSAGES = statement(
     WHERE message_id > :after ORDER BY message_id LIMIT :limit
     """,  # noqa: S608 - the names are ours, not input
     after=sa.Uuid(),
+    limit=sa.Integer(),
+)
+_PAGE_DELIVERIES = statement(
+    f"""
+    SELECT channel, subject, {", ".join(DELIVERY_COLUMNS)} FROM metrics.delivery_facts
+    WHERE (channel, subject) > (:channel, :subject) ORDER BY channel, subject LIMIT :limit
+    """,  # noqa: S608 - the names are ours, not input
+    channel=sa.Text(),
+    subject=sa.Text(),
     limit=sa.Integer(),
 )
 _ASSIGNMENTS = sa.text("SELECT agent_id, at FROM metrics.conversation_handoffs WHERE kind = 'assigned'")
@@ -265,6 +359,13 @@ async def page_messages(
 ) -> list[tuple[uuid.UUID, MessageFacts]]:
     rows = await session.execute(_PAGE_MESSAGES, {"after": after, "limit": limit})
     return [(row[0], MessageFacts(*row[1:])) for row in rows]
+
+
+async def page_deliveries(
+    session: AsyncSession, after: DeliveryKey, limit: int
+) -> list[tuple[DeliveryKey, DeliveryFacts]]:
+    rows = await session.execute(_PAGE_DELIVERIES, {"channel": after[0], "subject": after[1], "limit": limit})
+    return [((row[0], row[1]), DeliveryFacts(*row[2:])) for row in rows]
 
 
 async def assignments(session: AsyncSession) -> list[tuple[uuid.UUID, datetime]]:
@@ -318,24 +419,28 @@ async def fill_conversations(session: AsyncSession, facts: Mapping[uuid.UUID, Co
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """What ``insert_changes`` added: how many status changes and reopens, and the new assignments."""
+    """What ``insert_changes`` added: how many status changes, reopens, requeues and tag changes, and the
+    new assignments."""
 
     statuses: int
     reopens: int
     assignments: list[tuple[uuid.UUID, datetime]]
     requeues: int = 0
+    retags: int = 0
 
 
 async def insert_changes(
     session: AsyncSession,
-    statuses: Mapping[tuple[uuid.UUID, datetime], str],
+    statuses: Mapping[tuple[uuid.UUID, datetime], tuple[str, int | None]],
     reopens: Collection[Reopen],
     handoffs: Collection[Handoff],
+    retags: Collection[Retag] = (),
 ) -> Changes:
-    """Store the agent status changes, conversation reopens and handoffs not stored yet; returns what was
-    new."""
-    if not (statuses or reopens or handoffs):
+    """Store the agent status changes, conversation reopens, handoffs and tag changes not stored yet;
+    returns what was new."""
+    if not (statuses or reopens or handoffs or retags):
         return Changes(0, 0, [])
+    retagged = sorted(retags)
     ordered = sorted(statuses.items())
     reopened = sorted((r.conversation_id, r.reopened_at) for r in reopens)
     handed = sorted(handoffs)
@@ -344,9 +449,12 @@ async def insert_changes(
         {
             "agent_ids": [a for (a, _), _ in ordered],
             "changed_ats": [t for (_, t), _ in ordered],
-            "statuses": [s for _, s in ordered],
+            "statuses": [s for _, (s, _) in ordered],
+            "capacities": [c for _, (_, c) in ordered],
             "conversation_ids": [c for c, _ in reopened],
             "reopened_ats": [t for _, t in reopened],
+            "retag_ids": [r.conversation_id for r in retagged],
+            "retagged_ats": [r.changed_at for r in retagged],
             "handoff_ids": [h.conversation_id for h in handed],
             "handoff_ats": [h.at for h in handed],
             "handoff_kinds": [h.kind.value for h in handed],
@@ -360,7 +468,11 @@ async def insert_changes(
         if what == HandoffKind.ASSIGNED.value:
             assignments.append((agent_id, at))
     return Changes(
-        kinds.count("status"), kinds.count("reopen"), assignments, kinds.count(HandoffKind.REQUEUED.value)
+        kinds.count("status"),
+        kinds.count("reopen"),
+        assignments,
+        kinds.count(HandoffKind.REQUEUED.value),
+        kinds.count("retag"),
     )
 
 
@@ -406,12 +518,13 @@ async def counts(session: AsyncSession) -> dict[str, int]:
 # an optional parameter. Messages have no queue, agent or tag and assignments no channel, queue or tag
 # (see ``observe``): a filter on a dimension a metric lacks does not exclude it.
 
-_MESSAGES = "('messages_in', 'messages_out')"
+# The metrics counted by channel only (messages, deliveries), as an SQL list.
+_CHANNEL_ONLY = "(" + ", ".join(f"'{m}'" for m in sorted(BY_CHANNEL_ONLY)) + ")"
 _FILTERS = f"""
     minute >= :start AND minute < :end
     AND (CAST(:channel AS text) IS NULL OR channel = :channel OR metric = 'assignment')
-    AND (CAST(:queue AS text) IS NULL OR queue = :queue OR metric IN {_MESSAGES} OR metric = 'assignment')
-    AND (CAST(:agent AS text) IS NULL OR agent = :agent OR metric IN {_MESSAGES})
+    AND (CAST(:queue AS text) IS NULL OR queue = :queue OR metric IN {_CHANNEL_ONLY} OR metric = 'assignment')
+    AND (CAST(:agent AS text) IS NULL OR agent = :agent OR metric IN {_CHANNEL_ONLY})
 """
 _CELL_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "start": sa.DateTime(timezone=True),
@@ -428,7 +541,7 @@ _BY_QUEUE_CHANNEL = statement(
     SELECT metric, queue, channel, bin, sum(count)::bigint AS count, sum(seconds) AS seconds
     FROM metrics.kpi_cells
     WHERE {_FILTERS} AND metric <> 'assignment'
-      AND tag = CASE WHEN metric IN {_MESSAGES} THEN '' ELSE :tag END
+      AND tag = CASE WHEN metric IN {_CHANNEL_ONLY} THEN '' ELSE :tag END
     GROUP BY metric, queue, channel, bin HAVING sum(count) <> 0
     """,  # noqa: S608 - ours
     **_CELL_TYPES,
@@ -458,7 +571,7 @@ _SERIES = statement(
     SELECT date_trunc(:step, minute) AS at, metric, bin, sum(count)::bigint AS count
     FROM metrics.kpi_cells
     WHERE {_FILTERS} AND metric IN ('messages_in', 'opened', 'wait')
-      AND tag = CASE WHEN metric IN {_MESSAGES} THEN '' ELSE :tag END
+      AND tag = CASE WHEN metric IN {_CHANNEL_ONLY} THEN '' ELSE :tag END
     GROUP BY 1, metric, bin HAVING sum(count) <> 0
     ORDER BY 1
     """,  # noqa: S608 - ours
@@ -466,7 +579,8 @@ _SERIES = statement(
     **_CELL_TYPES,
 )
 
-# Seconds each agent spent in each status within [start, end): each change lasts until the agent's next.
+# Seconds each agent spent in each status within [start, end): each change lasts until the agent's next;
+# and each agent's latest status and capacity as of ``end``.
 _STATUS_SECONDS = statement(
     """
     WITH s AS (
@@ -476,7 +590,13 @@ _STATUS_SECONDS = statement(
         WHERE changed_at < :end AND (CAST(:agent AS uuid) IS NULL OR agent_id = CAST(:agent AS uuid))
     )
     SELECT agent_id, status, until IS NULL AS latest,
-           extract(epoch FROM least(coalesce(until, :end), :end) - greatest(changed_at, :start)) AS seconds
+           extract(epoch FROM least(coalesce(until, :end), :end) - greatest(changed_at, :start)) AS seconds,
+           -- With the latest status, the latest capacity told (a change may not tell one: going silent).
+           CASE WHEN until IS NULL THEN (
+               SELECT c.capacity FROM metrics.agent_status_changes c
+               WHERE c.agent_id = s.agent_id AND c.capacity IS NOT NULL AND c.changed_at < :end
+               ORDER BY c.changed_at DESC LIMIT 1
+           ) END AS capacity
     FROM s WHERE coalesce(until, :end) > :start
     """,
     start=sa.DateTime(timezone=True),

@@ -2,8 +2,9 @@
 in the background, in small batches (short transactions that never hold up the consumer for long).
 
 What is kept: open conversations whatever their age, with their handoffs (who holds them now is read from
-those), and each agent's latest status change (their status now). A fact deleted here and then met again
-in a replay of topics older than the retention counts again: retention is the horizon of exactness too.
+those), and each agent's latest status change (their status now) and latest told capacity. A fact deleted
+here and then met again in a replay of topics older than the retention counts again: retention is the
+horizon of exactness too.
 """
 
 from __future__ import annotations
@@ -71,6 +72,29 @@ _DELETES: list[tuple[str, sa.TextClause]] = [
         ),
     ),
     (
+        # A delivery is old when its latest report is (greatest ignores the states never reported).
+        "delivery_facts",
+        statement(
+            """
+            DELETE FROM metrics.delivery_facts WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.delivery_facts
+                WHERE greatest(accepted_at, delivered_at, read_at, failed_at) < :cutoff LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
+        # History only: the tags a conversation carries now are in its facts.
+        "conversation_retags",
+        statement(
+            """
+            DELETE FROM metrics.conversation_retags WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.conversation_retags WHERE changed_at < :cutoff LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
         "conversation_reopens",
         statement(
             """
@@ -101,6 +125,11 @@ _DELETES: list[tuple[str, sa.TextClause]] = [
                 WHERE s.changed_at < :cutoff AND EXISTS (
                     SELECT 1 FROM metrics.agent_status_changes later
                     WHERE later.agent_id = s.agent_id AND later.changed_at > s.changed_at)
+                -- and the latest capacity told stays too, when later changes did not tell one
+                AND (s.capacity IS NULL OR EXISTS (
+                    SELECT 1 FROM metrics.agent_status_changes later
+                    WHERE later.agent_id = s.agent_id AND later.changed_at > s.changed_at
+                      AND later.capacity IS NOT NULL))
                 LIMIT :batch))
             """,
             **_CUTOFF,

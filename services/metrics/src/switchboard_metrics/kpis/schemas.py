@@ -102,6 +102,10 @@ class AgentRow(BaseModel):
     status: str | None = Field(description="The latest status the agent reported.")
     status_seconds: dict[str, float] = Field(description="Seconds in each status within the window.")
     active_conversations: int = Field(description="Assigned to the agent now and not resolved.")
+    capacity: int | None = Field(
+        description="Conversations they may hold at once, as the router last told it (with a status change)."
+    )
+    capacity_used: float | None = Field(description="Active conversations / capacity (none without one).")
     assignments: int
     assignment_share: float | None = Field(description="Their share of all assignments in the window.")
     handled: int = Field(description="Conversations they resolved in the window.")
@@ -143,6 +147,29 @@ class SatisfactionReport(BaseModel):
     low_ratings: list[LowRating] = Field(description="The latest answers to follow up, newest first.")
 
 
+class DeliveryFigures(BaseModel):
+    """Outbound messages by what their delivery reports say, counted at the first report of each (the
+    send): so the rates are about the messages sent in the window, within 0 and 1."""
+
+    reported: int = Field(description="Outbound messages with any delivery report.")
+    sent: int = Field(description="Accepted by the provider (or reported delivered or read since).")
+    delivered: int = Field(description="Reported delivered or read.")
+    read: int
+    failed: int = Field(description="Reported failed (by the provider, or the send given up on).")
+    delivered_rate: float | None = Field(description="Delivered / reported.")
+    read_rate: float | None = Field(description="Read / reported.")
+    failed_rate: float | None = Field(description="Failed / reported.")
+    latency: Distribution = Field(description="Delivered minus sent, both reported.")
+
+
+class ChannelDelivery(DeliveryFigures):
+    channel: str
+
+
+class DeliveryReport(DeliveryFigures):
+    by_channel: list[ChannelDelivery]
+
+
 class KpiReport(BaseModel):
     window: Window
     filters: Filters
@@ -159,6 +186,9 @@ class KpiReport(BaseModel):
     agents: list[AgentRow]
     series: list[Point]
     satisfaction: SatisfactionReport = Field(description="Survey answers within the window and filters.")
+    delivery: DeliveryReport = Field(
+        description="Delivery reports of outbound messages sent in the window (channel filter only)."
+    )
     events_by_type: dict[str, int] = Field(description="Distinct events counted since the start.")
 
 
@@ -168,3 +198,4 @@ class RebuildReport(BaseModel):
     conversations: int
     messages: int
     assignments: int
+    deliveries: int = 0

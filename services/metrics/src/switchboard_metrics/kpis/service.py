@@ -14,10 +14,11 @@ and each counts only what the other had not. Agent status changes and conversati
 by the rows an insert-if-absent adds, which is exact the same way. What is exact is the count of distinct
 keys: an event that comes back with another key (a new message id) is a new event here.
 
-A call costs at most seven statements whatever the number of deliveries: the before-image, the messages of
-the conversations it touches (for reply times), the message facts, the conversation facts, the status
-changes, reopens and handoffs, the KPI rollup cells, the counts. A statement with nothing to do is skipped:
-a replayed poll writes no fact, no cell and no count.
+A call costs at most nine statements whatever the number of deliveries: the before-image, the delivery
+reports' before-image, the messages of the conversations it touches (for reply times), the message facts,
+the conversation facts, the delivery facts, the status changes, reopens and handoffs, the KPI rollup cells,
+the counts. A statement with nothing to do is skipped: a replayed poll writes no fact, no cell and no
+count.
 
 The KPI rollups (``observe``) move by the difference each changed fact row makes, so they always equal a
 recomputation from the facts.
@@ -37,17 +38,28 @@ from switchboard_common.events import (
     AgentStatusChanged,
     ConversationReopened,
     ConversationRequeued,
+    ConversationTagsChanged,
     Payload,
     SurveyAnswered,
 )
 from switchboard_common.kafka.consumer import Delivery
 from switchboard_metrics.kpis import observe, report, repository, satisfaction
-from switchboard_metrics.kpis.facts import ConversationFacts, MessageFacts, News, merge, news_of, then
+from switchboard_metrics.kpis.facts import (
+    ConversationFacts,
+    DeliveryFacts,
+    DeliveryKey,
+    MessageFacts,
+    News,
+    merge,
+    news_of,
+    then,
+)
 from switchboard_metrics.kpis.observe import (
     Cell,
     Tally,
     assignment_cell,
     cells_of,
+    delivery_cells_of,
     delta,
     message_cells_of,
 )
@@ -80,18 +92,23 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
         stored_messages, stored_conversations = await repository.claim_facts(
             session, batch.messages.keys(), touched
         )
-    news = news_of(batch, stored_messages, stored_conversations)
+    stored_reports = await repository.claim_deliveries(session, batch.deliveries.keys())
+    news = news_of(batch, stored_messages, stored_conversations, stored_reports)
     threads = await repository.conversation_messages(
         session, _rethreaded(news, stored_messages, stored_conversations.keys())
     )
     await repository.fill_messages(session, news.messages)
     await repository.fill_conversations(session, news.conversations)
+    await repository.fill_deliveries(session, news.deliveries)
     counts = news.counts
-    changes = await repository.insert_changes(session, batch.statuses, batch.reopens, batch.handoffs)
+    changes = await repository.insert_changes(
+        session, batch.statuses, batch.reopens, batch.handoffs, batch.retags
+    )
     counts[AgentStatusChanged.event_type] += changes.statuses
     counts[ConversationReopened.event_type] += changes.reopens
     counts[ConversationRequeued.event_type] += changes.requeues
-    cells = rollup_delta(news, stored_messages, stored_conversations, threads, changes)
+    counts[ConversationTagsChanged.event_type] += changes.retags
+    cells = rollup_delta(news, stored_messages, stored_conversations, threads, changes, stored_reports)
     await repository.add_cells(session, cells)
     await repository.add_counts(session, counts)
 
@@ -116,11 +133,16 @@ def rollup_delta(
     stored_conversations: Mapping[uuid.UUID, ConversationFacts],
     threads: Mapping[uuid.UUID, Mapping[uuid.UUID, MessageFacts]],
     changes: repository.Changes,
+    stored_reports: Mapping[DeliveryKey, DeliveryFacts] | None = None,
 ) -> dict[Cell, Tally]:
-    """How the rollup cells change with a call's news (pure): each changed message's and conversation's
-    cells after, minus before, and a cell per new assignment. ``threads`` holds the stored messages (before
-    this call) of every conversation with news or with a new message."""
+    """How the rollup cells change with a call's news (pure): each changed message's, conversation's and
+    delivery's cells after, minus before, and a cell per new assignment. ``threads`` holds the stored
+    messages (before this call) of every conversation with news or with a new message."""
     cells: dict[Cell, Tally] = {}
+    for (channel, subject), d in news.deliveries.items():
+        stored = (stored_reports or {}).get((channel, subject))
+        after_d = then(stored or DeliveryFacts(), d)
+        delta(delivery_cells_of(channel, stored), delivery_cells_of(channel, after_d), cells)
     told: dict[uuid.UUID, dict[uuid.UUID, MessageFacts]] = defaultdict(dict)  # conversation -> new messages
     for key, m in news.messages.items():
         before = stored_messages.get(key)
@@ -167,13 +189,24 @@ async def rebuild_rollups(session: AsyncSession) -> RebuildReport:
         await repository.add_cells(session, cells)
         messages += len(message_page)
         after = message_page[-1][0]
+    reports = 0
+    after_report: DeliveryKey = ("", "")
+    while report_page := await repository.page_deliveries(session, after_report, _PAGE):
+        cells = {}
+        for key, d in report_page:
+            delta({}, delivery_cells_of(key[0], d), cells)
+        await repository.add_cells(session, cells)
+        reports += len(report_page)
+        after_report = report_page[-1][0]
     handed = await repository.assignments(session)
     for start in range(0, len(handed), _PAGE):
         cells = {}
         for agent_id, at in handed[start : start + _PAGE]:
             delta({}, {assignment_cell(agent_id, at): Tally(1, 0.0)}, cells)
         await repository.add_cells(session, cells)
-    return RebuildReport(conversations=conversations, messages=messages, assignments=len(handed))
+    return RebuildReport(
+        conversations=conversations, messages=messages, assignments=len(handed), deliveries=reports
+    )
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -227,6 +260,7 @@ async def kpi_report(
         ),
         series=report.series(await repository.series(session, q, report.series_step(window))),
         satisfaction=await _satisfaction(session, q),
+        delivery=report.delivery(main),
         events_by_type=await repository.counts(session),
     )
 

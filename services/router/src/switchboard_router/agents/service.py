@@ -108,7 +108,11 @@ async def set_status(
         agent.status_changed_at = now
         await session.flush()
         changed = AgentStatusChanged(
-            agent_id=agent.id, status=status, previous_status=previous, changed_at=now
+            agent_id=agent.id,
+            status=status,
+            previous_status=previous,
+            changed_at=now,
+            capacity=agent.capacity,
         )
         await outbox.add(
             session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(changed, producer=PRODUCER)

@@ -336,6 +336,7 @@
     setTile("first_contact_resolution", fmtPct(get(report, "rates.first_contact_resolution")));
     setTile("reopen_rate", fmtPct(get(report, "rates.reopen_rate")));
     setTile("multichannel_share", fmtPct(get(report, "volume.multichannel_share")));
+    renderSatisfaction(report.satisfaction);
 
     var updated = $("updated");
     updated.textContent = fmtClock(report.generated_at, true);
@@ -348,6 +349,7 @@
     drawChart($("chart-wait"), report, ["wait_p50", "wait_p90"], fmtDuration, false);
 
     renderBreakdown(report.by_channel);
+    renderDelivery(report.delivery);
     renderQueues(report.queues);
     renderAgents(report.agents);
     fillSuggestions(report);
@@ -467,6 +469,53 @@
     }, "no traffic in this window");
   }
 
+  // Satisfaction: CSAT in percent (the API gives it as a percentage already), NPS signed from -100 to 100,
+  // CES a mean on 1-7; each tile's tooltip says how many answers it stands on.
+  var LOW_RATINGS_SHOWN = 10;
+
+  function fmtNps(v) {
+    if (!isNum(v)) return DASH;
+    var n = Math.round(v);
+    return n > 0 ? "+" + n : String(n);
+  }
+
+  function setAnswers(name, n) {
+    var tile = document.querySelector('[data-kpi="' + name + '"]');
+    if (tile) tile.title = isNum(n) ? fmtInt(n) + " answers in this window" : "";
+  }
+
+  function renderSatisfaction(s) {
+    s = s && typeof s === "object" ? s : {};
+    setTile("csat", isNum(s.csat_percent) ? fmtPct(s.csat_percent / 100) : DASH);
+    setTile("nps", fmtNps(s.nps));
+    setTile("ces", isNum(s.ces_mean) ? s.ces_mean.toFixed(1) : DASH);
+    setAnswers("csat", s.csat_responses);
+    setAnswers("nps", s.nps_responses);
+    setAnswers("ces", s.ces_responses);
+    var low = Array.isArray(s.low_ratings) ? s.low_ratings.slice(0, LOW_RATINGS_SHOWN) : [];
+    fillTable("low-ratings", low, function (r) {
+      var conversation = String(r.conversation_id || ""), agent = String(r.agent_id || "");
+      return [cell(fmtClock(r.answered_at, false)), cell(String(r.kind || "").toUpperCase()),
+        cell(fmtInt(r.score)), cell(r.channel), cell(conversation.slice(0, 8), "mono", conversation),
+        cell(agent ? agent.slice(0, 8) : DASH, "mono", agent)];
+    }, "no low ratings in this window");
+  }
+
+  // A count with its share of the messages reported, e.g. "12 (92%)".
+  function countShare(n, share) {
+    return isNum(share) ? fmtInt(n) + " (" + fmtPct(share) + ")" : fmtInt(n);
+  }
+
+  function renderDelivery(delivery) {
+    var rows = delivery && Array.isArray(delivery.by_channel) ? delivery.by_channel : [];
+    fillTable("delivery", rows, function (r) {
+      return [cell(r.channel), cell(fmtInt(r.sent)), cell(countShare(r.delivered, r.delivered_rate)),
+        cell(countShare(r.read, r.read_rate)), cell(countShare(r.failed, r.failed_rate)),
+        cell(fmtDuration(get(r, "latency.p50"))), cell(fmtDuration(get(r, "latency.p90"))),
+        cell(fmtDuration(get(r, "latency.p99")))];
+    }, "no delivery reports in this window");
+  }
+
   function renderQueues(rows) {
     fillTable("queues", rows, function (r) {
       var rates = r.rates || {};
@@ -487,11 +536,19 @@
     return parts.length ? parts.join(" · ") : DASH;
   }
 
+  // "2 / 5 (40%)": what the agent holds now against their capacity; the count alone when the router never
+  // told their capacity.
+  function activeOfCapacity(r) {
+    if (!isNum(r.capacity)) return fmtInt(r.active_conversations);
+    var text = fmtInt(r.active_conversations) + " / " + fmtInt(r.capacity);
+    return isNum(r.capacity_used) ? text + " (" + fmtPct(r.capacity_used) + ")" : text;
+  }
+
   function renderAgents(rows) {
     fillTable("agents", rows, function (r) {
       var id = String(r.agent_id || "");
       return [cell(id.slice(0, 8), "mono", id), cell(r.status), cell(statusTimes(r.status_seconds)),
-        cell(fmtInt(r.active_conversations)), cell(fmtInt(r.assignments)), cell(fmtPct(r.assignment_share)),
+        cell(activeOfCapacity(r)), cell(fmtInt(r.assignments)), cell(fmtPct(r.assignment_share)),
         cell(fmtInt(r.handled)), cell(fmtDuration(get(r, "handle.p50"))), cell(fmtPct(r.occupancy))];
     }, "no agent activity in this window");
   }

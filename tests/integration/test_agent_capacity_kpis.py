@@ -1,0 +1,66 @@
+"""Per-agent capacity through the metrics consumer on the real broker and database: the capacity an agent
+status change carries (the router's) is the agent's as of the latest change that told one, whatever the
+order the changes arrive in and however often; the agent row shows the conversations held now against it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from switchboard_common.events import (
+    AgentStatus,
+    AgentStatusChanged,
+    utcnow,
+)
+from switchboard_metrics.app import create_app as metrics_app
+from tests.conftest import ADMIN_KEY, Settings
+from tests.integration.test_metrics_counting import (
+    Event,
+    assigned,
+    keyed,
+    opened,
+    publish,
+    report_once_counted,
+)
+from tests.support import bearer, serve
+
+ADMIN = bearer(ADMIN_KEY)
+
+
+def _status(agent: uuid.UUID, status: AgentStatus, at: datetime, capacity: int | None) -> Event:
+    change = AgentStatusChanged(
+        agent_id=agent, status=status, previous_status=AgentStatus.OFFLINE, changed_at=at, capacity=capacity
+    )
+    return keyed(agent, change)
+
+
+async def test_agents_show_what_they_hold_against_their_latest_told_capacity(settings: Settings) -> None:
+    t0 = utcnow() - timedelta(minutes=5)
+    agent, untold = uuid.uuid4(), uuid.uuid4()
+    online = _status(agent, AgentStatus.ONLINE, t0, 3)
+    held = [uuid.uuid4(), uuid.uuid4()]
+    events = [
+        online,
+        # Later, without a capacity (a producer before it was carried, or the router marking silence).
+        _status(agent, AgentStatus.AWAY, t0 + timedelta(minutes=2), None),
+        # Earlier, arriving last, with another capacity: not the latest told.
+        _status(agent, AgentStatus.ONLINE, t0 - timedelta(minutes=5), 8),
+        online,  # redelivered
+        _status(untold, AgentStatus.ONLINE, t0, None),
+    ]
+    for n, cid in enumerate(held):
+        events += [keyed(cid, opened(cid, t0)), keyed(cid, assigned(cid, agent, t0 + timedelta(seconds=n)))]
+
+    async with serve(metrics_app(settings)) as client:
+        await publish(settings, events)
+
+        await report_once_counted(client, {"agent.status_changed": 4, "conversation.assigned": 2})
+        body = (await client.get("/v1/kpis", params={"window": "hour"}, headers=ADMIN)).json()
+        rows = {r["agent_id"]: r for r in body["agents"]}
+        row = rows[str(agent)]
+        assert (row["status"], row["active_conversations"], row["capacity"]) == ("away", 2, 3)
+        assert row["capacity_used"] == round(2 / 3, 4)
+        assert (rows[str(untold)]["capacity"], rows[str(untold)]["capacity_used"]) == (None, None)
+        # The agent filter narrows to one row, with its capacity.
+        only = (await client.get("/v1/kpis", params={"agent_id": str(agent)}, headers=ADMIN)).json()
+        assert [(r["agent_id"], r["capacity"]) for r in only["agents"]] == [(str(agent), 3)]
