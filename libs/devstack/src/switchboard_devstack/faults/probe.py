@@ -100,7 +100,15 @@ _RESET = """
              {metrics_facts}
     CASCADE
     """
-_METRICS_FACTS = ("conversation_facts", "message_facts", "agent_status_changes", "conversation_reopens")
+_METRICS_FACTS = (
+    "conversation_facts",
+    "message_facts",
+    "agent_status_changes",
+    "conversation_reopens",
+    "conversation_retags",
+    "delivery_facts",
+    "survey_answers",
+)
 _EXISTING = text(
     "SELECT t FROM unnest(CAST(:names AS text[])) AS t WHERE to_regclass('metrics.' || t) IS NOT NULL"
 )
