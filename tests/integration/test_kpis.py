@@ -47,13 +47,6 @@ from tests.support import bearer, eventually, serve
 TARGETS = {"metrics_service_level_default_s": 20, "metrics_service_level_targets_s": {"email": 60}}
 
 
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
-
-
 def kpi_settings(settings: Settings, **overrides: Any) -> Settings:
     return settings.model_copy(update={**TARGETS, **overrides})
 

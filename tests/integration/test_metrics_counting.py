@@ -9,7 +9,7 @@ import asyncio
 import itertools
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,13 +54,6 @@ from tests.conftest import ADMIN_KEY, Settings
 from tests.support import bearer, eventually, read_topic, serve
 
 T0 = utcnow()
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
 
 
 # --- events ------------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ conversations with their handoffs, and each agent's latest status, stay whatever
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -29,13 +28,6 @@ from tests.integration.test_metrics_counting import Log, received, record
 NOW = utcnow()
 OLD = NOW - timedelta(days=40)
 CUTOFF = NOW - timedelta(days=30)
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
 
 
 async def _count(db: Database, table: str, where: str = "true") -> int:

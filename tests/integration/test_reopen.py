@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -30,13 +29,6 @@ from tests.conftest import Settings
 
 ADMIN = Principal(Role.ADMIN)
 T0 = utcnow() - timedelta(hours=1)
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.from_settings(settings)
-    yield database
-    await database.dispose()
 
 
 class Router:
