@@ -271,8 +271,12 @@ def _doc(ms: float) -> dict[str, Any]:
 
 
 def test_report_renders_every_section() -> None:
-    text = report.render(_doc(1.0))
+    doc = _doc(1.0)
+    doc["consumer_lag"] = {"metrics": {"max": 37.0, "mean": 13.7, "samples": 14.0}}
+    text = report.render(doc)
     for expected in (
+        "consumer lag during the load",
+        "metrics                          37      13.7        14",
         "fixed offered rate: 100 messages at 50/s",
         "CPU per message",
         "total (system)",

@@ -1,7 +1,10 @@
-"""Counters scraped from the services' /metrics before and after the measured window."""
+"""Counters scraped from the services' /metrics before and after the measured window, and consumer lag
+sampled during it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
 
 import httpx
@@ -14,6 +17,7 @@ SQL_STATEMENTS = "switchboard_sql_statements_total"
 SQL_TRANSACTIONS = "switchboard_sql_transactions_total"
 KAFKA_REQUESTS = "switchboard_kafka_requests_total"
 COUNTERS = (SQL_STATEMENTS, SQL_TRANSACTIONS, KAFKA_REQUESTS)
+CONSUMER_LAG = "switchboard_consumer_lag"
 
 
 def parse(text: str, names: Iterable[str] = COUNTERS) -> Samples:
@@ -52,14 +56,51 @@ def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
     return out
 
 
-async def scrape(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, Samples]:
+async def scrape(
+    client: httpx.AsyncClient, urls: dict[str, str], names: Iterable[str] = COUNTERS
+) -> dict[str, Samples]:
     """Every service's counters; a service that does not answer gets no samples."""
     out: dict[str, Samples] = {}
     for name, url in urls.items():
         try:
             response = await client.get(f"{url}/metrics")
             response.raise_for_status()
-            out[name] = parse(response.text)
+            out[name] = parse(response.text, names)
         except httpx.HTTPError:
             out[name] = {}
     return out
+
+
+class LagSampler:
+    """Each consumer group's lag (records behind the log end, summed over its partitions and replicas),
+    sampled every ``interval_s`` while running: which group falls behind under the load, and how far.
+    Once a second: each scrape costs the services a little CPU, which the measured window counts."""
+
+    def __init__(self, client: httpx.AsyncClient, urls: dict[str, str], interval_s: float = 1.0) -> None:
+        self._client = client
+        self._urls = urls
+        self._interval_s = interval_s
+        self._samples: dict[str, list[float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> dict[str, dict[str, float]]:
+        """Stop sampling; per group, the largest and the mean lag seen, and the number of samples."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return {
+            group: {"max": max(values), "mean": sum(values) / len(values), "samples": float(len(values))}
+            for group, values in sorted(self._samples.items())
+        }
+
+    async def _run(self) -> None:
+        while True:
+            scraped = await scrape(self._client, self._urls, [CONSUMER_LAG])
+            lag = by_label(combine(scraped.values()), CONSUMER_LAG, "group")
+            for group in {dict(k[1]).get("group", "") for s in scraped.values() for k in s}:
+                self._samples.setdefault(group, []).append(lag.get(group, 0.0))
+            await asyncio.sleep(self._interval_s)

@@ -156,6 +156,19 @@ def _counters(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _lag(doc: dict[str, Any]) -> list[str]:
+    lags = doc.get("consumer_lag") or {}
+    if not lags:
+        return []
+    lines = [
+        "consumer lag during the load (records behind, summed over partitions; scraped once a second)",
+        "  group                           max      mean   samples",
+    ]
+    for group, row in lags.items():
+        lines.append(f"  {group:<26} {row['max']:>8.0f} {row['mean']:>9.1f} {row['samples']:>9.0f}")
+    return [*lines, ""]
+
+
 def _memory(doc: dict[str, Any]) -> list[str]:
     lines = ["memory at the end", "  process             pid    RSS MiB   peak MiB"]
     for name, row in _ordered(doc.get("memory", {})):
@@ -204,7 +217,7 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(
             "  (ack -> assigned percentiles come from the fixed-rate mode; wrk reports only HTTP latency)"
         )
-    lines += ["", *_cpu(doc), "", *_counters(doc), "", *_memory(doc)]
+    lines += ["", *_cpu(doc), "", *_counters(doc), "", *_lag(doc), *_memory(doc)]
     if burst := doc.get("burst"):
         lines += [
             "",

@@ -224,6 +224,7 @@ class Bench:
         self.watch_wait_ms = args.watch_wait_ms or (50 if args.saturate else 10)
         self.watcher = AssignmentWatcher(stack.bootstrap, stack.topic_prefix, self.watch_wait_ms)
         self.client = httpx.AsyncClient(timeout=30)
+        self.consumer_lag: dict[str, dict[str, float]] = {}
 
     def url(self, service: str) -> str:
         return self.stack.services.url(service)
@@ -350,6 +351,9 @@ class Bench:
             if isinstance(generator, LeanGenerator):
                 await generator.start()
             start = await self.sample(end=False) if measured else None
+            lag = promscrape.LagSampler(self.client, {i.name: i.url for i in self.stack.services.instances})
+            if measured:
+                lag.start()
             await generator.go()
             if isinstance(generator, WrkGenerator):
                 done_at, gen_cpu, output = await generator.finish()
@@ -359,11 +363,13 @@ class Bench:
                 result = await generator.result(done_at, gen_cpu)
         except BaseException:
             await generator.kill()
+            await lag.stop()
             raise
         accepted = _accepted_ids(result)
         assigned = await self.watcher.wait_assigned(
             accepted, target=result.ok, idle_timeout=self.args.assign_timeout, deadline=time.monotonic() + 900
         )
+        self.consumer_lag = await lag.stop()
         times = self.watcher.message_assigned_at
         last = max((times[m] for m in accepted if m in times), default=done_at)
         if assigned < result.ok:
@@ -414,6 +420,7 @@ class Bench:
             )
             assert window is not None
             doc = self.document(result, window, last, idle, messages, agents, capacity)
+            doc["consumer_lag"] = self.consumer_lag
             if burst_count:
                 print(f"Burst: {burst_count} messages at {args.rate * 10:g}/s ...", flush=True)
                 burst, _, burst_last = await self.drive(
