@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from switchboard_common.auth import AdminPrincipal, CurrentPrincipal, Principal, Role, issue_agent_token
+from switchboard_common.auth import AdminPrincipal, Principal, Role, issue_agent_token
 from switchboard_common.errors import Forbidden
 from switchboard_common.events import utcnow
 from switchboard_common.http.deps import RuntimeDep, SessionDep
@@ -35,6 +35,7 @@ from switchboard_router.agents.schemas import (
     TeamUpsert,
 )
 from switchboard_router.models import Agent, AgentStatus, Queue, Team
+from switchboard_router.principal import LivePrincipal
 from switchboard_router.routing import service as routing_service
 from switchboard_router.routing.estimate import Estimate
 from switchboard_router.settings import RouterSettings
@@ -94,14 +95,14 @@ async def list_agents(
         described={403: "The credential is the admin key, not an agent's (`not_an_agent`)."},
     ),
 )
-async def me(principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
+async def me(principal: LivePrincipal, session: SessionDep) -> AgentPublic:
     if principal.agent_id is None:
         raise Forbidden("an admin credential is not an agent; use /v1/agents/{id}", code="not_an_agent")
     return AgentPublic.of(await service.get(session, principal, principal.agent_id))
 
 
 @router.get(AGENT, summary="One agent", responses=errors(401, 404, 503))
-async def get_agent(agent_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
+async def get_agent(agent_id: uuid.UUID, principal: LivePrincipal, session: SessionDep) -> AgentPublic:
     return AgentPublic.of(await service.get(session, principal, agent_id))
 
 
@@ -121,6 +122,25 @@ async def update_agent(
     return AgentPublic.of(agent)
 
 
+@router.delete(
+    AGENT,
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an agent: their offers and conversations go back to the queue at once, their token "
+    "stops working, their history is kept",
+    responses=errors(
+        401,
+        403,
+        404,
+        503,
+        described={404: "No such agent, or already deleted (a second delete answers 404)."},
+    ),
+)
+async def delete_agent(
+    agent_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
+) -> None:
+    await service.delete(session, runtime.outbox, principal, agent_id)
+
+
 @router.put(
     f"{AGENT}/status",
     summary="Set presence: online agents receive conversations",
@@ -129,7 +149,7 @@ async def update_agent(
 async def set_status(
     agent_id: uuid.UUID,
     body: AgentStatusUpdate,
-    principal: CurrentPrincipal,
+    principal: LivePrincipal,
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> AgentPublic:
@@ -144,7 +164,7 @@ async def set_status(
     "agent offline)",
     responses=errors(401, 404, 503),
 )
-async def heartbeat(agent_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> None:
+async def heartbeat(agent_id: uuid.UUID, principal: LivePrincipal, session: SessionDep) -> None:
     await service.heartbeat(session, principal, agent_id)
 
 
@@ -159,7 +179,7 @@ def _agent_id(principal: Principal) -> uuid.UUID:
     summary="The calling agent's open offers, oldest first",
     responses=errors(401, 403, 503, described={403: "The credential is not an agent's (`not_an_agent`)."}),
 )
-async def list_offers(principal: CurrentPrincipal, session: SessionDep) -> list[OfferPublic]:
+async def list_offers(principal: LivePrincipal, session: SessionDep) -> list[OfferPublic]:
     tasks = await repository.open_offers(session, _agent_id(principal))
     return [
         OfferPublic(
@@ -188,7 +208,7 @@ NO_OFFER = {
     responses=errors(401, 403, 404, 503, described=NO_OFFER),
 )
 async def accept_offer(
-    conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
+    conversation_id: uuid.UUID, principal: LivePrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> OfferAccepted:
     assigned = await routing_service.accept_offer(
         session, runtime.outbox, _agent_id(principal), conversation_id
@@ -203,7 +223,7 @@ async def accept_offer(
     responses=errors(401, 403, 404, 503, described=NO_OFFER),
 )
 async def decline_offer(
-    conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
+    conversation_id: uuid.UUID, principal: LivePrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> None:
     await routing_service.decline_offer(session, runtime.outbox, _agent_id(principal), conversation_id)
 

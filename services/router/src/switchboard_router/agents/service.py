@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,6 +95,21 @@ async def update(
     return agent
 
 
+async def _change_status(
+    session: AsyncSession, outbox: Outbox, agent: Agent, status: AgentStatus, now: datetime
+) -> None:
+    """Set the locked agent's presence and announce it (``agent.status_changed``)."""
+    changed = AgentStatusChanged(
+        agent_id=agent.id, status=status, previous_status=AgentStatus(agent.status), changed_at=now
+    )
+    agent.status = status.value
+    agent.status_changed_at = now
+    await session.flush()
+    await outbox.add(
+        session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(changed, producer=PRODUCER)
+    )
+
+
 async def set_status(
     session: AsyncSession, outbox: Outbox, principal: Principal, agent_id: uuid.UUID, status: AgentStatus
 ) -> Agent:
@@ -104,21 +120,27 @@ async def set_status(
     now = utcnow()
     await routing_repository.touch_presence(session, agent.id, now)
     if previous is not status:
-        agent.status = status.value
-        agent.status_changed_at = now
-        await session.flush()
-        changed = AgentStatusChanged(
-            agent_id=agent.id, status=status, previous_status=previous, changed_at=now
-        )
-        await outbox.add(
-            session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(changed, producer=PRODUCER)
-        )
+        await _change_status(session, outbox, agent, status, now)
         if status is AgentStatus.OFFLINE:
             await routing_service.agents_went_offline(session, outbox, [agent.id])
             await session.refresh(agent)
     if status is AgentStatus.ONLINE and await assign_queued(session, outbox, [agent.id]):
         await session.refresh(agent)
     return agent
+
+
+async def delete(session: AsyncSession, outbox: Outbox, principal: Principal, agent_id: uuid.UUID) -> None:
+    """Delete an agent, softly: the row stays for the history that names it (tasks, assignments), but the
+    agent is offline for good, never routed to, listed or authenticated again. Their offers and assigned
+    conversations go back to the queue at once with their original age. NotFound for an unknown agent or
+    one already deleted."""
+    agent = await get(session, principal, agent_id, for_update=True)
+    now = utcnow()
+    agent.deleted_at = now
+    if agent.status != AgentStatus.OFFLINE.value:
+        await _change_status(session, outbox, agent, AgentStatus.OFFLINE, now)
+    await session.flush()
+    await routing_service.agents_deleted(session, outbox, [agent.id])
 
 
 async def heartbeat(session: AsyncSession, principal: Principal, agent_id: uuid.UUID) -> None:

@@ -35,7 +35,8 @@ from switchboard_router.routing.policy import (
 
 # A requirement as the SQL sees it: r.skills text[], r.levels int[], r.lang text, r.w int (1-based).
 _ELIGIBLE = """
-    a.status = 'online' AND a.active_count < a.capacity AND a.loads[{w}] < a.capacities[{w}]
+    a.status = 'online' AND a.deleted_at IS NULL
+    AND a.active_count < a.capacity AND a.loads[{w}] < a.capacities[{w}]
     AND a.skills @> {skills}
     AND ({lang} IS NULL OR {lang} = ANY(a.languages))
     AND NOT EXISTS (
@@ -257,7 +258,7 @@ _LOCK_BEST_CANDIDATES = statement(
     SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id) FROM (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
         WHERE a.id = ANY(CAST(:preferred AS uuid[]) || ARRAY(SELECT agent_id FROM sticky))
-          AND a.status = 'online' AND a.active_count < a.capacity
+          AND a.status = 'online' AND a.deleted_at IS NULL AND a.active_count < a.capacity
         FOR UPDATE SKIP LOCKED
     ) AS p
     """,  # noqa: S608 - our own fragments, no input
@@ -316,7 +317,7 @@ async def lock_best_candidates(
 _LOCK_AGENTS = statement(
     f"""
     SELECT {_AGENT_COLUMNS} FROM router.agents a
-    WHERE status = 'online' AND active_count < capacity
+    WHERE status = 'online' AND deleted_at IS NULL AND active_count < capacity
       AND (CAST(:agents AS uuid[]) IS NULL OR a.id = ANY(:agents))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
@@ -678,22 +679,28 @@ async def silence_stale_agents(
     return [(r.id, r.previous) for r in rows]
 
 
-# Assigned tasks of agents offline since before the cutoff (the grace period over) wait again, with their
-# original age.
+# Assigned tasks of agents offline since before the cutoff (the grace period over), or deleted (no grace),
+# wait again with their original age; among ``:agents`` only, when given (a deletion). A task another
+# transaction holds is skipped, and taken by the sweeper's next pass: a deleted agent counts as past the
+# grace at once.
 _REQUEUE_ABANDONED = statement(
     f"""
     WITH gone AS (
-        SELECT t.conversation_id, t.agent_id, t.workload FROM router.tasks t
+        SELECT t.conversation_id, t.agent_id, t.workload, a.deleted_at IS NOT NULL AS deleted
+        FROM router.tasks t
         JOIN router.agents a ON a.id = t.agent_id
-        WHERE t.state = 'assigned' AND a.status = 'offline' AND a.status_changed_at <= :cutoff
+        WHERE t.state = 'assigned' AND a.status = 'offline'
+          AND (a.status_changed_at <= :cutoff OR a.deleted_at IS NOT NULL)
+          AND (CAST(:agents AS uuid[]) IS NULL OR t.agent_id = ANY(:agents))
         ORDER BY t.conversation_id
         FOR UPDATE OF t SKIP LOCKED
     )
     UPDATE router.tasks t SET state = 'queued', agent_id = NULL, assigned_at = NULL, answered_at = NULL
     FROM gone WHERE t.conversation_id = gone.conversation_id
-    RETURNING gone.agent_id, gone.workload AS held, {_QUEUED_COLUMNS}
+    RETURNING gone.agent_id, gone.workload AS held, gone.deleted, {_QUEUED_COLUMNS}
     """,  # noqa: S608 - our own fragments, no input
     cutoff=sa.DateTime(timezone=True),
+    agents=UUIDS,
 )
 
 
@@ -702,11 +709,18 @@ class Requeued:
     agent_id: uuid.UUID
     workload: int
     waiting: Waiting
+    agent_deleted: bool = False  # taken back because its agent was deleted
 
 
-async def requeue_abandoned(session: AsyncSession, cutoff: datetime) -> list[Requeued]:
-    rows = await session.execute(_REQUEUE_ABANDONED, {"cutoff": cutoff})
-    return [Requeued(r.agent_id, r.held, _waiting(r)) for r in rows]
+async def requeue_abandoned(
+    session: AsyncSession, cutoff: datetime, agent_ids: Sequence[uuid.UUID] | None = None
+) -> list[Requeued]:
+    """Take back the assignments of agents offline since before ``cutoff`` or deleted (of ``agent_ids``
+    only, when given)."""
+    rows = await session.execute(
+        _REQUEUE_ABANDONED, {"cutoff": cutoff, "agents": None if agent_ids is None else list(agent_ids)}
+    )
+    return [Requeued(r.agent_id, r.held, _waiting(r), r.deleted) for r in rows]
 
 
 # A transfer: the conversation's task, still assigned to the agent handing it on, waits again with its
@@ -826,7 +840,7 @@ async def queued_with_position(session: AsyncSession, conversation_id: uuid.UUID
 ONLINE_SERVERS_SQL = """
     SELECT skills, sum(capacity) AS capacity, sum(greatest(capacity - active_count, 0)) AS free
     FROM router.agents
-    WHERE status = 'online'
+    WHERE status = 'online' AND deleted_at IS NULL
     GROUP BY skills
 """
 _ONLINE_SERVERS = statement(ONLINE_SERVERS_SQL)
