@@ -196,3 +196,4 @@ class Task(Base):
 # (migrations, tests/integration/test_schemas.py).
 from switchboard_router.hours import models as _hours_models  # noqa: E402, F401
 from switchboard_router.rules import models as _rules_models  # noqa: E402, F401
+from switchboard_router.skills import models as _skills_models  # noqa: E402, F401

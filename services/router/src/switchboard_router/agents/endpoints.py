@@ -39,11 +39,18 @@ from switchboard_router.principal import LivePrincipal
 from switchboard_router.routing import service as routing_service
 from switchboard_router.routing.estimate import Estimate
 from switchboard_router.settings import RouterSettings
+from switchboard_router.skills.service import CATALOGUED
 
 router = APIRouter(prefix="/v1", tags=["agents"])
 # Agent ids are matched as UUIDs by the router itself, so `/v1/agents/me` is never taken for an id: a
 # method it does not serve answers 405 rather than reaching `/v1/agents/{agent_id}` and failing there.
 AGENT = "/agents/{agent_id:uuid}"
+EMAIL_TAKEN = {409: "The email is taken (`email_taken`)."}
+UNKNOWN_SKILL = {
+    422: "The request is invalid (`validation_error`; `details` lists each invalid field), or a skill is "
+    "not in the skills catalogue (`unknown_skill`; `details.skills` names them: add with `PUT "
+    "/v1/skills/{name}`)."
+}
 
 
 def _settings(runtime: ServiceRuntime) -> RouterSettings:
@@ -61,9 +68,8 @@ def _token(runtime: ServiceRuntime, agent: Agent) -> AgentToken:
     "/agents",
     status_code=status.HTTP_201_CREATED,
     summary="Create an agent (returns their token)",
-    responses=errors(
-        400, 401, 403, 409, 413, 422, 503, described={409: "The email is taken (`email_taken`)."}
-    ),
+    responses=errors(400, 401, 403, 409, 413, 422, 503, described={**EMAIL_TAKEN, **UNKNOWN_SKILL}),
+    openapi_extra=CATALOGUED,
 )
 async def create_agent(
     body: AgentCreate, _: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
@@ -109,7 +115,8 @@ async def get_agent(agent_id: uuid.UUID, principal: LivePrincipal, session: Sess
 @router.patch(
     AGENT,
     summary="Change an agent's skills or capacity",
-    responses=errors(400, 401, 403, 404, 413, 422, 503),
+    responses=errors(400, 401, 403, 404, 413, 422, 503, described=UNKNOWN_SKILL),
+    openapi_extra=CATALOGUED,
 )
 async def update_agent(
     agent_id: uuid.UUID,

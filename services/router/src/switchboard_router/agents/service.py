@@ -33,6 +33,7 @@ from switchboard_router.routing.policy import WORKLOADS, Requirement, Waiting
 from switchboard_router.routing.repository import QueuedTask
 from switchboard_router.routing.service import PRODUCER, assign_queued
 from switchboard_router.settings import RouterSettings
+from switchboard_router.skills import service as skills_service
 
 
 def _capacities(total: int, per: ChannelCapacity, current: Sequence[int] | None = None) -> list[int]:
@@ -45,11 +46,13 @@ def _capacities(total: int, per: ChannelCapacity, current: Sequence[int] | None 
 
 
 async def create(session: AsyncSession, body: AgentCreate) -> Agent:
+    proficiency = proficiency_of(body.skills)
+    await skills_service.require_known(session, proficiency)
     agent = await repository.insert_agent(
         session,
         body.name,
         body.email,
-        proficiency_of(body.skills),
+        proficiency,
         sorted(set(body.languages)),
         sorted(set(body.teams)),
         body.role.value,
@@ -77,6 +80,7 @@ async def update(
     agent = await get(session, principal, agent_id, for_update=True)
     if body.skills is not None:
         agent.proficiency = proficiency_of(body.skills)
+        await skills_service.require_known(session, agent.proficiency)
         agent.skills = sorted(agent.proficiency)
     if body.languages is not None:
         agent.languages = sorted(set(body.languages))
