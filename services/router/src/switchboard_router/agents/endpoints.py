@@ -321,6 +321,7 @@ async def issue_token(
 
 def _queued(
     conversation_id: uuid.UUID,
+    queue: str,
     required_skills: list[str],
     priority: int,
     channel: str,
@@ -330,6 +331,7 @@ def _queued(
 ) -> QueuedConversation:
     return QueuedConversation(
         conversation_id=conversation_id,
+        queue=queue,
         required_skills=required_skills,
         priority=priority,
         channel=channel,
@@ -356,7 +358,7 @@ async def queue(
     now = utcnow()
     length, entries = await service.queue(session, _settings(runtime), limit)
     items = [
-        _queued(t.conversation_id, t.required_skills, t.priority, t.channel, t.enqueued_at, e, now)
+        _queued(t.conversation_id, t.queue, t.required_skills, t.priority, t.channel, t.enqueued_at, e, now)
         for t, e in entries
     ]
     oldest = max((i.waiting_seconds for i in items), default=None)
@@ -377,6 +379,7 @@ async def queue_position(
     task, estimate = await service.queue_position(session, _settings(runtime), conversation_id)
     return _queued(
         task.conversation_id,
+        task.queue,
         task.required_skills,
         task.priority,
         task.channel,

@@ -179,37 +179,35 @@ async def queue(
     session: AsyncSession, settings: RouterSettings, limit: int
 ) -> tuple[int, list[tuple[Task, Estimate]]]:
     """How many conversations wait, and the first ``limit`` in the order they are served, each with its
-    position and estimated wait. The head of the queue holds every conversation ahead of each one in it,
-    so the positions are exact."""
+    position in its queue and estimated wait. The head of the whole queue holds every conversation ahead of
+    each one in its own queue, so the positions are exact."""
     tasks = await routing_repository.queue_snapshot(session, limit)
     length = await routing_repository.queue_length(session)
     if not tasks:
         return length, []
-    servers = await routing_repository.online_servers(session)
+    slots = await routing_repository.queue_slots(session, [t.queue for t in tasks])
     measured = await routing_repository.handle_times(session, settings.router_handle_time_sample)
     waiting = [
-        Waiting(t.conversation_id, Requirement.of(t.required_skills), t.priority, t.enqueued_at)
+        Waiting(
+            t.conversation_id, Requirement.of(t.required_skills), t.priority, t.enqueued_at, queue=t.queue
+        )
         for t in tasks
     ]
-    estimates = estimate.estimate(waiting, servers, measured, settings.router_default_handle_time_s)
+    estimates = estimate.estimate(waiting, slots, measured, settings.router_default_handle_time_s)
     return length, [(t, estimates[t.conversation_id]) for t in tasks]
 
 
 async def queue_position(
     session: AsyncSession, settings: RouterSettings, conversation_id: uuid.UUID
 ) -> tuple[QueuedTask, Estimate]:
-    """A waiting conversation's position and estimated wait; NotFound when it is not waiting (unknown,
-    assigned or closed)."""
+    """A waiting conversation's position in its queue and estimated wait; NotFound when it is not waiting
+    (unknown, assigned or closed)."""
     task = await routing_repository.queued_with_position(session, conversation_id)
     if task is None:
         raise NotFound("conversation not waiting")
-    servers = await routing_repository.online_servers(session)
+    slots = await routing_repository.queue_slots(session, [task.queue])
     measured = await routing_repository.handle_times(session, settings.router_handle_time_sample)
     result = estimate.estimate_one(
-        task.ahead + 1,
-        frozenset(task.required_skills),
-        servers,
-        measured,
-        settings.router_default_handle_time_s,
+        task.ahead + 1, task.queue, slots, measured, settings.router_default_handle_time_s
     )
     return task, result
