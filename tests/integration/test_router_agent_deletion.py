@@ -13,6 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from switchboard_common import topics
+from switchboard_common.auth import Principal, Role
+from switchboard_common.db.database import Database
+from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import (
     Channel,
     ConversationOfferTimedOut,
@@ -24,11 +27,17 @@ from switchboard_common.events import (
     utcnow,
 )
 from switchboard_common.kafka.producer import EventPublisher
+from switchboard_router.agents import service as agents
+from switchboard_router.agents.schemas import AgentCreate
 from switchboard_router.app import create_app as router_app
+from switchboard_router.models import AgentStatus, outbox_table
+from switchboard_router.routing import service as routing
+from switchboard_router.routing.service import RoutingConfig
 from tests.conftest import ADMIN_KEY, Settings
 from tests.support import bearer, eventually, read_topic, serve
 
 ADMIN = bearer(ADMIN_KEY)
+ADMIN_PRINCIPAL = Principal(Role.ADMIN)
 
 
 async def _publish(publisher: EventPublisher, payload: Payload, conversation_id: uuid.UUID) -> None:
@@ -187,3 +196,46 @@ async def test_a_deleted_agents_work_goes_back_at_once_their_token_stops_and_the
             assert reused.status_code == 201, reused.text
     finally:
         await publisher.stop()
+
+
+async def test_an_assignment_the_deletion_could_not_lock_is_requeued_by_the_sweeper_without_grace(
+    settings: Settings,
+) -> None:
+    """A task another transaction held while its agent was deleted stays assigned to them; the sweeper's
+    requeue pass takes it at once (a deleted agent is past the grace), with the deletion's reason."""
+    db = Database.from_settings(settings)
+    outbox = Outbox(outbox_table, settings)
+    try:
+        async with db.unit_of_work() as session:
+            ada = await agents.create(session, AgentCreate(name="ada", email="ada@example.com", capacity=2))
+            await agents.set_status(session, outbox, ADMIN_PRINCIPAL, ada.id, AgentStatus.ONLINE)
+        opened = _opened(5)
+        envelope = EventEnvelope.wrap(opened, producer="test")
+        long_grace = RoutingConfig(sticky_window=timedelta(0), offline_grace=timedelta(hours=1))
+        async with db.unit_of_work() as session:
+            await routing.on_opened(session, outbox, [(envelope, opened)], long_grace)
+        assert (await _task(settings, opened.conversation_id)).state == "assigned"
+        # As the deletion leaves it when the task was locked elsewhere: deleted, offline, still assigned.
+        async with db.unit_of_work() as session:
+            await session.execute(
+                sa.text("UPDATE router.agents SET deleted_at = now(), status = 'offline' WHERE id = :id"),
+                {"id": ada.id},
+            )
+        async with db.unit_of_work() as session:
+            assert await routing.requeue_abandoned(session, outbox, long_grace) == 1
+        task = await _task(settings, opened.conversation_id)
+        assert (task.state, task.agent_id, task.enqueued_at) == ("queued", None, opened.opened_at)
+        async with db.unit_of_work() as session:
+            values = (
+                await session.scalars(sa.select(outbox_table.c.value).order_by(outbox_table.c.id))
+            ).all()
+        requeued = [
+            p
+            for p in (EventEnvelope.from_bytes(bytes(v)).parse() for v in values)
+            if isinstance(p, ConversationRequeued)
+        ]
+        assert [(p.conversation_id, p.agent_id, p.reason.value) for p in requeued] == [
+            (opened.conversation_id, ada.id, "agent_deleted")
+        ]
+    finally:
+        await db.dispose()
