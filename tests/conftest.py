@@ -99,11 +99,41 @@ async def truncate_all(database_url: str) -> None:
         await engine.dispose()
 
 
+# The router's skills catalogue every test starts with: the names tests give agents and routing rules
+# (the property tests' extreme shapes included). Agents and rules may name only catalogued skills; a test
+# about the catalogue itself adds or removes others through the API.
+CATALOGUE_SKILLS = (
+    "billing",
+    "sales",
+    "general",
+    "es",
+    "spanish",
+    "logistics",
+    "vip",
+    "0",
+    "a.b-c_d",
+    "z" * 64,
+)
+
+
+async def seed_skills(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("INSERT INTO router.skills (name) SELECT unnest(CAST(:names AS text[]))"),
+                {"names": list(CATALOGUE_SKILLS)},
+            )
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
 async def settings(infra: Infrastructure) -> AsyncIterator[Settings]:
-    """Settings for one test: its own topics, and every service table emptied."""
+    """Settings for one test: its own topics, every service table emptied, the test skills catalogued."""
     test_settings = make_settings(infra, prefix=f"t{uuid.uuid4().hex[:10]}.")
     await truncate_all(test_settings.database_url)
+    await seed_skills(test_settings.database_url)
     await ensure_topics(test_settings)
     yield test_settings
 

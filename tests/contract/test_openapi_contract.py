@@ -36,6 +36,7 @@ from tests.conftest import (
     WEBCHAT_SECRET,
     Settings,
     make_settings,
+    seed_skills,
     truncate_all,
 )
 from tests.support import bearer
@@ -66,6 +67,7 @@ def contract_settings(infra: Infrastructure) -> Settings:
 
     async def prepare() -> None:
         await truncate_all(test_settings.database_url)
+        await seed_skills(test_settings.database_url)
         await ensure_topics(test_settings)
 
     asyncio.run(prepare())

@@ -32,7 +32,7 @@ async def _publish(publisher: EventPublisher, payload: Payload, conversation_id:
     await publisher.publish(topics.CONVERSATION_EVENTS, str(conversation_id), envelope)
 
 
-def _opened(at: datetime, skills: list[str], priority: int = 0) -> ConversationOpened:
+def _opened(at: datetime, skills: list[str], priority: int = 0, text: str = "") -> ConversationOpened:
     return ConversationOpened(
         conversation_id=uuid.uuid4(),
         customer_id=uuid.uuid4(),
@@ -40,6 +40,7 @@ def _opened(at: datetime, skills: list[str], priority: int = 0) -> ConversationO
         required_skills=skills,
         priority=priority,
         opened_at=at,
+        text=text,
     )
 
 
@@ -60,11 +61,20 @@ async def _agent(router: httpx.AsyncClient, agent_id: str) -> dict[str, Any]:
 async def test_positions_and_estimates_follow_the_queue_and_the_measured_handle_times(
     settings: Settings,
 ) -> None:
-    settings = settings.model_copy(update={"router_default_handle_time_s": float(PRIOR)})
+    settings = settings.model_copy(
+        update={"router_default_handle_time_s": float(PRIOR), "router_rules_refresh_s": 0.0}
+    )
     publisher = EventPublisher(settings, client_id="test-queue-view")
     await publisher.start()
     try:
         async with serve(router_app(settings)) as router:
+            # Customers who want to buy wait in the queue "sales"; everyone else in "default".
+            rule = await router.post(
+                "/v1/routing-rules",
+                json={"name": "sales", "conditions": {"keywords": ["buy"]}, "outcome": {"queue": "sales"}},
+                headers=ADMIN,
+            )
+            assert rule.status_code == 201, rule.text
             created = await router.post(
                 "/v1/agents",
                 json={"name": "Ada", "email": "ada@example.com", "skills": ["billing"], "capacity": 1},
@@ -87,30 +97,34 @@ async def test_positions_and_estimates_follow_the_queue_and_the_measured_handle_
 
             await eventually(busy, timeout=30, what="the first conversation assigned")
 
-            # The agent's one slot is taken: these wait. The newest has a higher priority and goes first;
-            # the sales one is in a queue of its own that no online agent serves.
+            # The agent's one slot is taken: these wait. The newest billing one has a higher priority and
+            # goes first; one needing no skill waits in the same queue, behind them (positions count the
+            # queue, not the skills); the one who wants to buy is in the queue "sales", which no online
+            # agent can serve.
             a = _opened(t0 + timedelta(minutes=1), ["billing"])
             b = _opened(t0 + timedelta(minutes=2), ["billing"])
             c = _opened(t0 + timedelta(minutes=3), ["billing"], priority=1)
-            d = _opened(t0 + timedelta(minutes=4), ["sales"])
-            for event in (a, b, c, d):
+            d = _opened(t0 + timedelta(minutes=4), ["sales"], text="I want to buy a plan")
+            e = _opened(t0 + timedelta(minutes=5), [])
+            for event in (a, b, c, d, e):
                 await _publish(publisher, event, event.conversation_id)
 
             async def waiting(n: int) -> dict[str, Any] | None:
                 view = await _queue(router)
                 return view if view["length"] == n and len(view["items"]) == n else None
 
-            view = await eventually(lambda: waiting(4), what="four conversations waiting")
+            view = await eventually(lambda: waiting(5), what="five conversations waiting")
             entries = {i["conversation_id"]: i for i in view["items"]}
-            billing = [entries[str(e.conversation_id)] for e in (c, a, b)]
-            assert [e["position"] for e in billing] == [1, 2, 3]
-            assert [e["estimated_wait_seconds"] for e in billing] == [PRIOR, 2 * PRIOR, 3 * PRIOR]
-            assert {e["estimate_basis"] for e in entries.values()} == {"prior"}
+            default = [entries[str(x.conversation_id)] for x in (c, a, b, e)]
+            assert {x["queue"] for x in default} == {"default"}
+            assert [x["position"] for x in default] == [1, 2, 3, 4]
+            assert [x["estimated_wait_seconds"] for x in default] == [PRIOR, 2 * PRIOR, 3 * PRIOR, 4 * PRIOR]
+            assert {x["estimate_basis"] for x in entries.values()} == {"prior"}
             sales = entries[str(d.conversation_id)]
-            assert (sales["position"], sales["estimated_wait_seconds"]) == (1, None)
+            assert (sales["queue"], sales["position"], sales["estimated_wait_seconds"]) == ("sales", 1, None)
 
             # One conversation's view, as the conversation service's acknowledgement reads it, agrees.
-            for event in (c, a, b, d):
+            for event in (c, a, b, d, e):
                 one = await router.get(f"/v1/queue/{event.conversation_id}", headers=ADMIN)
                 assert one.status_code == 200, one.text
                 assert one.json() == {
@@ -135,13 +149,14 @@ async def test_positions_and_estimates_follow_the_queue_and_the_measured_handle_
                 resolved_at=assigned_at + timedelta(seconds=120),
             )
             await _publish(publisher, resolved, first.conversation_id)
-            view = await eventually(lambda: waiting(3), what="the head assigned after the resolution")
+            view = await eventually(lambda: waiting(4), what="the head assigned after the resolution")
             entries = {i["conversation_id"]: i for i in view["items"]}
             assert str(c.conversation_id) not in entries
-            billing = [entries[str(e.conversation_id)] for e in (a, b)]
-            assert [e["position"] for e in billing] == [1, 2]
-            assert [e["estimated_wait_seconds"] for e in billing] == [120, 240]
-            assert {e["estimate_basis"] for e in entries.values()} == {"measured"}
+            default = [entries[str(x.conversation_id)] for x in (a, b, e)]
+            assert [x["position"] for x in default] == [1, 2, 3]
+            assert [x["estimated_wait_seconds"] for x in default] == [120, 240, 360]
+            # The sales queue has no measurement of its own: the overall one.
+            assert {x["estimate_basis"] for x in entries.values()} == {"measured"}
 
             # c is resolved after 60 s: the handle time is the mean of the two, 90 s; a is assigned.
             assigned_at = datetime.fromisoformat((await _agent(router, agent["id"]))["last_assigned_at"])
@@ -151,15 +166,16 @@ async def test_positions_and_estimates_follow_the_queue_and_the_measured_handle_
                 resolved_at=assigned_at + timedelta(seconds=60),
             )
             await _publish(publisher, resolved, c.conversation_id)
-            view = await eventually(lambda: waiting(2), what="the next head assigned")
+            view = await eventually(lambda: waiting(3), what="the next head assigned")
             entries = {i["conversation_id"]: i for i in view["items"]}
-            last = entries[str(b.conversation_id)]
-            assert (last["position"], last["estimated_wait_seconds"], last["estimate_basis"]) == (
-                1,
-                90,
-                "measured",
-            )
-            one = (await router.get(f"/v1/queue/{b.conversation_id}", headers=ADMIN)).json()
-            assert (one["position"], one["estimated_wait_seconds"]) == (1, 90)
+            rest = [entries[str(x.conversation_id)] for x in (b, e)]
+            assert [(x["position"], x["estimated_wait_seconds"], x["estimate_basis"]) for x in rest] == [
+                (1, 90, "measured"),
+                (2, 180, "measured"),
+            ]
+            one = (await router.get(f"/v1/queue/{e.conversation_id}", headers=ADMIN)).json()
+            assert (one["position"], one["estimated_wait_seconds"]) == (2, 180)
+            still = (await router.get(f"/v1/queue/{d.conversation_id}", headers=ADMIN)).json()
+            assert (still["queue"], still["position"], still["estimated_wait_seconds"]) == ("sales", 1, None)
     finally:
         await publisher.stop()

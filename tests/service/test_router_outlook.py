@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,11 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import Channel, ConversationOpened, ConversationQueued, EventEnvelope, utcnow
+from switchboard_router.agents import service as agents_service
+from switchboard_router.agents.schemas import AgentCreate
 from switchboard_router.hours import service as hours_service
 from switchboard_router.models import outbox_table
+from switchboard_router.routing import repository as routing_repository
 from switchboard_router.routing import service
+from switchboard_router.routing.estimate import Slots
 from switchboard_router.routing.policy import Requirement, Waiting
 from switchboard_router.routing.service import RoutingConfig
+from switchboard_router.rules import service as rules_service
+from switchboard_router.rules.book import RuleBook
+from switchboard_router.rules.schemas import RuleCreate
 from tests.conftest import Settings
 from tests.support import counting
 
@@ -28,7 +36,7 @@ def outbox(settings: Settings) -> Outbox:
 
 
 def _opened(
-    skills: list[str], minutes_ago: int, priority: int = 0
+    skills: list[str], minutes_ago: int, priority: int = 0, text: str = ""
 ) -> tuple[EventEnvelope, ConversationOpened]:
     payload = ConversationOpened(
         conversation_id=uuid.uuid4(),
@@ -37,6 +45,7 @@ def _opened(
         required_skills=skills,
         priority=priority,
         opened_at=utcnow() - timedelta(minutes=minutes_ago),
+        text=text,
     )
     return EventEnvelope.wrap(payload, producer="test"), payload
 
@@ -63,23 +72,35 @@ async def test_positions_per_queue_and_the_closed_team_opening(session: AsyncSes
     )
     await session.execute(sa.text("INSERT INTO router.queues (name, team) VALUES ('default', 'night')"))
 
-    old, new, urgent, other = (
+    # A rule sends printer questions to the queue "devices"; everything else waits in "default".
+    rule = RuleCreate.model_validate(
+        {"name": "devices", "conditions": {"keywords": ["printer"]}, "outcome": {"queue": "devices"}}
+    )
+    await rules_service.create(session, rule)
+    old, new, urgent, spanish, printer, later_printer = (
         _opened(["billing"], 10),
         _opened(["billing"], 5),
         _opened(["billing"], 1, priority=5),
-        _opened(["tech"], 20),
+        _opened(["spanish"], 7),
+        _opened(["billing"], 20, text="My printer is on fire"),
+        _opened([], 15, text="printer again"),
     )
-    await service.on_opened(session, outbox, [old, new, urgent, other], RoutingConfig(rules=None))
+    batch = [old, new, urgent, spanish, printer, later_printer]
+    await service.on_opened(session, outbox, batch, RoutingConfig(rules=RuleBook(0, "en")))
     told = await _announced(session)
-    # Queue order within the same skills: priority first, then age; another skill set counts apart.
-    assert {e.conversation_id: told[e.conversation_id].position for _, e in (old, new, urgent, other)} == {
+    # Queue order within a queue, whatever the skills: priority first, then age; another queue counts apart.
+    assert {e.conversation_id: told[e.conversation_id].position for _, e in batch} == {
         urgent[1].conversation_id: 1,
         old[1].conversation_id: 2,
-        new[1].conversation_id: 3,
-        other[1].conversation_id: 1,
+        spanish[1].conversation_id: 3,
+        new[1].conversation_id: 4,
+        printer[1].conversation_id: 1,
+        later_printer[1].conversation_id: 2,
     }
-    # No agent online: the wait is unknown. The default queue's team is closed: when it opens, in Tokyo.
-    for _, e in (old, new, urgent, other):
+    assert {told[e.conversation_id].queue for _, e in (printer, later_printer)} == {"devices"}
+    # No agent online: the wait is unknown. The default queue's team serves "devices" too, and is closed:
+    # when it opens, in Tokyo.
+    for _, e in batch:
         assert told[e.conversation_id].estimated_wait_s is None
         assert told[e.conversation_id].timezone == "Asia/Tokyo"
         opens_at = told[e.conversation_id].opens_at
@@ -100,3 +121,42 @@ async def test_the_outlook_is_one_statement_whatever_the_batch(session: AsyncSes
         return counter.count
 
     assert await statements_for(1) == await statements_for(50) == 1
+
+
+async def test_a_queue_is_served_by_the_online_agents_able_to_take_one_of_its_conversations(
+    session: AsyncSession,
+) -> None:
+    async def agent(name: str, skills: list[Any], capacity: int, status: str = "online", **more: Any) -> None:
+        body = AgentCreate(name=name, email=f"{name}@example.com", skills=skills, capacity=capacity, **more)
+        created = await agents_service.create(session, body)
+        await session.execute(
+            sa.text("UPDATE router.agents SET status = :s, active_count = :n WHERE id = :id"),
+            {"s": status, "n": 1 if name == "expert" else 0, "id": created.id},
+        )
+
+    await agent("expert", [{"skill": "billing", "level": 5}], 3)
+    await agent("novice", [{"skill": "billing", "level": 2}], 5, languages=["es"])
+    await agent("away", [{"skill": "billing", "level": 5}], 7, status="offline")
+
+    async def queued(queue: str, skills: list[str], levels: list[int], language: str | None = None) -> None:
+        await session.execute(
+            sa.text(
+                "INSERT INTO router.tasks (conversation_id, state, required_skills, min_levels, language, "
+                "priority, channel, enqueued_at, queue) VALUES (:id, 'queued', :skills, :levels, :lang, 0, "
+                "'api', now(), :queue)"
+            ),
+            {"id": uuid.uuid4(), "skills": skills, "levels": levels, "lang": language, "queue": queue},
+        )
+
+    await queued("vip", ["billing"], [4])  # only the expert reaches level 4
+    await queued("spanish", ["billing"], [4])
+    await queued("spanish", ["billing"], [1], "es")  # the novice speaks Spanish: either can take one
+    await queued("nobody", ["sales"], [1])
+    await queued("anyone", [], [])
+
+    slots = await routing_repository.queue_slots(session, ["vip", "spanish", "nobody", "anyone", "empty"])
+    assert slots == {
+        "vip": Slots(3, 2),
+        "spanish": Slots(8, 7),
+        "anyone": Slots(8, 7),
+    }

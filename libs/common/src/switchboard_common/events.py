@@ -94,6 +94,7 @@ class AgentStatus(StrEnum):
 
 class RequeueReason(StrEnum):
     AGENT_OFFLINE = "agent_offline"  # offline, or stopped heartbeating, past the grace period
+    AGENT_DELETED = "agent_deleted"  # its agent was deleted (DELETE /v1/agents/{id}): at once, no grace
     NO_ANSWER = "no_answer"  # the agent sent no reply within the configured time of the assignment
     SUPERVISOR = "supervisor"  # moved by a supervisor's force-assign
     TRANSFERRED = "transferred"  # its agent transferred it to another agent, skill or queue

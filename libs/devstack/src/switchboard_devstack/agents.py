@@ -16,7 +16,12 @@ DRIVEN_ROUTER_ENV = {"SWITCHBOARD_ROUTER_PRESENCE_TIMEOUT_S": "0"}
 async def create_online_agent(
     client: httpx.AsyncClient, router_url: str, *, name: str, email: str, capacity: int
 ) -> str:
-    """An online agent with the ``general`` skill (the one driven messages ask for); returns its id."""
+    """An online agent with the ``general`` skill (the one driven messages ask for; catalogued first, which
+    changes nothing when it is); returns its id."""
+    catalogued = await client.put(
+        f"{router_url}/v1/skills/general", json={"description": "driven messages"}, headers=ADMIN
+    )
+    catalogued.raise_for_status()
     created = await client.post(
         f"{router_url}/v1/agents",
         json={"name": name, "email": email, "skills": ["general"], "capacity": capacity},

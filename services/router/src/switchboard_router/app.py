@@ -15,6 +15,7 @@ from switchboard_router.routing.service import RoutingConfig
 from switchboard_router.rules.book import RuleBook
 from switchboard_router.rules.endpoints import router as rules_router
 from switchboard_router.settings import RouterSettings
+from switchboard_router.skills.endpoints import router as skills_router
 from switchboard_router.sweeper import queue_sweeper
 
 
@@ -44,8 +45,8 @@ def create_app(settings: RouterSettings | None = None) -> FastAPI:
     return create_service_app(
         "router",
         settings,
-        [agents_router, rules_router, hours_router],
+        [agents_router, skills_router, rules_router, hours_router],
         setup=setup,
         description="Assigns conversations to agents by skill, proficiency, language and load: agents, "
-        "teams, presence and heartbeats, capacity per workload, offers, and the queue.",
+        "teams, the skills catalogue, presence and heartbeats, capacity per workload, offers, and the queue.",
     )

@@ -60,11 +60,13 @@ class Agent(Base):
         CheckConstraint("active_count >= 0", name="agents_active_count_non_negative"),
         CheckConstraint("capacity >= 0", name="agents_capacity_non_negative"),
         Index("agents_skills", "skills", postgresql_using="gin"),
+        # Unique among the agents not deleted: a deleted agent's email may be given to someone new.
+        Index("agents_email_live", "email", unique=True, postgresql_where=text("deleted_at IS NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(Text)
-    email: Mapped[str] = mapped_column(Text, unique=True)
+    email: Mapped[str] = mapped_column(Text)
     # The keys of ``proficiency``, kept as an array so the GIN index answers "has these skills".
     skills: Mapped[list[str]] = mapped_column(ARRAY(Text))
     proficiency: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
@@ -83,6 +85,9 @@ class Agent(Base):
     last_assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Deleted agents are kept (tasks and their history name them) but never routed to, listed or
+    # authenticated again.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Team(Base):
@@ -191,3 +196,4 @@ class Task(Base):
 # (migrations, tests/integration/test_schemas.py).
 from switchboard_router.hours import models as _hours_models  # noqa: E402, F401
 from switchboard_router.rules import models as _rules_models  # noqa: E402, F401
+from switchboard_router.skills import models as _skills_models  # noqa: E402, F401

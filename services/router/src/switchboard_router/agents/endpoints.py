@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from switchboard_common.auth import AdminPrincipal, CurrentPrincipal, Principal, Role, issue_agent_token
+from switchboard_common.auth import AdminPrincipal, Principal, Role, issue_agent_token
 from switchboard_common.errors import Forbidden
 from switchboard_common.events import utcnow
 from switchboard_common.http.deps import RuntimeDep, SessionDep
@@ -35,14 +35,22 @@ from switchboard_router.agents.schemas import (
     TeamUpsert,
 )
 from switchboard_router.models import Agent, AgentStatus, Queue, Team
+from switchboard_router.principal import LivePrincipal
 from switchboard_router.routing import service as routing_service
 from switchboard_router.routing.estimate import Estimate
 from switchboard_router.settings import RouterSettings
+from switchboard_router.skills.service import CATALOGUED
 
 router = APIRouter(prefix="/v1", tags=["agents"])
 # Agent ids are matched as UUIDs by the router itself, so `/v1/agents/me` is never taken for an id: a
 # method it does not serve answers 405 rather than reaching `/v1/agents/{agent_id}` and failing there.
 AGENT = "/agents/{agent_id:uuid}"
+EMAIL_TAKEN = {409: "The email is taken (`email_taken`)."}
+UNKNOWN_SKILL = {
+    422: "The request is invalid (`validation_error`; `details` lists each invalid field), or a skill is "
+    "not in the skills catalogue (`unknown_skill`; `details.skills` names them: add with `PUT "
+    "/v1/skills/{name}`)."
+}
 
 
 def _settings(runtime: ServiceRuntime) -> RouterSettings:
@@ -60,9 +68,8 @@ def _token(runtime: ServiceRuntime, agent: Agent) -> AgentToken:
     "/agents",
     status_code=status.HTTP_201_CREATED,
     summary="Create an agent (returns their token)",
-    responses=errors(
-        400, 401, 403, 409, 413, 422, 503, described={409: "The email is taken (`email_taken`)."}
-    ),
+    responses=errors(400, 401, 403, 409, 413, 422, 503, described={**EMAIL_TAKEN, **UNKNOWN_SKILL}),
+    openapi_extra=CATALOGUED,
 )
 async def create_agent(
     body: AgentCreate, _: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
@@ -94,21 +101,22 @@ async def list_agents(
         described={403: "The credential is the admin key, not an agent's (`not_an_agent`)."},
     ),
 )
-async def me(principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
+async def me(principal: LivePrincipal, session: SessionDep) -> AgentPublic:
     if principal.agent_id is None:
         raise Forbidden("an admin credential is not an agent; use /v1/agents/{id}", code="not_an_agent")
     return AgentPublic.of(await service.get(session, principal, principal.agent_id))
 
 
 @router.get(AGENT, summary="One agent", responses=errors(401, 404, 503))
-async def get_agent(agent_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> AgentPublic:
+async def get_agent(agent_id: uuid.UUID, principal: LivePrincipal, session: SessionDep) -> AgentPublic:
     return AgentPublic.of(await service.get(session, principal, agent_id))
 
 
 @router.patch(
     AGENT,
     summary="Change an agent's skills or capacity",
-    responses=errors(400, 401, 403, 404, 413, 422, 503),
+    responses=errors(400, 401, 403, 404, 413, 422, 503, described=UNKNOWN_SKILL),
+    openapi_extra=CATALOGUED,
 )
 async def update_agent(
     agent_id: uuid.UUID,
@@ -121,6 +129,25 @@ async def update_agent(
     return AgentPublic.of(agent)
 
 
+@router.delete(
+    AGENT,
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an agent: their offers and conversations go back to the queue at once, their token "
+    "stops working, their history is kept",
+    responses=errors(
+        401,
+        403,
+        404,
+        503,
+        described={404: "No such agent, or already deleted (a second delete answers 404)."},
+    ),
+)
+async def delete_agent(
+    agent_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, runtime: RuntimeDep
+) -> None:
+    await service.delete(session, runtime.outbox, principal, agent_id)
+
+
 @router.put(
     f"{AGENT}/status",
     summary="Set presence: online agents receive conversations",
@@ -129,7 +156,7 @@ async def update_agent(
 async def set_status(
     agent_id: uuid.UUID,
     body: AgentStatusUpdate,
-    principal: CurrentPrincipal,
+    principal: LivePrincipal,
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> AgentPublic:
@@ -144,7 +171,7 @@ async def set_status(
     "agent offline)",
     responses=errors(401, 404, 503),
 )
-async def heartbeat(agent_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep) -> None:
+async def heartbeat(agent_id: uuid.UUID, principal: LivePrincipal, session: SessionDep) -> None:
     await service.heartbeat(session, principal, agent_id)
 
 
@@ -159,7 +186,7 @@ def _agent_id(principal: Principal) -> uuid.UUID:
     summary="The calling agent's open offers, oldest first",
     responses=errors(401, 403, 503, described={403: "The credential is not an agent's (`not_an_agent`)."}),
 )
-async def list_offers(principal: CurrentPrincipal, session: SessionDep) -> list[OfferPublic]:
+async def list_offers(principal: LivePrincipal, session: SessionDep) -> list[OfferPublic]:
     tasks = await repository.open_offers(session, _agent_id(principal))
     return [
         OfferPublic(
@@ -188,7 +215,7 @@ NO_OFFER = {
     responses=errors(401, 403, 404, 503, described=NO_OFFER),
 )
 async def accept_offer(
-    conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
+    conversation_id: uuid.UUID, principal: LivePrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> OfferAccepted:
     assigned = await routing_service.accept_offer(
         session, runtime.outbox, _agent_id(principal), conversation_id
@@ -203,7 +230,7 @@ async def accept_offer(
     responses=errors(401, 403, 404, 503, described=NO_OFFER),
 )
 async def decline_offer(
-    conversation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, runtime: RuntimeDep
+    conversation_id: uuid.UUID, principal: LivePrincipal, session: SessionDep, runtime: RuntimeDep
 ) -> None:
     await routing_service.decline_offer(session, runtime.outbox, _agent_id(principal), conversation_id)
 
@@ -294,6 +321,7 @@ async def issue_token(
 
 def _queued(
     conversation_id: uuid.UUID,
+    queue: str,
     required_skills: list[str],
     priority: int,
     channel: str,
@@ -303,6 +331,7 @@ def _queued(
 ) -> QueuedConversation:
     return QueuedConversation(
         conversation_id=conversation_id,
+        queue=queue,
         required_skills=required_skills,
         priority=priority,
         channel=channel,
@@ -329,7 +358,7 @@ async def queue(
     now = utcnow()
     length, entries = await service.queue(session, _settings(runtime), limit)
     items = [
-        _queued(t.conversation_id, t.required_skills, t.priority, t.channel, t.enqueued_at, e, now)
+        _queued(t.conversation_id, t.queue, t.required_skills, t.priority, t.channel, t.enqueued_at, e, now)
         for t, e in entries
     ]
     oldest = max((i.waiting_seconds for i in items), default=None)
@@ -350,6 +379,7 @@ async def queue_position(
     task, estimate = await service.queue_position(session, _settings(runtime), conversation_id)
     return _queued(
         task.conversation_id,
+        task.queue,
         task.required_skills,
         task.priority,
         task.channel,

@@ -13,8 +13,8 @@ from switchboard_router.models import Agent, AgentStatus, Queue, Task, TaskState
 
 
 def readable(principal: Principal) -> sa.Select[Agent]:
-    """Agents ``principal`` may see: an agent only themself, an admin everyone."""
-    stmt = sa.select(Agent)
+    """Agents ``principal`` may see: an agent only themself, an admin everyone; never a deleted agent."""
+    stmt = sa.select(Agent).where(Agent.deleted_at.is_(None))
     if not principal.is_admin:
         stmt = stmt.where(Agent.id == principal.agent_id)
     return stmt
@@ -49,7 +49,7 @@ async def insert_agent(
             status=AgentStatus.OFFLINE.value,
             active_count=0,
         )
-        .on_conflict_do_nothing(index_elements=[Agent.email])
+        .on_conflict_do_nothing(index_elements=[Agent.email], index_where=Agent.deleted_at.is_(None))
         .returning(Agent)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -96,6 +96,14 @@ async def delete_named(session: AsyncSession, model: type[Team] | type[Queue], n
     """Teams' members and queues' conversations keep the name; without its row it has the defaults."""
     result = await session.execute(sa.delete(model).where(model.name == name).returning(model.name))
     return result.scalar_one_or_none() is not None
+
+
+_LIVE = sa.select(sa.literal(1)).where(Agent.id == sa.bindparam("agent"), Agent.deleted_at.is_(None))
+
+
+async def exists(session: AsyncSession, agent_id: uuid.UUID) -> bool:
+    """Whether the agent exists and is not deleted."""
+    return (await session.scalar(_LIVE, {"agent": agent_id})) is not None
 
 
 _OPEN_OFFERS = (

@@ -275,6 +275,7 @@ class AgentCreated(AgentPublic):
 
 class QueuedConversation(BaseModel):
     conversation_id: uuid.UUID
+    queue: str = Field(description="The queue it waits in (a routing rule's; `default` when none matched).")
     required_skills: list[str]
     priority: int
     channel: str
@@ -282,18 +283,18 @@ class QueuedConversation(BaseModel):
     waiting_seconds: float
     position: int = Field(
         ge=1,
-        description="1-based place in its queue: the conversations waiting with the same required skills, "
-        "in the order they are served (priority, high first, then the oldest).",
+        description="1-based place in its queue: the conversations waiting in the same queue, in the order "
+        "they are served (priority, high first, then the oldest).",
     )
     estimated_wait_seconds: int | None = Field(
         ge=0,
         description="Expected further wait: ceil(max(position - free slots, 0) * mean handle time / slots), "
-        "the slots being the capacity of the online agents with every required skill; null when no online "
-        "agent has them.",
+        "the slots being the capacity of the online agents able to take at least one conversation waiting "
+        "in the queue; null when there is none.",
     )
     estimate_basis: EstimateBasis = Field(
-        description="`measured`: the mean handle time of recently closed assignments; `prior`: nothing "
-        "was measured yet, the configured default was used."
+        description="`measured`: the mean handle time of the queue's recently closed assignments (else of "
+        "all of them); `prior`: nothing was measured yet, the configured default was used."
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +33,7 @@ from switchboard_router.routing.policy import WORKLOADS, Requirement, Waiting
 from switchboard_router.routing.repository import QueuedTask
 from switchboard_router.routing.service import PRODUCER, assign_queued
 from switchboard_router.settings import RouterSettings
+from switchboard_router.skills import service as skills_service
 
 
 def _capacities(total: int, per: ChannelCapacity, current: Sequence[int] | None = None) -> list[int]:
@@ -44,11 +46,13 @@ def _capacities(total: int, per: ChannelCapacity, current: Sequence[int] | None 
 
 
 async def create(session: AsyncSession, body: AgentCreate) -> Agent:
+    proficiency = proficiency_of(body.skills)
+    await skills_service.require_known(session, proficiency)
     agent = await repository.insert_agent(
         session,
         body.name,
         body.email,
-        proficiency_of(body.skills),
+        proficiency,
         sorted(set(body.languages)),
         sorted(set(body.teams)),
         body.role.value,
@@ -76,6 +80,7 @@ async def update(
     agent = await get(session, principal, agent_id, for_update=True)
     if body.skills is not None:
         agent.proficiency = proficiency_of(body.skills)
+        await skills_service.require_known(session, agent.proficiency)
         agent.skills = sorted(agent.proficiency)
     if body.languages is not None:
         agent.languages = sorted(set(body.languages))
@@ -94,6 +99,25 @@ async def update(
     return agent
 
 
+async def _change_status(
+    session: AsyncSession, outbox: Outbox, agent: Agent, status: AgentStatus, now: datetime
+) -> None:
+    """Set the locked agent's presence and announce it (``agent.status_changed``)."""
+    changed = AgentStatusChanged(
+        agent_id=agent.id,
+        status=status,
+        previous_status=AgentStatus(agent.status),
+        changed_at=now,
+        capacity=agent.capacity,
+    )
+    agent.status = status.value
+    agent.status_changed_at = now
+    await session.flush()
+    await outbox.add(
+        session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(changed, producer=PRODUCER)
+    )
+
+
 async def set_status(
     session: AsyncSession, outbox: Outbox, principal: Principal, agent_id: uuid.UUID, status: AgentStatus
 ) -> Agent:
@@ -104,25 +128,27 @@ async def set_status(
     now = utcnow()
     await routing_repository.touch_presence(session, agent.id, now)
     if previous is not status:
-        agent.status = status.value
-        agent.status_changed_at = now
-        await session.flush()
-        changed = AgentStatusChanged(
-            agent_id=agent.id,
-            status=status,
-            previous_status=previous,
-            changed_at=now,
-            capacity=agent.capacity,
-        )
-        await outbox.add(
-            session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(changed, producer=PRODUCER)
-        )
+        await _change_status(session, outbox, agent, status, now)
         if status is AgentStatus.OFFLINE:
             await routing_service.agents_went_offline(session, outbox, [agent.id])
             await session.refresh(agent)
     if status is AgentStatus.ONLINE and await assign_queued(session, outbox, [agent.id]):
         await session.refresh(agent)
     return agent
+
+
+async def delete(session: AsyncSession, outbox: Outbox, principal: Principal, agent_id: uuid.UUID) -> None:
+    """Delete an agent, softly: the row stays for the history that names it (tasks, assignments), but the
+    agent is offline for good, never routed to, listed or authenticated again. Their offers and assigned
+    conversations go back to the queue at once with their original age. NotFound for an unknown agent or
+    one already deleted."""
+    agent = await get(session, principal, agent_id, for_update=True)
+    now = utcnow()
+    agent.deleted_at = now
+    if agent.status != AgentStatus.OFFLINE.value:
+        await _change_status(session, outbox, agent, AgentStatus.OFFLINE, now)
+    await session.flush()
+    await routing_service.agents_deleted(session, outbox, [agent.id])
 
 
 async def heartbeat(session: AsyncSession, principal: Principal, agent_id: uuid.UUID) -> None:
@@ -157,37 +183,35 @@ async def queue(
     session: AsyncSession, settings: RouterSettings, limit: int
 ) -> tuple[int, list[tuple[Task, Estimate]]]:
     """How many conversations wait, and the first ``limit`` in the order they are served, each with its
-    position and estimated wait. The head of the queue holds every conversation ahead of each one in it,
-    so the positions are exact."""
+    position in its queue and estimated wait. The head of the whole queue holds every conversation ahead of
+    each one in its own queue, so the positions are exact."""
     tasks = await routing_repository.queue_snapshot(session, limit)
     length = await routing_repository.queue_length(session)
     if not tasks:
         return length, []
-    servers = await routing_repository.online_servers(session)
+    slots = await routing_repository.queue_slots(session, [t.queue for t in tasks])
     measured = await routing_repository.handle_times(session, settings.router_handle_time_sample)
     waiting = [
-        Waiting(t.conversation_id, Requirement.of(t.required_skills), t.priority, t.enqueued_at)
+        Waiting(
+            t.conversation_id, Requirement.of(t.required_skills), t.priority, t.enqueued_at, queue=t.queue
+        )
         for t in tasks
     ]
-    estimates = estimate.estimate(waiting, servers, measured, settings.router_default_handle_time_s)
+    estimates = estimate.estimate(waiting, slots, measured, settings.router_default_handle_time_s)
     return length, [(t, estimates[t.conversation_id]) for t in tasks]
 
 
 async def queue_position(
     session: AsyncSession, settings: RouterSettings, conversation_id: uuid.UUID
 ) -> tuple[QueuedTask, Estimate]:
-    """A waiting conversation's position and estimated wait; NotFound when it is not waiting (unknown,
-    assigned or closed)."""
+    """A waiting conversation's position in its queue and estimated wait; NotFound when it is not waiting
+    (unknown, assigned or closed)."""
     task = await routing_repository.queued_with_position(session, conversation_id)
     if task is None:
         raise NotFound("conversation not waiting")
-    servers = await routing_repository.online_servers(session)
+    slots = await routing_repository.queue_slots(session, [task.queue])
     measured = await routing_repository.handle_times(session, settings.router_handle_time_sample)
     result = estimate.estimate_one(
-        task.ahead + 1,
-        frozenset(task.required_skills),
-        servers,
-        measured,
-        settings.router_default_handle_time_s,
+        task.ahead + 1, task.queue, slots, measured, settings.router_default_handle_time_s
     )
     return task, result

@@ -17,12 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchboard_common.db.sql import TEXTS, UUIDS, statement
 from switchboard_router.hours.calendar import BusinessHours, Opening
 from switchboard_router.hours.models import BusinessHoursRow
-from switchboard_router.routing.estimate import HandleTimes, Server
+from switchboard_router.routing.estimate import HandleTimes, Slots
 from switchboard_router.routing.repository import (
     HANDLE_TIMES_SQL,
-    ONLINE_SERVERS_SQL,
+    QUEUE_NEEDS_SQL,
+    QUEUE_SLOTS_SQL,
     RECENT_HANDLE_SQL,
     handle_times_of,
+    slots_of,
 )
 
 
@@ -60,20 +62,20 @@ async def delete(session: AsyncSession, team: str) -> bool:
 
 
 # Everything the announcement of conversations left waiting needs, as one row of JSON whatever the batch:
-# - their positions in their queues (same required skills, ``policy.queue_order``), numbered over the
-#   queued tasks of those skill sets only, once (not a count per task);
-# - the online servers and the recent handle times, as the queue view reads them;
+# - their positions in their queues (``policy.queue_order``), numbered over the queued tasks of the
+#   batch's queues only, once (not a count per task);
+# - the slots serving those queues and the recent handle times, as the queue view reads them;
 # - per queue of the batch, the business hours of its team, else of the default queue's team.
 _OUTLOOK = statement(
     f"""
     WITH ranked AS (
         SELECT t.conversation_id,
-               row_number() OVER (PARTITION BY t.required_skills
+               row_number() OVER (PARTITION BY t.queue
                                   ORDER BY t.priority DESC, t.enqueued_at, t.conversation_id) AS position
         FROM router.tasks t
-        WHERE t.state = 'queued' AND t.required_skills IN (
-            SELECT m.required_skills FROM router.tasks m WHERE m.conversation_id = ANY(:ids))
-    ), servers AS ({ONLINE_SERVERS_SQL}
+        WHERE t.state = 'queued' AND t.queue = ANY(:queues)
+    ), needs AS ({QUEUE_NEEDS_SQL}
+    ), slots AS ({QUEUE_SLOTS_SQL}
     ), recent AS ({RECENT_HANDLE_SQL}
     ), handle AS ({HANDLE_TIMES_SQL}
     ), hours AS (
@@ -86,8 +88,8 @@ _OUTLOOK = statement(
     SELECT
         (SELECT coalesce(jsonb_object_agg(conversation_id, position), '{{}}')
          FROM ranked WHERE conversation_id = ANY(:ids)) AS positions,
-        (SELECT coalesce(jsonb_agg(jsonb_build_array(skills, capacity, free)), '[]') FROM servers) AS servers,
-        (SELECT coalesce(jsonb_agg(jsonb_build_array(overall, required_skills, n, mean_seconds)), '[]')
+        (SELECT coalesce(jsonb_agg(jsonb_build_array(queue, capacity, free)), '[]') FROM slots) AS slots,
+        (SELECT coalesce(jsonb_agg(jsonb_build_array(overall, queue, n, mean_seconds)), '[]')
          FROM handle) AS handle,
         (SELECT coalesce(jsonb_agg(to_jsonb(hours)), '[]') FROM hours) AS hours
     """,  # noqa: S608 - the fragments are the queue view's SQL, not input
@@ -100,7 +102,7 @@ _OUTLOOK = statement(
 @dataclass(frozen=True, slots=True)
 class Outlook:
     positions: dict[uuid.UUID, int]
-    servers: list[Server]
+    slots: dict[str, Slots]  # queue -> the slots serving it (queues no online agent can serve left out)
     measured: HandleTimes
     hours: dict[str, BusinessHours]  # queue -> its team's hours (queues without any are left out)
 
@@ -127,7 +129,7 @@ async def outlook(
 
     return Outlook(
         positions={uuid.UUID(k): int(v) for k, v in loaded(row.positions).items()},
-        servers=[Server(frozenset(s), int(c), int(f)) for s, c, f in loaded(row.servers)],
+        slots=slots_of(tuple(s) for s in loaded(row.slots)),
         measured=handle_times_of(tuple(h) for h in loaded(row.handle)),
         hours={
             h["queue"]: to_hours(_Hours(h["timezone"], h["weekly"], h["country"], h["subdivision"]))

@@ -57,14 +57,13 @@ class Outlook:
 def tell(
     tasks: Sequence[Waiting], found: repository.Outlook, prior_handle_s: float, now: datetime
 ) -> dict[uuid.UUID, Outlook]:
-    """Each task's position and estimated wait (``routing.estimate``), and when its team opens if closed."""
+    """Each task's position in its queue and estimated wait (``routing.estimate``), and when its team opens
+    if closed."""
     out: dict[uuid.UUID, Outlook] = {}
     for task in tasks:
         position = found.positions.get(task.conversation_id)
         wait = (
-            estimate.estimate_one(
-                position, task.required_skills, found.servers, found.measured, prior_handle_s
-            )
+            estimate.estimate_one(position, task.queue, found.slots, found.measured, prior_handle_s)
             if position is not None
             else None
         )

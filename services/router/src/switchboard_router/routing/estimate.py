@@ -1,23 +1,24 @@
 """Queue positions and estimated waits, pure.
 
-* Queue: a conversation's queue is its required skill set. Conversations needing the same skills wait
-  for the same agents, so a position counts only those: position k means k - 1 conversations with the
-  same required skills are served before this one (queue order: priority, high first, then the oldest,
-  then the id, as ``policy.queue_order``).
-* Slots: the queue is served by the online agents who have every required skill; S is the sum of their
-  capacities and F the part of it free right now.
+* Queue: the queue a routing rule put the conversation in (``tasks.queue``; ``default`` when no rule
+  matched). Position k means k - 1 conversations of the same queue are served before this one (queue
+  order: priority, high first, then the oldest, then the id, as ``policy.queue_order``).
+* Slots: the queue is served by the online agents able to take at least one conversation waiting in it
+  (every required skill at its minimum level, and the language when one is required): S is the sum of
+  their capacities and F the part of it free right now (``Slots``, computed in SQL for every queue of a
+  view or a batch at once).
 * Handle time H: the mean of ``closed_at - assigned_at`` over the most recently closed assignments of the
-  same skill set; when none of those is among them, of all recent ones; when nothing has been measured,
-  the configured prior (``estimate_basis`` says which: ``measured`` or ``prior``).
+  same queue; when none of those is among them, of all recent ones; when nothing has been measured, the
+  configured prior (``estimate_basis`` says which: ``measured`` or ``prior``).
 * Wait: the first F conversations are taken by the free slots at the next routing pass (wait 0). Beyond
   them every slot is busy; with handle times of mean H and no memory, the S busy slots free up one every
   H / S seconds on average, so the k-th waits for k - F of them:
 
       wait(k) = ceil(max(k - F, 0) · H / S) seconds,   None ("unknown") when S = 0.
 
-  The time a busy slot has already spent on its conversation is ignored (the memoryless assumption),
-  and so are conversations of other queues competing for agents with several skills: an explainable
-  estimate, not a promise.
+  The time a busy slot has already spent on its conversation is ignored (the memoryless assumption), and
+  so are agents shared with other queues (an agent able to serve two queues counts fully in both) and
+  capacities per workload: an explainable estimate, not a promise.
 
 Nothing here touches the database or the clock: the same inputs give the same answer.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -39,13 +40,11 @@ class EstimateBasis(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Server:
-    """Online agents with these skills (one agent, or several with identical skills summed: the estimate
-    only adds capacities up)."""
+class Slots:
+    """The capacity of the online agents able to serve a queue, and the part of it free now."""
 
-    skills: frozenset[str]
-    capacity: int
-    free: int  # capacity not in use; never negative (an agent whose capacity was lowered has none)
+    total: int
+    free: int  # never negative (an agent whose capacity was lowered below their load has none free)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +57,9 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class HandleTimes:
-    """What was measured over the recent closed assignments: per required skill set, and over them all."""
+    """What was measured over the recent closed assignments: per queue, and over them all."""
 
-    by_skills: Mapping[frozenset[str], Sample]
+    by_queue: Mapping[str, Sample]
     overall: Sample | None
 
     @staticmethod
@@ -70,17 +69,15 @@ class HandleTimes:
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    position: int  # 1-based, within the conversation's queue (its required skill set)
+    position: int  # 1-based, within the conversation's queue
     wait_seconds: int | None  # None when no online agent can serve the queue
     basis: EstimateBasis
 
 
-def handle_time(
-    skills: frozenset[str], measured: HandleTimes, prior_seconds: float
-) -> tuple[float, EstimateBasis]:
+def handle_time(queue: str, measured: HandleTimes, prior_seconds: float) -> tuple[float, EstimateBasis]:
     """The mean handle time to expect for a queue: its own measurement, else the overall one, else the
     prior."""
-    sample = measured.by_skills.get(skills)
+    sample = measured.by_queue.get(queue)
     if sample is not None and sample.count > 0:
         return sample.mean_seconds, EstimateBasis.MEASURED
     if measured.overall is not None and measured.overall.count > 0:
@@ -88,55 +85,44 @@ def handle_time(
     return prior_seconds, EstimateBasis.PRIOR
 
 
-def slots(skills: frozenset[str], servers: Iterable[Server]) -> tuple[int, int]:
-    """(total, free) capacity of the servers who have every skill in ``skills``."""
-    total = free = 0
-    for server in servers:
-        if skills <= server.skills:
-            total += server.capacity
-            free += max(server.free, 0)
-    return total, min(free, total)
-
-
 def wait_seconds(position: int, total: int, free: int, handle_seconds: float) -> int | None:
     """``ceil(max(position - free, 0) · handle / total)``; None when there is no slot at all."""
     if total <= 0:
         return None
-    ahead = max(position - free, 0)
+    ahead = max(position - min(max(free, 0), total), 0)
     # Rounded to the microsecond first, so a float error never turns an exact whole second into the next.
     return math.ceil(round(ahead * handle_seconds / total, 6))
 
 
 def estimate_one(
     position: int,
-    skills: frozenset[str],
-    servers: Sequence[Server],
+    queue: str,
+    slots: Mapping[str, Slots],
     measured: HandleTimes,
     prior_seconds: float,
 ) -> Estimate:
-    """The estimate of the conversation at ``position`` in the queue of ``skills``."""
-    handle, basis = handle_time(skills, measured, prior_seconds)
-    total, free = slots(skills, servers)
-    return Estimate(position, wait_seconds(position, total, free, handle), basis)
+    """The estimate of the conversation at ``position`` in ``queue``; a queue missing from ``slots`` has
+    no online agent able to serve it."""
+    handle, basis = handle_time(queue, measured, prior_seconds)
+    served = slots.get(queue, Slots(0, 0))
+    return Estimate(position, wait_seconds(position, served.total, served.free, handle), basis)
 
 
 def estimate(
     tasks: Sequence[Waiting],
-    servers: Sequence[Server],
+    slots: Mapping[str, Slots],
     measured: HandleTimes,
     prior_seconds: float,
 ) -> dict[uuid.UUID, Estimate]:
-    """Every waiting task's position and estimate.
+    """Every waiting task's position in its queue and its estimate.
 
     ``tasks`` must hold, for each task, every task queued before it in its queue (the whole queue, or a
     head of it in queue order, as the queue view reads it); they are ordered here.
     """
-    seen: dict[frozenset[str], int] = {}
+    seen: dict[str, int] = {}
     out: dict[uuid.UUID, Estimate] = {}
     for task in sorted(tasks, key=queue_order):
-        position = seen.get(task.required_skills, 0) + 1
-        seen[task.required_skills] = position
-        out[task.conversation_id] = estimate_one(
-            position, task.required_skills, servers, measured, prior_seconds
-        )
+        position = seen.get(task.queue, 0) + 1
+        seen[task.queue] = position
+        out[task.conversation_id] = estimate_one(position, task.queue, slots, measured, prior_seconds)
     return out

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.sql import INTS, TEXTS, TIMES, UUIDS, statement
 from switchboard_router.models import Task, TaskState
-from switchboard_router.routing.estimate import HandleTimes, Sample, Server
+from switchboard_router.routing.estimate import HandleTimes, Sample, Slots
 from switchboard_router.routing.policy import (
     WORKLOADS,
     Candidate,
@@ -33,16 +33,24 @@ from switchboard_router.routing.policy import (
     workload_index,
 )
 
-# A requirement as the SQL sees it: r.skills text[], r.levels int[], r.lang text, r.w int (1-based).
-_ELIGIBLE = """
-    a.status = 'online' AND a.active_count < a.capacity AND a.loads[{w}] < a.capacities[{w}]
-    AND a.skills @> {skills}
+# Agent ``a`` meets a requirement (skills text[], levels int[], lang text): every skill at its minimum
+# level, and the language if one is required. Busy or not: the queue estimates count busy agents too.
+_QUALIFIES = """
+    a.skills @> {skills}
     AND ({lang} IS NULL OR {lang} = ANY(a.languages))
     AND NOT EXISTS (
         SELECT 1 FROM unnest({skills}, {levels}) AS q(s, m)
         WHERE coalesce((a.proficiency ->> q.s)::int, 0) < q.m
     )
 """
+# A requirement as the SQL sees it: r.skills text[], r.levels int[], r.lang text, r.w int (1-based).
+_ELIGIBLE = (
+    """
+    a.status = 'online' AND a.deleted_at IS NULL
+    AND a.active_count < a.capacity AND a.loads[{w}] < a.capacities[{w}]
+    AND"""
+    + _QUALIFIES
+)
 # policy.rank, in SQL, for the requirement's policy: the skill sum (most skilled), the load share, the
 # fuller of the total and the workload's capacity (not for round robin), then idle longest, then id.
 _RANK = """
@@ -257,7 +265,7 @@ _LOCK_BEST_CANDIDATES = statement(
     SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id) FROM (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
         WHERE a.id = ANY(CAST(:preferred AS uuid[]) || ARRAY(SELECT agent_id FROM sticky))
-          AND a.status = 'online' AND a.active_count < a.capacity
+          AND a.status = 'online' AND a.deleted_at IS NULL AND a.active_count < a.capacity
         FOR UPDATE SKIP LOCKED
     ) AS p
     """,  # noqa: S608 - our own fragments, no input
@@ -316,7 +324,7 @@ async def lock_best_candidates(
 _LOCK_AGENTS = statement(
     f"""
     SELECT {_AGENT_COLUMNS} FROM router.agents a
-    WHERE status = 'online' AND active_count < capacity
+    WHERE status = 'online' AND deleted_at IS NULL AND active_count < capacity
       AND (CAST(:agents AS uuid[]) IS NULL OR a.id = ANY(:agents))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
@@ -678,22 +686,28 @@ async def silence_stale_agents(
     return [(r.id, r.previous) for r in rows]
 
 
-# Assigned tasks of agents offline since before the cutoff (the grace period over) wait again, with their
-# original age.
+# Assigned tasks of agents offline since before the cutoff (the grace period over), or deleted (no grace),
+# wait again with their original age; among ``:agents`` only, when given (a deletion). A task another
+# transaction holds is skipped, and taken by the sweeper's next pass: a deleted agent counts as past the
+# grace at once.
 _REQUEUE_ABANDONED = statement(
     f"""
     WITH gone AS (
-        SELECT t.conversation_id, t.agent_id, t.workload FROM router.tasks t
+        SELECT t.conversation_id, t.agent_id, t.workload, a.deleted_at IS NOT NULL AS deleted
+        FROM router.tasks t
         JOIN router.agents a ON a.id = t.agent_id
-        WHERE t.state = 'assigned' AND a.status = 'offline' AND a.status_changed_at <= :cutoff
+        WHERE t.state = 'assigned' AND a.status = 'offline'
+          AND (a.status_changed_at <= :cutoff OR a.deleted_at IS NOT NULL)
+          AND (CAST(:agents AS uuid[]) IS NULL OR t.agent_id = ANY(:agents))
         ORDER BY t.conversation_id
         FOR UPDATE OF t SKIP LOCKED
     )
     UPDATE router.tasks t SET state = 'queued', agent_id = NULL, assigned_at = NULL, answered_at = NULL
     FROM gone WHERE t.conversation_id = gone.conversation_id
-    RETURNING gone.agent_id, gone.workload AS held, {_QUEUED_COLUMNS}
+    RETURNING gone.agent_id, gone.workload AS held, gone.deleted, {_QUEUED_COLUMNS}
     """,  # noqa: S608 - our own fragments, no input
     cutoff=sa.DateTime(timezone=True),
+    agents=UUIDS,
 )
 
 
@@ -702,11 +716,18 @@ class Requeued:
     agent_id: uuid.UUID
     workload: int
     waiting: Waiting
+    agent_deleted: bool = False  # taken back because its agent was deleted
 
 
-async def requeue_abandoned(session: AsyncSession, cutoff: datetime) -> list[Requeued]:
-    rows = await session.execute(_REQUEUE_ABANDONED, {"cutoff": cutoff})
-    return [Requeued(r.agent_id, r.held, _waiting(r)) for r in rows]
+async def requeue_abandoned(
+    session: AsyncSession, cutoff: datetime, agent_ids: Sequence[uuid.UUID] | None = None
+) -> list[Requeued]:
+    """Take back the assignments of agents offline since before ``cutoff`` or deleted (of ``agent_ids``
+    only, when given)."""
+    rows = await session.execute(
+        _REQUEUE_ABANDONED, {"cutoff": cutoff, "agents": None if agent_ids is None else list(agent_ids)}
+    )
+    return [Requeued(r.agent_id, r.held, _waiting(r), r.deleted) for r in rows]
 
 
 # A transfer: the conversation's task, still assigned to the agent handing it on, waits again with its
@@ -783,13 +804,13 @@ async def queue_length(session: AsyncSession) -> int:
     return int(await session.scalar(stmt) or 0)
 
 
-# The queued task and how many tasks of its queue (the same required skills) are served before it, in
-# ``policy.queue_order``; counted on the partial queue index.
+# The queued task and how many tasks of its queue are served before it, in ``policy.queue_order``;
+# counted on the partial queue index.
 _QUEUED_WITH_AHEAD = statement(
     """
-    SELECT t.conversation_id, t.required_skills, t.priority, t.channel, t.enqueued_at,
+    SELECT t.conversation_id, t.required_skills, t.priority, t.channel, t.enqueued_at, t.queue,
            (SELECT count(*) FROM router.tasks o
-            WHERE o.state = 'queued' AND o.required_skills = t.required_skills
+            WHERE o.state = 'queued' AND o.queue = t.queue
               AND (o.priority > t.priority
                    OR (o.priority = t.priority
                        AND (o.enqueued_at, o.conversation_id) < (t.enqueued_at, t.conversation_id)))
@@ -808,6 +829,7 @@ class QueuedTask:
     priority: int
     channel: str
     enqueued_at: datetime
+    queue: str
     ahead: int  # tasks of the same queue served before this one
 
 
@@ -817,31 +839,57 @@ async def queued_with_position(session: AsyncSession, conversation_id: uuid.UUID
     if row is None:
         return None
     return QueuedTask(
-        row.conversation_id, row.required_skills, row.priority, row.channel, row.enqueued_at, row.ahead
+        row.conversation_id,
+        row.required_skills,
+        row.priority,
+        row.channel,
+        row.enqueued_at,
+        row.queue,
+        row.ahead,
     )
 
 
-# Online agents grouped by their (sorted, deduplicated) skills: the estimate only adds capacities up, so
-# a group is exact, and there are far fewer groups than agents.
-ONLINE_SERVERS_SQL = """
-    SELECT skills, sum(capacity) AS capacity, sum(greatest(capacity - active_count, 0)) AS free
-    FROM router.agents
-    WHERE status = 'online'
-    GROUP BY skills
+# The slots serving each of the queues ``:queues``: the online agents able to take at least one of the
+# conversations waiting in it (``estimate.Slots``). The distinct requirements waiting in those queues come
+# first (few, however long the queues), then each online agent is matched against them once per queue.
+_NEED_MET = _QUALIFIES.format(skills="n.required_skills", levels="n.min_levels", lang="n.language")
+QUEUE_NEEDS_SQL = """
+        SELECT DISTINCT t.queue, t.required_skills, t.min_levels, t.language FROM router.tasks t
+        WHERE t.state = 'queued' AND t.queue = ANY(:queues)
 """
-_ONLINE_SERVERS = statement(ONLINE_SERVERS_SQL)
+QUEUE_SLOTS_SQL = f"""
+        SELECT q.queue, sum(a.capacity) AS capacity, sum(greatest(a.capacity - a.active_count, 0)) AS free
+        FROM (SELECT DISTINCT queue FROM needs) AS q
+        JOIN router.agents a ON a.status = 'online' AND a.deleted_at IS NULL AND EXISTS (
+            SELECT 1 FROM needs n
+            WHERE n.queue = q.queue AND {_NEED_MET}
+        )
+        GROUP BY q.queue
+"""  # noqa: S608 - our own fragment, no input
+_QUEUE_SLOTS = statement(
+    f"WITH needs AS ({QUEUE_NEEDS_SQL}), slots AS ({QUEUE_SLOTS_SQL}) SELECT * FROM slots",  # noqa: S608
+    queues=TEXTS,
+)
 
 
-async def online_servers(session: AsyncSession) -> list[Server]:
-    rows = await session.execute(_ONLINE_SERVERS)
-    return [Server(frozenset(r.skills), int(r.capacity), int(r.free)) for r in rows]
+def slots_of(rows: Iterable[tuple[str, int, int]]) -> dict[str, Slots]:
+    """``QUEUE_SLOTS_SQL``'s rows (queue, capacity, free) by queue."""
+    return {queue: Slots(int(capacity), int(free)) for queue, capacity, free in rows}
+
+
+async def queue_slots(session: AsyncSession, queues: Sequence[str]) -> dict[str, Slots]:
+    """The slots serving each of ``queues`` that some online agent can serve (the others are left out)."""
+    if not queues:
+        return {}
+    rows = await session.execute(_QUEUE_SLOTS, {"queues": sorted(set(queues))})
+    return slots_of((r.queue, r.capacity, r.free) for r in rows)
 
 
 # The most recently closed assignments (tasks closed without one, resolved while waiting, are not handle
-# times), newest first on the partial index ``tasks_closed``; their mean duration per required skill set
-# and overall (the empty grouping set). A clock difference between services never makes one negative.
+# times), newest first on the partial index ``tasks_closed``; their mean duration per queue and overall
+# (the empty grouping set). A clock difference between services never makes one negative.
 RECENT_HANDLE_SQL = """
-        SELECT required_skills,
+        SELECT queue,
                extract(epoch FROM greatest(closed_at - assigned_at, interval '0')) AS seconds
         FROM router.tasks
         WHERE state = 'closed' AND assigned_at IS NOT NULL
@@ -849,10 +897,9 @@ RECENT_HANDLE_SQL = """
         LIMIT :sample
 """
 HANDLE_TIMES_SQL = """
-    SELECT grouping(required_skills) = 1 AS overall, required_skills, count(*) AS n,
-           avg(seconds)::float8 AS mean_seconds
+    SELECT grouping(queue) = 1 AS overall, queue, count(*) AS n, avg(seconds)::float8 AS mean_seconds
     FROM recent
-    GROUP BY GROUPING SETS ((required_skills), ())
+    GROUP BY GROUPING SETS ((queue), ())
 """
 _HANDLE_TIMES = statement(f"WITH recent AS ({RECENT_HANDLE_SQL}) {HANDLE_TIMES_SQL}", sample=sa.Integer())
 
@@ -860,22 +907,22 @@ _HANDLE_TIMES = statement(f"WITH recent AS ({RECENT_HANDLE_SQL}) {HANDLE_TIMES_S
 async def handle_times(session: AsyncSession, sample: int) -> HandleTimes:
     """Mean handle times over the ``sample`` most recently closed assignments."""
     rows = await session.execute(_HANDLE_TIMES, {"sample": sample})
-    return handle_times_of((r.overall, r.required_skills, r.n, r.mean_seconds) for r in rows)
+    return handle_times_of((r.overall, r.queue, r.n, r.mean_seconds) for r in rows)
 
 
-def handle_times_of(rows: Iterable[tuple[bool, list[str] | None, int, float | None]]) -> HandleTimes:
-    """``HANDLE_TIMES_SQL``'s rows (overall, required skills, count, mean seconds) as handle times."""
-    by_skills: dict[frozenset[str], Sample] = {}
+def handle_times_of(rows: Iterable[tuple[bool, str | None, int, float | None]]) -> HandleTimes:
+    """``HANDLE_TIMES_SQL``'s rows (overall, queue, count, mean seconds) as handle times."""
+    by_queue: dict[str, Sample] = {}
     overall: Sample | None = None
-    for is_overall, skills, n, mean_seconds in rows:
+    for is_overall, queue, n, mean_seconds in rows:
         if n == 0 or mean_seconds is None:
             continue  # the overall row of an empty history
         measured = Sample(int(n), float(mean_seconds))
         if is_overall:
             overall = measured
-        else:
-            by_skills[frozenset(skills or ())] = measured
-    return HandleTimes(by_skills, overall)
+        elif queue is not None:
+            by_queue[queue] = measured
+    return HandleTimes(by_queue, overall)
 
 
 # --- SLA and supervisors -----------------------------------------------------------------------------

@@ -525,6 +525,17 @@ async def requeue_abandoned(session: AsyncSession, outbox: Outbox, config: Routi
     return len(gone)
 
 
+async def agents_deleted(session: AsyncSession, outbox: Outbox, agent_ids: Sequence[uuid.UUID]) -> None:
+    """Deleted agents (already marked deleted and offline in this transaction) hand back their offers and
+    their assigned conversations at once, with their original age: the offline path without the grace.
+    A task another transaction holds right now is left to the sweeper's next requeue pass, which treats a
+    deleted agent as past the grace."""
+    await agents_went_offline(session, outbox, agent_ids)
+    now = utcnow()
+    gone = await repository.requeue_abandoned(session, now, agent_ids)
+    await _requeue(session, outbox, gone, RequeueReason.AGENT_DELETED, now)
+
+
 async def _requeue(
     session: AsyncSession,
     outbox: Outbox,
@@ -538,7 +549,7 @@ async def _requeue(
         ConversationRequeued(
             conversation_id=g.waiting.conversation_id,
             agent_id=g.agent_id,
-            reason=reason,
+            reason=RequeueReason.AGENT_DELETED if g.agent_deleted else reason,
             queued_at=g.waiting.enqueued_at,
             requeued_at=now,
         )
@@ -634,7 +645,7 @@ async def force_assign(
     (``conversation.requeued``, reason ``supervisor``) and their capacity freed; assigning it again to
     the same agent changes nothing."""
     agent = await session.get(Agent, agent_id, with_for_update=True)
-    if agent is None:
+    if agent is None or agent.deleted_at is not None:
         raise NotFound("agent not found")
     if agent.status == AgentStatus.OFFLINE.value:
         raise Conflict("the agent is offline", code="agent_offline")

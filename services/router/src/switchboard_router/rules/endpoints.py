@@ -22,6 +22,7 @@ from switchboard_router.rules.schemas import (
     RuleUpdate,
 )
 from switchboard_router.settings import RouterSettings
+from switchboard_router.skills.service import CATALOGUED
 
 router = APIRouter(prefix="/v1", tags=["routing-rules"])
 # Rule ids are matched as UUIDs by the router itself, so `/v1/routing-rules/dry-run` is never taken for
@@ -30,7 +31,8 @@ RULE = "/routing-rules/{rule_id:uuid}"
 _NAME_TAKEN = {409: "Another rule has this name (`rule_name_taken`)."}
 _INVALID = {
     422: "The request is invalid (`validation_error`; `details` lists each invalid field), for example a "
-    "`pattern` RE2 does not accept."
+    "`pattern` RE2 does not accept; or a required or optional skill is not in the skills catalogue "
+    "(`unknown_skill`; `details.skills` names them)."
 }
 
 
@@ -60,6 +62,7 @@ def detection(runtime: ServiceRuntime) -> tuple[str, bool]:
             **_INVALID,
         },
     ),
+    openapi_extra=CATALOGUED,
 )
 async def create_rule(body: RuleCreate, _: AdminPrincipal, session: SessionDep) -> RulePublic:
     return RulePublic.model_validate(await service.create(session, body))
@@ -107,6 +110,7 @@ async def get_rule(rule_id: uuid.UUID, _: AdminPrincipal, session: SessionDep) -
     RULE,
     summary="Change a routing rule (conditions and outcome are replaced whole)",
     responses=errors(400, 401, 403, 404, 409, 413, 422, 503, described={**_NAME_TAKEN, **_INVALID}),
+    openapi_extra=CATALOGUED,
 )
 async def update_rule(
     rule_id: uuid.UUID, body: RuleUpdate, _: AdminPrincipal, session: SessionDep

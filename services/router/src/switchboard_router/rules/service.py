@@ -13,7 +13,8 @@ from switchboard_common.errors import Conflict, NotFound
 from switchboard_router.rules import language, repository
 from switchboard_router.rules.evaluate import Decision, RuleInputs, default_outcome, evaluate
 from switchboard_router.rules.models import RoutingRule
-from switchboard_router.rules.schemas import RuleCreate, RuleUpdate
+from switchboard_router.rules.schemas import RuleCreate, RuleOutcome, RuleUpdate
+from switchboard_router.skills import service as skills_service
 
 # Every rule is tried for every newly opened conversation until one matches: a bound keeps that cost
 # (and a runaway script creating rules) in check.
@@ -21,6 +22,7 @@ MAX_RULES = 500
 
 
 async def create(session: AsyncSession, body: RuleCreate) -> RoutingRule:
+    await _require_known_skills(session, body.outcome)
     if await repository.count(session) >= MAX_RULES:
         raise Conflict(f"there are already {MAX_RULES} routing rules", code="rule_limit_reached")
     rule = await repository.insert_rule(
@@ -55,6 +57,7 @@ async def update(session: AsyncSession, rule_id: uuid.UUID, body: RuleUpdate) ->
     if body.conditions is not None:
         values["conditions"] = body.conditions.model_dump(mode="json")
     if body.outcome is not None:
+        await _require_known_skills(session, body.outcome)
         values["outcome"] = body.outcome.model_dump(mode="json")
     if not values:
         return await get(session, rule_id)
@@ -89,6 +92,11 @@ async def dry_run(
     detected = await asyncio.to_thread(language.detect, text, languages, low_accuracy=low_accuracy)
     inputs = RuleInputs(channel, text, detected, dict(customer), frozenset(tags))
     return evaluate(rules, inputs, default_outcome())
+
+
+async def _require_known_skills(session: AsyncSession, outcome: RuleOutcome) -> None:
+    """A rule's required and optional skills must be catalogued (422 ``unknown_skill`` otherwise)."""
+    await skills_service.require_known(session, [*outcome.required_skills, *outcome.optional_skills])
 
 
 def _name_taken(name: str) -> Conflict:
