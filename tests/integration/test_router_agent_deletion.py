@@ -148,14 +148,16 @@ async def test_a_deleted_agents_work_goes_back_at_once_their_token_stops_and_the
             assert [(p.conversation_id, str(p.agent_id)) for p in lapsed] == [
                 (open_offer.conversation_id, ada["id"])
             ]
-            # Ada online, Bo online, Ada offline.
-            statuses = [
-                EventEnvelope.from_bytes(r.value).payload
-                for r in await read_topic(settings, topics.AGENT_EVENTS, 3)
+            # Ada online, Bo online, Ada offline, Ada deleted.
+            events = [
+                EventEnvelope.from_bytes(r.value) for r in await read_topic(settings, topics.AGENT_EVENTS, 4)
             ]
-            assert [(p["agent_id"], p["status"]) for p in statuses if p["agent_id"] == ada["id"]] == [
-                (ada["id"], "online"),
-                (ada["id"], "offline"),
+            assert [
+                (e.type, e.payload.get("status")) for e in events if e.payload["agent_id"] == ada["id"]
+            ] == [
+                ("agent.status_changed", "online"),
+                ("agent.status_changed", "offline"),
+                ("agent.deleted", None),
             ]
 
             # Her token no longer works; she is gone from the API.

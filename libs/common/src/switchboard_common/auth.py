@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
@@ -113,8 +114,14 @@ def authenticate(settings: AgentAuthSettings, credential: str) -> Principal:
 
 
 async def current_principal(request: Request) -> Principal:
+    """The caller. A service that learns of deleted agents sets ``app.state.revoked_agents`` (a container
+    of agent ids): their tokens, still validly signed until they expire, are refused too."""
     settings: AgentAuthSettings = request.app.state.settings
-    return authenticate(settings, bearer_credential(request))
+    principal = authenticate(settings, bearer_credential(request))
+    revoked: Container[uuid.UUID] | None = getattr(request.app.state, "revoked_agents", None)
+    if principal.agent_id is not None and revoked is not None and principal.agent_id in revoked:
+        raise ApiError(401, "the agent of this token was deleted")
+    return principal
 
 
 async def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

@@ -569,6 +569,18 @@ class AgentStatusChanged(Payload):
     capacity: int | None = Field(default=None, ge=0)
 
 
+@register
+class AgentDeleted(Payload):
+    """An agent was deleted: their tokens, still validly signed until they expire, must be refused by every
+    service (the router refuses them by its own agents table; the others learn it from this event)."""
+
+    event_type: ClassVar[str] = "agent.deleted"
+    topic: ClassVar[str] = topics.AGENT_EVENTS
+
+    agent_id: uuid.UUID
+    deleted_at: datetime
+
+
 # --- messages.outbound (key: conversation id) ---------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from switchboard_conversation.conversations.endpoints import customers_router, t
 from switchboard_conversation.conversations.endpoints import router as conversations_router
 from switchboard_conversation.customers.endpoints import router as merges_router
 from switchboard_conversation.models import outbox_table
+from switchboard_conversation.revoked import RevokedAgents
 from switchboard_conversation.settings import ConversationSettings
 from switchboard_conversation.snoozes import snooze_waker
 from switchboard_conversation.stream.endpoints import router as stream_router
@@ -43,6 +44,8 @@ def create_app(settings: ConversationSettings | None = None) -> FastAPI:
         runtime.background.append(app.state.feed_hub)
         keep = timedelta(seconds=settings.stream_retention_s)
         runtime.background.append(feed_retention(runtime.db, keep, settings.stream_retention_interval_s))
+        app.state.revoked_agents = RevokedAgents(runtime.db, settings.conversation_revocation_refresh_s)
+        runtime.background.append(app.state.revoked_agents)
 
     return create_service_app(
         "conversation",

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import (
+    AgentDeleted,
     ConversationAssigned,
     ConversationOfferDeclined,
     ConversationOffered,
@@ -20,6 +21,7 @@ from switchboard_common.events import (
     MessageReceived,
 )
 from switchboard_common.kafka.consumer import Delivery, Handlers
+from switchboard_conversation import revoked
 from switchboard_conversation.automation import service as automation
 from switchboard_conversation.automation.autoreply import AckTemplates
 from switchboard_conversation.conversations import service
@@ -60,6 +62,9 @@ def handlers(
     async def on_offers(session: AsyncSession, deliveries: Sequence[Delivery[Any]]) -> None:
         await stream.record_offers(session, [d.payload for d in deliveries])
 
+    async def on_agent_deleted(session: AsyncSession, deliveries: Sequence[Delivery[AgentDeleted]]) -> None:
+        await revoked.record(session, [d.payload for d in deliveries])
+
     return {
         MessageReceived: on_messages,
         # In causal order: left waiting, offered, the offer ended (or accepted: assigned), taken back,
@@ -71,4 +76,5 @@ def handlers(
         ConversationAssigned: on_assigned,
         ConversationRequeued: on_requeued,
         DeliveryStatusChanged: on_delivery,
+        AgentDeleted: on_agent_deleted,
     }

@@ -286,3 +286,12 @@ class CustomerMerge(Base):
 # Canned responses are defined in their own module; importing it here puts them in Base.metadata
 # (migrations, tests/integration/test_schemas.py).
 from switchboard_conversation.automation import models as _automation_models  # noqa: E402, F401
+
+
+class RevokedAgent(Base):
+    """An agent deleted at the router (``agent.deleted``): this service refuses their tokens (revoked.py)."""
+
+    __tablename__ = "revoked_agents"
+
+    agent_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -60,6 +60,8 @@ class ConversationSettings(AgentAuthSettings):
     # notification came (a lost one only delays by this much), the keep-alive comment interval that keeps
     # proxies from closing an idle stream, and how long items are kept for reconnecting clients.
     stream_poll_interval_ms: int = Field(default=1000, ge=10)
+    # How often each replica reloads the agents deleted at the router, whose tokens it refuses (revoked.py).
+    conversation_revocation_refresh_s: float = Field(default=2.0, gt=0, le=300)
     stream_heartbeat_s: int = Field(default=15, ge=1)
     stream_retention_s: int = Field(default=86400, ge=60)
     stream_retention_interval_s: int = Field(default=300, ge=1)

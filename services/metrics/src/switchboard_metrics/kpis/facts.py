@@ -33,6 +33,7 @@ from enum import Enum, StrEnum
 from typing import Any, TypeVar
 
 from switchboard_common.events import (
+    AgentDeleted,
     AgentStatusChanged,
     ConversationAssigned,
     ConversationEscalated,
@@ -77,6 +78,8 @@ NOT_COUNTED: frozenset[type[Payload]] = frozenset(
         SurveyAnswered,
         # Handled apart (switchboard_metrics.customers): a merge moves facts, it is no fact of its own.
         CustomerMerged,
+        # The agent's last status change (offline, sent with the deletion) is what the agent KPIs read.
+        AgentDeleted,
     }
 )
 

@@ -14,7 +14,7 @@ from switchboard_common import topics
 from switchboard_common.auth import Principal
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.errors import Conflict, NotFound
-from switchboard_common.events import AgentStatusChanged, EventEnvelope, utcnow
+from switchboard_common.events import AgentDeleted, AgentStatusChanged, EventEnvelope, utcnow
 from switchboard_router.agents import repository
 from switchboard_router.agents.schemas import (
     AgentCreate,
@@ -148,6 +148,10 @@ async def delete(session: AsyncSession, outbox: Outbox, principal: Principal, ag
     if agent.status != AgentStatus.OFFLINE.value:
         await _change_status(session, outbox, agent, AgentStatus.OFFLINE, now)
     await session.flush()
+    deleted = AgentDeleted(agent_id=agent.id, deleted_at=now)
+    await outbox.add(
+        session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(deleted, producer=PRODUCER)
+    )
     await routing_service.agents_deleted(session, outbox, [agent.id])
 
 
