@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from switchboard_common.auth import Principal
-from switchboard_common.db.sql import statement
 from switchboard_conversation.conversations.repository import readable
 from switchboard_conversation.models import (
     Conversation,
@@ -27,6 +26,7 @@ from switchboard_conversation.models import (
     CustomerMerge,
     Message,
 )
+from switchboard_conversation.surveys import repository as surveys
 
 
 async def is_readable(session: AsyncSession, principal: Principal, customer_id: uuid.UUID) -> bool:
@@ -138,27 +138,6 @@ async def close_into(session: AsyncSession, closed_id: uuid.UUID, kept_id: uuid.
     )
 
 
-# The source's surveys become the target's. A customer answers their latest survey (asking anew closes the
-# ones still open): of the two customers' open surveys, the one asked last stays open.
-_CLOSE_OLDER_SURVEYS = statement(
-    """
-    UPDATE conversation.surveys SET expires_at = now()
-    WHERE customer_id IN (:source, :target) AND answered_at IS NULL AND expires_at > now()
-      AND id <> (
-        SELECT id FROM conversation.surveys
-        WHERE customer_id IN (:source, :target) AND answered_at IS NULL AND expires_at > now()
-        ORDER BY asked_at DESC, id DESC LIMIT 1)
-    """,
-    source=sa.Uuid(),
-    target=sa.Uuid(),
-)
-_MOVE_SURVEYS = statement(
-    "UPDATE conversation.surveys SET customer_id = :target WHERE customer_id = :source",
-    source=sa.Uuid(),
-    target=sa.Uuid(),
-)
-
-
 async def move_to(
     session: AsyncSession, source_id: uuid.UUID, target_id: uuid.UUID
 ) -> tuple[list[uuid.UUID], list[dict[str, str]]]:
@@ -181,8 +160,7 @@ async def move_to(
     moved_identities = sorted(
         ({"kind": k, "value": v} for k, v in identities), key=lambda i: (i["kind"], i["value"])
     )
-    for surveys in (_CLOSE_OLDER_SURVEYS, _MOVE_SURVEYS):
-        await session.execute(surveys, {"source": source_id, "target": target_id})
+    await surveys.hand_over(session, source_id, target_id)
     source = aliased(Customer)
     await session.execute(
         sa.update(Customer)

@@ -31,6 +31,29 @@ async def add(session: AsyncSession, survey: Survey) -> None:
     await session.flush()
 
 
+# A merge gives the source's surveys to the target; of the open ones the customer now has, the latest
+# asked stays open, as asking anew closes the others (_SUPERSEDE).
+_HAND_OVER = statement(
+    "UPDATE conversation.surveys SET customer_id = :target WHERE customer_id = :source",
+    source=sa.Uuid(),
+    target=sa.Uuid(),
+)
+_ALL_BUT_LATEST_CLOSED = statement(
+    """
+    UPDATE conversation.surveys SET expires_at = least(expires_at, now())
+    WHERE customer_id = :customer AND answered_at IS NULL AND id <> (
+        SELECT id FROM conversation.surveys WHERE customer_id = :customer AND answered_at IS NULL
+        ORDER BY asked_at DESC, id DESC LIMIT 1)
+    """,
+    customer=sa.Uuid(),
+)
+
+
+async def hand_over(session: AsyncSession, source_id: uuid.UUID, target_id: uuid.UUID) -> None:
+    await session.execute(_HAND_OVER, {"source": source_id, "target": target_id})
+    await session.execute(_ALL_BUT_LATEST_CLOSED, {"customer": target_id})
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     survey_id: uuid.UUID
