@@ -6,7 +6,8 @@ each with the one error body (``ErrorBody``), so a client generated from the doc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -46,43 +47,18 @@ def errors(*statuses: int, described: Mapping[int, str] | None = None) -> Respon
     return responses
 
 
-# Every model example given through ``examples``, by model name (see ``_keep_nulls``).
-_EXAMPLES: dict[str, list[list[Any]]] = {}
+# Where ``examples`` keeps a model's examples as JSON text, which FastAPI's null-dropping leaves whole.
+_EXAMPLES_JSON = "x-examples-json"
 
 
-def examples(*values: Any) -> Callable[[dict[str, Any], type[Any]], None]:
+def examples(*values: Any) -> dict[str, Any]:
     """A model's ``json_schema_extra``: its OpenAPI examples, nulls included.
 
     FastAPI writes the document without null values, which would take the ``null`` of a nullable
-    required field out of an example and leave it invalid; the document puts them back.
+    required field out of an example and leave it invalid; ``finish_document`` restores them from the
+    JSON text kept beside.
     """
-
-    def extra(schema: dict[str, Any], model: type[Any]) -> None:
-        schema["examples"] = list(values)
-        _EXAMPLES.setdefault(model.__name__, []).append(list(values))
-
-    return extra
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
-def _keep_nulls(components: dict[str, Any]) -> None:
-    for name, schema in components.items():
-        shown = schema.get("examples")
-        if shown is None:
-            continue
-        model = name.removesuffix("-Output").removesuffix("-Input")
-        # Two services may have models of one name: only the examples that are these, nulls apart, return.
-        for given in _EXAMPLES.get(model, []):
-            if _without_nulls(given) == shown:
-                schema["examples"] = given
-                break
+    return {"examples": list(values), _EXAMPLES_JSON: json.dumps(list(values))}
 
 
 def finish_document(app: FastAPI) -> None:
@@ -107,7 +83,9 @@ def finish_document(app: FastAPI) -> None:
         components = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
-        _keep_nulls(components)
+        for component in components.values():
+            if _EXAMPLES_JSON in component:
+                component["examples"] = json.loads(component.pop(_EXAMPLES_JSON))
         app.openapi_schema = schema
         return schema
 
