@@ -375,6 +375,12 @@ BAD_QUERIES: list[tuple[str, dict[str, str]]] = [
     ("unknown channel", {"channel": "pigeon"}),
     ("bad agent id", {"agent_id": "not-a-uuid"}),
     ("not a time", {"window": "range", "start": "yesterday", "end": "today"}),
+    (
+        "end beyond UTC's range",
+        {"window": "range", "start": "TODAYT09:00:00Z", "end": "9999-12-31T23:59:59-14:00"},
+    ),
+    ("NUL in a tag", {"tag": "vip\x00"}),
+    ("NUL in a queue", {"queue": "\x00"}),
 ]
 
 

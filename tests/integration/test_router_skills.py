@@ -206,3 +206,13 @@ async def test_the_migration_seeds_the_catalogue_from_agents_and_rules(settings:
         assert names == ["billing", "fraud", "sales", "vip"]
     finally:
         await engine.dispose()
+
+
+async def test_a_name_that_is_no_skill_name_is_a_422(router: httpx.AsyncClient) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        response = await router.request(
+            method, "/v1/skills/bad%00name", headers=ADMIN, json={"description": ""}
+        )
+        assert response.status_code == 422, (method, response.text)
+    for path in ("/v1/teams/bad%00name", "/v1/queues/bad%00name"):
+        assert (await router.delete(path, headers=ADMIN)).status_code == 422, path

@@ -265,9 +265,9 @@ async def put_team(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a team (its members then auto-accept, unless another of their teams says otherwise)",
     tags=["teams"],
-    responses=errors(401, 403, 404, 503),
+    responses=errors(401, 403, 404, 422, 503),
 )
-async def delete_team(name: str, _: AdminPrincipal, session: SessionDep) -> None:
+async def delete_team(name: SettingName, _: AdminPrincipal, session: SessionDep) -> None:
     await service.delete_named(session, Team, name)
 
 
@@ -301,9 +301,9 @@ async def put_queue(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a queue's settings (its conversations are then routed least loaded)",
     tags=["queues"],
-    responses=errors(401, 403, 404, 503),
+    responses=errors(401, 403, 404, 422, 503),
 )
-async def delete_queue(name: str, _: AdminPrincipal, session: SessionDep) -> None:
+async def delete_queue(name: SettingName, _: AdminPrincipal, session: SessionDep) -> None:
     await service.delete_named(session, Queue, name)
 
 

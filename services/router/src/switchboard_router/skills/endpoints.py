@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Query, status
 
 from switchboard_common.auth import AdminPrincipal
 from switchboard_common.http.deps import SessionDep
 from switchboard_common.http.openapi import errors
+from switchboard_router.agents.endpoints import SettingName
 from switchboard_router.principal import LivePrincipal
 from switchboard_router.skills import repository, service
 from switchboard_router.skills.schemas import SkillPublic, SkillUpsert
 
 router = APIRouter(prefix="/v1", tags=["skills"])
 SKILL = "/skills/{name}"
-# As agents' and rules' skills (agents.schemas.Skill).
-SkillName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 
 
 @router.get(
@@ -34,8 +33,8 @@ async def list_skills(
     return [SkillPublic.model_validate(e) for e in await repository.list_skills(session, limit, offset)]
 
 
-@router.get(SKILL, summary="One catalogued skill", responses=errors(401, 404, 503))
-async def get_skill(name: str, _: LivePrincipal, session: SessionDep) -> SkillPublic:
+@router.get(SKILL, summary="One catalogued skill", responses=errors(401, 404, 422, 503))
+async def get_skill(name: SettingName, _: LivePrincipal, session: SessionDep) -> SkillPublic:
     return SkillPublic.model_validate(await service.get(session, name))
 
 
@@ -45,7 +44,7 @@ async def get_skill(name: str, _: LivePrincipal, session: SessionDep) -> SkillPu
     responses=errors(400, 401, 403, 413, 422, 503),
 )
 async def put_skill(
-    name: SkillName, body: SkillUpsert, _: AdminPrincipal, session: SessionDep
+    name: SettingName, body: SkillUpsert, _: AdminPrincipal, session: SessionDep
 ) -> SkillPublic:
     return SkillPublic.model_validate(await service.put(session, name, body.description))
 
@@ -59,6 +58,7 @@ async def put_skill(
         403,
         404,
         409,
+        422,
         503,
         described={
             409: "Agents hold the skill or routing rules use it (`skill_in_use`; `details` gives the "
@@ -66,5 +66,5 @@ async def put_skill(
         },
     ),
 )
-async def delete_skill(name: str, _: AdminPrincipal, session: SessionDep) -> None:
+async def delete_skill(name: SettingName, _: AdminPrincipal, session: SessionDep) -> None:
     await service.delete(session, name)
