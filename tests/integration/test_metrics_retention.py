@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from switchboard_common.db import retention as batches
 from switchboard_common.db.database import Database
 from switchboard_common.events import (
     AgentStatus,
@@ -121,7 +122,7 @@ async def test_old_rows_go_open_conversations_and_latest_statuses_stay(
     )
     assert await _count(db, "kpi_cells", f"minute < '{CUTOFF.isoformat()}'") > 0
     # Small batches, so the loop has to come back for more.
-    monkeypatch.setattr(retention, "BATCH", 2)
+    monkeypatch.setattr(batches, "BATCH", 2)
 
     deleted = await retention.purge(db, CUTOFF)
 

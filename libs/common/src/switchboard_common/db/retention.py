@@ -18,10 +18,11 @@ BATCH = 5000
 
 
 async def delete_in_batches(
-    db: Database, deletes: Sequence[tuple[str, sa.TextClause, Mapping[str, Any]]], batch: int = BATCH
+    db: Database, deletes: Sequence[tuple[str, sa.TextClause, Mapping[str, Any]]], batch: int | None = None
 ) -> dict[str, int]:
-    """Run each ``(table, statement, params)`` until it deletes less than a batch; returns the rows
-    deleted per table."""
+    """Run each ``(table, statement, params)`` until it deletes less than a batch (``BATCH`` rows unless
+    given, read at call time); returns the rows deleted per table."""
+    batch = BATCH if batch is None else batch
     deleted: dict[str, int] = {}
     for table, delete, params in deletes:
         total = 0

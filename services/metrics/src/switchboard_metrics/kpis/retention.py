@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from switchboard_common.background import Periodic
 from switchboard_common.db.database import Database
-from switchboard_common.db.retention import BATCH as BATCH
 from switchboard_common.db.retention import delete_in_batches
 from switchboard_common.db.sql import statement
 from switchboard_common.events import utcnow
@@ -140,9 +139,7 @@ _DELETES: list[tuple[str, sa.TextClause]] = [
 
 async def purge(db: Database, cutoff: datetime) -> dict[str, int]:
     """Delete what is older than ``cutoff``, batch by batch; returns the rows deleted per table."""
-    return await delete_in_batches(
-        db, [(table, delete, {"cutoff": cutoff}) for table, delete in _DELETES], BATCH
-    )
+    return await delete_in_batches(db, [(table, delete, {"cutoff": cutoff}) for table, delete in _DELETES])
 
 
 def retention_job(db: Database, retention: timedelta, interval: timedelta) -> Periodic:
