@@ -3,11 +3,13 @@ HTTP parsing, Prometheus deltas, the report, and the cost counters."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 from switchboard_common.events import Channel
@@ -272,11 +274,22 @@ def _doc(ms: float) -> dict[str, Any]:
 
 def test_report_renders_every_section() -> None:
     doc = _doc(1.0)
-    doc["consumer_lag"] = {"metrics": {"max": 37.0, "mean": 13.7, "samples": 14.0}}
+    doc["consumer_lag"] = {
+        "metrics": {
+            "max": 37.0,
+            "mean": 13.7,
+            "samples": 14.0,
+            "rate": 740.0,
+            "max_s": 0.05,
+            "mean_s": 0.019,
+        },
+        "router": {"max": 3.0, "mean": 1.0, "samples": 2.0},  # no records handled while sampled: no rate
+    }
     text = report.render(doc)
     for expected in (
         "consumer lag during the load",
-        "metrics                          37      13.7        14",
+        "metrics                          37       13.7      740    0.050    0.019        14",
+        "router                            3        1.0        -        -        -         2",
         "fixed offered rate: 100 messages at 50/s",
         "CPU per message",
         "total (system)",
@@ -466,3 +479,33 @@ def test_the_whatsapp_bench_sends_what_ingest_verifies_and_parses() -> None:
     assert message.external_id == "wamid.b1x-2"
     assert message.sender.value == "+" + loadgen.phone_for("b1x-", 2)
     assert loadgen.phone_for("b1x-", 2) != loadgen.phone_for("b1x-", 3)
+
+
+async def test_the_lag_sampler_gives_each_groups_lag_in_seconds_of_its_own_input() -> None:
+    # Two groups, equally many records behind; "metrics" handles four times the records per second, so
+    # it is a quarter as far behind in time.
+    handled = {"metrics": 0.0, "router": 0.0}
+    enough = asyncio.Event()
+
+    def metrics_text(request: httpx.Request) -> httpx.Response:
+        handled["metrics"] += 400.0
+        handled["router"] += 100.0
+        if handled["metrics"] >= 2000:
+            enough.set()
+        lines = [
+            f'switchboard_consumer_lag{{group="{g}",topic="t",partition="0"}} 100.0' for g in handled
+        ] + [
+            f'switchboard_events_consumed_total{{group="{g}",topic="t",outcome="ok"}} {n}'
+            for g, n in handled.items()
+        ]
+        return httpx.Response(200, text="\n".join(lines) + "\n")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(metrics_text)) as client:
+        sampler = promscrape.LagSampler(client, {"svc": "http://svc"}, interval_s=0.05)
+        sampler.start()
+        await asyncio.wait_for(enough.wait(), 10)
+        lags = await sampler.stop()
+    assert lags["metrics"]["mean"] == lags["router"]["mean"] == 100.0
+    assert lags["metrics"]["rate"] == pytest.approx(4 * lags["router"]["rate"])
+    assert lags["router"]["mean_s"] == pytest.approx(4 * lags["metrics"]["mean_s"])
+    assert lags["metrics"]["max_s"] == pytest.approx(100.0 / lags["metrics"]["rate"])

@@ -161,11 +161,16 @@ def _lag(doc: dict[str, Any]) -> list[str]:
     if not lags:
         return []
     lines = [
-        "consumer lag during the load (records behind, summed over partitions; scraped once a second)",
-        "  group                           max      mean   samples",
+        "consumer lag during the load (summed over partitions; scraped once a second): records behind, and",
+        "the seconds of its own input that is (records behind / records handled per second)",
+        "  group                       max rec   mean rec    rec/s    max s   mean s   samples",
     ]
     for group, row in lags.items():
-        lines.append(f"  {group:<26} {row['max']:>8.0f} {row['mean']:>9.1f} {row['samples']:>9.0f}")
+        max_s, mean_s = (_num(row.get(k), ".3f") for k in ("max_s", "mean_s"))
+        lines.append(
+            f"  {group:<26} {row['max']:>8.0f} {row['mean']:>10.1f} {_num(row.get('rate'), '.0f'):>8}"
+            f" {max_s:>8} {mean_s:>8} {row['samples']:>9.0f}"
+        )
     return [*lines, ""]
 
 

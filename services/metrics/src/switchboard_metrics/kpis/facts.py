@@ -26,10 +26,11 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from switchboard_common.events import (
@@ -170,17 +171,25 @@ DELIVERY_STATE_COLUMNS: dict[DeliveryState, str] = {
 def _aware(facts: MessageFacts | ConversationFacts | DeliveryFacts) -> None:
     """A time without a zone is UTC. A customer's message may carry one (``sent_at`` from a client), and
     times of both kinds must compare and subtract (reply times, the earliest first reply)."""
-    for name in _TIMES[type(facts)]:
-        value = getattr(facts, name)
+    names, values = _TIMES[type(facts)]
+    for name, value in zip(names, values(facts), strict=True):
         if value is not None and value.tzinfo is None:
             object.__setattr__(facts, name, value.replace(tzinfo=UTC))
 
 
-# The time columns of each kind of facts (looked up per instance: facts are made per event).
-_TIMES: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls) if "datetime" in str(f.type))
-    for cls in (MessageFacts, ConversationFacts, DeliveryFacts)
-}
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function giving these attributes' values as one tuple (in C: facts are made and read per event)."""
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
+
+
+def _times(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    names = tuple(f.name for f in fields(cls) if "datetime" in str(f.type))
+    return names, _getter(names)
+
+
+# The time columns of each kind of facts, and their getter.
+_TIMES = {cls: _times(cls) for cls in (MessageFacts, ConversationFacts, DeliveryFacts)}
 
 
 class Merge(Enum):
@@ -221,7 +230,10 @@ def _rank(at: datetime | None, tags: tuple[str, ...]) -> tuple[datetime, str]:
 def merged(stored: Mapping[str, Any], told: Mapping[str, Any]) -> dict[str, Any]:
     """The known columns of a row after ``told`` meets ``stored`` (both: the known columns only), each by
     its rule (``MERGE``, ``FOLLOWS``)."""
-    out = {c: combine(c, stored.get(c), told.get(c)) for c in stored.keys() | told.keys()}
+    out = dict(stored)
+    for column, value in told.items():
+        known = out.get(column)
+        out[column] = value if known is None else combine(column, known, value)
     for column, clock in FOLLOWS.items():
         if column in told and column in stored:
             newer = _rank(told.get(clock), told[column]) > _rank(stored.get(clock), stored[column])
@@ -302,16 +314,20 @@ COUNTED_CONVERSATION_COLUMNS: dict[str, str] = {
 }
 
 
-# Per kind of facts, its columns: looked up per event, where ``dataclasses.fields`` is slow.
-_COLUMNS: dict[type, tuple[str, ...]] = {
-    MessageFacts: MESSAGE_COLUMNS,
-    ConversationFacts: CONVERSATION_COLUMNS,
-    DeliveryFacts: DELIVERY_COLUMNS,
+# Per kind of facts, its columns and their getter: looked up per event, where ``dataclasses.fields`` is slow.
+_COLUMNS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {
+    cls: (columns, _getter(columns))
+    for cls, columns in (
+        (MessageFacts, MESSAGE_COLUMNS),
+        (ConversationFacts, CONVERSATION_COLUMNS),
+        (DeliveryFacts, DELIVERY_COLUMNS),
+    )
 }
 
 
 def _known(facts: MessageFacts | ConversationFacts | DeliveryFacts) -> dict[str, Any]:
-    return {name: value for name in _COLUMNS[type(facts)] if (value := getattr(facts, name)) is not None}
+    names, values = _COLUMNS[type(facts)]
+    return {name: value for name, value in zip(names, values(facts), strict=True) if value is not None}
 
 
 def then(earlier: F, later: F) -> F:
