@@ -71,6 +71,8 @@ def make_settings(infra: Infrastructure, prefix: str, **overrides: object) -> Se
         "outbox_poll_interval_ms": 50,
         "router_sweep_interval_ms": 200,
         "db_pool_size": 5,
+        # Apps started in the test process must not freeze the runner's heap (see gc_tuning).
+        "gc_young_threshold": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -83,6 +83,10 @@ class CommonSettings(BaseSettings):
     # failing this long. A single poll that takes longer than this counts as a stall too.
     consumer_stall_seconds: float = Field(default=120.0, gt=0)
 
+    # The garbage collector's young-generation threshold, set once the service has started, when start-up's
+    # objects are frozen (see ``gc_tuning``); 0 leaves the collector as Python sets it (700, nothing frozen).
+    gc_young_threshold: int = Field(default=50_000, ge=0)
+
     # HTTP
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from switchboard_common.db.database import Database
+from switchboard_common.gc_tuning import tune_gc
 from switchboard_common.http.errors import install_error_handlers
 from switchboard_common.http.health import router as health_router
 from switchboard_common.http.middleware import RequestContextMiddleware
@@ -52,6 +53,8 @@ def create_service_app(
                 await job.start()
             for consumer in runtime.consumers:
                 await consumer.start()
+            if settings.gc_young_threshold:
+                tune_gc(settings.gc_young_threshold)
             log.info("service started", extra={"consumers": [c.group_id for c in runtime.consumers]})
             yield
         finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 from typing import NamedTuple
@@ -89,7 +90,7 @@ BY_CHANNEL_ONLY = frozenset({Metric.MESSAGES_IN, Metric.MESSAGES_OUT, *DELIVERY_
 BY_AGENT_ONLY = frozenset({Metric.ASSIGNMENT})
 
 
-# Tuples, not dataclasses: a call hashes, compares and sorts thousands of cells, which tuples do in C.
+# A tuple, not a dataclass: a call hashes, compares and sorts thousands of cells, which tuples do in C.
 class Cell(NamedTuple):
     minute: datetime
     metric: str
@@ -100,7 +101,8 @@ class Cell(NamedTuple):
     bin: int
 
 
-class Tally(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Tally:
     count: int
     seconds: float
 
@@ -245,11 +247,11 @@ def assignment_cell(agent_id: uuid.UUID, at: datetime) -> Cell:
 def delta(before: dict[Cell, Tally], after: dict[Cell, Tally], into: dict[Cell, Tally]) -> None:
     """Add ``after - before`` to ``into`` (cells that cancel out are dropped)."""
     for cell in before.keys() | after.keys():
-        a_count, a_seconds = after.get(cell, _ZERO)
-        b_count, b_seconds = before.get(cell, _ZERO)
-        seen_count, seen_seconds = into.get(cell, _ZERO)
-        count = seen_count + a_count - b_count
-        seconds = seen_seconds + a_seconds - b_seconds
+        a = after.get(cell, _ZERO)
+        b = before.get(cell, _ZERO)
+        seen = into.get(cell, _ZERO)
+        count = seen.count + a.count - b.count
+        seconds = seen.seconds + a.seconds - b.seconds
         if count == 0 and abs(seconds) < 1e-9:
             into.pop(cell, None)
         else:
