@@ -570,23 +570,26 @@ def merge(payloads: Iterable[Payload]) -> Batch:
 # --- what is news ----------------------------------------------------------------------------------------
 
 
-def news(before: Mapping[K, F], incoming: Mapping[K, F]) -> dict[K, F]:
+def news(before: Mapping[K, F], incoming: Mapping[K, F], after: dict[K, F] | None = None) -> dict[K, F]:
     """Per key of ``incoming`` with anything new, only the columns whose value changes: for most, those
     unknown in the stored row ``before`` (no row: nothing known) and known in ``incoming``; for the
     columns of ``MERGE``, those its rule changes. A first-wins value is never replaced, so what is known
-    already is not news even when ``incoming`` says otherwise."""
+    already is not news even when ``incoming`` says otherwise. ``after``, if given, gets each such key's
+    row after the news (``then(before, news)``, which is computed here anyway)."""
     out: dict[K, F] = {}
     for key, facts in incoming.items():
         stored = before.get(key)
         known = _known(stored) if stored is not None else {}
-        after = merged(known, _known(facts))
-        new = {column: value for column, value in after.items() if value != known.get(column)}
+        row = merged(known, _known(facts))
+        new = {column: value for column, value in row.items() if value != known.get(column)}
         # A value that follows a clock is written with it: the statement judges the pair, as ``merged`` does.
         for column, clock in FOLLOWS.items():
-            if column in new and clock in after:
-                new[clock] = after[clock]
+            if column in new and clock in row:
+                new[clock] = row[clock]
         if new:
             out[key] = type(facts)(**new)
+            if after is not None:
+                after[key] = type(facts)(**row)
     return out
 
 
@@ -598,6 +601,10 @@ class News:
     conversations: dict[uuid.UUID, ConversationFacts]
     counts: Counter[str]
     deliveries: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
+    # Per key with news, its whole row after them: what the rollups are computed from.
+    messages_after: dict[uuid.UUID, MessageFacts] = field(default_factory=dict)
+    conversations_after: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
+    deliveries_after: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
 
 
 def news_of(
@@ -610,9 +617,12 @@ def news_of(
     counting column becomes known (a message's conversation counts the event that announced it; a delivery
     report, each state that becomes known for its delivery, so a repeated report counts nothing; agent
     status changes and reopens are counted by the rows their insert adds)."""
-    messages = news(stored_messages, batch.messages)
-    conversations = news(stored_conversations, batch.conversations)
-    deliveries = news(stored_deliveries or {}, batch.deliveries)
+    messages_after: dict[uuid.UUID, MessageFacts] = {}
+    conversations_after: dict[uuid.UUID, ConversationFacts] = {}
+    deliveries_after: dict[DeliveryKey, DeliveryFacts] = {}
+    messages = news(stored_messages, batch.messages, messages_after)
+    conversations = news(stored_conversations, batch.conversations, conversations_after)
+    deliveries = news(stored_deliveries or {}, batch.deliveries, deliveries_after)
     counts: Counter[str] = Counter()
     for d in deliveries.values():
         states = sum(getattr(d, c) is not None for c in DELIVERY_STATE_COLUMNS.values())
@@ -624,4 +634,6 @@ def news_of(
             counts[batch.announced[key]] += 1
     for cf in conversations.values():
         counts.update(t for c, t in COUNTED_CONVERSATION_COLUMNS.items() if getattr(cf, c) is not None)
-    return News(messages, conversations, counts, deliveries)
+    return News(
+        messages, conversations, counts, deliveries, messages_after, conversations_after, deliveries_after
+    )

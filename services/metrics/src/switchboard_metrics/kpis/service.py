@@ -52,7 +52,6 @@ from switchboard_metrics.kpis.facts import (
     News,
     merge,
     news_of,
-    then,
 )
 from switchboard_metrics.kpis.observe import (
     Cell,
@@ -94,9 +93,7 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
         )
     stored_reports = await repository.claim_deliveries(session, batch.deliveries.keys())
     news = news_of(batch, stored_messages, stored_conversations, stored_reports)
-    threads = await repository.conversation_messages(
-        session, _rethreaded(news, stored_messages, stored_conversations.keys())
-    )
+    threads = await repository.conversation_messages(session, _rethreaded(news, stored_conversations.keys()))
     await repository.fill_messages(session, news.messages)
     await repository.fill_conversations(session, news.conversations)
     await repository.fill_deliveries(session, news.deliveries)
@@ -113,15 +110,12 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
     await repository.add_counts(session, counts)
 
 
-def _rethreaded(
-    news: News, stored_messages: Mapping[uuid.UUID, MessageFacts], claimed: Collection[uuid.UUID]
-) -> set[uuid.UUID]:
+def _rethreaded(news: News, claimed: Collection[uuid.UUID]) -> set[uuid.UUID]:
     """The conversations whose cells may change: those with new facts, and those a message was told in
     (claimed). A message's news without its conversation (``message.received`` after the message was
     told in its thread) only adds its receipt, which no conversation cell depends on."""
     out = set(news.conversations)
-    for key, m in news.messages.items():
-        after = then(stored_messages.get(key) or MessageFacts(), m)
+    for after in news.messages_after.values():
         if after.conversation_id is not None and after.conversation_id in claimed:
             out.add(after.conversation_id)
     return out
@@ -139,22 +133,18 @@ def rollup_delta(
     delivery's cells after, minus before, and a cell per new assignment. ``threads`` holds the stored
     messages (before this call) of every conversation with news or with a new message."""
     cells: dict[Cell, Tally] = {}
-    for (channel, subject), d in news.deliveries.items():
+    for (channel, subject), after_d in news.deliveries_after.items():
         stored = (stored_reports or {}).get((channel, subject))
-        after_d = then(stored or DeliveryFacts(), d)
         delta(delivery_cells_of(channel, stored), delivery_cells_of(channel, after_d), cells)
     told: dict[uuid.UUID, dict[uuid.UUID, MessageFacts]] = defaultdict(dict)  # conversation -> new messages
-    for key, m in news.messages.items():
-        before = stored_messages.get(key)
-        after = then(before or MessageFacts(), m)
-        delta(message_cells_of(before), message_cells_of(after), cells)
+    for key, after in news.messages_after.items():
+        delta(message_cells_of(stored_messages.get(key)), message_cells_of(after), cells)
         if after.conversation_id is not None:
             told[after.conversation_id][key] = after
     for cid, thread in threads.items():
         after_thread = {**thread, **told.get(cid, {})}
         before_c = stored_conversations.get(cid)
-        news_c = news.conversations.get(cid)
-        after_c = before_c if news_c is None else then(before_c or ConversationFacts(), news_c)
+        after_c = news.conversations_after.get(cid, before_c)
         delta(cells_of(before_c, thread.values()), cells_of(after_c, after_thread.values()), cells)
     for agent_id, at in changes.assignments:
         delta({}, {assignment_cell(agent_id, at): Tally(1, 0.0)}, cells)
