@@ -445,8 +445,19 @@ def test_times_without_a_zone_are_utc() -> None:
     from switchboard_metrics.kpis.observe import Metric, cells_of
 
     naive = datetime(2026, 11, 23, 10, 0, 0)
-    customer = MessageFacts(channel="sms", direction="inbound", conversation_id=CID, sent_at=naive)
-    assert customer.sent_at == naive.replace(tzinfo=UTC)
+    told = merge(
+        [
+            ConversationMessageAdded(
+                conversation_id=CID,
+                message_id=MID,
+                channel=Channel.SMS,
+                direction=Direction.INBOUND,
+                sent_at=naive,
+            )
+        ]
+    )
+    customer = told.messages[MID]
+    assert customer.sent_at == naive.replace(tzinfo=UTC) and customer.sent_at.tzinfo is UTC
     agent_reply = MessageFacts(
         channel="sms",
         direction="outbound",

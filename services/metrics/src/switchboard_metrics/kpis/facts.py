@@ -102,9 +102,6 @@ class MessageFacts:
     agent_id: uuid.UUID | None = None  # an agent's reply: who sent it
     automated: bool | None = None  # an outbound message sent by automation, not typed by an agent
 
-    def __post_init__(self) -> None:
-        _aware(self)
-
 
 @dataclass(frozen=True, slots=True)
 class ConversationFacts:
@@ -130,9 +127,6 @@ class ConversationFacts:
     last_resolved_at: datetime | None = None  # MERGE: latest
     last_reopened_at: datetime | None = None  # MERGE: latest
 
-    def __post_init__(self) -> None:
-        _aware(self)
-
 
 # A delivery's key: its channel and the provider's message id, or our message id when the send failed for
 # good before the provider gave one. The dispatcher's send report carries both ids, and every callback after
@@ -154,9 +148,6 @@ class DeliveryFacts:
     read_at: datetime | None = None
     failed_at: datetime | None = None
 
-    def __post_init__(self) -> None:
-        _aware(self)
-
 
 # Per reported state, the column that keeps it (``queued`` is the conversation service's own state, never
 # reported to metrics as news).
@@ -168,33 +159,23 @@ DELIVERY_STATE_COLUMNS: dict[DeliveryState, str] = {
 }
 
 
-def _aware(facts: MessageFacts | ConversationFacts | DeliveryFacts) -> None:
-    """A time without a zone is UTC. A customer's message may carry one (``sent_at`` from a client), and
-    times of both kinds must compare and subtract (reply times, the earliest first reply).
+def _utc(at: datetime) -> datetime:
+    """An event's time as stored in facts: a time without a zone is UTC (a customer's message may carry one,
+    ``sent_at`` from a client, and times of both kinds must compare and subtract: reply times, the earliest
+    first reply).
 
     Every time is kept in ``datetime.UTC``: pydantic gives parsed times its own tzinfo class, whose
-    ``utcoffset`` is a call out of C on every comparison and hash (rollup cells hash their minute), a few
-    per cent of the consumer's CPU."""
-    names, values = _TIMES[type(facts)]
-    for name, value in zip(names, values(facts), strict=True):
-        if value is not None and value.tzinfo is not UTC:
-            utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-            object.__setattr__(facts, name, utc)
+    ``utcoffset`` is a call out of C on every comparison and hash (rollup cells hash their minute). Times
+    read from the database are in ``UTC`` already, so events are the only way in that needs this."""
+    if at.tzinfo is UTC:
+        return at
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
     """A function giving these attributes' values as one tuple (in C: facts are made and read per event)."""
     get = attrgetter(*names)
     return get if len(names) > 1 else lambda obj: (get(obj),)
-
-
-def _times(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
-    names = tuple(f.name for f in fields(cls) if "datetime" in str(f.type))
-    return names, _getter(names)
-
-
-# The time columns of each kind of facts, and their getter.
-_TIMES = {cls: _times(cls) for cls in (MessageFacts, ConversationFacts, DeliveryFacts)}
 
 
 class Merge(Enum):
@@ -370,8 +351,8 @@ def _received(payload: MessageReceived) -> list[Told] | None:
             MessageFacts(
                 channel=payload.channel.value,
                 direction=Direction.INBOUND.value,
-                sent_at=payload.sent_at,
-                received_at=payload.received_at,
+                sent_at=_utc(payload.sent_at),
+                received_at=_utc(payload.received_at),
             ),
         )
     ]
@@ -386,7 +367,7 @@ def _message_added(payload: ConversationMessageAdded) -> list[Told] | None:
                 conversation_id=payload.conversation_id,
                 channel=payload.channel.value,
                 direction=payload.direction.value,
-                sent_at=payload.sent_at,
+                sent_at=_utc(payload.sent_at),
             ),
         )
     ]
@@ -404,14 +385,14 @@ def _outbound(payload: MessageOutbound) -> list[Told] | None:
                 conversation_id=payload.conversation_id,
                 channel=payload.channel.value,
                 direction=Direction.OUTBOUND.value,
-                sent_at=payload.sent_at,
+                sent_at=_utc(payload.sent_at),
                 agent_id=payload.agent_id,
                 automated=payload.automated,
             ),
         )
     ]
     if not payload.automated:
-        told.append((payload.conversation_id, ConversationFacts(first_reply_at=payload.sent_at)))
+        told.append((payload.conversation_id, ConversationFacts(first_reply_at=_utc(payload.sent_at))))
     return told
 
 
@@ -421,11 +402,11 @@ def _opened(payload: ConversationOpened) -> list[Told] | None:
         (
             payload.conversation_id,
             ConversationFacts(
-                opened_at=payload.opened_at,
+                opened_at=_utc(payload.opened_at),
                 channel=payload.channel.value,
                 customer_id=payload.customer_id,
                 tags=tuple(sorted(set(payload.tags))),
-                tags_at=payload.opened_at,
+                tags_at=_utc(payload.opened_at),
                 channels=(payload.channel.value,),
             ),
         )
@@ -437,7 +418,7 @@ def _queued(payload: ConversationQueued) -> list[Told] | None:
     return [
         (
             payload.conversation_id,
-            ConversationFacts(queued=True, queued_at=payload.queued_at, queue=payload.queue),
+            ConversationFacts(queued=True, queued_at=_utc(payload.queued_at), queue=payload.queue),
         )
     ]
 
@@ -449,19 +430,21 @@ def _assigned(payload: ConversationAssigned) -> list[Told] | None:
         (
             payload.conversation_id,
             ConversationFacts(
-                queued_at=payload.queued_at,
-                assigned_at=payload.assigned_at,
+                queued_at=_utc(payload.queued_at),
+                assigned_at=_utc(payload.assigned_at),
                 agent_id=payload.agent_id,
                 queue=payload.queue,
             ),
         ),
-        Handoff(payload.conversation_id, payload.assigned_at, HandoffKind.ASSIGNED, payload.agent_id),
+        Handoff(payload.conversation_id, _utc(payload.assigned_at), HandoffKind.ASSIGNED, payload.agent_id),
     ]
 
 
 @facts_of.register
 def _requeued(payload: ConversationRequeued) -> list[Told] | None:
-    return [Handoff(payload.conversation_id, payload.requeued_at, HandoffKind.REQUEUED, payload.agent_id)]
+    return [
+        Handoff(payload.conversation_id, _utc(payload.requeued_at), HandoffKind.REQUEUED, payload.agent_id)
+    ]
 
 
 @facts_of.register
@@ -470,8 +453,8 @@ def _resolved(payload: ConversationResolved) -> list[Told] | None:
         (
             payload.conversation_id,
             ConversationFacts(
-                resolved_at=payload.resolved_at,
-                last_resolved_at=payload.resolved_at,
+                resolved_at=_utc(payload.resolved_at),
+                last_resolved_at=_utc(payload.resolved_at),
                 resolved_by=payload.agent_id,
             ),
         )
@@ -481,10 +464,12 @@ def _resolved(payload: ConversationResolved) -> list[Told] | None:
 @facts_of.register
 def _reopened(payload: ConversationReopened) -> list[Told] | None:
     return [
-        Reopen(payload.conversation_id, payload.reopened_at),
+        Reopen(payload.conversation_id, _utc(payload.reopened_at)),
         (
             payload.conversation_id,
-            ConversationFacts(first_reopened_at=payload.reopened_at, last_reopened_at=payload.reopened_at),
+            ConversationFacts(
+                first_reopened_at=_utc(payload.reopened_at), last_reopened_at=_utc(payload.reopened_at)
+            ),
         ),
     ]
 
@@ -492,17 +477,17 @@ def _reopened(payload: ConversationReopened) -> list[Told] | None:
 @facts_of.register
 def _tags_changed(payload: ConversationTagsChanged) -> list[Told] | None:
     return [
-        Retag(payload.conversation_id, payload.changed_at),
+        Retag(payload.conversation_id, _utc(payload.changed_at)),
         (
             payload.conversation_id,
-            ConversationFacts(tags=tuple(sorted(set(payload.tags))), tags_at=payload.changed_at),
+            ConversationFacts(tags=tuple(sorted(set(payload.tags))), tags_at=_utc(payload.changed_at)),
         ),
     ]
 
 
 @facts_of.register
 def _status_changed(payload: AgentStatusChanged) -> list[Told] | None:
-    return [StatusChange(payload.agent_id, payload.changed_at, payload.status.value, payload.capacity)]
+    return [StatusChange(payload.agent_id, _utc(payload.changed_at), payload.status.value, payload.capacity)]
 
 
 @facts_of.register
@@ -511,7 +496,7 @@ def _delivery(payload: DeliveryStatusChanged) -> list[Told] | None:
     subject = payload.external_id if payload.external_id is not None else payload.message_id
     if column is None or subject is None:
         return []  # nothing metrics counts (``queued``), or a report about no message at all
-    times: dict[str, Any] = {column: payload.at}
+    times: dict[str, Any] = {column: _utc(payload.at)}
     facts = DeliveryFacts(message_id=payload.message_id, **times)
     return [((payload.channel.value, str(subject)), facts)]
 
