@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from switchboard_common.events import (
+    AgentCapacityChanged,
     AgentStatus,
     AgentStatusChanged,
     utcnow,
@@ -64,3 +65,35 @@ async def test_agents_show_what_they_hold_against_their_latest_told_capacity(set
         # The agent filter narrows to one row, with its capacity.
         only = (await client.get("/v1/kpis", params={"agent_id": str(agent)}, headers=ADMIN)).json()
         assert [(r["agent_id"], r["capacity"]) for r in only["agents"]] == [(str(agent), 3)]
+
+
+async def test_a_capacity_change_without_a_status_change_is_the_agents_capacity(settings: Settings) -> None:
+    t0 = utcnow() - timedelta(minutes=5)
+    agent = uuid.uuid4()
+
+    def resized(at: datetime, capacity: int, previous: int) -> Event:
+        change = AgentCapacityChanged(
+            agent_id=agent,
+            capacity=capacity,
+            previous_capacity=previous,
+            status=AgentStatus.ONLINE,
+            changed_at=at,
+        )
+        return keyed(agent, change)
+
+    events = [
+        _status(agent, AgentStatus.ONLINE, t0, 3),
+        resized(t0 + timedelta(minutes=2), 6, 3),
+        resized(t0 + timedelta(minutes=1), 4, 3),  # earlier, arriving last: not the latest told
+        resized(t0 + timedelta(minutes=2), 6, 3),  # redelivered
+    ]
+    async with serve(metrics_app(settings)) as client:
+        await publish(settings, events)
+
+        counted = await report_once_counted(client, {"agent.status_changed": 1, "agent.capacity_changed": 2})
+        assert counted["events_by_type"]["agent.capacity_changed"] == 2
+        body = (await client.get("/v1/kpis", params={"window": "hour"}, headers=ADMIN)).json()
+        [row] = [r for r in body["agents"] if r["agent_id"] == str(agent)]
+        # The capacity is the latest told; the status is still the one it changed to, online all along.
+        assert (row["status"], row["capacity"]) == ("online", 6)
+        assert set(row["status_seconds"]) == {"online"}

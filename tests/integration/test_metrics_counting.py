@@ -21,6 +21,7 @@ from sqlalchemy import event
 
 from switchboard_common.db.database import Database
 from switchboard_common.events import (
+    AgentCapacityChanged,
     AgentStatus,
     AgentStatusChanged,
     Channel,
@@ -168,6 +169,9 @@ def one_of_each() -> list[Payload]:
         requeued(cid, agent_id, T0 + timedelta(seconds=5)),
         resolved(cid, T0 + timedelta(seconds=9)),
         status_changed(),
+        AgentCapacityChanged(
+            agent_id=agent_id, capacity=4, previous_capacity=3, status=AgentStatus.ONLINE, changed_at=T0
+        ),
         reopened(cid, T0 + timedelta(seconds=20)),
         outbound(cid),
         DeliveryStatusChanged(

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard_common.events import (
+    AgentCapacityChanged,
     AgentStatus,
     AgentStatusChanged,
     Channel,
@@ -53,6 +54,7 @@ from switchboard_metrics.kpis.facts import (
 )
 
 T0 = utcnow()
+STATUS = AgentStatusChanged.event_type
 CID = uuid.uuid4()
 MID = uuid.uuid4()
 AGENT = uuid.uuid4()
@@ -189,6 +191,20 @@ def test_each_event_tells_its_natural_key_and_columns() -> None:
     assert facts_of(_requeued()) == [Handoff(CID, T0, HandoffKind.REQUEUED, AGENT)]
 
 
+def _resized(at: datetime = T0, capacity: int = 7) -> AgentCapacityChanged:
+    return AgentCapacityChanged(
+        agent_id=AGENT, capacity=capacity, previous_capacity=5, status=AgentStatus.ONLINE, changed_at=at
+    )
+
+
+def test_a_capacity_change_is_a_row_of_the_agents_timeline_with_the_status_unchanged() -> None:
+    told = merge([_resized(), _status(T0 + timedelta(minutes=1))])
+    assert told.statuses == {
+        (AGENT, T0): ("online", 7, AgentCapacityChanged.event_type),
+        (AGENT, T0 + timedelta(minutes=1)): ("away", None, STATUS),
+    }
+
+
 def test_every_registered_event_type_has_a_natural_key() -> None:
     examples: list[Payload] = [
         _received(),
@@ -198,6 +214,7 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _assigned(),
         _resolved(),
         _status(),
+        _resized(),
         _reopened(),
         _outbound(),
         _requeued(),
@@ -299,7 +316,7 @@ def test_a_call_merges_one_entry_per_natural_key() -> None:
                 agent_id=AGENT, queued=True, queued_at=T0, assigned_at=T0, channels=("whatsapp",)
             )
         },
-        statuses={(AGENT, T0): ("away", None), (AGENT, later): ("online", None)},
+        statuses={(AGENT, T0): ("away", None, STATUS), (AGENT, later): ("online", None, STATUS)},
         handoffs={Handoff(CID, T0, HandoffKind.ASSIGNED, AGENT)},
     )
 

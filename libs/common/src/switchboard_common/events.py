@@ -570,6 +570,22 @@ class AgentStatusChanged(Payload):
 
 
 @register
+class AgentCapacityChanged(Payload):
+    """An agent's capacity was changed without a change of status (``agent.status_changed`` carries the
+    capacity with every change of status). ``status`` is the agent's status then, so a consumer keeping a
+    timeline of statuses and capacities can place it."""
+
+    event_type: ClassVar[str] = "agent.capacity_changed"
+    topic: ClassVar[str] = topics.AGENT_EVENTS
+
+    agent_id: uuid.UUID
+    capacity: int = Field(ge=0)
+    previous_capacity: int = Field(ge=0)
+    status: AgentStatus
+    changed_at: datetime
+
+
+@register
 class AgentDeleted(Payload):
     """An agent was deleted: their tokens, still validly signed until they expire, must be refused by every
     service (the router refuses them by its own agents table; the others learn it from this event)."""

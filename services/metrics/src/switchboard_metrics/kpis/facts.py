@@ -34,6 +34,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from switchboard_common.events import (
+    AgentCapacityChanged,
     AgentDeleted,
     AgentStatusChanged,
     ConversationAssigned,
@@ -261,10 +262,14 @@ class Handoff:
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
+    """A row of an agent's timeline: a change of status, or of capacity (``event_type`` says which event
+    told it, and counts it), with the status and the capacity from then on."""
+
     agent_id: uuid.UUID
     changed_at: datetime
     status: str
     capacity: int | None = None  # the agent's capacity then, when the router said
+    event_type: str = AgentStatusChanged.event_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,6 +496,21 @@ def _status_changed(payload: AgentStatusChanged) -> list[Told] | None:
 
 
 @facts_of.register
+def _capacity_changed(payload: AgentCapacityChanged) -> list[Told] | None:
+    # Stored as a row of the agent's timeline with the status unchanged: the time in each status sums the
+    # same, and the latest capacity is read from the same rows.
+    return [
+        StatusChange(
+            payload.agent_id,
+            _utc(payload.changed_at),
+            payload.status.value,
+            payload.capacity,
+            payload.event_type,
+        )
+    ]
+
+
+@facts_of.register
 def _delivery(payload: DeliveryStatusChanged) -> list[Told] | None:
     column = DELIVERY_STATE_COLUMNS.get(payload.status)
     subject = payload.external_id if payload.external_id is not None else payload.message_id
@@ -511,8 +531,8 @@ class Batch:
 
     messages: dict[uuid.UUID, MessageFacts] = field(default_factory=dict)
     conversations: dict[uuid.UUID, ConversationFacts] = field(default_factory=dict)
-    # (agent, changed_at) -> (status, capacity)
-    statuses: dict[tuple[uuid.UUID, datetime], tuple[str, int | None]] = field(default_factory=dict)
+    # (agent, changed_at) -> (status, capacity, the event type that told it)
+    statuses: dict[tuple[uuid.UUID, datetime], tuple[str, int | None, str]] = field(default_factory=dict)
     reopens: set[Reopen] = field(default_factory=set)
     retags: set[Retag] = field(default_factory=set)
     handoffs: set[Handoff] = field(default_factory=set)
@@ -532,7 +552,9 @@ def merge(payloads: Iterable[Payload]) -> Batch:
     for payload in payloads:
         for told in facts_of(payload) or ():
             if isinstance(told, StatusChange):
-                batch.statuses.setdefault((told.agent_id, told.changed_at), (told.status, told.capacity))
+                batch.statuses.setdefault(
+                    (told.agent_id, told.changed_at), (told.status, told.capacity, told.event_type)
+                )
             elif isinstance(told, Reopen):
                 batch.reopens.add(told)
             elif isinstance(told, Retag):

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.sql import BIGINTS, BOOLS, INTS, TEXTS, TIMES, UUIDS, statement
+from switchboard_common.events import AgentCapacityChanged, AgentStatusChanged
 from switchboard_metrics.kpis.facts import (
     CONVERSATION_COLUMNS,
     DELIVERY_COLUMNS,
@@ -186,11 +187,14 @@ _FILL_DELIVERIES = statement(
 # the changes it counts (and, for assignments, the rollup cells they add).
 _INSERT_CHANGES = statement(
     """
-    WITH statuses AS (
+    WITH told AS (
+        SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses, :capacities, :status_events)
+            AS t(agent_id, changed_at, status, capacity, event_type)
+    ), statuses AS (
         INSERT INTO metrics.agent_status_changes (agent_id, changed_at, status, capacity)
-        SELECT * FROM unnest(:agent_ids, :changed_ats, :statuses, :capacities)
+        SELECT agent_id, changed_at, status, capacity FROM told
         ON CONFLICT (agent_id, changed_at) DO NOTHING
-        RETURNING 1
+        RETURNING agent_id, changed_at
     ), reopens AS (
         INSERT INTO metrics.conversation_reopens (conversation_id, reopened_at)
         SELECT * FROM unnest(:conversation_ids, :reopened_ats)
@@ -207,7 +211,8 @@ _INSERT_CHANGES = statement(
         ON CONFLICT (conversation_id, at, kind) DO NOTHING
         RETURNING kind, agent_id, at
     )
-    SELECT 'status' AS what, NULL::uuid AS agent_id, NULL::timestamptz AS at FROM statuses
+    SELECT told.event_type AS what, NULL::uuid AS agent_id, NULL::timestamptz AS at
+    FROM statuses JOIN told USING (agent_id, changed_at)
     UNION ALL SELECT 'reopen', NULL, NULL FROM reopens
     UNION ALL SELECT 'retag', NULL, NULL FROM retags
     UNION ALL SELECT kind, agent_id, at FROM handoffs
@@ -216,6 +221,7 @@ _INSERT_CHANGES = statement(
     changed_ats=TIMES,
     statuses=TEXTS,
     capacities=INTS,
+    status_events=TEXTS,
     conversation_ids=UUIDS,
     reopened_ats=TIMES,
     retag_ids=UUIDS,
@@ -419,19 +425,20 @@ async def fill_conversations(session: AsyncSession, facts: Mapping[uuid.UUID, Co
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """What ``insert_changes`` added: how many status changes, reopens, requeues and tag changes, and the
-    new assignments."""
+    """What ``insert_changes`` added: how many status changes, reopens, requeues, tag changes and capacity
+    changes, and the new assignments."""
 
     statuses: int
     reopens: int
     assignments: list[tuple[uuid.UUID, datetime]]
     requeues: int = 0
     retags: int = 0
+    resizes: int = 0
 
 
 async def insert_changes(
     session: AsyncSession,
-    statuses: Mapping[tuple[uuid.UUID, datetime], tuple[str, int | None]],
+    statuses: Mapping[tuple[uuid.UUID, datetime], tuple[str, int | None, str]],
     reopens: Collection[Reopen],
     handoffs: Collection[Handoff],
     retags: Collection[Retag] = (),
@@ -449,8 +456,9 @@ async def insert_changes(
         {
             "agent_ids": [a for (a, _), _ in ordered],
             "changed_ats": [t for (_, t), _ in ordered],
-            "statuses": [s for _, (s, _) in ordered],
-            "capacities": [c for _, (_, c) in ordered],
+            "statuses": [s for _, (s, _, _) in ordered],
+            "capacities": [c for _, (_, c, _) in ordered],
+            "status_events": [e for _, (_, _, e) in ordered],
             "conversation_ids": [c for c, _ in reopened],
             "reopened_ats": [t for _, t in reopened],
             "retag_ids": [r.conversation_id for r in retagged],
@@ -468,11 +476,12 @@ async def insert_changes(
         if what == HandoffKind.ASSIGNED.value:
             assignments.append((agent_id, at))
     return Changes(
-        kinds.count("status"),
+        kinds.count(AgentStatusChanged.event_type),
         kinds.count("reopen"),
         assignments,
         kinds.count(HandoffKind.REQUEUED.value),
         kinds.count("retag"),
+        kinds.count(AgentCapacityChanged.event_type),
     )
 
 

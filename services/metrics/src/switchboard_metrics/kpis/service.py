@@ -35,6 +35,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.events import (
+    AgentCapacityChanged,
     AgentStatusChanged,
     ConversationReopened,
     ConversationRequeued,
@@ -105,6 +106,7 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
     counts[ConversationReopened.event_type] += changes.reopens
     counts[ConversationRequeued.event_type] += changes.requeues
     counts[ConversationTagsChanged.event_type] += changes.retags
+    counts[AgentCapacityChanged.event_type] += changes.resizes
     cells = rollup_delta(news, stored_messages, stored_conversations, threads, changes, stored_reports)
     await repository.add_cells(session, cells)
     await repository.add_counts(session, counts)

@@ -14,7 +14,13 @@ from switchboard_common import topics
 from switchboard_common.auth import Principal
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.errors import Conflict, NotFound
-from switchboard_common.events import AgentDeleted, AgentStatusChanged, EventEnvelope, utcnow
+from switchboard_common.events import (
+    AgentCapacityChanged,
+    AgentDeleted,
+    AgentStatusChanged,
+    EventEnvelope,
+    utcnow,
+)
 from switchboard_router.agents import repository
 from switchboard_router.agents.schemas import (
     AgentCreate,
@@ -89,8 +95,18 @@ async def update(
     if body.role is not None:
         agent.role = body.role.value
     # Lowering capacity below the current load reassigns nothing; new work waits until load drops.
-    if body.capacity is not None:
+    if body.capacity is not None and body.capacity != agent.capacity:
+        resized = AgentCapacityChanged(
+            agent_id=agent.id,
+            capacity=body.capacity,
+            previous_capacity=agent.capacity,
+            status=AgentStatus(agent.status),
+            changed_at=utcnow(),
+        )
         agent.capacity = body.capacity
+        await outbox.add(
+            session, topics.AGENT_EVENTS, str(agent.id), EventEnvelope.wrap(resized, producer=PRODUCER)
+        )
     if body.channel_capacity is not None:
         agent.capacities = _capacities(agent.capacity, body.channel_capacity, agent.capacities)
     await session.flush()
