@@ -93,6 +93,16 @@ class IngestSettings(CommonSettings):
     webchat_history_days: int = Field(default=7, ge=1, le=3650)
     # Origins allowed to embed the widget and call the visitor API (CORS); empty: same origin only.
     webchat_allowed_origins: list[str] = Field(default_factory=list)
+    # Rate limits of the visitor API, counted in PostgreSQL so that every replica shares them (a window
+    # opens at a key's first hit; over the limit the answer is 429 with Retry-After). Messages per session
+    # token and per client address in each message window; new sessions per client address in each
+    # session window. An address is the peer's, or X-Forwarded-For's from forwarded_allow_ips' proxies:
+    # visitors behind one NAT share its allowance, hence its larger figure.
+    webchat_rate_window_s: int = Field(default=60, ge=1, le=86_400)
+    webchat_session_messages_per_window: int = Field(default=30, ge=1)
+    webchat_address_messages_per_window: int = Field(default=300, ge=1)
+    webchat_session_rate_window_s: int = Field(default=600, ge=1, le=86_400)
+    webchat_address_sessions_per_window: int = Field(default=30, ge=1)
 
     # --- retention (retention.py) -------------------------------------------------------------------------
     # Dedup keys of providers' retries; replies the dispatcher is done with; how often the purge runs.
