@@ -81,6 +81,14 @@ class IngestSettings(CommonSettings):
     # Inbound calls reach POST /webhooks/twilio/voice with the Twilio account above; callbacks need
     # public_base_url. Greeting and voicemail limits:
     voice_max_recording_s: int = Field(default=120, ge=5, le=3600)
+    # The greeting states the expected wait of ``voice_queue`` (the queue routing rules put calls in), as
+    # the router estimates it: its base URL (e.g. "http://router:8000") and one of the router's
+    # SWITCHBOARD_ROUTER_SERVICE_KEYS. Unset: the greeting gives no figure. The router gets at most
+    # voice_wait_timeout_ms in all (Twilio waits 15 s for the TwiML, the caller hears silence meanwhile).
+    router_url: str | None = None
+    router_service_key: SecretStr | None = None
+    voice_queue: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    voice_wait_timeout_ms: int = Field(default=500, ge=10, le=5000)
 
     # --- web chat -------------------------------------------------------------------------------------------
     # Signs visitors' session tokens (required outside development).
