@@ -76,6 +76,11 @@ class IngestSettings(CommonSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     smtp_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Or through Mailgun's messages API (used instead of SMTP when both are set): an API key of the account,
+    # its sending domain, and the region's API base (https://api.eu.mailgun.net for an EU domain).
+    mailgun_api_key: SecretStr | None = None
+    mailgun_domain: str | None = None
+    mailgun_api_base: str = "https://api.mailgun.net"
 
     # --- voice (Twilio) -------------------------------------------------------------------------------------
     # Inbound calls reach POST /webhooks/twilio/voice with the Twilio account above; callbacks need
