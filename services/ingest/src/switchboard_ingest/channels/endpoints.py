@@ -314,12 +314,19 @@ async def voice_call(request: Request, channels: ChannelsDep, committer: Committ
             call = adapter.parse_call(raw)
         except CallerUnidentified:
             return _twiml(adapter.unidentified())
-    await accept(committer, Parsed(messages=(call,)))
     waits: QueueWaits | None = request.app.state.queue_waits
     settings: IngestSettings = request.app.state.settings
+    # The router is asked while the call is recorded: the caller waits for the slower of the two, not both.
+    estimate = asyncio.ensure_future(waits.expected_wait_s(settings.voice_queue)) if waits else None
+    try:
+        await accept(committer, Parsed(messages=(call,)))
+    except BaseException:
+        if estimate is not None:
+            estimate.cancel()
+        raise
     # Without a figure (not configured, or the router did not say in time) the greeting says an agent will
     # call back as soon as possible.
-    wait_s = await waits.expected_wait_s(settings.voice_queue) if waits is not None else None
+    wait_s = await estimate if estimate is not None else None
     return _twiml(adapter.answer(call.sender.value, wait_s))
 
 
