@@ -28,6 +28,9 @@ def limited(settings: Settings, **limits: int) -> Settings:
         settings,
         webchat_rate_window_s=WINDOW_S,
         webchat_session_rate_window_s=WINDOW_S,
+        # Two replicas are two members of the dispatcher's group: when one leaves, the other rejoins, and
+        # a rejoin the broker holds open waits up to this (the rebalance timeout), 5 minutes by default.
+        consumer_max_poll_interval_ms=10_000,
         **limits,
     )
 
