@@ -1,4 +1,5 @@
-"""Local fake provider APIs (WhatsApp Cloud, Messenger/Instagram Send API, Twilio Messages) for delivery tests.
+"""Local fake provider APIs (WhatsApp Cloud, Messenger/Instagram Send API, Twilio Messages and Calls, Mailgun
+messages) for delivery tests.
 
 Each route checks authentication and the request shape the way the real provider does and answers with the
 provider's own success and error bodies, so the dispatcher's parsing and retry decisions are exercised against
@@ -10,6 +11,9 @@ realistic responses. Shapes follow the providers' docs:
 - Messenger: https://developers.facebook.com/docs/messenger-platform/reference/send-api
 - Twilio: https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource and
   https://www.twilio.com/docs/api/errors (20003 Authenticate, 21211/21602/21603/21604, 20429).
+- Mailgun: https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/messages (Basic auth
+  ``api:<key>``, form from/to/subject/text or html, ``h:`` headers; 200 ``{"id", "message"}``; errors as
+  ``{"message"}``; a wrong key is 401 "Forbidden").
 
 The server runs in its own thread and event loop, so it serves sync and async tests alike.
 """
@@ -41,11 +45,12 @@ from starlette.routing import Route
 
 from switchboard_devstack.ports import free_port
 
-ROUTES = ("whatsapp", "messenger", "twilio", "twilio-calls")
+ROUTES = ("whatsapp", "messenger", "twilio", "twilio-calls", "mailgun")
 
 _GRAPH_VERSION = re.compile(r"^v\d+\.\d+$")
 _WA_TO = re.compile(r"^\+?\d{5,15}$")
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
 _MESSAGING_TYPES = {"RESPONSE", "UPDATE", "MESSAGE_TAG"}
 _WA_TEXT_MAX = 4096
 _MESSENGER_TEXT_MAX = 2000
@@ -150,6 +155,11 @@ def _graph_unauthorized(whatsapp: bool) -> _Reject:
 
 def _default_fault_body(route: str, status: int) -> dict[str, Any]:
     whatsapp = route == "whatsapp"
+    if route == "mailgun":
+        return {
+            400: {"message": "to parameter is not a valid address. please check documentation"},
+            429: {"message": "Too many requests"},
+        }.get(status, {"message": "Internal Server Error"})
     if route in ("twilio", "twilio-calls"):
         code, message = {
             400: (21610, "Attempt to send to unsubscribed recipient"),
@@ -231,7 +241,11 @@ class FakeProviders:
         messenger_token: str,
         twilio_account_sid: str,
         twilio_auth_token: str,
+        mailgun_api_key: str = "mailgun-api-key-1",
+        mailgun_domain: str = "mg.example.com",
     ) -> None:
+        self.mailgun_api_key = mailgun_api_key
+        self.mailgun_domain = mailgun_domain
         self.whatsapp_token = whatsapp_token
         self.whatsapp_phone_number_id = whatsapp_phone_number_id
         self.messenger_token = messenger_token
@@ -245,6 +259,7 @@ class FakeProviders:
             routes=[
                 Route("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio, methods=["POST"]),
                 Route("/2010-04-01/Accounts/{sid}/Calls.json", self._twilio_calls, methods=["POST"]),
+                Route("/v3/{domain}/messages", self._mailgun, methods=["POST"]),
                 Route("/{version}/{node}/messages", self._graph, methods=["POST"]),
                 Route("/{path:path}", self._unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             ]
@@ -395,6 +410,8 @@ class FakeProviders:
             headers["WWW-Authenticate"] = (
                 'Basic realm="Twilio API"'
                 if route in ("twilio", "twilio-calls")
+                else 'Basic realm="MG API"'
+                if route == "mailgun"
                 else 'OAuth "Facebook Platform" "invalid_token" "Invalid OAuth access token"'
             )
         delivered = True
@@ -520,6 +537,40 @@ class FakeProviders:
             "uri": f"/{_TWILIO_API_VERSION}/Accounts/{sid}/Calls/{call_sid}.json",
         }
         return 201, answer, call_sid
+
+    async def _mailgun(self, request: Request) -> Response:
+        return await self._handle("mailgun", request, self._mailgun_send)
+
+    def _mailgun_send(self, request: Request, body: bytes) -> tuple[int, Any, str | None]:
+        """Mailgun's messages API: Basic auth api:<key>, the domain's path, form from, to (addresses),
+        subject, text or html; 200 with the Message-ID (``h:Message-ID`` when given, as Mailgun keeps it)."""
+        credentials = _basic(request)
+        if (
+            credentials is None
+            or credentials[0] != "api"
+            or not secrets.compare_digest(credentials[1], self.mailgun_api_key)
+        ):
+            raise _Reject(401, {"message": "Invalid private key"})
+        domain = request.path_params["domain"]
+        if domain != self.mailgun_domain:
+            raise _Reject(404, {"message": f"Domain not found: {domain}"})
+        params = (
+            dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+            if _is_form(request)
+            else {}
+        )
+        for name in ("from", "to", "subject"):
+            if not params.get(name):
+                raise _Reject(400, {"message": f"{name} parameter is missing"})
+        if not params.get("text") and not params.get("html"):
+            raise _Reject(400, {"message": "Need at least one of 'text', 'html', 'amp-html' or 'template'"})
+        for name in ("from", "to"):
+            if not _EMAIL.search(params[name]):
+                raise _Reject(
+                    400, {"message": f"{name} parameter is not a valid address. please check documentation"}
+                )
+        message_id = params.get("h:Message-ID") or f"<{secrets.token_hex(8)}@{domain}>"
+        return 200, {"id": message_id, "message": "Queued. Thank you."}, message_id
 
     def _twilio_authenticate(self, request: Request) -> None:
         credentials = _basic(request)

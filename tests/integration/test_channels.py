@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from switchboard_common import topics
 from switchboard_common.events import EventEnvelope
+from switchboard_devstack.ports import free_port
 from tests.conftest import Settings
 from tests.fakes.providers import FakeProviders
 from tests.fakes.signing import (
@@ -546,6 +547,57 @@ async def test_email_round_trip_threads_replies_both_ways(mail_system: tuple[Sys
         await system.conversation.get(f"/v1/conversations/{thread['id']}", headers=agent["auth"])
     ).json()
     assert {"kind": "email", "value": "sam@example.org"} in customer["customer"]["identities"]
+
+
+async def test_email_replies_go_through_the_mailgun_api_when_it_is_configured(
+    settings: Settings, fakes: FakeProviders
+) -> None:
+    """Mailgun's API is preferred to SMTP (whose server here is nowhere): the reply is threaded to the
+    customer's email, a 429 and a 503 are retried, a 400 is final with Mailgun's message in the thread."""
+    fakes.reset()
+    email_settings = channel_settings(
+        settings,
+        fakes,
+        mailgun_signing_key=MAILGUN_KEY,
+        email_from_address="Support <support@example.com>",
+        mailgun_api_key=fakes.mailgun_api_key,
+        mailgun_domain=fakes.mailgun_domain,
+        mailgun_api_base=fakes.base_url,
+        smtp_host="127.0.0.1",
+        smtp_port=free_port(),
+    )
+    async with running(email_settings) as system:
+        agent = await system.agent("ada@example.com", [], capacity=5)
+        form = mailgun_form("m1@mail.example.org", "Jane <jane@example.org>", "Order 1234", "Where is it?")
+        assert (await system.ingest.post("/webhooks/email/mailgun", data=form)).status_code == 200
+        thread = await assigned_thread(system, agent)
+
+        fakes.fail_next("mailgun", 429, retry_after="0")
+        fakes.fail_next("mailgun", 503)
+        sent = await reply(system, agent, thread["id"], "It arrives tomorrow.")
+        await eventually(lambda: delivery_of(system, agent, thread["id"], sent["id"], "sent"), what="sent")
+        attempts = fakes.requests("mailgun")
+        assert [r.status for r in attempts] == [429, 503, 200]
+        mail = attempts[-1].form
+        assert mail is not None
+        assert (mail["from"], mail["to"], mail["subject"]) == (
+            "Support <support@example.com>",
+            "jane@example.org",
+            "Re: Order 1234",
+        )
+        assert mail["text"] == "It arrives tomorrow."
+        assert mail["h:In-Reply-To"] == "<m1@mail.example.org>"
+        assert mail["h:Message-ID"] == f"<{sent['id']}@example.com>"
+
+        fakes.fail_next("mailgun", 400)
+        refused = await reply(system, agent, thread["id"], "Refused.")
+        await eventually(
+            lambda: delivery_of(system, agent, thread["id"], refused["id"], "failed"), what="failed"
+        )
+        detail = await system.conversation.get(f"/v1/conversations/{thread['id']}", headers=agent["auth"])
+        [failed] = [m for m in detail.json()["messages"] if m["id"] == refused["id"]]
+        assert "not a valid address" in failed["delivery_error"]
+        assert len(fakes.requests("mailgun")) == 4  # a final refusal is not retried
 
 
 async def test_an_agent_calls_the_customer_back_and_the_call_status_comes_back(

@@ -1,5 +1,6 @@
-"""Ingest's retention on the real database: receipts, finished replies, expired web chat sessions and
-old web chat replies go once past their retention, in batches; pending replies and recent rows stay."""
+"""Ingest's retention on the real database: receipts, finished replies, expired web chat sessions, old web
+chat replies and ended rate-limit windows go once past their retention, in batches; pending replies and
+recent rows stay."""
 
 from __future__ import annotations
 
@@ -73,14 +74,26 @@ async def test_rows_past_their_retention_go_and_the_rest_stay(
         "VALUES ('v', :message, :text, :at)",
         [{"message": uuid.uuid4(), "text": t, "at": _days_ago(d)} for t, d in (("old", 8), ("new", 6))],
     )
+    await _insert(
+        db,
+        "INSERT INTO ingest.webchat_rate_counters (key, window_end, hits) VALUES (:key, :at, 1)",
+        [{"key": "ended", "at": _days_ago(0.001)}, {"key": "open", "at": NOW + timedelta(seconds=30)}],
+    )
 
     # Batches of 2 rows: the three old receipts take two of them.
     monkeypatch.setattr(batches, "BATCH", 2)
     deleted = await retention.purge(db, settings, NOW)
 
-    assert deleted == {"receipts": 3, "outbound_deliveries": 2, "webchat_sessions": 1, "webchat_outbox": 1}
+    assert deleted == {
+        "receipts": 3,
+        "outbound_deliveries": 2,
+        "webchat_sessions": 1,
+        "webchat_outbox": 1,
+        "webchat_rate_counters": 1,
+    }
     assert await _left(db, "receipts", "external_id") == ["recent"]
     assert await _left(db, "outbound_deliveries", "text") == ["pending-old", "sent-new"]
     assert await _left(db, "webchat_sessions", "identity") == ["live"]
     assert await _left(db, "webchat_outbox", "text") == ["new"]
+    assert await _left(db, "webchat_rate_counters", "key") == ["open"]
     assert set((await retention.purge(db, settings, NOW)).values()) == {0}

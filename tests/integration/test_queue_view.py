@@ -1,5 +1,6 @@
 """The queue view with positions and estimated waits, on the router app with the real broker and database:
-conversations opened and resolved through conversation.events, read through /v1/queue."""
+conversations opened and resolved through conversation.events, read through /v1/queue; what an arrival
+can expect, through /v1/queues/{name}/estimate with a service key."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from switchboard_common import topics
 from switchboard_common.events import (
@@ -25,6 +27,7 @@ from tests.support import bearer, eventually, serve
 
 ADMIN = bearer(ADMIN_KEY)
 PRIOR = 300
+SERVICE_KEY = "ingest-service-key-0123456789"
 
 
 async def _publish(publisher: EventPublisher, payload: Payload, conversation_id: uuid.UUID) -> None:
@@ -62,7 +65,11 @@ async def test_positions_and_estimates_follow_the_queue_and_the_measured_handle_
     settings: Settings,
 ) -> None:
     settings = settings.model_copy(
-        update={"router_default_handle_time_s": float(PRIOR), "router_rules_refresh_s": 0.0}
+        update={
+            "router_default_handle_time_s": float(PRIOR),
+            "router_rules_refresh_s": 0.0,
+            "router_service_keys": [SecretStr(SERVICE_KEY)],
+        }
     )
     publisher = EventPublisher(settings, client_id="test-queue-view")
     await publisher.start()
@@ -122,6 +129,41 @@ async def test_positions_and_estimates_follow_the_queue_and_the_measured_handle_
             assert {x["estimate_basis"] for x in entries.values()} == {"prior"}
             sales = entries[str(d.conversation_id)]
             assert (sales["queue"], sales["position"], sales["estimated_wait_seconds"]) == ("sales", 1, None)
+
+            # What an arrival can expect, as ingest's voice greeting asks with its service key: behind the
+            # four of "default"; behind the one of "sales", which nobody online serves; first in an empty
+            # queue, served by whoever takes a conversation without requirement (Ada, busy).
+            arrivals = {
+                name: (await router.get(f"/v1/queues/{name}/estimate", headers=bearer(SERVICE_KEY))).json()
+                for name in ("default", "sales", "voice")
+            }
+            assert arrivals["default"] == {
+                "queue": "default",
+                "waiting": 4,
+                "position": 5,
+                "estimated_wait_seconds": 5 * PRIOR,
+                "estimate_basis": "prior",
+            }
+            assert [arrivals["sales"][k] for k in ("waiting", "position", "estimated_wait_seconds")] == [
+                1,
+                2,
+                None,
+            ]
+            assert [arrivals["voice"][k] for k in ("waiting", "position", "estimated_wait_seconds")] == [
+                0,
+                1,
+                PRIOR,
+            ]
+            for credential, status in (
+                (ADMIN, 200),
+                (bearer(agent["token"]["access_token"]), 403),  # an agent's token reads no estimate
+                (bearer("not-a-service-key"), 401),
+                ({}, 401),
+            ):
+                response = await router.get("/v1/queues/default/estimate", headers=credential)
+                assert response.status_code == status, (credential, response.text)
+            # The service key opens nothing else.
+            assert (await router.get("/v1/queue", headers=bearer(SERVICE_KEY))).status_code == 401
 
             # One conversation's view, as the conversation service's acknowledgement reads it, agrees.
             for event in (c, a, b, d, e):

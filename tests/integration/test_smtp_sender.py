@@ -15,7 +15,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from switchboard_common.events import Channel
 from switchboard_devstack.ports import free_port
 from switchboard_ingest.channels.base import OutboundMessage, SendResult
-from switchboard_ingest.channels.smtp import SmtpSender, reply_subject
+from switchboard_ingest.channels.reply_mail import reply_subject
+from switchboard_ingest.channels.smtp import SmtpSender
 from tests.fakes.smtp import MailServer, Running, mail_server
 
 FROM = "Example Support <support@example.com>"

@@ -1,16 +1,19 @@
-"""Mailgun inbound routes: the forward() POST as Mailgun documents it
+"""Mailgun. Replies through the messages API: the request Mailgun documents, and its answers read as retryable
+or final. Inbound routes: the forward() POST as Mailgun documents it
 (https://documentation.mailgun.com/docs/mailgun/user-manual/receive-forward-store/receive-http), encoded
 by httpx the way an HTTP client does (multipart with the attachment as a file, or urlencoded), and signed
 here with hmac, independently of the code under test."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -18,8 +21,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from switchboard_common.events import AttachmentKind, Channel, CustomerIdentity, IdentityKind
-from switchboard_ingest.channels.base import PayloadInvalid, SignatureInvalid, WebhookRequest
-from switchboard_ingest.channels.mailgun import MailgunChannel
+from switchboard_ingest.channels.base import (
+    PayloadInvalid,
+    SendOutcome,
+    SendResult,
+    SignatureInvalid,
+    WebhookRequest,
+)
+from switchboard_ingest.channels.mailgun import MailgunChannel, MailgunSender
+from tests.integration.test_smtp_sender import reply
 
 SIGNING_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 URL = "https://hooks.example.com/webhooks/email/mailgun"
@@ -301,3 +311,79 @@ def test_a_damaged_multipart_forward_is_parsed_or_refused(cut: int, noise: bytes
         CHANNEL.parse(damaged)
     with contextlib.suppress(SignatureInvalid):
         CHANNEL.verify(damaged)
+
+
+# --- replies through the messages API ------------------------------------------------------------------------
+# https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/messages
+
+API_KEY = "key-0123456789abcdef0123456789abcdef"
+FROM = "Support <support@example.com>"
+SENDER = MailgunSender(
+    api_key=API_KEY, domain="mg.example.com", api_base="https://api.eu.mailgun.net/", from_address=FROM
+)
+
+
+def test_build_posts_the_reply_to_the_domains_messages_with_basic_auth_and_threading_headers() -> None:
+    request = SENDER.build(reply())
+    assert (request.method, str(request.url)) == (
+        "POST",
+        "https://api.eu.mailgun.net/v3/mg.example.com/messages",
+    )
+    scheme, _, encoded = request.headers["authorization"].partition(" ")
+    assert (scheme, base64.b64decode(encoded).decode()) == ("Basic", f"api:{API_KEY}")
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert dict(parse_qsl(request.content.decode())) == {
+        "from": FROM,
+        "to": "jane.doe@example.org",
+        "subject": "Re: Order 1234 has not arrived",
+        "text": "Hello Jane,\n\nyour replacement ships today.\n\nKind regards, Support",
+        "h:Message-ID": "<0b6f3c1e-8d0a-4f3e-9a51-2c7d4e5f6a7b@example.com>",
+        "h:In-Reply-To": "<CAF=7mA3xQ+ZK1b9nY0@mail.gmail.com>",
+        "h:References": "<first-0001@example.org> <CAF=7mA3xQ+ZK1b9nY0@mail.gmail.com>",
+    }
+
+
+def test_build_leaves_out_threading_headers_a_reply_cannot_carry() -> None:
+    request = SENDER.build(reply(subject=None, in_reply_to="bad id\r\nBcc: x@evil.example", references=()))
+    fields = dict(parse_qsl(request.content.decode()))
+    assert fields["subject"] == "Your conversation with us"
+    assert not {"h:In-Reply-To", "h:References"} & fields.keys()
+
+
+@pytest.mark.parametrize("recipient", ["not an address", "a@example.com, b@example.com", ""])
+def test_build_refuses_anything_but_one_recipient(recipient: str) -> None:
+    with pytest.raises(ValueError, match="address"):
+        SENDER.build(reply(recipient=recipient))
+
+
+def test_a_queued_message_is_sent_with_its_message_id() -> None:
+    answer = {"id": "<6f1c1b1e-0000-4000-8000-000000000001@example.com>", "message": "Queued. Thank you."}
+    outcome = SENDER.outcome(httpx.Response(200, json=answer))
+    assert outcome == SendOutcome(
+        SendResult.SENT, external_id="6f1c1b1e-0000-4000-8000-000000000001@example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("response", "result", "retry_after"),
+    [
+        (
+            httpx.Response(429, json={"message": "Too many requests"}, headers={"Retry-After": "20"}),
+            "retry",
+            20.0,
+        ),
+        (httpx.Response(500, json={"message": "Internal Server Error"}), "retry", None),
+        (httpx.Response(502, text="<html>Bad Gateway</html>"), "retry", None),
+        (httpx.Response(400, json={"message": "to parameter is not a valid address"}), "failed", None),
+        (httpx.Response(401, text="Forbidden"), "failed", None),
+        (httpx.Response(404, json={"message": "Domain not found: mg.example.com"}), "failed", None),
+    ],
+)
+def test_throttling_and_server_errors_are_retried_other_refusals_are_final(
+    response: httpx.Response, result: str, retry_after: float | None
+) -> None:
+    outcome = SENDER.outcome(response)
+    assert (outcome.result, outcome.retry_after) == (SendResult(result), retry_after)
+    assert outcome.error_reason  # Mailgun's message, or the body it sent
+    if outcome.result is SendResult.FAILED:
+        assert outcome.error_code == str(response.status_code)

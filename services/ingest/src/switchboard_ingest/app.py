@@ -16,6 +16,7 @@ from switchboard_ingest.outbound import consumer as dispatch_consumer
 from switchboard_ingest.outbound.dispatcher import Dispatcher
 from switchboard_ingest.retention import retention_job
 from switchboard_ingest.settings import IngestSettings
+from switchboard_ingest.waits import QueueWaits
 from switchboard_ingest.webchat.endpoints import WebchatCors
 from switchboard_ingest.webchat.endpoints import router as webchat_router
 from switchboard_ingest.webchat.sender import WebchatSender
@@ -53,6 +54,14 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         runtime.background.append(_Closing(fetches))
         channels = configure(settings, fetches)
         app.state.channels = channels
+        app.state.queue_waits = None
+        if settings.router_url and settings.router_service_key:
+            timeout_s = settings.voice_wait_timeout_ms / 1000
+            router = httpx.AsyncClient(base_url=settings.router_url, timeout=timeout_s)
+            runtime.background.append(_Closing(router))
+            app.state.queue_waits = QueueWaits(
+                router, settings.router_service_key.get_secret_value(), timeout_s
+            )
         # Web chat: one LISTEN connection fans replies out to the visitors' streams.
         hub = WebchatHub(runtime.db)
         runtime.background.append(hub)

@@ -8,7 +8,8 @@
   status callbacks do not need the row (they travel by the provider's id).
 - **Web chat**: expired session records go at once (tokens carry their own expiry); replies kept for
   visitors' streams go after ``SWITCHBOARD_WEBCHAT_HISTORY_DAYS`` (7): a stream resuming from an older
-  event id gets what is left, the conversation itself keeps the whole thread.
+  event id gets what is left, the conversation itself keeps the whole thread. Rate-limit counters go
+  once their window has ended (a key's next hit opens a new window anyway).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ _RECEIPTS = _delete("receipts", "received_at < :cutoff")
 _DELIVERIES = _delete("outbound_deliveries", "state <> 'pending' AND updated_at < :cutoff")
 _SESSIONS = _delete("webchat_sessions", "expires_at < :cutoff")
 _WEBCHAT_REPLIES = _delete("webchat_outbox", "created_at < :cutoff")
+_RATE_COUNTERS = _delete("webchat_rate_counters", "window_end < :cutoff")
 
 
 async def purge(db: Database, settings: IngestSettings, now: datetime) -> dict[str, int]:
@@ -61,6 +63,7 @@ async def purge(db: Database, settings: IngestSettings, now: datetime) -> dict[s
             ),
             ("webchat_sessions", _SESSIONS, {"cutoff": now}),
             ("webchat_outbox", _WEBCHAT_REPLIES, {"cutoff": now - settings.webchat_history_days * days}),
+            ("webchat_rate_counters", _RATE_COUNTERS, {"cutoff": now}),
         ],
     )
 

@@ -76,11 +76,24 @@ class IngestSettings(CommonSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
     smtp_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Or through Mailgun's messages API (used instead of SMTP when both are set): an API key of the account,
+    # its sending domain, and the region's API base (https://api.eu.mailgun.net for an EU domain).
+    mailgun_api_key: SecretStr | None = None
+    mailgun_domain: str | None = None
+    mailgun_api_base: str = "https://api.mailgun.net"
 
     # --- voice (Twilio) -------------------------------------------------------------------------------------
     # Inbound calls reach POST /webhooks/twilio/voice with the Twilio account above; callbacks need
     # public_base_url. Greeting and voicemail limits:
     voice_max_recording_s: int = Field(default=120, ge=5, le=3600)
+    # The greeting states the expected wait of ``voice_queue`` (the queue routing rules put calls in), as
+    # the router estimates it: its base URL (e.g. "http://router:8000") and one of the router's
+    # SWITCHBOARD_ROUTER_SERVICE_KEYS. Unset: the greeting gives no figure. The router gets at most
+    # voice_wait_timeout_ms in all (Twilio waits 15 s for the TwiML, the caller hears silence meanwhile).
+    router_url: str | None = None
+    router_service_key: SecretStr | None = None
+    voice_queue: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    voice_wait_timeout_ms: int = Field(default=500, ge=10, le=5000)
 
     # --- web chat -------------------------------------------------------------------------------------------
     # Signs visitors' session tokens (required outside development).
@@ -93,6 +106,16 @@ class IngestSettings(CommonSettings):
     webchat_history_days: int = Field(default=7, ge=1, le=3650)
     # Origins allowed to embed the widget and call the visitor API (CORS); empty: same origin only.
     webchat_allowed_origins: list[str] = Field(default_factory=list)
+    # Rate limits of the visitor API, counted in PostgreSQL so that every replica shares them (a window
+    # opens at a key's first hit; over the limit the answer is 429 with Retry-After). Messages per session
+    # token and per client address in each message window; new sessions per client address in each
+    # session window. An address is the peer's, or X-Forwarded-For's from forwarded_allow_ips' proxies:
+    # visitors behind one NAT share its allowance, hence its larger figure.
+    webchat_rate_window_s: int = Field(default=60, ge=1, le=86_400)
+    webchat_session_messages_per_window: int = Field(default=30, ge=1)
+    webchat_address_messages_per_window: int = Field(default=300, ge=1)
+    webchat_session_rate_window_s: int = Field(default=600, ge=1, le=86_400)
+    webchat_address_sessions_per_window: int = Field(default=30, ge=1)
 
     # --- retention (retention.py) -------------------------------------------------------------------------
     # Dedup keys of providers' retries; replies the dispatcher is done with; how often the purge runs.

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
-from switchboard_common.auth import CurrentPrincipal, Principal
+from switchboard_common.auth import (
+    CurrentPrincipal,
+    Principal,
+    authenticate,
+    bearer_credential,
+    matches_secret,
+)
 from switchboard_common.http.deps import SessionDep
 from switchboard_common.http.errors import ApiError
 from switchboard_router.agents import repository
+from switchboard_router.settings import RouterSettings
 
 
 async def live_principal(principal: CurrentPrincipal, session: SessionDep) -> Principal:
@@ -21,3 +28,17 @@ async def live_principal(principal: CurrentPrincipal, session: SessionDep) -> Pr
 
 
 LivePrincipal = Annotated[Principal, Depends(live_principal)]
+
+
+async def estimate_reader(request: Request) -> None:
+    """Another service's key (``router_service_keys``), or the admin key: a service key opens nothing
+    but the queue estimates, so a leaked one tells the expected wait and no more."""
+    settings: RouterSettings = request.app.state.settings
+    credential = bearer_credential(request)
+    if any(matches_secret(credential, key.get_secret_value()) for key in settings.router_service_keys):
+        return
+    if not authenticate(settings, credential).is_admin:
+        raise ApiError(403, "a service key or the admin credential is required")
+
+
+EstimateReader = Depends(estimate_reader)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from switchboard_common.settings import AgentAuthSettings
 from switchboard_router.rules.language import parse_languages
@@ -31,6 +31,9 @@ class RouterSettings(AgentAuthSettings):
     # lingua's low-accuracy models (trigrams: ~10 MB, built in ~0.1 s) rather than the full ones (~240 MB
     # per process for the default languages, ~1.5 s to build), which tell short texts apart better.
     router_language_low_accuracy: bool = True
+    # Bearer keys of other services (ingest, to tell callers the expected wait): they may read queue
+    # estimates (GET /v1/queues/{name}/estimate) and nothing else.
+    router_service_keys: list[SecretStr] = Field(default_factory=list)
     # Routing reads the enabled rules at most this often (a change reaches routing within it).
     router_rules_refresh_s: float = Field(default=5.0, ge=0, le=3600)
 

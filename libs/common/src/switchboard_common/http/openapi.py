@@ -22,6 +22,7 @@ _DESCRIPTIONS = {
     409: "The request conflicts with the current state (`code` says how).",
     413: "The body exceeds the size limit (`payload_too_large`).",
     422: "The request is invalid (`validation_error`; `details` lists each invalid field).",
+    429: "Too many requests (`rate_limited`); retry after `Retry-After` seconds.",
     503: "A dependency (the database) is unavailable; nothing was done, retry after `Retry-After` seconds.",
 }
 _RETRY_AFTER = {
@@ -41,7 +42,7 @@ def errors(*statuses: int, described: Mapping[int, str] | None = None) -> Respon
     for status in statuses:
         description = (described or {}).get(status) or _DESCRIPTIONS[status]
         response: dict[str, Any] = {"model": ErrorBody, "description": description}
-        if status == 503:
+        if status in (429, 503):
             response["headers"] = _RETRY_AFTER
         responses[status] = response
     return responses

@@ -164,6 +164,15 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def json_object(response: httpx.Response) -> dict[str, object]:
+    """A provider's answer as a JSON object; empty when it is not one (a proxy's HTML page, plain text)."""
+    try:
+        body = response.json()
+    except (ValueError, httpx.ResponseNotRead):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def http_outcome(
     response: httpx.Response, external_id: str | None, error_code: str | None, error_reason: str | None
 ) -> SendOutcome:

@@ -42,6 +42,7 @@ from switchboard_ingest.messages import service
 from switchboard_ingest.messages.committer import GroupCommitter
 from switchboard_ingest.messages.endpoints import CommitterDep
 from switchboard_ingest.settings import IngestSettings
+from switchboard_ingest.waits import QueueWaits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -313,10 +314,20 @@ async def voice_call(request: Request, channels: ChannelsDep, committer: Committ
             call = adapter.parse_call(raw)
         except CallerUnidentified:
             return _twiml(adapter.unidentified())
-    await accept(committer, Parsed(messages=(call,)))
-    # The expected wait is not known to ingest yet (the router's estimate is not served to it): the
-    # greeting then says an agent will call back as soon as possible.
-    return _twiml(adapter.answer(call.sender.value, None))
+    waits: QueueWaits | None = request.app.state.queue_waits
+    settings: IngestSettings = request.app.state.settings
+    # The router is asked while the call is recorded: the caller waits for the slower of the two, not both.
+    estimate = asyncio.ensure_future(waits.expected_wait_s(settings.voice_queue)) if waits else None
+    try:
+        await accept(committer, Parsed(messages=(call,)))
+    except BaseException:
+        if estimate is not None:
+            estimate.cancel()
+        raise
+    # Without a figure (not configured, or the router did not say in time) the greeting says an agent will
+    # call back as soon as possible.
+    wait_s = await estimate if estimate is not None else None
+    return _twiml(adapter.answer(call.sender.value, wait_s))
 
 
 @router.post(

@@ -1,4 +1,5 @@
-"""Mailgun inbound routes: the ``forward()`` action's POST to ``/webhooks/email/mailgun``.
+"""Mailgun: inbound routes (the ``forward()`` action's POST to ``/webhooks/email/mailgun``), and replies out
+through the messages API (``MailgunSender``).
 
 Format (https://documentation.mailgun.com/docs/mailgun/user-manual/receive-forward-store/receive-http):
 application/x-www-form-urlencoded, or multipart/form-data when the mail has attachments, with ``sender``
@@ -10,10 +11,19 @@ Security (https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/se
 ``signature`` = hex HMAC-SHA256(webhook signing key, ``timestamp`` + ``token``). It does not cover the rest
 of the form, so a stale ``timestamp`` is refused here and the ``token`` is returned as a replay key: the
 same token with other content is refused as a replay where the items are recorded.
+
+Sending (https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/messages):
+``POST {api base}/v3/{domain}/messages`` with HTTP Basic auth ``api:<API key>`` and the form fields
+``from``, ``to``, ``subject``, ``text`` and ``h:<Header>`` for any other header of the mail (here
+``h:Message-ID``, ``h:In-Reply-To``, ``h:References``); answered ``200 {"id": "<Message-ID>", "message":
+"Queued. Thank you."}``, errors as ``{"message": ...}`` (401 for a wrong key, 400 for a refused field,
+429 when throttled, 5xx). The API base is ``https://api.mailgun.net``, or ``https://api.eu.mailgun.net``
+for a domain in the EU region.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -22,18 +32,25 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import Compat32
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
+
+import httpx
 
 from switchboard_common.events import Attachment, Channel, CustomerIdentity, IdentityKind
 from switchboard_ingest.channels import email
 from switchboard_ingest.channels.base import (
+    OutboundMessage,
     Parsed,
     ParsedMessage,
     PayloadInvalid,
+    SendOutcome,
     SignatureInvalid,
     WebhookRequest,
     constant_time_equal,
+    http_outcome,
+    json_object,
 )
+from switchboard_ingest.channels.reply_mail import ReplyHeaders
 
 _ATTACHMENT_FIELD = re.compile(r"attachment-([1-9][0-9]{0,5})")
 
@@ -236,3 +253,44 @@ def _derived_id(address: str, subject: str | None, date: str | None, body: str) 
     recognised whatever its timestamp, token and signature."""
     text = "\x00".join((address, subject or "", date or "", body))
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+class MailgunSender:
+    """Replies on ``Channel.EMAIL`` through Mailgun's messages API (an ``OutboundAdapter``: the dispatcher
+    sends the request, so timeouts and unreachable hosts are retried like every HTTP provider's)."""
+
+    channels = (Channel.EMAIL,)
+
+    def __init__(self, *, api_key: str, domain: str, api_base: str, from_address: str) -> None:
+        if not api_key or not domain:
+            raise ValueError("the Mailgun API key and domain must not be empty")
+        credentials = base64.b64encode(f"api:{api_key}".encode()).decode()
+        self._auth = {"Authorization": f"Basic {credentials}", "Accept": "application/json"}
+        self._url = f"{api_base.rstrip('/')}/v3/{quote(domain, safe='')}/messages"
+        self._headers = ReplyHeaders(from_address)
+
+    def build(self, message: OutboundMessage) -> httpx.Request:
+        """The send request: the reply's addresses, subject and text as fields, its threading headers as
+        ``h:`` fields. ``InvalidRecipient`` (a ``ValueError``) unless the recipient is one address."""
+        headers = self._headers.of(message)
+        fields = {
+            "from": headers.pop("From"),
+            "to": headers.pop("To"),
+            "subject": headers.pop("Subject"),
+            "text": message.text,
+            **{f"h:{name}": value for name, value in headers.items()},
+        }
+        return httpx.Request("POST", self._url, data=fields, headers=self._auth)
+
+    def outcome(self, response: httpx.Response) -> SendOutcome:
+        """Sent with the Message-ID Mailgun reports (ours, which it keeps; brackets removed); 429 and 5xx
+        retried, any other 4xx final with Mailgun's message."""
+        fields = json_object(response)  # 401 answers a plain "Forbidden"
+        sent_id = fields.get("id")
+        reason = fields.get("message")
+        return http_outcome(
+            response,
+            external_id=sent_id.strip().strip("<>") if isinstance(sent_id, str) else None,
+            error_code=None,
+            error_reason=reason if isinstance(reason, str) else (response.text[:200] or None),
+        )

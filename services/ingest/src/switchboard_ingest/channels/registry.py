@@ -15,7 +15,7 @@ from switchboard_ingest.channels import ses
 from switchboard_ingest.channels.api import ApiChannel
 from switchboard_ingest.channels.base import OutboundAdapter, Sender
 from switchboard_ingest.channels.email import MimeChannel
-from switchboard_ingest.channels.mailgun import MailgunChannel
+from switchboard_ingest.channels.mailgun import MailgunChannel, MailgunSender
 from switchboard_ingest.channels.messenger import MessengerChannel
 from switchboard_ingest.channels.ses import CertificateCache
 from switchboard_ingest.channels.smtp import SmtpSender
@@ -56,6 +56,7 @@ class Channels:
     mime: MimeChannel | None = None
     sns: SnsIntake | None = None
     smtp: SmtpSender | None = None
+    mailgun_sender: MailgunSender | None = None
     twilio_voice: TwilioVoiceChannel | None = None
 
     def outbound(self) -> dict[Channel, OutboundAdapter | Sender]:
@@ -69,7 +70,10 @@ class Channels:
             senders[Channel.SMS] = self.twilio_sms
         if self.api is not None:
             senders[Channel.API] = self.api
-        if self.smtp is not None:
+        # Mailgun's API when it is configured, else SMTP.
+        if self.mailgun_sender is not None:
+            senders[Channel.EMAIL] = self.mailgun_sender
+        elif self.smtp is not None:
             senders[Channel.EMAIL] = self.smtp
         if self.twilio_voice is not None:
             # An agent's reply on voice is a callback call that speaks it (see docs/channels.md).
@@ -81,6 +85,7 @@ def configure(settings: IngestSettings, client: httpx.AsyncClient) -> Channels:
     """The configured channels; ``client`` is the one HTTP client of the webhooks' own fetches."""
     s = settings
     whatsapp = messenger = twilio_sms = api = mailgun = mime = sns = smtp = twilio_voice = None
+    mailgun_sender = None
     if (
         s.whatsapp_app_secret
         and s.whatsapp_verify_token
@@ -142,6 +147,13 @@ def configure(settings: IngestSettings, client: httpx.AsyncClient) -> Channels:
             timeout_s=s.smtp_timeout_s,
             from_address=s.email_from_address,
         )
+    if s.mailgun_api_key and s.mailgun_domain and s.email_from_address:
+        mailgun_sender = MailgunSender(
+            api_key=s.mailgun_api_key.get_secret_value(),
+            domain=s.mailgun_domain,
+            api_base=s.mailgun_api_base,
+            from_address=s.email_from_address,
+        )
     return Channels(
         whatsapp=whatsapp,
         messenger=messenger,
@@ -151,5 +163,6 @@ def configure(settings: IngestSettings, client: httpx.AsyncClient) -> Channels:
         mime=mime,
         sns=sns,
         smtp=smtp,
+        mailgun_sender=mailgun_sender,
         twilio_voice=twilio_voice,
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email import policy
-from email.headerregistry import AddressHeader
 from email.message import EmailMessage
 from email.utils import format_datetime
 
@@ -16,14 +15,7 @@ import aiosmtplib
 
 from switchboard_common.events import Channel
 from switchboard_ingest.channels.base import OutboundMessage, SendOutcome, SendResult
-
-DEFAULT_SUBJECT = "Your conversation with us"
-# RFC 5322 suggests trimming References; the newest ids are the ones mail clients thread by.
-MAX_REFERENCES = 20
-
-
-class InvalidRecipient(ValueError):
-    """The reply's recipient is not one email address."""
+from switchboard_ingest.channels.reply_mail import ReplyHeaders
 
 
 class SmtpSender:
@@ -42,34 +34,24 @@ class SmtpSender:
         timeout_s: float,
         from_address: str,
     ) -> None:
-        # The domain of our Message-IDs, from the address ("Support <support@example.com>" included).
-        self._domain = _single_address(from_address).rpartition("@")[2]
+        self._headers = ReplyHeaders(from_address)
         self._host = host
         self._port = port
         self._username = username or None
         self._password = password or None
         self._starttls = starttls
         self._timeout_s = timeout_s
-        self._from_address = from_address
 
     def message_id(self, message: OutboundMessage) -> str:
         """The Message-ID our reply carries, without brackets (what ``send`` reports as its id)."""
-        return f"{message.message_id}@{self._domain}"
+        return self._headers.message_id(message)
 
     def compose(self, message: OutboundMessage) -> EmailMessage:
         """The reply as a text/plain mail. ``InvalidRecipient`` unless the recipient is one address."""
         mail = EmailMessage(policy=policy.SMTP)
-        mail["From"] = self._from_address
-        mail["To"] = _single_address(message.recipient)
-        mail["Subject"] = reply_subject(message.subject)
+        for name, value in self._headers.of(message).items():
+            mail[name] = value
         mail["Date"] = format_datetime(datetime.now(UTC))
-        mail["Message-ID"] = f"<{self.message_id(message)}>"
-        parent = _valid_id(message.in_reply_to)
-        if parent:
-            mail["In-Reply-To"] = f"<{parent}>"
-        references = [ref for ref in map(_valid_id, message.references) if ref][-MAX_REFERENCES:]
-        if references:
-            mail["References"] = " ".join(f"<{ref}>" for ref in references)
         mail.set_content(message.text)
         return mail
 
@@ -115,35 +97,6 @@ class SmtpSender:
         return SendOutcome(SendResult.SENT, external_id=self.message_id(message))
 
 
-def reply_subject(subject: str | None) -> str:
-    """``Re: <subject>`` (not doubled), or a neutral subject for a conversation that had none."""
-    text = " ".join((subject or "").split())  # a customer's subject must not break our header
-    if not text:
-        return DEFAULT_SUBJECT
-    return text if text[:3].lower() == "re:" else f"Re: {text}"
-
-
 def _reply_outcome(code: int, reply: str) -> SendOutcome:
     result = SendResult.FAILED if 500 <= code < 600 else SendResult.RETRY
     return SendOutcome(result, error_code=str(code), error_reason=reply or f"SMTP {code}")
-
-
-def _single_address(value: str) -> str:
-    """The one address in ``value`` (``InvalidRecipient`` otherwise)."""
-    try:
-        header = policy.SMTP.header_factory("to", value)
-    except (ValueError, IndexError, TypeError) as exc:
-        raise InvalidRecipient(f"not an email address: {value!r}") from exc
-    addresses = header.addresses if isinstance(header, AddressHeader) else ()
-    if len(addresses) != 1 or not (addresses[0].username and addresses[0].domain) or header.defects:
-        raise InvalidRecipient(f"not one email address: {value!r}")
-    return addresses[0].addr_spec
-
-
-def _valid_id(value: str | None) -> str | None:
-    """A Message-ID fit for our headers (brackets added there): anything with whitespace or brackets, which
-    could break or inject a header, is left out."""
-    text = (value or "").strip().removeprefix("<").removesuffix(">")
-    if not (text.isascii() and text.isprintable()) or "@" not in text or any(c in " <>" for c in text):
-        return None
-    return text

@@ -43,6 +43,7 @@ from switchboard_ingest.channels.base import (
     WebhookRequest,
     constant_time_equal,
     http_outcome,
+    json_object,
 )
 from switchboard_ingest.normalize import normalize_phone
 
@@ -225,7 +226,7 @@ def api_outcome(response: httpx.Response) -> SendOutcome:
     """A Twilio REST answer (Messages, Calls): the created resource's ``sid`` on success; Twilio's error
     ``code`` and ``message`` otherwise (also read from the RFC 9457 shape some newer Twilio APIs answer
     with)."""
-    body = _json_object(response)
+    body = json_object(response)
     sid = body.get("sid")
     code = body.get("code")
     reason = body.get("message") or body.get("detail") or body.get("title")
@@ -290,11 +291,3 @@ def _kind(content_type: str | None) -> AttachmentKind:
         return _MEDIA_KINDS[major]
     # PDFs, vCards, calendars, office files: something to read rather than to play or show.
     return AttachmentKind.DOCUMENT if major in ("application", "text") else AttachmentKind.FILE
-
-
-def _json_object(response: httpx.Response) -> dict[str, object]:
-    try:
-        body = response.json()
-    except (ValueError, httpx.ResponseNotRead):
-        return {}
-    return body if isinstance(body, dict) else {}

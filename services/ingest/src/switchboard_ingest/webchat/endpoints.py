@@ -32,7 +32,7 @@ from switchboard_ingest.messages.endpoints import CommitterDep
 from switchboard_ingest.messages.schemas import AcceptStatus, MessageAccepted
 from switchboard_ingest.settings import IngestSettings
 from switchboard_ingest.webchat import service, tokens
-from switchboard_ingest.webchat.service import IdentityRejected, SessionRefused
+from switchboard_ingest.webchat.service import IdentityRejected, Limit, RateLimited, SessionRefused
 from switchboard_ingest.webchat.stream import WebchatHub
 from switchboard_ingest.webchat.tokens import TokenExpired, TokenInvalid, Visitor
 
@@ -46,6 +46,9 @@ _TOKEN_ERRORS = {
     "refresh a session.",
     404: "Web chat is not configured on this deployment (`channel_not_configured`).",
 }
+_RATE_LIMITED = (
+    "Too many requests from this session or address (`rate_limited`): retry after `Retry-After` seconds."
+)
 
 
 # --- schemas --------------------------------------------------------------------------------------------
@@ -131,6 +134,20 @@ async def _hub(request: Request) -> WebchatHub:
     return hub
 
 
+def _address(request: Request) -> str:
+    # uvicorn has already put X-Forwarded-For's client here when the peer is a trusted proxy.
+    return request.client.host if request.client else "unknown"
+
+
+async def _admit(hub: WebchatHub, limits: list[Limit]) -> None:
+    try:
+        await service.admit(hub, limits)
+    except RateLimited as exc:
+        raise ApiError(
+            429, str(exc), code="rate_limited", headers={"Retry-After": str(exc.retry_after_s)}
+        ) from exc
+
+
 VisitorDep = Annotated[Visitor, Depends(current_visitor)]
 HubDep = Annotated[WebchatHub, Depends(_hub)]
 
@@ -158,12 +175,14 @@ async def _issue(hub: WebchatHub, settings: IngestSettings, visitor: Visitor) ->
         404,
         413,
         422,
+        429,
         503,
         described={
             401: "`user_hash` does not match `user_id`, or comes without one (`invalid_identity`), or this "
             "deployment verifies no site users (`identity_verification_not_configured`).",
             403: "An email without a verified user (`email_requires_verified_user`).",
             404: _TOKEN_ERRORS[404],
+            429: _RATE_LIMITED,
         },
     ),
     summary="Start a visitor's session",
@@ -171,6 +190,17 @@ async def _issue(hub: WebchatHub, settings: IngestSettings, visitor: Visitor) ->
 async def create_session(body: SessionCreate, request: Request, hub: HubDep) -> SessionOut:
     settings = _settings(request)
     _token_secret(settings)  # 404 before anything is checked or stored
+    # Counted before the identity proof is checked: guessing user_hash is rate limited too.
+    await _admit(
+        hub,
+        [
+            Limit(
+                f"address-sessions:{_address(request)}",
+                settings.webchat_address_sessions_per_window,
+                settings.webchat_session_rate_window_s,
+            )
+        ],
+    )
     identity_secret = settings.webchat_identity_secret
     try:
         visitor = service.new_visitor(
@@ -215,20 +245,43 @@ async def refresh_session(visitor: VisitorDep, request: Request, hub: HubDep) ->
             409,
             413,
             422,
+            429,
             503,
             described={
                 **_TOKEN_ERRORS,
                 409: "This client_message_id was already used for a different text (`id_reused`).",
+                429: _RATE_LIMITED,
             },
         ),
     },
     summary="Post a visitor's message",
 )
 async def post_message(
-    body: VisitorMessageCreate, visitor: VisitorDep, response: Response, committer: CommitterDep
+    body: VisitorMessageCreate,
+    visitor: VisitorDep,
+    request: Request,
+    response: Response,
+    hub: HubDep,
+    committer: CommitterDep,
 ) -> MessageAccepted:
     """Answers once the message is durable; posting the same ``client_message_id`` again answers 200
-    with the same message."""
+    with the same message (a retry counts against the rate limits like any post)."""
+    settings = _settings(request)
+    await _admit(
+        hub,
+        [
+            Limit(
+                f"session-messages:{visitor.session_id}",
+                settings.webchat_session_messages_per_window,
+                settings.webchat_rate_window_s,
+            ),
+            Limit(
+                f"address-messages:{_address(request)}",
+                settings.webchat_address_messages_per_window,
+                settings.webchat_rate_window_s,
+            ),
+        ],
+    )
     parsed = service.message(visitor, body.client_message_id, body.text)
     result = await committer.submit(messages.submission_for(messages.from_parsed(parsed)))
     if result.status is AcceptStatus.DUPLICATE:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, Index, Text, func
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from switchboard_ingest.models import Base
@@ -39,3 +39,14 @@ class WebchatOutboxRow(Base):
     message_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebchatRateCounter(Base):
+    """Hits on one rate-limit key (a session's messages, an address's messages or new sessions) in its
+    current window, shared by every replica. One row per key, reset in place when its window has ended."""
+
+    __tablename__ = "webchat_rate_counters"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    hits: Mapped[int] = mapped_column(Integer)

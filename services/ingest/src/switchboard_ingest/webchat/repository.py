@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchboard_common.db.sql import statement
+from switchboard_common.db.sql import INTS, TEXTS, statement
 
 # LISTEN/NOTIFY channel of new replies; the payload is the identity, so a replica wakes only its streams.
 NOTIFY_CHANNEL = "switchboard_webchat"
@@ -60,6 +60,20 @@ _insert_session = statement(
     identity=sa.Text(),
     display_name=sa.Text(),
     expires_at=sa.DateTime(timezone=True),
+)
+# One fixed window per key, opened by its first hit: a hit inside the window counts, the first hit after it
+# opens the next one at 1. Keys are distinct within a call (ON CONFLICT cannot touch a row twice).
+_count_hits = statement(
+    """
+    INSERT INTO ingest.webchat_rate_counters AS c (key, window_end, hits)
+    SELECT k, now() + make_interval(secs => w), 1 FROM unnest(:keys, :windows) AS t(k, w)
+    ON CONFLICT (key) DO UPDATE SET
+        hits = CASE WHEN c.window_end > now() THEN c.hits + 1 ELSE 1 END,
+        window_end = CASE WHEN c.window_end > now() THEN c.window_end ELSE excluded.window_end END
+    RETURNING c.key, c.hits, ceil(extract(epoch FROM c.window_end - now()))::int AS retry_after_s
+    """,
+    keys=TEXTS,
+    windows=INTS,
 )
 
 
@@ -115,3 +129,17 @@ async def events_after(session: AsyncSession, identity: str, after: int, limit: 
 
 async def owns_event(session: AsyncSession, identity: str, seq: int) -> bool:
     return await session.scalar(_owns_event, {"seq": seq, "identity": identity}) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCount:
+    key: str
+    hits: int  # this one included
+    retry_after_s: int  # until the window ends
+
+
+async def count_hits(session: AsyncSession, keys: list[str], windows_s: list[int]) -> list[WindowCount]:
+    """Count one hit on each key, in its window of ``windows_s`` seconds: one statement however many keys,
+    on PostgreSQL's clock, so every replica counts against the same windows."""
+    rows = await session.execute(_count_hits, {"keys": keys, "windows": windows_s})
+    return [WindowCount(r.key, r.hits, r.retry_after_s) for r in rows]

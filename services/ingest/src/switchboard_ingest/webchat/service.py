@@ -4,6 +4,8 @@ canonical items every other channel produces (so they take the same group commit
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from switchboard_common.events import Channel, CustomerIdentity, DeliveryState, IdentityKind
@@ -22,6 +24,23 @@ class IdentityRejected(Exception):
     def __init__(self, message: str, code: str = "invalid_identity") -> None:
         super().__init__(message)
         self.code = code
+
+
+class RateLimited(Exception):
+    """Over a rate limit (answered 429 with ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """At most ``hits`` on ``key`` per window of ``window_s`` seconds."""
+
+    key: str
+    hits: int
+    window_s: int
 
 
 class SessionRefused(Exception):
@@ -114,3 +133,18 @@ async def owns_reply(hub: WebchatHub, visitor: Visitor, seq: int) -> bool:
     """Whether event ``seq`` is a reply to this visitor's identity (no one reports another's as read)."""
     async with hub.unit_of_work() as session:
         return await repository.owns_event(session, visitor.identity, seq)
+
+
+async def admit(hub: WebchatHub, limits: Sequence[Limit]) -> None:
+    """Count this request against each limit, in one statement; raises ``RateLimited`` if any is exceeded.
+
+    A refused request counts too, so a client hammering past its limit stays refused until its window
+    ends rather than getting every other request through."""
+    async with hub.unit_of_work() as session:
+        counts = await repository.count_hits(session, [x.key for x in limits], [x.window_s for x in limits])
+    allowed = {x.key: x.hits for x in limits}
+    over = [c for c in counts if c.hits > allowed[c.key]]
+    if over:
+        raise RateLimited(
+            "too many requests: retry later", retry_after_s=max(1, *(c.retry_after_s for c in over))
+        )

@@ -28,6 +28,7 @@ from switchboard_router.agents.schemas import (
     OfferAccepted,
     OfferPublic,
     QueuedConversation,
+    QueueEstimate,
     QueuePublic,
     QueueSnapshot,
     QueueUpsert,
@@ -35,7 +36,7 @@ from switchboard_router.agents.schemas import (
     TeamUpsert,
 )
 from switchboard_router.models import Agent, AgentStatus, Queue, Team
-from switchboard_router.principal import LivePrincipal
+from switchboard_router.principal import EstimateReader, LivePrincipal
 from switchboard_router.routing import service as routing_service
 from switchboard_router.routing.estimate import Estimate
 from switchboard_router.settings import RouterSettings
@@ -279,6 +280,25 @@ QUEUE = "/queues/{name}"
 )
 async def list_queues(_: AdminPrincipal, session: SessionDep) -> list[QueuePublic]:
     return [QueuePublic.model_validate(q) for q in await repository.list_named(session, Queue)]
+
+
+@router.get(
+    QUEUE + "/estimate",
+    summary="The expected wait of a conversation arriving now in a queue",
+    tags=["queues"],
+    dependencies=[EstimateReader],
+    responses=errors(401, 403, 422, 503),
+)
+async def queue_estimate(name: SettingName, session: SessionDep, runtime: RuntimeDep) -> QueueEstimate:
+    """For other services (a service key) as well as ops: ingest's voice greeting states it."""
+    waiting, result = await service.arrival_estimate(session, _settings(runtime), name)
+    return QueueEstimate(
+        queue=name,
+        waiting=waiting,
+        position=result.position,
+        estimated_wait_seconds=result.wait_seconds,
+        estimate_basis=result.basis,
+    )
 
 
 @router.put(

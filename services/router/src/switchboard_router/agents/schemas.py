@@ -298,6 +298,20 @@ class QueuedConversation(BaseModel):
     )
 
 
+class QueueEstimate(BaseModel):
+    """What a conversation arriving now in a queue can expect (the voice greeting states it)."""
+
+    queue: str
+    waiting: int = Field(ge=0, description="Conversations waiting in the queue now.")
+    position: int = Field(ge=1, description="An arrival's place: after every conversation waiting.")
+    estimated_wait_seconds: int | None = Field(
+        ge=0,
+        description="As for a waiting conversation at that position; an empty queue is served by the online "
+        "agents a conversation without requirement would reach. Null when no online agent can serve it.",
+    )
+    estimate_basis: EstimateBasis
+
+
 class QueueSnapshot(BaseModel):
     length: int
     oldest_wait_seconds: float | None

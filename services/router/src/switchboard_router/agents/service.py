@@ -221,6 +221,20 @@ async def queue(
     return length, [(t, estimates[t.conversation_id]) for t in tasks]
 
 
+async def arrival_estimate(
+    session: AsyncSession, settings: RouterSettings, queue: str
+) -> tuple[int, Estimate]:
+    """How many conversations wait in ``queue``, and the position and estimated wait of one arriving now:
+    after every one of them (a higher priority would be served sooner, so this is the longer estimate)."""
+    waiting, slots = await routing_repository.arrival(session, queue)
+    measured = await routing_repository.handle_times(session, settings.router_handle_time_sample)
+    served = {queue: slots} if slots is not None else {}
+    result = estimate.estimate_one(
+        waiting + 1, queue, served, measured, settings.router_default_handle_time_s
+    )
+    return waiting, result
+
+
 async def queue_position(
     session: AsyncSession, settings: RouterSettings, conversation_id: uuid.UUID
 ) -> tuple[QueuedTask, Estimate]:

@@ -885,6 +885,32 @@ async def queue_slots(session: AsyncSession, queues: Sequence[str]) -> dict[str,
     return slots_of((r.queue, r.capacity, r.free) for r in rows)
 
 
+# A conversation arriving now in :queue: how many already wait there, and the slots that would serve it.
+# The slots are those of the requirements waiting in the queue; an empty queue has none to match agents
+# against, so it counts the agents a conversation without requirement would reach.
+_ARRIVAL = statement(
+    f"""
+    WITH needs AS ({QUEUE_NEEDS_SQL}
+        UNION ALL
+        SELECT :queue, '{{}}'::text[], '{{}}'::smallint[], NULL::text
+        WHERE NOT EXISTS (SELECT 1 FROM router.tasks WHERE state = 'queued' AND queue = :queue)
+    ), slots AS ({QUEUE_SLOTS_SQL})
+    SELECT (SELECT count(*) FROM router.tasks WHERE state = 'queued' AND queue = :queue) AS waiting,
+           s.capacity, s.free
+    FROM (SELECT 1) AS one LEFT JOIN slots s ON true
+    """,  # noqa: S608 - our own fragments, no input
+    queues=TEXTS,
+    queue=sa.Text(),
+)
+
+
+async def arrival(session: AsyncSession, queue: str) -> tuple[int, Slots | None]:
+    """How many conversations wait in ``queue``, and the slots serving it (None: no online agent can)."""
+    row = (await session.execute(_ARRIVAL, {"queues": [queue], "queue": queue})).one()
+    slots = Slots(int(row.capacity), int(row.free)) if row.capacity is not None else None
+    return int(row.waiting), slots
+
+
 # The most recently closed assignments (tasks closed without one, resolved while waiting, are not handle
 # times), newest first on the partial index ``tasks_closed``; their mean duration per queue and overall
 # (the empty grouping set). A clock difference between services never makes one negative.
