@@ -26,12 +26,17 @@ from switchboard_common.events import (
     AgentStatusChanged,
     Channel,
     ConversationAssigned,
+    ConversationEscalated,
     ConversationMessageAdded,
+    ConversationOfferDeclined,
+    ConversationOffered,
+    ConversationOfferTimedOut,
     ConversationOpened,
     ConversationQueued,
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationSlaBreached,
     ConversationTagsChanged,
     CustomerIdentity,
     DeliveryState,
@@ -173,6 +178,33 @@ def one_of_each() -> list[Payload]:
             agent_id=agent_id, capacity=4, previous_capacity=3, status=AgentStatus.ONLINE, changed_at=T0
         ),
         reopened(cid, T0 + timedelta(seconds=20)),
+        ConversationOffered(
+            conversation_id=cid,
+            agent_id=agent_id,
+            queued_at=T0,
+            offered_at=T0,
+            expires_at=T0 + timedelta(minutes=1),
+        ),
+        ConversationOfferDeclined(
+            conversation_id=cid,
+            agent_id=agent_id,
+            queued_at=T0,
+            offered_at=T0,
+            ended_at=T0 + timedelta(seconds=1),
+        ),
+        ConversationOfferTimedOut(
+            conversation_id=cid,
+            agent_id=agent_id,
+            queued_at=T0,
+            offered_at=T0,
+            ended_at=T0 + timedelta(seconds=4),
+        ),
+        ConversationEscalated(
+            conversation_id=cid, queue="vip", step=1, required_skills={}, queued_at=T0, escalated_at=T0
+        ),
+        ConversationSlaBreached(
+            conversation_id=cid, queue="vip", sla_target_s=1, queued_at=T0, breached_at=T0, priority=1
+        ),
         outbound(cid),
         DeliveryStatusChanged(
             channel=Channel.EMAIL, message_id=mid, external_id=f"x-{mid}", status=DeliveryState.SENT, at=T0
@@ -312,6 +344,7 @@ async def test_redelivered_records_count_once(settings: Settings, db: Database) 
         "survey_answers",  # one row per answered survey, not per event
         "delivery_facts",  # one row per delivered message, not per report
         "conversation_retags",  # one row per change of a conversation's tags, keyed by its time
+        "routing_occurrences",  # one row per offer, offer ending, escalation step or breach, keyed by its time
     }
 
 

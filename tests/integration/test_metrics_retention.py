@@ -18,6 +18,7 @@ from switchboard_common.events import (
     ConversationAssigned,
     ConversationOpened,
     ConversationResolved,
+    ConversationSlaBreached,
     DeliveryState,
     DeliveryStatusChanged,
     utcnow,
@@ -117,6 +118,23 @@ async def test_old_rows_go_open_conversations_and_latest_statuses_stay(
                     previous_status=AgentStatus.ONLINE,
                     changed_at=OLD + timedelta(hours=1),
                 ),
+                # An SLA breach long ago and one today.
+                ConversationSlaBreached(
+                    conversation_id=open_old,
+                    queue="q",
+                    sla_target_s=1,
+                    queued_at=OLD,
+                    breached_at=OLD,
+                    priority=1,
+                ),
+                ConversationSlaBreached(
+                    conversation_id=closed_new,
+                    queue="q",
+                    sla_target_s=1,
+                    queued_at=NOW,
+                    breached_at=NOW,
+                    priority=1,
+                ),
             ]
         ),
     )
@@ -146,6 +164,8 @@ async def test_old_rows_go_open_conversations_and_latest_statuses_stay(
     # A delivery goes when its latest report is old.
     assert await _count(db, "delivery_facts", "subject = 'late'") == 1
     assert deleted["delivery_facts"] == 1
+    assert await _count(db, "routing_occurrences", f"conversation_id = '{closed_new}'") == 1
+    assert deleted["routing_occurrences"] == 1
 
     # Nothing left to delete: a second run deletes nothing.
     assert set((await retention.purge(db, CUTOFF)).values()) == {0}

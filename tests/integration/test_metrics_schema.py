@@ -27,6 +27,7 @@ HEAD = {
     "survey_answers",
     "delivery_facts",
     "conversation_retags",
+    "routing_occurrences",
 }
 
 

@@ -630,3 +630,31 @@ def test_open_now_counts_the_waiting_per_queue_and_the_held_per_agent() -> None:
     assert now.waiting == {"sales": 4, "": 2}
     assert now.longest == {"sales": 400.5}
     assert now.active == {A1: 3, A2: 4}
+
+
+def test_offers_are_summed_by_agent_and_breaches_by_queue_with_the_acceptance_of_ended_offers() -> None:
+    ada, bo = uuid.UUID(int=1), uuid.UUID(int=2)
+    rows = [
+        ("offered", ada, None, 5),
+        ("offer_accepted", ada, None, 3),
+        ("offer_declined", ada, None, 1),
+        ("offer_timed_out", ada, None, 0),
+        ("offered", bo, None, 2),
+        ("offer_timed_out", bo, None, 2),
+        ("escalated", None, "vip", 4),
+        ("sla_breached", None, "vip", 1),
+        ("sla_breached", None, "default", 2),
+    ]
+    r = report.routing(rows)
+    assert (r.offers.offered, r.offers.accepted, r.offers.declined, r.offers.timed_out) == (7, 3, 1, 2)
+    assert r.offers.acceptance_rate == 0.5  # 3 of the 6 that ended
+    [a, b] = r.offers_by_agent
+    assert (a.agent_id, a.offered, a.acceptance_rate) == (ada, 5, 0.75)
+    assert (b.agent_id, b.offered, b.acceptance_rate) == (bo, 2, 0.0)
+    assert (r.escalations, r.sla_breaches) == (4, 3)
+    assert [(q.queue, q.escalations, q.sla_breaches) for q in r.by_queue] == [
+        ("default", 0, 2),
+        ("vip", 4, 1),
+    ]
+    # Nothing ended: no rate.
+    assert report.routing([("offered", ada, None, 1)]).offers.acceptance_rate is None

@@ -17,12 +17,17 @@ from switchboard_common.events import (
     AgentStatusChanged,
     Channel,
     ConversationAssigned,
+    ConversationEscalated,
     ConversationMessageAdded,
+    ConversationOfferDeclined,
+    ConversationOffered,
+    ConversationOfferTimedOut,
     ConversationOpened,
     ConversationQueued,
     ConversationReopened,
     ConversationRequeued,
     ConversationResolved,
+    ConversationSlaBreached,
     ConversationTagsChanged,
     CustomerIdentity,
     DeliveryState,
@@ -42,6 +47,8 @@ from switchboard_metrics.kpis.facts import (
     Handoff,
     HandoffKind,
     MessageFacts,
+    Occurrence,
+    OccurrenceKind,
     Reopen,
     Retag,
     StatusChange,
@@ -205,6 +212,68 @@ def test_a_capacity_change_is_a_row_of_the_agents_timeline_with_the_status_uncha
     }
 
 
+def _offered(at: datetime = T0) -> ConversationOffered:
+    return ConversationOffered(
+        conversation_id=CID,
+        agent_id=AGENT,
+        queued_at=T0,
+        offered_at=at,
+        expires_at=at + timedelta(seconds=30),
+    )
+
+
+def _offer_ended(
+    kind: type[ConversationOfferDeclined | ConversationOfferTimedOut], at: datetime = T0
+) -> Payload:
+    return kind(conversation_id=CID, agent_id=AGENT, queued_at=T0, offered_at=T0, ended_at=at)
+
+
+def _escalated(at: datetime = T0) -> ConversationEscalated:
+    return ConversationEscalated(
+        conversation_id=CID,
+        queue="vip",
+        step=1,
+        required_skills={"billing": 2},
+        queued_at=T0,
+        escalated_at=at,
+    )
+
+
+def _breached(at: datetime = T0) -> ConversationSlaBreached:
+    return ConversationSlaBreached(
+        conversation_id=CID, queue="vip", sla_target_s=60, queued_at=T0, breached_at=at, priority=3
+    )
+
+
+def test_offers_escalations_and_breaches_are_routing_occurrences_by_agent_or_queue() -> None:
+    later = T0 + timedelta(seconds=20)
+    accepted = ConversationAssigned(
+        conversation_id=CID, agent_id=AGENT, queued_at=T0, offered_at=T0, assigned_at=later
+    )
+    told = merge(
+        [
+            _offered(),
+            _offered(),  # redelivered: one row
+            _offer_ended(ConversationOfferDeclined, later),
+            _offer_ended(ConversationOfferTimedOut, later),
+            accepted,
+            _assigned(),  # assigned without an offer: no acceptance
+            _escalated(),
+            _breached(later),
+        ]
+    )
+    assert sorted(told.occurrences) == sorted(
+        [
+            Occurrence(OccurrenceKind.OFFERED, CID, T0, AGENT),
+            Occurrence(OccurrenceKind.OFFER_DECLINED, CID, later, AGENT),
+            Occurrence(OccurrenceKind.OFFER_TIMED_OUT, CID, later, AGENT),
+            Occurrence(OccurrenceKind.OFFER_ACCEPTED, CID, later, AGENT),
+            Occurrence(OccurrenceKind.ESCALATED, CID, T0, queue="vip"),
+            Occurrence(OccurrenceKind.SLA_BREACHED, CID, later, queue="vip"),
+        ]
+    )
+
+
 def test_every_registered_event_type_has_a_natural_key() -> None:
     examples: list[Payload] = [
         _received(),
@@ -215,6 +284,11 @@ def test_every_registered_event_type_has_a_natural_key() -> None:
         _resolved(),
         _status(),
         _resized(),
+        _offered(),
+        _offer_ended(ConversationOfferDeclined),
+        _offer_ended(ConversationOfferTimedOut),
+        _escalated(),
+        _breached(),
         _reopened(),
         _outbound(),
         _requeued(),
@@ -425,7 +499,7 @@ def _natural_key(payload: Payload) -> object:
     told = facts_of(payload)
     assert told is not None
     first = told[0]
-    assert not isinstance(first, StatusChange | Reopen | Retag | Handoff)
+    assert not isinstance(first, StatusChange | Reopen | Retag | Handoff | Occurrence)
     return first[0]
 
 

@@ -188,3 +188,18 @@ class DeliveryFact(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RoutingOccurrence(Base):
+    """Something the router did to a waiting conversation, once each (a redelivery adds nothing): an offer
+    to an agent and how it ended (accepted, declined, timed out), an escalation step, an SLA breach. Offers
+    are counted by agent, escalations and breaches by queue (see ``kpis.facts.Occurrence``)."""
+
+    __tablename__ = "routing_occurrences"
+    __table_args__ = (Index("routing_occurrences_at", "at"),)
+
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    agent_id: Mapped[uuid.UUID | None] = mapped_column()
+    queue: Mapped[str | None] = mapped_column(Text)

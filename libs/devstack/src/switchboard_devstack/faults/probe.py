@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from switchboard_common import topics
 from switchboard_devstack.faults.invariants import AgentLoad, Snapshot
+from switchboard_metrics import models as metrics_models
 
 T = TypeVar("T")
 OUTBOXES = ("ingest", "conversation", "router")
@@ -92,23 +93,17 @@ _ASSIGNED_SAMPLE = text(
 )
 # Between scenarios, once quiescent: every row the next scenario's invariants are computed on. Receipts
 # stay (message ids never repeat across scenarios); so do metrics' partition offsets where they exist (they
-# track the broker's log, which is not reset). metrics' fact tables are named if present (their set changes
-# with the metrics schema's revisions). CASCADE empties the tables that refer to these (surveys, merges).
+# track the broker's log, which is not reset). metrics' tables are named if present (the database may be at
+# an older revision of the metrics schema than the models). CASCADE empties the tables that refer to these
+# (surveys, merges).
 _RESET = """
     TRUNCATE conversation.messages, conversation.conversations, conversation.customer_identities,
              conversation.customers, router.tasks, router.agent_presence, router.agents, metrics.event_counts
              {metrics_facts}
     CASCADE
     """
-_METRICS_FACTS = (
-    "conversation_facts",
-    "message_facts",
-    "agent_status_changes",
-    "conversation_reopens",
-    "conversation_retags",
-    "delivery_facts",
-    "survey_answers",
-)
+# Every metrics table, from its models: a table a later revision adds is emptied too.
+_METRICS_FACTS = tuple(t.name for t in metrics_models.Base.metadata.sorted_tables if t.name != "event_counts")
 _EXISTING = text(
     "SELECT t FROM unnest(CAST(:names AS text[])) AS t WHERE to_regclass('metrics.' || t) IS NOT NULL"
 )

@@ -63,15 +63,9 @@ from switchboard_common.events import (
     registered,
 )
 
-# Offers and their answers, escalations and SLA breaches have no KPI yet (the router's own queue view
-# serves them live); until one is defined metrics does not decode them.
+# Registered event types metrics keeps no facts of (some are read apart, see below).
 NOT_COUNTED: frozenset[type[Payload]] = frozenset(
     {
-        ConversationOffered,
-        ConversationOfferDeclined,
-        ConversationOfferTimedOut,
-        ConversationSlaBreached,
-        ConversationEscalated,
         # Snoozes and wake-ups: no KPI reads them yet.
         ConversationStatusChanged,
         # A transfer's effect is told by the router's requeue and assignment, which metrics counts.
@@ -272,6 +266,47 @@ class StatusChange:
     event_type: str = AgentStatusChanged.event_type
 
 
+class OccurrenceKind(StrEnum):
+    OFFERED = "offered"
+    OFFER_ACCEPTED = "offer_accepted"
+    OFFER_DECLINED = "offer_declined"
+    OFFER_TIMED_OUT = "offer_timed_out"
+    ESCALATED = "escalated"
+    SLA_BREACHED = "sla_breached"
+
+
+# Offers belong to their agent; escalations and breaches to the conversation's queue.
+OFFER_KINDS = frozenset(
+    {
+        OccurrenceKind.OFFERED,
+        OccurrenceKind.OFFER_ACCEPTED,
+        OccurrenceKind.OFFER_DECLINED,
+        OccurrenceKind.OFFER_TIMED_OUT,
+    }
+)
+# The event type each kind counts: an accepted offer is a ``conversation.assigned``, counted as that.
+OCCURRENCE_EVENTS: dict[OccurrenceKind, str] = {
+    OccurrenceKind.OFFERED: ConversationOffered.event_type,
+    OccurrenceKind.OFFER_DECLINED: ConversationOfferDeclined.event_type,
+    OccurrenceKind.OFFER_TIMED_OUT: ConversationOfferTimedOut.event_type,
+    OccurrenceKind.ESCALATED: ConversationEscalated.event_type,
+    OccurrenceKind.SLA_BREACHED: ConversationSlaBreached.event_type,
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Occurrence:
+    """Something the router did to a waiting conversation, a row of its own keyed by kind, conversation and
+    time (the router offers a conversation to one agent at a time, and takes an escalation step or breaches
+    an SLA once at a time)."""
+
+    kind: OccurrenceKind
+    conversation_id: uuid.UUID
+    at: datetime
+    agent_id: uuid.UUID | None = None
+    queue: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Reopen:
     conversation_id: uuid.UUID
@@ -335,6 +370,7 @@ Told = (
     | tuple[uuid.UUID, ConversationFacts]
     | tuple[DeliveryKey, DeliveryFacts]
     | StatusChange
+    | Occurrence
     | Reopen
     | Retag
     | Handoff
@@ -442,7 +478,52 @@ def _assigned(payload: ConversationAssigned) -> list[Told] | None:
             ),
         ),
         Handoff(payload.conversation_id, _utc(payload.assigned_at), HandoffKind.ASSIGNED, payload.agent_id),
+        *(
+            [
+                Occurrence(
+                    OccurrenceKind.OFFER_ACCEPTED,
+                    payload.conversation_id,
+                    _utc(payload.assigned_at),
+                    payload.agent_id,
+                )
+            ]
+            if payload.offered_at is not None
+            else []
+        ),
     ]
+
+
+@facts_of.register
+def _offered(payload: ConversationOffered) -> list[Told] | None:
+    return [
+        Occurrence(
+            OccurrenceKind.OFFERED, payload.conversation_id, _utc(payload.offered_at), payload.agent_id
+        )
+    ]
+
+
+@facts_of.register
+def _declined(payload: ConversationOfferDeclined) -> list[Told] | None:
+    at = _utc(payload.ended_at)
+    return [Occurrence(OccurrenceKind.OFFER_DECLINED, payload.conversation_id, at, payload.agent_id)]
+
+
+@facts_of.register
+def _offer_timed_out(payload: ConversationOfferTimedOut) -> list[Told] | None:
+    at = _utc(payload.ended_at)
+    return [Occurrence(OccurrenceKind.OFFER_TIMED_OUT, payload.conversation_id, at, payload.agent_id)]
+
+
+@facts_of.register
+def _escalated(payload: ConversationEscalated) -> list[Told] | None:
+    at = _utc(payload.escalated_at)
+    return [Occurrence(OccurrenceKind.ESCALATED, payload.conversation_id, at, queue=payload.queue)]
+
+
+@facts_of.register
+def _sla_breached(payload: ConversationSlaBreached) -> list[Told] | None:
+    at = _utc(payload.breached_at)
+    return [Occurrence(OccurrenceKind.SLA_BREACHED, payload.conversation_id, at, queue=payload.queue)]
 
 
 @facts_of.register
@@ -535,6 +616,7 @@ class Batch:
     statuses: dict[tuple[uuid.UUID, datetime], tuple[str, int | None, str]] = field(default_factory=dict)
     reopens: set[Reopen] = field(default_factory=set)
     retags: set[Retag] = field(default_factory=set)
+    occurrences: set[Occurrence] = field(default_factory=set)
     handoffs: set[Handoff] = field(default_factory=set)
     deliveries: dict[DeliveryKey, DeliveryFacts] = field(default_factory=dict)
     # Per message, the type of the first event that told its conversation (the value its row keeps), which
@@ -555,6 +637,8 @@ def merge(payloads: Iterable[Payload]) -> Batch:
                 batch.statuses.setdefault(
                     (told.agent_id, told.changed_at), (told.status, told.capacity, told.event_type)
                 )
+            elif isinstance(told, Occurrence):
+                batch.occurrences.add(told)
             elif isinstance(told, Reopen):
                 batch.reopens.add(told)
             elif isinstance(told, Retag):

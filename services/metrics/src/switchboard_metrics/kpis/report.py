@@ -4,23 +4,28 @@ Each formula is written down in docs/metrics.md."""
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from switchboard_metrics.kpis.facts import OFFER_KINDS, OccurrenceKind
 from switchboard_metrics.kpis.observe import Metric, bin_value, quantile, within
 from switchboard_metrics.kpis.schemas import (
+    AgentOffers,
     AgentRow,
     Breakdown,
     ChannelDelivery,
     DeliveryFigures,
     DeliveryReport,
     Distribution,
+    OfferFigures,
     Point,
+    QueueEscalations,
     QueueRow,
     Rates,
+    RoutingReport,
     Volume,
     Window,
     WindowName,
@@ -325,3 +330,42 @@ def series(rows: Iterable[Any]) -> list[Point]:
         )
         for at, s in sorted(points.items())
     ]
+
+
+def _offers(n: Mapping[str, int]) -> dict[str, Any]:
+    accepted = n.get(OccurrenceKind.OFFER_ACCEPTED, 0)
+    declined = n.get(OccurrenceKind.OFFER_DECLINED, 0)
+    timed_out = n.get(OccurrenceKind.OFFER_TIMED_OUT, 0)
+    return {
+        "offered": n.get(OccurrenceKind.OFFERED, 0),
+        "accepted": accepted,
+        "declined": declined,
+        "timed_out": timed_out,
+        "acceptance_rate": ratio(accepted, accepted + declined + timed_out),
+    }
+
+
+def routing(rows: Iterable[Any]) -> RoutingReport:
+    """Offers by agent and in all, escalations and SLA breaches by queue and in all, from counts of routing
+    occurrences by (kind, agent, queue)."""
+    total: Counter[str] = Counter()
+    by_agent: defaultdict[uuid.UUID, Counter[str]] = defaultdict(Counter)
+    by_queue: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    for kind, agent_id, queue, n in rows:
+        total[kind] += n
+        if kind in OFFER_KINDS and agent_id is not None:
+            by_agent[agent_id][kind] += n
+        elif kind not in OFFER_KINDS and queue is not None:
+            by_queue[queue][kind] += n
+    return RoutingReport(
+        offers=OfferFigures(**_offers(total)),
+        offers_by_agent=[AgentOffers(agent_id=a, **_offers(n)) for a, n in sorted(by_agent.items())],
+        escalations=total[OccurrenceKind.ESCALATED],
+        sla_breaches=total[OccurrenceKind.SLA_BREACHED],
+        by_queue=[
+            QueueEscalations(
+                queue=q, escalations=n[OccurrenceKind.ESCALATED], sla_breaches=n[OccurrenceKind.SLA_BREACHED]
+            )
+            for q, n in sorted(by_queue.items())
+        ],
+    )

@@ -6,8 +6,9 @@ order, so they wait for each other instead of deadlocking)."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from switchboard_metrics.kpis.facts import (
     HandoffKind,
     Merge,
     MessageFacts,
+    Occurrence,
     Reopen,
     Retag,
 )
@@ -205,6 +207,12 @@ _INSERT_CHANGES = statement(
         SELECT * FROM unnest(:retag_ids, :retagged_ats)
         ON CONFLICT (conversation_id, changed_at) DO NOTHING
         RETURNING 1
+    ), occurrences AS (
+        INSERT INTO metrics.routing_occurrences (kind, conversation_id, at, agent_id, queue)
+        SELECT * FROM unnest(:occurrence_kinds, :occurrence_ids, :occurrence_ats, :occurrence_agents,
+            :occurrence_queues)
+        ON CONFLICT (kind, conversation_id, at) DO NOTHING
+        RETURNING kind
     ), handoffs AS (
         INSERT INTO metrics.conversation_handoffs (conversation_id, at, kind, agent_id)
         SELECT * FROM unnest(:handoff_ids, :handoff_ats, :handoff_kinds, :handoff_agents)
@@ -215,6 +223,7 @@ _INSERT_CHANGES = statement(
     FROM statuses JOIN told USING (agent_id, changed_at)
     UNION ALL SELECT 'reopen', NULL, NULL FROM reopens
     UNION ALL SELECT 'retag', NULL, NULL FROM retags
+    UNION ALL SELECT 'routing:' || kind, NULL, NULL FROM occurrences
     UNION ALL SELECT kind, agent_id, at FROM handoffs
     """,
     agent_ids=UUIDS,
@@ -226,6 +235,11 @@ _INSERT_CHANGES = statement(
     reopened_ats=TIMES,
     retag_ids=UUIDS,
     retagged_ats=TIMES,
+    occurrence_kinds=TEXTS,
+    occurrence_ids=UUIDS,
+    occurrence_ats=TIMES,
+    occurrence_agents=UUIDS,
+    occurrence_queues=TEXTS,
     handoff_ids=UUIDS,
     handoff_ats=TIMES,
     handoff_kinds=TEXTS,
@@ -434,6 +448,7 @@ class Changes:
     requeues: int = 0
     retags: int = 0
     resizes: int = 0
+    occurrences: Counter[str] = field(default_factory=Counter)  # new routing occurrences, by kind
 
 
 async def insert_changes(
@@ -442,12 +457,14 @@ async def insert_changes(
     reopens: Collection[Reopen],
     handoffs: Collection[Handoff],
     retags: Collection[Retag] = (),
+    occurrences: Collection[Occurrence] = (),
 ) -> Changes:
-    """Store the agent status changes, conversation reopens, handoffs and tag changes not stored yet;
-    returns what was new."""
-    if not (statuses or reopens or handoffs or retags):
+    """Store the agent status changes, conversation reopens, handoffs, tag changes and routing occurrences
+    not stored yet; returns what was new."""
+    if not (statuses or reopens or handoffs or retags or occurrences):
         return Changes(0, 0, [])
     retagged = sorted(retags)
+    occurred = sorted(occurrences)
     ordered = sorted(statuses.items())
     reopened = sorted((r.conversation_id, r.reopened_at) for r in reopens)
     handed = sorted(handoffs)
@@ -463,6 +480,11 @@ async def insert_changes(
             "reopened_ats": [t for _, t in reopened],
             "retag_ids": [r.conversation_id for r in retagged],
             "retagged_ats": [r.changed_at for r in retagged],
+            "occurrence_kinds": [o.kind.value for o in occurred],
+            "occurrence_ids": [o.conversation_id for o in occurred],
+            "occurrence_ats": [o.at for o in occurred],
+            "occurrence_agents": [o.agent_id for o in occurred],
+            "occurrence_queues": [o.queue for o in occurred],
             "handoff_ids": [h.conversation_id for h in handed],
             "handoff_ats": [h.at for h in handed],
             "handoff_kinds": [h.kind.value for h in handed],
@@ -482,6 +504,7 @@ async def insert_changes(
         kinds.count(HandoffKind.REQUEUED.value),
         kinds.count("retag"),
         kinds.count(AgentCapacityChanged.event_type),
+        Counter(k.removeprefix("routing:") for k in kinds if k.startswith("routing:")),
     )
 
 
@@ -710,6 +733,28 @@ async def open_now(session: AsyncSession, q: Query) -> list[Any]:
 
 async def customers(session: AsyncSession, q: Query) -> int:
     return int((await session.execute(_CUSTOMERS, q.params())).scalar_one())
+
+
+# --- routing occurrences ---------------------------------------------------------------------------------
+# Offers have an agent and no queue, escalations and breaches a queue and no agent: a filter on the
+# dimension a kind lacks does not exclude it. Channel and tag come from the conversation's facts.
+_OCCURRENCES = statement(
+    """
+    SELECT o.kind, o.agent_id, o.queue, count(*) AS n
+    FROM metrics.routing_occurrences o
+    LEFT JOIN metrics.conversation_facts f ON f.conversation_id = o.conversation_id
+    WHERE o.at >= :start AND o.at < :end
+      AND (CAST(:agent AS text) IS NULL OR o.agent_id::text = :agent OR o.agent_id IS NULL)
+      AND (CAST(:queue AS text) IS NULL OR o.queue = :queue OR o.queue IS NULL)
+      AND (CAST(:channel AS text) IS NULL OR f.channel = :channel)
+      AND (CAST(:tag AS text) = '' OR :tag = ANY(f.tags))
+    GROUP BY o.kind, o.agent_id, o.queue
+    """
+)
+
+
+async def occurrences(session: AsyncSession, q: Query) -> list[Any]:
+    return list(await session.execute(_OCCURRENCES, q.params()))
 
 
 # --- satisfaction ------------------------------------------------------------------------------------------

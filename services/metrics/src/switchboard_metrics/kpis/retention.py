@@ -94,6 +94,16 @@ _DELETES: list[tuple[str, sa.TextClause]] = [
         ),
     ),
     (
+        "routing_occurrences",
+        statement(
+            """
+            DELETE FROM metrics.routing_occurrences WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics.routing_occurrences WHERE at < :cutoff LIMIT :batch))
+            """,
+            **_CUTOFF,
+        ),
+    ),
+    (
         "conversation_reopens",
         statement(
             """

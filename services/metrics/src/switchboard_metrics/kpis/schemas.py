@@ -170,6 +170,39 @@ class DeliveryReport(DeliveryFigures):
     by_channel: list[ChannelDelivery]
 
 
+class OfferFigures(BaseModel):
+    """Offers made to agents in the window (queues with offers on), and how those that ended in it ended."""
+
+    offered: int
+    accepted: int
+    declined: int
+    timed_out: int = Field(description="Not answered in time, or the agent went offline first.")
+    acceptance_rate: float | None = Field(
+        description="Accepted / offers that ended (accepted, declined or timed out) in the window."
+    )
+
+
+class AgentOffers(OfferFigures):
+    agent_id: uuid.UUID
+
+
+class QueueEscalations(BaseModel):
+    queue: str
+    escalations: int = Field(description="Escalation steps taken by conversations waiting in the queue.")
+    sla_breaches: int = Field(description="Conversations that waited past their SLA target.")
+
+
+class RoutingReport(BaseModel):
+    """What the router did to waiting conversations in the window: offers (by agent) and escalations and
+    SLA breaches (by queue). A filter on the dimension a figure lacks does not narrow it."""
+
+    offers: OfferFigures
+    offers_by_agent: list[AgentOffers]
+    escalations: int
+    sla_breaches: int
+    by_queue: list[QueueEscalations]
+
+
 class KpiReport(BaseModel):
     window: Window
     filters: Filters
@@ -189,6 +222,7 @@ class KpiReport(BaseModel):
     delivery: DeliveryReport = Field(
         description="Delivery reports of outbound messages sent in the window (channel filter only)."
     )
+    routing: RoutingReport = Field(description="Offers, escalations and SLA breaches within the window.")
     events_by_type: dict[str, int] = Field(description="Distinct events counted since the start.")
 
 

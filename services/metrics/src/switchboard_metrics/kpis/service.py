@@ -46,11 +46,13 @@ from switchboard_common.events import (
 from switchboard_common.kafka.consumer import Delivery
 from switchboard_metrics.kpis import observe, report, repository, satisfaction
 from switchboard_metrics.kpis.facts import (
+    OCCURRENCE_EVENTS,
     ConversationFacts,
     DeliveryFacts,
     DeliveryKey,
     MessageFacts,
     News,
+    OccurrenceKind,
     merge,
     news_of,
 )
@@ -100,13 +102,16 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
     await repository.fill_deliveries(session, news.deliveries)
     counts = news.counts
     changes = await repository.insert_changes(
-        session, batch.statuses, batch.reopens, batch.handoffs, batch.retags
+        session, batch.statuses, batch.reopens, batch.handoffs, batch.retags, batch.occurrences
     )
     counts[AgentStatusChanged.event_type] += changes.statuses
     counts[ConversationReopened.event_type] += changes.reopens
     counts[ConversationRequeued.event_type] += changes.requeues
     counts[ConversationTagsChanged.event_type] += changes.retags
     counts[AgentCapacityChanged.event_type] += changes.resizes
+    for kind, n in changes.occurrences.items():
+        if (event_type := OCCURRENCE_EVENTS.get(OccurrenceKind(kind))) is not None:
+            counts[event_type] += n
     cells = rollup_delta(news, stored_messages, stored_conversations, threads, changes, stored_reports)
     await repository.add_cells(session, cells)
     await repository.add_counts(session, counts)
@@ -253,6 +258,7 @@ async def kpi_report(
         series=report.series(await repository.series(session, q, report.series_step(window))),
         satisfaction=await _satisfaction(session, q),
         delivery=report.delivery(main),
+        routing=report.routing(await repository.occurrences(session, q)),
         events_by_type=await repository.counts(session),
     )
 
