@@ -27,9 +27,12 @@ from switchboard_common.events import (
     Channel,
     ConversationAssigned,
     ConversationMessageAdded,
+    ConversationOfferDeclined,
+    ConversationOffered,
     ConversationOpened,
     ConversationQueued,
     ConversationResolved,
+    ConversationSlaBreached,
     CustomerIdentity,
     DeliveryState,
     DeliveryStatusChanged,
@@ -70,6 +73,8 @@ KPI_TILES = [
     "first_contact_resolution",
     "reopen_rate",
     "multichannel_share",
+    "sla_breaches",
+    "offer_acceptance",
     "csat",
     "nps",
     "ces",
@@ -467,6 +472,35 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
         answer("ces", 6, answered_at),
         answer("ces", 5, answered_at),
     ]
+    # A conversation breached its SLA; an agent was offered it twice and declined the first offer.
+    late = now - timedelta(minutes=1)
+    waited, offered_to = uuid.uuid4(), uuid.uuid4()
+    traffic += [
+        _keyed(str(waited), p)
+        for p in (
+            ConversationSlaBreached(
+                conversation_id=waited,
+                queue="billing",
+                sla_target_s=30,
+                queued_at=late,
+                breached_at=late,
+                priority=1,
+            ),
+            ConversationOffered(
+                conversation_id=waited, agent_id=offered_to, queued_at=late, offered_at=late, expires_at=late
+            ),
+            ConversationOfferDeclined(
+                conversation_id=waited, agent_id=offered_to, queued_at=late, offered_at=late, ended_at=late
+            ),
+            ConversationOffered(
+                conversation_id=waited,
+                agent_id=offered_to,
+                queued_at=late,
+                offered_at=late + timedelta(seconds=1),
+                expires_at=late,
+            ),
+        )
+    ]
     await publish(metrics.settings, traffic)
     await metrics.opened(3)
 
@@ -496,6 +530,13 @@ async def test_a_screenshot_of_the_page_with_data_is_not_blank(
     await expect(page.locator('[data-kpi="nps"]')).to_have_attribute("title", "3 answers in this window")
     await expect(page.locator("#low-ratings tbody tr")).to_have_count(2)
     await expect(page.locator("#low-ratings tbody td.empty")).to_have_count(0)
+    # One breach in billing; two offers to one agent, one declined, none accepted of the one that ended.
+    await expect(tile(page, "sla_breaches")).to_have_text("1")
+    await expect(tile(page, "offer_acceptance")).to_have_text("0%")
+    await expect(page.locator("#escalations tbody tr td")).to_have_text(["billing", "0", "1"])
+    await expect(page.locator("#offers tbody tr td")).to_have_text(
+        [str(offered_to)[:8], "2", "0 (0%)", "1", "0"], timeout=TIMEOUT_MS
+    )
     # Two WhatsApp replies sent, delivered after 3 s and read: one row, every share full.
     delivery = page.locator("#delivery tbody tr td")
     await expect(delivery).to_have_text(

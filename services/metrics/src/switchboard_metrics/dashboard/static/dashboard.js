@@ -337,6 +337,8 @@
     setTile("reopen_rate", fmtPct(get(report, "rates.reopen_rate")));
     setTile("multichannel_share", fmtPct(get(report, "volume.multichannel_share")));
     renderSatisfaction(report.satisfaction);
+    setTile("sla_breaches", fmtInt(get(report, "routing.sla_breaches")));
+    setTile("offer_acceptance", fmtPct(get(report, "routing.offers.acceptance_rate")));
 
     var updated = $("updated");
     updated.textContent = fmtClock(report.generated_at, true);
@@ -352,6 +354,7 @@
     renderDelivery(report.delivery);
     renderQueues(report.queues);
     renderAgents(report.agents);
+    renderRouting(report.routing);
     fillSuggestions(report);
   }
 
@@ -551,6 +554,20 @@
         cell(activeOfCapacity(r)), cell(fmtInt(r.assignments)), cell(fmtPct(r.assignment_share)),
         cell(fmtInt(r.handled)), cell(fmtDuration(get(r, "handle.p50"))), cell(fmtPct(r.occupancy))];
     }, "no agent activity in this window");
+  }
+
+  // Offers by agent, escalations and breaches by queue (docs/metrics.md, "routing").
+  function renderRouting(routing) {
+    var queues = routing && Array.isArray(routing.by_queue) ? routing.by_queue : [];
+    fillTable("escalations", queues, function (r) {
+      return [cell(r.queue), cell(fmtInt(r.escalations)), cell(fmtInt(r.sla_breaches))];
+    }, "no escalations or breaches in this window");
+    var agents = routing && Array.isArray(routing.offers_by_agent) ? routing.offers_by_agent : [];
+    fillTable("offers", agents, function (r) {
+      var id = String(r.agent_id || "");
+      return [cell(id.slice(0, 8), "mono", id), cell(fmtInt(r.offered)),
+        cell(countShare(r.accepted, r.acceptance_rate)), cell(fmtInt(r.declined)), cell(fmtInt(r.timed_out))];
+    }, "no offers in this window");
   }
 
   function setOptions(id, values) {
