@@ -521,7 +521,12 @@ async def requeue_abandoned(session: AsyncSession, outbox: Outbox, config: Routi
     go to someone else."""
     now = utcnow()
     gone = await repository.requeue_abandoned(session, now - config.offline_grace)
-    await _requeue(session, outbox, gone, RequeueReason.AGENT_OFFLINE, now)
+    # A deleted agent's task left behind by the deletion (another transaction held it) is taken here too,
+    # and says why it really left its agent.
+    await _requeue(
+        session, outbox, [g for g in gone if not g.agent_deleted], RequeueReason.AGENT_OFFLINE, now
+    )
+    await _requeue(session, outbox, [g for g in gone if g.agent_deleted], RequeueReason.AGENT_DELETED, now)
     return len(gone)
 
 
@@ -549,7 +554,7 @@ async def _requeue(
         ConversationRequeued(
             conversation_id=g.waiting.conversation_id,
             agent_id=g.agent_id,
-            reason=RequeueReason.AGENT_DELETED if g.agent_deleted else reason,
+            reason=reason,
             queued_at=g.waiting.enqueued_at,
             requeued_at=now,
         )
