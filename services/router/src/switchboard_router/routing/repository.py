@@ -853,9 +853,16 @@ async def queued_with_position(session: AsyncSession, conversation_id: uuid.UUID
 # conversations waiting in it (``estimate.Slots``). The distinct requirements waiting in those queues come
 # first (few, however long the queues), then each online agent is matched against them once per queue.
 _NEED_MET = _QUALIFIES.format(skills="n.required_skills", levels="n.min_levels", lang="n.language")
-QUEUE_NEEDS_SQL = """
-        SELECT DISTINCT t.queue, t.required_skills, t.min_levels, t.language FROM router.tasks t
+# ``queued`` (the tasks waiting in ``:queues``) is a CTE of its own so that a statement needing more of
+# those tasks (the announcement's positions, ``hours.repository``) scans them once.
+QUEUED_IN_SQL = """
+        SELECT t.conversation_id, t.queue, t.priority, t.enqueued_at, t.required_skills, t.min_levels,
+               t.language
+        FROM router.tasks t
         WHERE t.state = 'queued' AND t.queue = ANY(:queues)
+"""
+QUEUE_NEEDS_SQL = """
+        SELECT DISTINCT t.queue, t.required_skills, t.min_levels, t.language FROM queued t
 """
 QUEUE_SLOTS_SQL = f"""
         SELECT q.queue, sum(a.capacity) AS capacity, sum(greatest(a.capacity - a.active_count, 0)) AS free
@@ -867,7 +874,8 @@ QUEUE_SLOTS_SQL = f"""
         GROUP BY q.queue
 """  # noqa: S608 - our own fragment, no input
 _QUEUE_SLOTS = statement(
-    f"WITH needs AS ({QUEUE_NEEDS_SQL}), slots AS ({QUEUE_SLOTS_SQL}) SELECT * FROM slots",  # noqa: S608
+    f"WITH queued AS ({QUEUED_IN_SQL}), needs AS ({QUEUE_NEEDS_SQL}), slots AS ({QUEUE_SLOTS_SQL})"  # noqa: S608
+    " SELECT * FROM slots",
     queues=TEXTS,
 )
 
