@@ -4,9 +4,11 @@ Issue 9 sets the target: one decision (candidate fetch + policy) within 1 ms at 
 10,000 waiting conversations. This runs the router's own repository and policy code, in this process,
 against a real (embedded) PostgreSQL holding that many rows, and times each decision:
 
-* ``opened_1`` / ``opened_50``: conversations arrive (``insert_tasks`` + ``lock_best_candidates`` with
+* ``opened_1`` / ``opened_50``: conversations arrive (``insert_tasks`` + ``best_candidates`` with
   sticky customers + ``policy.match``), as ``service.on_opened`` does before it writes the outcome;
-* ``freed``: an agent frees up (``lock_agents_with_capacity([agent])`` + ``lock_queued`` +
+* ``placed_1``: ``opened_1`` and the outcome written: the chosen agent locked, its capacity taken and the
+  conversation assigned (``service._place``: ``reserve_and_place``), since candidates are read unlocked;
+* ``freed``: an agent frees up (``agents_with_capacity([agent])`` + ``lock_queued`` +
   ``policy.match``), as ``service.assign_queued`` does after a resolution;
 * ``sweep``: the sweeper's whole pass, ``service.assign_queued(session, outbox, None)``, which also
   reserves capacity, marks tasks and writes the outbox.
@@ -76,7 +78,7 @@ WORKLOAD_CAPACITIES = ((2, 3, 4), (3, 5, 8), (5, 8, 10), (0, 1, 1))
 TEAMS = 50
 OFFER_TEAMS = 5  # the first teams want offers (the others auto-accept)
 LEVEL_WEIGHTS = (0.40, 0.25, 0.20, 0.10, 0.05)  # a conversation's minimum proficiency, 1-5
-SCENARIOS = ("opened_1", "opened_50", "freed", "sweep")
+SCENARIOS = ("opened_1", "placed_1", "opened_50", "freed", "sweep")
 
 
 # --- the seed (pure) ---------------------------------------------------------------------------------
@@ -526,9 +528,10 @@ def _clip(line: str, width: int = 160) -> str:
 
 COLUMNS = ("p50", "p90", "p99", "max", "mean")
 DESCRIPTIONS = {
-    "opened_1": "1 conversation arrives: insert_tasks + lock_best_candidates + match",
-    "opened_50": "50 conversations arrive: insert_tasks + lock_best_candidates + match",
-    "freed": "an agent frees up: lock_agents_with_capacity([agent]) + lock_queued + match",
+    "opened_1": "1 conversation arrives: insert_tasks + best_candidates + match",
+    "placed_1": "1 conversation arrives and is placed: opened_1 + reserve_and_place",
+    "opened_50": "50 conversations arrive: insert_tasks + best_candidates + match",
+    "freed": "an agent frees up: agents_with_capacity([agent]) + lock_queued + match",
     "sweep": "the sweeper's pass: service.assign_queued(session, outbox, None), whole",
 }
 
@@ -607,7 +610,7 @@ class Bench:
     # One decision each: (tasks, candidates, matched), SQL and policy timed by the caller's wrappers.
 
     async def opened(
-        self, session: AsyncSession, new: list[Any], policy_time: list[float]
+        self, session: AsyncSession, new: list[Any], policy_time: list[float], *, place: bool = False
     ) -> tuple[int, int, int]:
         repository, policy = self.repository, self.policy
         now = datetime.now(UTC)
@@ -616,7 +619,7 @@ class Bench:
         tasks = [x.waiting for x in new if x.waiting.conversation_id in inserted]
         customers = {x.waiting.conversation_id: x.customer_id for x in new}
         # As service._route does with a sticky window.
-        locked = await repository.lock_best_candidates(
+        locked = await repository.best_candidates(
             session,
             tasks,
             sticky_customers=sorted(set(customers.values())),
@@ -631,10 +634,19 @@ class Bench:
                 )
                 for t in tasks
             ]
+        if place:
+            with timed_match(policy, policy_time):
+                placed, _, _ = await self.service._place(session, tasks, locked, {}, now)
+            return len(tasks), len(locked.candidates), len(placed)
         start = time.perf_counter()
         matches = policy.match(tasks, locked.candidates, now)
         policy_time.append(time.perf_counter() - start)
         return len(tasks), len(locked.candidates), len(matches)
+
+    async def placed(
+        self, session: AsyncSession, new: list[Any], policy_time: list[float]
+    ) -> tuple[int, int, int]:
+        return await self.opened(session, new, policy_time, place=True)
 
     def new_tasks(self, n: int) -> list[Any]:
         """Conversations arriving now (built before the clock starts: not part of the decision)."""
@@ -658,7 +670,7 @@ class Bench:
         self, session: AsyncSession, agent: uuid.UUID, policy_time: list[float]
     ) -> tuple[int, int, int]:
         repository, policy = self.repository, self.policy
-        locked = await repository.lock_agents_with_capacity(session, [agent])
+        locked = await repository.agents_with_capacity(session, [agent])
         tasks = await repository.lock_queued(session, locked.candidates)
         start = time.perf_counter()
         matches = policy.match(tasks, locked.candidates, datetime.now(UTC))
@@ -674,6 +686,8 @@ class Bench:
         """What a repetition needs, made before the clock starts, and the decision itself."""
         if name == "opened_1":
             return lambda: self.new_tasks(1), self.opened
+        if name == "placed_1":
+            return lambda: self.new_tasks(1), self.placed
         if name == "opened_50":
             return lambda: self.new_tasks(50), self.opened
         if name == "freed":
@@ -821,19 +835,6 @@ VARIANTS: dict[str, Variant] = {
             "CREATE INDEX tasks_queue_order ON router.tasks (priority DESC, enqueued_at, conversation_id) "
             "WHERE state = 'queued'",
             "DROP INDEX router.tasks_queue",
-        ),
-    ),
-    # lock_best_candidates' second branch (preferred and sticky agents) is an OR of ``= ANY(:preferred)``
-    # and ``IN (SELECT ... FROM sticky)``: no index answers the OR, so it reads all agents every time,
-    # even with no preferred agent and no returning customer.
-    "preferred-any": Variant(
-        "lock_best_candidates' preferred/sticky branch as one id = ANY(array): an index scan",
-        patches=(
-            (
-                "_LOCK_BEST_CANDIDATES",
-                "(a.id = ANY(:preferred) OR a.id IN (SELECT agent_id FROM sticky))",
-                "a.id = ANY(CAST(:preferred AS uuid[]) || ARRAY(SELECT agent_id FROM sticky))",
-            ),
         ),
     ),
 }

@@ -1,10 +1,13 @@
 """The router's SQL, set-based and of constant shape.
 
-Reservation is atomic in PostgreSQL: candidate agents and queued tasks are locked ``FOR UPDATE SKIP
-LOCKED`` and capacity is taken by a conditional UPDATE, so replicas never over-assign an agent and never
-assign one conversation twice. Routing skips locked rows, so it never waits on another transaction (a
-conversation that misses an agent another transaction holds at that instant is picked up by the sweeper);
-resolution and requeue wait for the rows they change.
+Reservation is atomic in PostgreSQL, so replicas never over-assign an agent and never assign one
+conversation twice: queued tasks are locked ``FOR UPDATE SKIP LOCKED`` (or are this transaction's own,
+inserted or updated by it); candidate agents are read without locks, and only the agents chosen are
+locked (``SKIP LOCKED``) by the statement that takes their capacity, a conditional UPDATE that checks the
+capacity on the row's latest version. Routing skips locked rows, so it never waits on another
+transaction; a choice whose agent is held elsewhere or has filled up meanwhile is made again among the
+others (``service._place``), and a conversation left without one is picked up by the sweeper. Resolution
+and requeue wait for the rows they change.
 
 Eligibility is written twice, here in SQL (so a fetch limited to the best candidates is exact) and in
 ``policy.qualifies`` / ``policy._Pool.has_room``; the unit and integration tests hold them to each other.
@@ -78,15 +81,16 @@ def _text(values: Iterable[object]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Locked:
-    """Candidates locked for this transaction, and how each takes work."""
+class Candidates:
+    """Candidate agents as read (unlocked: their capacity is checked again when it is taken), and how
+    each takes work."""
 
     candidates: list[Candidate]
     offer_timeout_s: dict[uuid.UUID, int]  # agents who are offered work (absent: auto-accept)
     sticky: dict[uuid.UUID, uuid.UUID]  # customer → their previous agent, among the candidates
 
     @staticmethod
-    def of(rows: Iterable[Any]) -> Locked:
+    def of(rows: Iterable[Any]) -> Candidates:
         candidates: dict[uuid.UUID, Candidate] = {}
         timeouts: dict[uuid.UUID, int] = {}
         sticky: dict[uuid.UUID, uuid.UUID] = {}
@@ -105,7 +109,7 @@ class Locked:
                 timeouts[r.id] = int(r.offer_timeout_s)
             for customer in getattr(r, "sticky_customers", None) or ():
                 sticky[customer] = r.id
-        return Locked(list(candidates.values()), timeouts, sticky)
+        return Candidates(list(candidates.values()), timeouts, sticky)
 
 
 _TASK_VALUES = (
@@ -242,7 +246,7 @@ async def requeue(session: AsyncSession, tasks: Sequence[NewTask]) -> list[Waiti
     return await _queue(session, _REQUEUE, tasks)
 
 
-_LOCK_BEST_CANDIDATES = statement(
+_BEST_CANDIDATES = statement(
     f"""
     WITH r AS (
         SELECT string_to_array(u.skills, ',') AS skills, string_to_array(u.levels, ',')::int[] AS levels,
@@ -259,14 +263,12 @@ _LOCK_BEST_CANDIDATES = statement(
         WHERE {_ELIGIBLE.format(w="r.w", skills="r.skills", levels="r.levels", lang="r.lang")}
         ORDER BY {_RANK.format(w="r.w", skills="r.skills", policy="r.policy")}
         LIMIT r.n
-        FOR UPDATE SKIP LOCKED
     ) AS c
     UNION ALL
     SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id) FROM (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
         WHERE a.id = ANY(CAST(:preferred AS uuid[]) || ARRAY(SELECT agent_id FROM sticky))
           AND a.status = 'online' AND a.deleted_at IS NULL AND a.active_count < a.capacity
-        FOR UPDATE SKIP LOCKED
     ) AS p
     """,  # noqa: S608 - our own fragments, no input
     skills=TEXTS,
@@ -281,16 +283,16 @@ _LOCK_BEST_CANDIDATES = statement(
 )
 
 
-async def lock_best_candidates(
+async def best_candidates(
     session: AsyncSession,
     tasks: Sequence[Waiting],
     *,
     sticky_customers: Sequence[uuid.UUID] = (),
     sticky_since: datetime | None = None,
-) -> Locked:
+) -> Candidates:
     """For each requirement, the best-ranked eligible agents, enough to serve its tasks; plus the tasks'
     preferred agents and the previous agents (assigned since ``sticky_since``) of ``sticky_customers``.
-    All locked for this transaction (agents another transaction holds are skipped).
+    Read without locks: ``reserve_and_place`` locks the agents chosen and checks their capacity again.
 
     As many per requirement as there are tasks (plus the agents the requirement's tasks exclude) is enough
     for an exact match: each assignment, of any requirement, raises the rank of one agent, so an agent
@@ -298,14 +300,14 @@ async def lock_best_candidates(
     the policy dedupes.
     """
     if not tasks:
-        return Locked([], {}, {})
+        return Candidates([], {}, {})
     need: dict[tuple[Requirement, Policy], int] = {}
     for t in tasks:
         key = (t.requirement, t.policy)
         need[key] = need.get(key, len(tasks)) + len(t.excluded)
     reqs = [r for r, _ in need]
     rows = await session.execute(
-        _LOCK_BEST_CANDIDATES,
+        _BEST_CANDIDATES,
         {
             "skills": [_text(s for s, _ in r.skills) for r in reqs],
             "levels": [_text(m for _, m in r.skills) for r in reqs],
@@ -318,28 +320,29 @@ async def lock_best_candidates(
             "preferred": sorted({t.preferred_agent for t in tasks if t.preferred_agent is not None}),
         },
     )
-    return Locked.of(rows)
+    return Candidates.of(rows)
 
 
-_LOCK_AGENTS = statement(
+_AGENTS_WITH_CAPACITY = statement(
     f"""
     SELECT {_AGENT_COLUMNS} FROM router.agents a
     WHERE status = 'online' AND deleted_at IS NULL AND active_count < capacity
       AND (CAST(:agents AS uuid[]) IS NULL OR a.id = ANY(:agents))
     ORDER BY id
-    FOR UPDATE SKIP LOCKED
     """,  # noqa: S608 - our own fragments, no input
     agents=UUIDS,
 )
 
 
-async def lock_agents_with_capacity(
+async def agents_with_capacity(
     session: AsyncSession, agent_ids: Sequence[uuid.UUID] | None = None
-) -> Locked:
-    """Online agents with capacity left (among ``agent_ids`` when given), locked for this transaction;
-    agents another transaction holds are skipped."""
-    rows = await session.execute(_LOCK_AGENTS, {"agents": None if agent_ids is None else list(agent_ids)})
-    return Locked.of(rows)
+) -> Candidates:
+    """Online agents with capacity left (among ``agent_ids`` when given), read without locks (as
+    ``best_candidates``)."""
+    rows = await session.execute(
+        _AGENTS_WITH_CAPACITY, {"agents": None if agent_ids is None else list(agent_ids)}
+    )
+    return Candidates.of(rows)
 
 
 # For each agent, the first of the queue it could take, as many as it has room for; the union is locked.
@@ -423,31 +426,8 @@ _TAKE = """
     WHERE a.id = u.id {check}
     RETURNING a.id
 """
-_RESERVE = statement(
-    _TAKE.format(
-        check="""
-        AND a.status = 'online' AND a.active_count + u.n1 + u.n2 + u.n3 + u.n4 <= a.capacity
-        AND a.loads[1] + u.n1 <= a.capacities[1] AND a.loads[2] + u.n2 <= a.capacities[2]
-        AND a.loads[3] + u.n3 <= a.capacities[3] AND a.loads[4] + u.n4 <= a.capacities[4]
-        """
-    ),
-    ats=TIMES,
-    **_UNIT_TYPES,
-)
 # A supervisor's assignment takes capacity whatever is left: their call, not the policy's.
 _FORCE_TAKE = statement(_TAKE.format(check=""), ats=TIMES, **_UNIT_TYPES)
-
-
-async def reserve(
-    session: AsyncSession, units: Mapping[uuid.UUID, Sequence[int]], last: Mapping[uuid.UUID, datetime]
-) -> set[uuid.UUID]:
-    """Take ``units`` (per workload) of each agent's capacity if they are online and have it, and set
-    their ``last_assigned_at`` to ``last``; returns the agents whose reservation held. The single source
-    of truth for capacity."""
-    if not units:
-        return set()
-    rows = await session.scalars(_RESERVE, {**_unit_params(units), "ats": [last[a] for a in units]})
-    return set(rows.all())
 
 
 _RELEASE = statement(
@@ -468,24 +448,6 @@ async def release(session: AsyncSession, units: Mapping[uuid.UUID, Sequence[int]
         await session.execute(_RELEASE, _unit_params(units))
 
 
-_MARK_PLACED = statement(
-    """
-    UPDATE router.tasks t
-    SET state = CASE WHEN u.expires IS NULL THEN 'assigned' ELSE 'offered' END, agent_id = u.agent_id,
-        assigned_at = CASE WHEN u.expires IS NULL THEN CAST(:at AS timestamptz) END,
-        offered_at = CASE WHEN u.expires IS NULL THEN NULL ELSE CAST(:at AS timestamptz) END,
-        offer_expires_at = u.expires
-    FROM unnest(:ids, :agents, :expires) AS u(id, agent_id, expires)
-    WHERE t.conversation_id = u.id AND t.state = 'queued'
-    RETURNING t.conversation_id, t.workload
-    """,
-    ids=UUIDS,
-    agents=UUIDS,
-    expires=TIMES,
-    at=sa.DateTime(timezone=True),
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Placement:
     conversation_id: uuid.UUID
@@ -493,22 +455,79 @@ class Placement:
     expires_at: datetime | None  # an offer's deadline; None for a direct assignment
 
 
-async def mark_placed(
-    session: AsyncSession, placements: Sequence[Placement], at: datetime
-) -> dict[uuid.UUID, int]:
-    """Assign or offer queued tasks; returns the placed ones with their (1-based) workloads."""
-    if not placements:
-        return {}
+# The agents chosen are locked here, in id order and skipping those another transaction holds (routing
+# never waits, so it cannot deadlock), then their capacity is taken only where it is still there: in READ
+# COMMITTED an UPDATE evaluates its condition on the row's latest committed version (a row changed since
+# the statement's snapshot is re-read and re-checked), and the lock keeps it so until commit. Only the
+# tasks of agents so reserved are assigned or offered; the others stay queued for the caller to choose
+# again. One statement, one round trip, however many placements.
+_RESERVE = _TAKE.format(
+    check="""
+    AND a.id IN (SELECT id FROM chosen)
+    AND a.status = 'online' AND a.active_count + u.n1 + u.n2 + u.n3 + u.n4 <= a.capacity
+    AND a.loads[1] + u.n1 <= a.capacities[1] AND a.loads[2] + u.n2 <= a.capacities[2]
+    AND a.loads[3] + u.n3 <= a.capacities[3] AND a.loads[4] + u.n4 <= a.capacities[4]
+    """
+)
+_RESERVE_AND_PLACE = statement(
+    f"""
+    WITH chosen AS (
+        SELECT a.id FROM router.agents a WHERE a.id = ANY(:ids) ORDER BY a.id FOR UPDATE SKIP LOCKED
+    ), reserved AS ({_RESERVE}), placed AS (
+        UPDATE router.tasks t
+        SET state = CASE WHEN p.expires IS NULL THEN 'assigned' ELSE 'offered' END, agent_id = p.agent_id,
+            assigned_at = CASE WHEN p.expires IS NULL THEN CAST(:at AS timestamptz) END,
+            offered_at = CASE WHEN p.expires IS NULL THEN NULL ELSE CAST(:at AS timestamptz) END,
+            offer_expires_at = p.expires
+        FROM unnest(:tasks, :agents, :expires) AS p(id, agent_id, expires)
+        WHERE t.conversation_id = p.id AND t.state = 'queued' AND p.agent_id IN (SELECT id FROM reserved)
+        RETURNING t.conversation_id
+    )
+    SELECT id AS agent_id, NULL::uuid AS conversation_id FROM reserved
+    UNION ALL
+    SELECT NULL::uuid, conversation_id FROM placed
+    """,  # noqa: S608 - our own fragments, no input
+    ats=TIMES,
+    tasks=UUIDS,
+    agents=UUIDS,
+    expires=TIMES,
+    at=sa.DateTime(timezone=True),
+    **_UNIT_TYPES,
+)
+
+
+async def reserve_and_place(
+    session: AsyncSession,
+    units: Mapping[uuid.UUID, Sequence[int]],
+    last: Mapping[uuid.UUID, datetime],
+    placements: Sequence[Placement],
+    at: datetime,
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Take ``units`` (per workload) of each agent's capacity if no other transaction holds the agent and
+    they are online and have it, setting their ``last_assigned_at`` to ``last``; and assign or offer (at
+    ``at``) the queued tasks of ``placements`` whose agent was so reserved. Returns the agents reserved
+    and the tasks placed. The single source of truth for capacity."""
+    if not units:
+        return set(), set()
     rows = await session.execute(
-        _MARK_PLACED,
+        _RESERVE_AND_PLACE,
         {
-            "ids": [p.conversation_id for p in placements],
+            **_unit_params(units),
+            "ats": [last[a] for a in units],
+            "tasks": [p.conversation_id for p in placements],
             "agents": [p.agent_id for p in placements],
             "expires": [p.expires_at for p in placements],
             "at": at,
         },
     )
-    return {r.conversation_id: r.workload for r in rows}
+    reserved: set[uuid.UUID] = set()
+    placed: set[uuid.UUID] = set()
+    for r in rows:
+        if r.conversation_id is None:
+            reserved.add(r.agent_id)
+        else:
+            placed.add(r.conversation_id)
+    return reserved, placed
 
 
 # A resolution closes a task queued before it: one replayed after the conversation reopened (the task

@@ -40,7 +40,7 @@ from switchboard_router.models import Agent, TaskState
 from switchboard_router.routing import escalation, policy, repository
 from switchboard_router.routing.escalation import Step
 from switchboard_router.routing.policy import Candidate, Match, Requirement, Waiting, workload_of
-from switchboard_router.routing.repository import EndedOffer, Locked, NewTask, Placement
+from switchboard_router.routing.repository import Candidates, EndedOffer, NewTask, Placement
 from switchboard_router.rules.book import RuleBook
 from switchboard_router.rules.evaluate import Decision
 
@@ -66,41 +66,60 @@ def _event(payload: Payload, key: uuid.UUID, cause: EventEnvelope | None = None)
     return (payload.topic, str(key), envelope)
 
 
+# Attempts at placing one decision's tasks: an agent chosen may have been taken meanwhile (held by another
+# transaction, or filled up), and its tasks are then matched again among the other candidates. Each
+# attempt is one statement, and only contention makes a second; what is still unplaced after these waits
+# for the sweeper's next tick.
+_ATTEMPTS = 3
+
+
 async def _place(
     session: AsyncSession,
     tasks: Sequence[Waiting],
-    locked: Locked,
+    found: Candidates,
     causes: dict[uuid.UUID, EventEnvelope],
     now: datetime,
-) -> tuple[list[Match], list[OutboxEvent]]:
-    """Match locked tasks to locked candidates, hold the capacity, and assign (or offer, to agents whose
-    team wants offers) each; returns the matches and the events that say so."""
-    matches = policy.match(tasks, locked.candidates, now)
-    if not matches:
-        return [], []
-    placements = [
-        Placement(
-            m.conversation_id,
-            m.agent_id,
-            None if (t := locked.offer_timeout_s.get(m.agent_id)) is None else now + timedelta(seconds=t),
-        )
-        for m in matches
-    ]
+) -> tuple[list[Match], list[OutboxEvent], set[uuid.UUID]]:
+    """Match tasks this transaction holds to the candidates, take the chosen agents' capacity, and assign
+    (or offer, to agents whose team wants offers) each. Returns the matches placed, the events that say
+    so, and the agents found taken by others."""
     by_id = {t.conversation_id: t for t in tasks}
-    units = repository.per_workload(
-        (m.agent_id, policy.workload_index(by_id[m.conversation_id].requirement.workload)) for m in matches
-    )
-    # Each agent's last assignment of this decision, at the time the policy counted it made.
-    last = {m.agent_id: policy.assignment_time(now, k) for k, m in enumerate(matches)}
-    held = await repository.reserve(session, units, last)
-    if held != set(units):
-        # The candidates are locked by this transaction, so their capacity cannot have changed.
-        raise RuntimeError(f"capacity reservation failed for locked agents {set(units) - held}")
-    placed = await repository.mark_placed(session, placements, now)
-    if len(placed) != len(placements):
-        raise RuntimeError("a locked task was no longer queued")
+    candidates = found.candidates
+    waiting = list(tasks)
+    placed: list[Placement] = []
+    taken: set[uuid.UUID] = set()
+    for _ in range(_ATTEMPTS):
+        # Every assignment of the decision at its own instant, across attempts too (assignment_time).
+        at = policy.assignment_time(now, len(placed))
+        matches = policy.match(waiting, candidates, at)
+        if not matches:
+            break
+        placements = [
+            Placement(
+                m.conversation_id,
+                m.agent_id,
+                None if (t := found.offer_timeout_s.get(m.agent_id)) is None else now + timedelta(seconds=t),
+            )
+            for m in matches
+        ]
+        units = repository.per_workload(
+            (m.agent_id, policy.workload_index(by_id[m.conversation_id].requirement.workload))
+            for m in matches
+        )
+        # Each agent's last assignment of this decision, at the time the policy counted it made.
+        last = {m.agent_id: policy.assignment_time(at, k) for k, m in enumerate(matches)}
+        reserved, done = await repository.reserve_and_place(session, units, last, placements, now)
+        kept = [m for m in matches if m.agent_id in reserved]
+        if done != {m.conversation_id for m in kept}:
+            raise RuntimeError("a task this transaction holds was no longer queued")
+        placed += [p for p in placements if p.agent_id in reserved]
+        if len(kept) == len(matches):
+            break
+        taken |= {m.agent_id for m in matches} - reserved
+        candidates = [c for c in _with_room(candidates, kept, waiting, at) if c.agent_id not in taken]
+        waiting = [t for t in waiting if t.conversation_id not in done]
     events: list[OutboxEvent] = []
-    for p in placements:
+    for p in placed:
         queued_at = by_id[p.conversation_id].enqueued_at
         payload: Payload
         if p.expires_at is None:
@@ -120,7 +139,7 @@ async def _place(
                 expires_at=p.expires_at,
             )
         events.append(_event(payload, p.conversation_id, causes.get(p.conversation_id)))
-    return matches, events
+    return [Match(p.conversation_id, p.agent_id) for p in placed], events, taken
 
 
 async def _route(
@@ -140,21 +159,31 @@ async def _route(
         return
     causes = causes or {}
     sticky = customers if customers and config is not None and config.sticky_window else {}
-    locked = await repository.lock_best_candidates(
+    found = await repository.best_candidates(
         session,
         tasks,
         sticky_customers=sorted(set(sticky.values())),
         sticky_since=now - config.sticky_window if sticky and config is not None else None,
     )
-    if locked.sticky:
+    if found.sticky:
         tasks = [
             t
-            if t.preferred_agent is not None or (c := sticky.get(t.conversation_id)) not in locked.sticky
-            else _prefer(t, locked.sticky[c])
+            if t.preferred_agent is not None or (c := sticky.get(t.conversation_id)) not in found.sticky
+            else _prefer(t, found.sticky[c])
             for t in tasks
         ]
-    matches, events = await _place(session, tasks, locked, causes, now)
+    matches, events, taken = await _place(session, tasks, found, causes, now)
     placed = {m.conversation_id for m in matches}
+    left = [t for t in tasks if t.conversation_id not in placed]
+    if taken and left:
+        # Agents chosen were taken by another transaction meanwhile, and the candidates read ran out:
+        # read the next best once more (counting the taken agents as excluded makes each requirement's
+        # fetch that many longer, and keeps them out of the match).
+        left = [replace(t, excluded=t.excluded | taken) for t in left]
+        again = await repository.best_candidates(session, left)
+        more, more_events, _ = await _place(session, left, again, causes, now)
+        matches, events = matches + more, events + more_events
+        placed |= {m.conversation_id for m in more}
     if announce:
         # conversation.queued announces a conversation left waiting; one placed at once needs no such
         # event (conversation.assigned carries its queued_at), which saves a record per message on the hot
@@ -349,18 +378,18 @@ async def assign_queued(
 ) -> int:
     """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None);
     returns how many conversations were placed."""
-    locked = await repository.lock_agents_with_capacity(session, agent_ids)
-    candidates = locked.candidates
+    found = await repository.agents_with_capacity(session, agent_ids)
+    candidates = found.candidates
     considered: set[uuid.UUID] = set()
     placed = 0
     now = utcnow()
     for _ in range(_MAX_ROUNDS):
         tasks = await repository.lock_queued(session, candidates, considered)
-        matches, events = await _place(session, tasks, replace(locked, candidates=candidates), {}, now)
+        matches, events, taken = await _place(session, tasks, replace(found, candidates=candidates), {}, now)
         await outbox.add_many(session, events)
         placed += len(matches)
         considered.update(t.conversation_id for t in tasks)
-        candidates = _with_room(candidates, matches, tasks, now)
+        candidates = [c for c in _with_room(candidates, matches, tasks, now) if c.agent_id not in taken]
         if not matches or not candidates:
             break
     return placed
