@@ -425,10 +425,11 @@ async def test_an_unanswered_offer_lapses_at_its_deadline_and_moves_on(sim: Sim)
 async def test_a_silent_agents_offers_return_at_once_and_conversations_after_the_grace(
     sim: Sim,
 ) -> None:
-    """An agent stops heartbeating. Silent for more than the presence timeout (60 s) they go offline (not
-    at 60 s exactly); the offer they held goes to someone else in that tick; their assigned conversations
-    stay theirs for the grace period (120 s) and then, in the tick that reaches it, go to someone else with
-    their original queue time; capacity is released once and counters always equal the work held."""
+    """An agent stops heartbeating. Silent for the presence timeout (60 s) they go offline, at 60 s exactly
+    (a deadline is reached at its instant); the offer they held goes to someone else in that tick; their
+    assigned conversations stay theirs for the grace period (120 s) and then, in the tick that reaches it,
+    go to someone else with their original queue time; capacity is released once and counters always
+    equal the work held."""
     sim.config = RoutingConfig(
         sticky_window=timedelta(0),
         presence_timeout=timedelta(seconds=60),
@@ -450,15 +451,15 @@ async def test_a_silent_agents_offers_return_at_once_and_conversations_after_the
     assert (await sim.agents())[leaver].active_count == 3
 
     last_seen = T0 + timedelta(seconds=30)
-    for seconds in range(10, 100, 10):  # ticks every 10 s; the leaver's last heartbeat is at 30 s
+    for seconds in [*range(10, 90, 10), 89.999999]:  # ticks every 10 s; the last heartbeat is at 30 s
         if sim.clock.at(T0 + timedelta(seconds=seconds)) > last_seen:
             sim.present.discard(leaver)  # the desktop is gone
-        assert (await sim.tick())["silenced"] == 0, seconds  # up to last_seen + 60 s included
+        assert (await sim.tick())["silenced"] == 0, seconds  # up to last_seen + 60 s excluded
         assert (await sim.agents())[leaver].status == "online"
         assert (await sim.task(offer)).agent_id == leaver
         await sim.check_capacity()
 
-    went_offline = sim.clock.at(last_seen + timedelta(seconds=60, microseconds=1))
+    went_offline = sim.clock.at(last_seen + timedelta(seconds=60))
     steps = await sim.tick()
     assert (steps["silenced"], steps["requeued"]) == (1, 0)
     rows = await sim.check_capacity()
@@ -495,6 +496,58 @@ async def test_a_silent_agents_offers_return_at_once_and_conversations_after_the
         if e["agent_id"] == str(helper)
     }
     assert {c: reassigned[str(c)] for c in kept} == opened_at  # announced with the original queue time
+
+
+async def test_the_grace_counts_from_the_silence_deadline_however_late_the_sweeper_ticks(sim: Sim) -> None:
+    """Presence timeout 60 s, grace 120 s: an agent last heard from at t is offline as of t + 60 s and
+    their conversations are requeued at t + 180 s exactly, whenever the sweeper notices the silence. One
+    agent, last heard from at T0 (coming online), is first looked at by a tick at T0 + 180 s: they go
+    offline as of T0 + 60 s and lose their conversation in that same tick. The other, last heard from at
+    T0 + 10 s, goes offline in that tick too (as of T0 + 70 s) but keeps theirs until T0 + 190 s."""
+    sim.config = RoutingConfig(
+        sticky_window=timedelta(0),
+        presence_timeout=timedelta(seconds=60),
+        offline_grace=timedelta(seconds=120),
+    )
+    early = await sim.agent("early", capacity=1)
+    [first] = await sim.open()
+    sim.clock.at(T0 + timedelta(seconds=10))
+    late = await sim.agent("late", capacity=1)
+    [second] = await sim.open()
+    assert [(await sim.task(c)).agent_id for c in (first, second)] == [early, late]
+    sim.present.clear()  # neither heartbeats again
+
+    sim.clock.at(T0 + timedelta(seconds=180))
+    steps = await sim.tick()
+    assert (steps["silenced"], steps["requeued"]) == (2, 1)
+    rows = await sim.agents()
+    assert (rows[early].status, rows[late].status) == ("offline", "offline")
+    async with sim.db.unit_of_work() as session:
+        since: dict[uuid.UUID, datetime] = dict(
+            (await session.execute(sa.text("SELECT id, status_changed_at FROM router.agents"))).all()
+        )
+    assert since == {early: T0 + timedelta(seconds=60), late: T0 + timedelta(seconds=70)}
+    offline = [e for e in await sim.events("agent.status_changed") if e["status"] == "offline"]
+    assert {(e["agent_id"], datetime.fromisoformat(e["changed_at"])) for e in offline} == {
+        (str(early), T0 + timedelta(seconds=60)),
+        (str(late), T0 + timedelta(seconds=70)),
+    }
+    assert [((await sim.task(c)).state, (await sim.task(c)).agent_id) for c in (first, second)] == [
+        ("queued", None),
+        ("assigned", late),
+    ]
+
+    sim.clock.at(T0 + timedelta(seconds=190) - timedelta(microseconds=1))
+    assert (await sim.tick())["requeued"] == 0
+    sim.clock.at(T0 + timedelta(seconds=190))
+    assert (await sim.tick())["requeued"] == 1
+    assert (await sim.task(second)).state == "queued"
+    requeued = await sim.events("conversation.requeued")
+    assert [(e["conversation_id"], e["agent_id"]) for e in requeued] == [
+        (str(first), str(early)),
+        (str(second), str(late)),
+    ]
+    await sim.check_capacity()
 
 
 # --- stickiness ------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -677,35 +677,45 @@ async def touch_presence(session: AsyncSession, agent_id: uuid.UUID, at: datetim
     await session.execute(_TOUCH, {"agent": agent_id, "at": at})
 
 
-# Agents present (not offline) whose last heartbeat, or their coming online if they never sent one, is
-# older than the cutoff: they go offline.
+# Agents present (not offline) not heard from (a heartbeat, or their last status change if later) for the
+# timeout or longer: they go offline as of the instant the silence reached the timeout, whenever the
+# sweeper notices, so the offline grace counts from that instant too (``_REQUEUE_ABANDONED``) and a
+# silent agent's conversations are requeued exactly ``timeout + grace`` after they were last heard from.
+# Both deadlines are reached at their instant (``<=``), as offers' and SLAs' are.
 _SILENCE = statement(
     """
     WITH silent AS (
-        SELECT a.id, a.status FROM router.agents a
+        SELECT a.id, a.status, greatest(p.last_seen_at, a.status_changed_at) + :timeout AS since
+        FROM router.agents a
         LEFT JOIN router.agent_presence p ON p.agent_id = a.id
-        WHERE a.status <> 'offline' AND greatest(p.last_seen_at, a.status_changed_at) < :cutoff
+        WHERE a.status <> 'offline' AND greatest(p.last_seen_at, a.status_changed_at) + :timeout <= :now
         ORDER BY a.id
         FOR UPDATE OF a SKIP LOCKED
     )
-    UPDATE router.agents a SET status = 'offline', status_changed_at = :now
+    UPDATE router.agents a SET status = 'offline', status_changed_at = silent.since
     FROM silent WHERE a.id = silent.id
-    RETURNING a.id, silent.status AS previous
+    RETURNING a.id, silent.status AS previous, silent.since
     """,
-    cutoff=sa.DateTime(timezone=True),
+    timeout=sa.Interval(),
     now=sa.DateTime(timezone=True),
 )
 
 
-async def silence_stale_agents(
-    session: AsyncSession, cutoff: datetime, now: datetime
-) -> list[tuple[uuid.UUID, str]]:
-    """Set offline the agents not heard from since ``cutoff``; returns them with their previous status."""
-    rows = await session.execute(_SILENCE, {"cutoff": cutoff, "now": now})
-    return [(r.id, r.previous) for r in rows]
+@dataclass(frozen=True, slots=True)
+class Silenced:
+    agent_id: uuid.UUID
+    previous: str  # their status before
+    since: datetime  # offline as of: last heard from + the timeout
 
 
-# Assigned tasks of agents offline since before the cutoff (the grace period over), or deleted (no grace),
+async def silence_stale_agents(session: AsyncSession, silence: timedelta, now: datetime) -> list[Silenced]:
+    """Set offline the agents not heard from for ``silence`` (the presence timeout) or longer at ``now``."""
+    rows = await session.execute(_SILENCE, {"timeout": silence, "now": now})
+    return [Silenced(r.id, r.previous, r.since) for r in rows]
+
+
+# Assigned tasks of agents offline since the cutoff or before (the grace period over: reached at its
+# instant, counted from when the agent went offline, ``_SILENCE``), or deleted (no grace),
 # wait again with their original age; among ``:agents`` only, when given (a deletion). A task another
 # transaction holds is skipped, and taken by the sweeper's next pass: a deleted agent counts as past the
 # grace at once.

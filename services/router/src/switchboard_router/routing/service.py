@@ -519,11 +519,11 @@ async def expire_offers(session: AsyncSession, outbox: Outbox) -> int:
 
 
 async def silence_stale_agents(session: AsyncSession, outbox: Outbox, config: RoutingConfig) -> int:
-    """Agents who stopped heartbeating go offline, as if they had said so."""
+    """Agents not heard from for the presence timeout go offline, as if they had said so when the
+    timeout was reached (not when this tick noticed: the offline grace counts from then)."""
     if not config.presence_timeout:
         return 0
-    now = utcnow()
-    silent = await repository.silence_stale_agents(session, now - config.presence_timeout, now)
+    silent = await repository.silence_stale_agents(session, config.presence_timeout, utcnow())
     if not silent:
         return 0
     await outbox.add_many(
@@ -531,23 +531,23 @@ async def silence_stale_agents(session: AsyncSession, outbox: Outbox, config: Ro
         [
             _event(
                 AgentStatusChanged(
-                    agent_id=agent_id,
+                    agent_id=s.agent_id,
                     status=AgentStatus.OFFLINE,
-                    previous_status=AgentStatus(previous),
-                    changed_at=now,
+                    previous_status=AgentStatus(s.previous),
+                    changed_at=s.since,
                 ),
-                agent_id,
+                s.agent_id,
             )
-            for agent_id, previous in silent
+            for s in silent
         ],
     )
-    await agents_went_offline(session, outbox, [a for a, _ in silent])
+    await agents_went_offline(session, outbox, [s.agent_id for s in silent])
     return len(silent)
 
 
 async def requeue_abandoned(session: AsyncSession, outbox: Outbox, config: RoutingConfig) -> int:
-    """Conversations of agents offline for longer than the grace period wait again (with their age) and
-    go to someone else."""
+    """Conversations of agents offline for the grace period or longer wait again (with their age) and go
+    to someone else."""
     now = utcnow()
     gone = await repository.requeue_abandoned(session, now - config.offline_grace)
     # A deleted agent's task left behind by the deletion (another transaction held it) is taken here too,
