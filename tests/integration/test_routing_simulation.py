@@ -4,11 +4,12 @@ Every module of the router that reads ``utcnow`` reads a fake clock instead, adv
 scenario is a script of ticks: open and resolve conversations, heartbeat, answer offers, then run the
 sweeper's steps in its order (each its own transaction, as ``sweeper.sweep_once`` does) and check
 what the tables and the router's outbox say. Nothing here sleeps, and no assertion reads the wall clock.
-Escalation timing (issue 9) is not simulated: escalation is not built yet.
+Escalation and SLA timing run through the sweeper's own steps (``sweeper.steps``), to the microsecond.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 import uuid
@@ -27,12 +28,23 @@ from switchboard_common.auth import Principal, Role
 from switchboard_common.db.database import Database
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import Channel, ConversationOpened, ConversationResolved, EventEnvelope
+from switchboard_router import sweeper
 from switchboard_router.agents import service as agents
-from switchboard_router.agents.schemas import AgentCreate, AgentUpdate, ChannelCapacity, TeamUpsert
+from switchboard_router.agents.schemas import (
+    AgentCreate,
+    AgentUpdate,
+    ChannelCapacity,
+    EscalationStep,
+    QueueUpsert,
+    TeamUpsert,
+)
 from switchboard_router.models import AgentStatus, Task, outbox_table
 from switchboard_router.routing import service
 from switchboard_router.routing.policy import WORKLOADS, Workload, workload_index
 from switchboard_router.routing.service import RoutingConfig
+from switchboard_router.rules import service as rules_service
+from switchboard_router.rules.book import RuleBook
+from switchboard_router.rules.schemas import RuleCreate
 from tests.conftest import Settings
 
 ADMIN = Principal(Role.ADMIN)
@@ -86,6 +98,18 @@ class AgentRow:
     loads: list[int]
 
 
+# The sweeper's steps (``sweeper.steps``) by the names the scenarios use.
+_STEP_NAMES = {
+    "offers timed out": "expired",
+    "agents silent, set offline": "silenced",
+    "conversations requeued from offline agents": "requeued",
+    "unanswered conversations requeued": "unanswered",
+    "SLA breaches raised": "breached",
+    "escalation steps taken": "escalated",
+    "waiting conversations placed": "swept",
+}
+
+
 class Sim:
     """The router driven by hand: service functions in their own transactions, on the fake clock."""
 
@@ -124,9 +148,25 @@ class Sim:
             await agents.upsert_team(session, name, body)
 
     async def open(
-        self, *channels: Channel, customer: uuid.UUID | None = None, priority: int = 0
+        self,
+        *channels: Channel,
+        customer: uuid.UUID | None = None,
+        priority: int = 0,
+        attributes: dict[str, str] | None = None,
     ) -> list[uuid.UUID]:
         """Open one conversation per channel, in one batch (as one poll of the consumer delivers them)."""
+        batch = self.opened(*channels, customer=customer, priority=priority, attributes=attributes)
+        await self.run(lambda s, o: service.on_opened(s, o, batch, self.config))
+        return [e.conversation_id for _, e in batch]
+
+    def opened(
+        self,
+        *channels: Channel,
+        customer: uuid.UUID | None = None,
+        priority: int = 0,
+        attributes: dict[str, str] | None = None,
+    ) -> list[tuple[EventEnvelope, ConversationOpened]]:
+        """The events of ``open``'s batch, opened now."""
         opened = [
             ConversationOpened(
                 conversation_id=uuid.uuid4(),
@@ -135,12 +175,11 @@ class Sim:
                 required_skills=[],
                 priority=priority,
                 opened_at=self.clock.now,
+                customer_attributes=attributes or {},
             )
             for channel in channels or (Channel.API,)
         ]
-        batch = [(EventEnvelope.wrap(e, producer="sim"), e) for e in opened]
-        await self.run(lambda s, o: service.on_opened(s, o, batch, self.config))
-        return [e.conversation_id for e in opened]
+        return [(EventEnvelope.wrap(e, producer="sim"), e) for e in opened]
 
     async def resolve(self, *cids: uuid.UUID) -> None:
         if not cids:
@@ -151,15 +190,10 @@ class Sim:
         await self.run(lambda s, o: service.on_resolved(s, o, resolved))
 
     async def tick(self) -> dict[str, int]:
-        """The present agents' heartbeats, then the sweeper's steps in its order, each its own
-        transaction."""
+        """The present agents' heartbeats, then the sweeper's own steps in its order, each its own
+        transaction (as ``sweeper.sweep_once``); returns what each step did, by a short name."""
         await self.heartbeat(*sorted(self.present))
-        return {
-            "expired": await self.run(service.expire_offers),
-            "silenced": await self.run(lambda s, o: service.silence_stale_agents(s, o, self.config)),
-            "requeued": await self.run(lambda s, o: service.requeue_abandoned(s, o, self.config)),
-            "swept": await self.run(service.sweep),
-        }
+        return {_STEP_NAMES[what]: await self.run(step) for what, step in sweeper.steps(self.config)}
 
     async def task(self, cid: uuid.UUID) -> Task:
         async with self.db.unit_of_work() as session:
@@ -548,6 +582,112 @@ async def test_the_grace_counts_from_the_silence_deadline_however_late_the_sweep
         (str(second), str(late)),
     ]
     await sim.check_capacity()
+
+
+# --- escalation and SLA ------------------------------------------------------------------------------
+
+
+async def test_escalation_steps_and_the_sla_breach_happen_at_their_exact_instants(sim: Sim) -> None:
+    """A VIP conversation (queue "vip": optional skills dropped at 60 s, levels relaxed by 2 at 120 s; SLA
+    90 s) waits from T0 for billing at level 4 and Spanish, which the only agent (billing 2) lacks. Each
+    change happens in the tick that reaches its instant, not a microsecond before, and once: ring 1 at
+    T0 + 60 s (Spanish no longer asked), the breach at T0 + 90 s (priority up one, announced), ring 2 at
+    T0 + 120 s (billing 2 suffices), when the escalation routes it to the agent in the same tick."""
+    sim.config = RoutingConfig(sticky_window=timedelta(0), rules=RuleBook(0, "en"))
+    steps = [EscalationStep(after_s=60, drop_optional=True), EscalationStep(after_s=120, relax_levels_by=2)]
+    async with sim.db.unit_of_work() as session:
+        await agents.upsert_queue(session, "vip", QueueUpsert(escalation=steps))
+        await rules_service.create(
+            session,
+            RuleCreate.model_validate(
+                {
+                    "name": "vip",
+                    "position": 1,
+                    "conditions": {"customer": {"tier": "vip"}},
+                    "outcome": {
+                        "queue": "vip",
+                        "required_skills": {"billing": 4},
+                        "optional_skills": ["spanish"],
+                        "sla_target_seconds": 90,
+                    },
+                }
+            ),
+        )
+    agent = await sim.agent("plain", skills=[{"skill": "billing", "level": 2}], capacity=3)
+    [cid] = await sim.open(attributes={"tier": "vip"})
+
+    async def requirement() -> tuple[str, dict[str, int], int, int, uuid.UUID | None]:
+        task = await sim.task(cid)
+        levels = dict(zip(task.required_skills, task.min_levels, strict=True))
+        return task.state, levels, task.escalation_step, task.priority, task.agent_id
+
+    assert await requirement() == ("queued", {"billing": 4, "spanish": 1}, 0, 0, None)
+    just_before = timedelta(microseconds=1)
+    expected = [
+        (60, "escalated", ("queued", {"billing": 4}, 1, 0, None)),
+        (90, "breached", ("queued", {"billing": 4}, 1, 1, None)),
+        (120, "escalated", ("assigned", {"billing": 2}, 2, 1, agent)),
+    ]
+    before = await requirement()
+    for seconds, step, after in expected:
+        sim.clock.at(T0 + timedelta(seconds=seconds) - just_before)
+        ticked = await sim.tick()
+        assert (ticked["escalated"], ticked["breached"], await requirement()) == (0, 0, before), seconds
+        sim.clock.at(T0 + timedelta(seconds=seconds))
+        ticked = await sim.tick()
+        assert ticked[step] == 1 and ticked["escalated"] + ticked["breached"] == 1, (seconds, ticked)
+        assert await requirement() == after, seconds
+        before = after
+    sim.clock.advance(seconds=600)
+    ticked = await sim.tick()
+    assert (ticked["escalated"], ticked["breached"]) == (0, 0)  # each change once
+
+    escalated = await sim.events("conversation.escalated")
+    assert [
+        (e["step"], e["required_skills"], datetime.fromisoformat(e["escalated_at"])) for e in escalated
+    ] == [
+        (1, {"billing": 4}, T0 + timedelta(seconds=60)),
+        (2, {"billing": 2}, T0 + timedelta(seconds=120)),
+    ]
+    [breach] = await sim.events("conversation.sla_breached")
+    assert (breach["priority"], breach["sla_target_s"], datetime.fromisoformat(breach["breached_at"])) == (
+        1,
+        90,
+        T0 + timedelta(seconds=90),
+    )
+    [assigned] = await sim.events("conversation.assigned")
+    assert (assigned["agent_id"], datetime.fromisoformat(assigned["assigned_at"])) == (
+        str(agent),
+        T0 + timedelta(seconds=120),
+    )
+    await sim.check_capacity()
+
+
+# --- competing transactions ------------------------------------------------------------------------------
+
+
+async def test_replicas_routing_and_sweeping_at_once_fill_capacity_exactly_once(sim: Sim) -> None:
+    """Four batches of conversations routed in concurrent transactions (as replicas would) while two
+    sweeps run, all at one instant of the clock: every agent is filled to capacity and no further, each
+    conversation is assigned at most once, and the rest wait; the next tick changes nothing."""
+    agents_ = [await sim.agent(f"a{i}", capacity=2) for i in range(3)]
+    batches = [sim.opened(*[Channel.API] * 4) for _ in range(4)]
+
+    async def route(batch: list[tuple[EventEnvelope, ConversationOpened]]) -> None:
+        await sim.run(lambda s, o: service.on_opened(s, o, batch, sim.config))
+
+    await asyncio.gather(
+        *(route(b) for b in batches),
+        sim.run(service.sweep),
+        sim.run(service.sweep),
+    )
+    rows = await sim.check_capacity()
+    assert [rows[a].active_count for a in agents_] == [2, 2, 2]
+    assigned = Counter(e["conversation_id"] for e in await sim.events("conversation.assigned"))
+    assert len(assigned) == 6 and set(assigned.values()) == {1}
+    assert len(await sim.queued()) == 10
+    assert (await sim.tick())["swept"] == 0
+    assert len(await sim.events("conversation.assigned")) == 6
 
 
 # --- stickiness ------------------------------------------------------------------------------------------

@@ -21,12 +21,16 @@ log = logging.getLogger(__name__)
 Step = Callable[[AsyncSession, Outbox], Awaitable[int]]
 
 
-def _steps(config: service.RoutingConfig) -> list[tuple[str, Step]]:
-    # The order puts capacity back before the queue is served.
+def steps(config: service.RoutingConfig) -> list[tuple[str, Step]]:
+    """A tick's steps, in order: capacity is put back and waiting conversations' priority and requirement
+    brought up to date before the queue is served."""
     return [
         ("offers timed out", service.expire_offers),
         ("agents silent, set offline", lambda s, o: service.silence_stale_agents(s, o, config)),
         ("conversations requeued from offline agents", lambda s, o: service.requeue_abandoned(s, o, config)),
+        ("unanswered conversations requeued", lambda s, o: service.requeue_unanswered(s, o, config)),
+        ("SLA breaches raised", service.mark_sla_breaches),
+        ("escalation steps taken", service.escalate),
         ("waiting conversations placed", service.sweep),
     ]
 
@@ -34,7 +38,7 @@ def _steps(config: service.RoutingConfig) -> list[tuple[str, Step]]:
 async def sweep_once(db: Database, outbox: Outbox, config: service.RoutingConfig) -> None:
     """One tick. Each step is its own transaction, so one failing (a lock timeout, a bad row) does not
     hold back the steps before it, and the next tick runs them all again."""
-    for what, step in _steps(config):
+    for what, step in steps(config):
         async with db.unit_of_work() as session:
             n = await step(session, outbox)
         if n:
