@@ -8,8 +8,8 @@ against a real (embedded) PostgreSQL holding that many rows, and times each deci
   sticky customers + ``policy.match``), as ``service.on_opened`` does before it writes the outcome;
 * ``placed_1``: ``opened_1`` and the outcome written: the chosen agent locked, its capacity taken and the
   conversation assigned (``service._place``: ``reserve_and_place``), since candidates are read unlocked;
-* ``freed``: an agent frees up (``agents_with_capacity([agent])`` + ``lock_queued`` +
-  ``policy.match``), as ``service.assign_queued`` does after a resolution;
+* ``freed``: an agent frees up (``agents_and_queue([agent])``: the agent and the head of the queue it
+  could take, one statement; + ``policy.match``), as ``service.assign_queued`` does after a resolution;
 * ``sweep``: the sweeper's whole pass, ``service.assign_queued(session, outbox, None)``, which also
   reserves capacity, marks tasks and writes the outbox.
 
@@ -531,7 +531,7 @@ DESCRIPTIONS = {
     "opened_1": "1 conversation arrives: insert_tasks + best_candidates + match",
     "placed_1": "1 conversation arrives and is placed: opened_1 + reserve_and_place",
     "opened_50": "50 conversations arrive: insert_tasks + best_candidates + match",
-    "freed": "an agent frees up: agents_with_capacity([agent]) + lock_queued + match",
+    "freed": "an agent frees up: agents_and_queue([agent]) + match",
     "sweep": "the sweeper's pass: service.assign_queued(session, outbox, None), whole",
 }
 
@@ -670,8 +670,7 @@ class Bench:
         self, session: AsyncSession, agent: uuid.UUID, policy_time: list[float]
     ) -> tuple[int, int, int]:
         repository, policy = self.repository, self.policy
-        locked = await repository.agents_with_capacity(session, [agent])
-        tasks = await repository.lock_queued(session, locked.candidates)
+        locked, tasks = await repository.agents_and_queue(session, [agent])
         start = time.perf_counter()
         matches = policy.match(tasks, locked.candidates, datetime.now(UTC))
         policy_time.append(time.perf_counter() - start)

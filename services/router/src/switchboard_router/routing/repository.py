@@ -351,8 +351,7 @@ async def agents_with_capacity(
 _ELIGIBLE_TASK = _ELIGIBLE.format(
     w="o.workload", skills="o.required_skills", levels="o.min_levels", lang="o.language"
 )
-_LOCK_QUEUED = statement(
-    f"""
+_LOCK_QUEUED_SQL = f"""
     SELECT {_QUEUED_COLUMNS}
     FROM router.tasks t
     WHERE t.state = 'queued' AND t.conversation_id IN (
@@ -363,14 +362,46 @@ _LOCK_QUEUED = statement(
             ORDER BY o.priority DESC, o.enqueued_at, o.conversation_id
             LIMIT a.capacity - a.active_count
         ) AS q
-        WHERE a.id = ANY(:agents)
+        WHERE {{agents}}
     )
     ORDER BY t.priority DESC, t.enqueued_at, t.conversation_id
     FOR UPDATE OF t SKIP LOCKED
+"""  # noqa: S608 - our own fragments, no input
+_LOCK_QUEUED = statement(_LOCK_QUEUED_SQL.format(agents="a.id = ANY(:agents)"), agents=UUIDS, skip=UUIDS)
+# An agent freed (or coming online) in one round trip, not two: the agents with room among ``:agents``
+# (``agents_with_capacity``) and the head of the queue they could take (``lock_queued``), as one result of
+# agent rows and task rows, each with the other's columns NULL.
+_AGENTS_AND_QUEUE = statement(
+    f"""
+    WITH c AS MATERIALIZED (
+        SELECT {_AGENT_COLUMNS} FROM router.agents a
+        WHERE a.status = 'online' AND a.deleted_at IS NULL AND a.active_count < a.capacity
+          AND a.id = ANY(:agents)
+    )
+    SELECT c.*, NULL::uuid AS conversation_id, NULL::text[] AS required_skills,
+           NULL::smallint[] AS min_levels, NULL::text AS language, NULL::int AS workload,
+           NULL::int AS priority, NULL::timestamptz AS enqueued_at, NULL::uuid[] AS declined_by,
+           NULL::text AS policy, NULL::text AS queue, NULL::text AS team
+    FROM c
+    UNION ALL
+    SELECT NULL::uuid, NULL::jsonb, NULL::text[], NULL::int, NULL::int, NULL::int[], NULL::int[],
+           NULL::timestamptz, NULL::int, q.*
+    FROM ({_LOCK_QUEUED_SQL.format(agents="a.id IN (SELECT id FROM c)")}) AS q
     """,  # noqa: S608 - our own fragments, no input
     agents=UUIDS,
     skip=UUIDS,
 )
+
+
+async def agents_and_queue(
+    session: AsyncSession, agent_ids: Sequence[uuid.UUID]
+) -> tuple[Candidates, list[Waiting]]:
+    """``agents_with_capacity(agent_ids)`` and the ``lock_queued`` of those agents, in one statement."""
+    rows = (await session.execute(_AGENTS_AND_QUEUE, {"agents": list(agent_ids), "skip": []})).all()
+    return (
+        Candidates.of(r for r in rows if r.conversation_id is None),
+        [_waiting(r) for r in rows if r.conversation_id is not None],
+    )
 
 
 def _waiting(r: Any) -> Waiting:

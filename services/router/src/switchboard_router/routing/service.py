@@ -378,13 +378,19 @@ async def assign_queued(
 ) -> int:
     """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None);
     returns how many conversations were placed."""
-    found = await repository.agents_with_capacity(session, agent_ids)
+    head: list[Waiting] | None = None
+    if agent_ids is None:
+        found = await repository.agents_with_capacity(session, None)
+    else:
+        # A few agents freed: they and their queue head in one statement, the first round's.
+        found, head = await repository.agents_and_queue(session, agent_ids)
     candidates = found.candidates
     considered: set[uuid.UUID] = set()
     placed = 0
     now = utcnow()
     for _ in range(_MAX_ROUNDS):
-        tasks = await repository.lock_queued(session, candidates, considered)
+        tasks = head if head is not None else await repository.lock_queued(session, candidates, considered)
+        head = None
         matches, events, taken = await _place(session, tasks, replace(found, candidates=candidates), {}, now)
         await outbox.add_many(session, events)
         placed += len(matches)
