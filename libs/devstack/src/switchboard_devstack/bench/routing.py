@@ -4,8 +4,9 @@ Issue 9 sets the target: one decision (candidate fetch + policy) within 1 ms at 
 10,000 waiting conversations. This runs the router's own repository and policy code, in this process,
 against a real (embedded) PostgreSQL holding that many rows, and times each decision:
 
-* ``opened_1`` / ``opened_50``: conversations arrive (``insert_tasks`` + ``best_candidates`` with
-  sticky customers + ``policy.match``), as ``service.on_opened`` does before it writes the outcome;
+* ``opened_1`` / ``opened_50``: conversations arrive (``insert_with_candidates``: queued and their best
+  candidates, with sticky customers, read in one statement; + ``policy.match``), as ``service.on_opened``
+  does before it writes the outcome;
 * ``placed_1``: ``opened_1`` and the outcome written: the chosen agent locked, its capacity taken and the
   conversation assigned (``service._place``: ``reserve_and_place``), since candidates are read unlocked;
 * ``freed``: an agent frees up (``agents_and_queue([agent])``: the agent and the head of the queue it
@@ -528,9 +529,9 @@ def _clip(line: str, width: int = 160) -> str:
 
 COLUMNS = ("p50", "p90", "p99", "max", "mean")
 DESCRIPTIONS = {
-    "opened_1": "1 conversation arrives: insert_tasks + best_candidates + match",
+    "opened_1": "1 conversation arrives: insert_with_candidates + match",
     "placed_1": "1 conversation arrives and is placed: opened_1 + reserve_and_place",
-    "opened_50": "50 conversations arrive: insert_tasks + best_candidates + match",
+    "opened_50": "50 conversations arrive: insert_with_candidates + match",
     "freed": "an agent frees up: agents_and_queue([agent]) + match",
     "sweep": "the sweeper's pass: service.assign_queued(session, outbox, None), whole",
 }
@@ -614,14 +615,11 @@ class Bench:
     ) -> tuple[int, int, int]:
         repository, policy = self.repository, self.policy
         now = datetime.now(UTC)
-        # The ids inserted, or the tasks as stored, depending on the repository's version.
-        inserted = {getattr(r, "conversation_id", r) for r in await repository.insert_tasks(session, new)}
-        tasks = [x.waiting for x in new if x.waiting.conversation_id in inserted]
         customers = {x.waiting.conversation_id: x.customer_id for x in new}
-        # As service._route does with a sticky window.
-        locked = await repository.best_candidates(
+        # As service.on_opened does with a sticky window: queued and candidates read in one statement.
+        tasks, locked = await repository.insert_with_candidates(
             session,
-            tasks,
+            new,
             sticky_customers=sorted(set(customers.values())),
             sticky_since=now - timedelta(days=1),
         )

@@ -150,8 +150,7 @@ _QUEUED_COLUMNS = (
     "t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.enqueued_at,"
     f" t.declined_by, {_POLICY} AS policy, t.queue, {_TEAM} AS team"
 )
-_INSERT_TASKS = statement(
-    f"""
+_INSERT_TASKS_SQL = f"""
     INSERT INTO router.tasks AS t (conversation_id, customer_id, state, required_skills, min_levels, language,
                               workload, priority, channel, enqueued_at, queue, optional_skills,
                               sla_target_s, rule_id, base_skills, base_levels)
@@ -162,9 +161,16 @@ _INSERT_TASKS = statement(
     FROM {_TASK_VALUES} AS {_TASK_COLUMNS}
     ON CONFLICT (conversation_id) DO NOTHING
     RETURNING {_QUEUED_COLUMNS}
-    """,  # noqa: S608 - our own fragments, no input
-    **_TASK_TYPES,
-)
+"""  # noqa: S608 - our own fragments, no input
+_INSERT_TASKS = statement(_INSERT_TASKS_SQL, **_TASK_TYPES)
+# Statements returning agents and tasks as one result: agent rows (``_AGENT_COLUMNS`` and the sticky
+# customers) with the task columns NULL, task rows (``_QUEUED_COLUMNS``) with the agent columns NULL.
+_NO_TASK = """NULL::uuid AS conversation_id, NULL::text[] AS required_skills,
+           NULL::smallint[] AS min_levels, NULL::text AS language, NULL::int AS workload,
+           NULL::int AS priority, NULL::timestamptz AS enqueued_at, NULL::uuid[] AS declined_by,
+           NULL::text AS policy, NULL::text AS queue, NULL::text AS team"""
+_NO_AGENT = """NULL::uuid, NULL::jsonb, NULL::text[], NULL::int, NULL::int, NULL::int[], NULL::int[],
+           NULL::timestamptz, NULL::int"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,28 +191,28 @@ async def _queue(session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[New
     """Run a statement that queues ``tasks`` (insert or requeue); returns the tasks it queued, as stored."""
     if not tasks:
         return []
+    return [_waiting(r) for r in await session.execute(stmt, _task_params(tasks))]
+
+
+def _task_params(tasks: Sequence[NewTask]) -> dict[str, list[Any]]:
     reqs = [t.waiting.requirement for t in tasks]
-    rows = await session.execute(
-        stmt,
-        {
-            "ids": [t.waiting.conversation_id for t in tasks],
-            "customers": [t.customer_id for t in tasks],
-            "skills": [_text(s for s, _ in r.skills) for r in reqs],
-            "levels": [_text(m for _, m in r.skills) for r in reqs],
-            "langs": [r.language for r in reqs],
-            "workloads": [workload_index(r.workload) for r in reqs],
-            "priorities": [t.waiting.priority for t in tasks],
-            "channels": [t.channel for t in tasks],
-            "ats": [t.waiting.enqueued_at for t in tasks],
-            "queues": [t.queue for t in tasks],
-            "optional": [_text(sorted(t.optional_skills)) for t in tasks],
-            "slas": [t.sla_target_s for t in tasks],
-            "rules": [t.rule_id for t in tasks],
-            "bskills": [_text(s for s, _ in _base(t)) for t in tasks],
-            "blevels": [_text(m for _, m in _base(t)) for t in tasks],
-        },
-    )
-    return [_waiting(r) for r in rows]
+    return {
+        "ids": [t.waiting.conversation_id for t in tasks],
+        "customers": [t.customer_id for t in tasks],
+        "skills": [_text(s for s, _ in r.skills) for r in reqs],
+        "levels": [_text(m for _, m in r.skills) for r in reqs],
+        "langs": [r.language for r in reqs],
+        "workloads": [workload_index(r.workload) for r in reqs],
+        "priorities": [t.waiting.priority for t in tasks],
+        "channels": [t.channel for t in tasks],
+        "ats": [t.waiting.enqueued_at for t in tasks],
+        "queues": [t.queue for t in tasks],
+        "optional": [_text(sorted(t.optional_skills)) for t in tasks],
+        "slas": [t.sla_target_s for t in tasks],
+        "rules": [t.rule_id for t in tasks],
+        "bskills": [_text(s for s, _ in _base(t)) for t in tasks],
+        "blevels": [_text(m for _, m in _base(t)) for t in tasks],
+    }
 
 
 def _base(task: NewTask) -> tuple[tuple[str, int], ...]:
@@ -216,6 +222,32 @@ def _base(task: NewTask) -> tuple[tuple[str, int], ...]:
 async def insert_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> list[Waiting]:
     """Queue conversations; returns those inserted (one already known is a redelivered event)."""
     return await _queue(session, _INSERT_TASKS, tasks)
+
+
+async def insert_with_candidates(
+    session: AsyncSession,
+    tasks: Sequence[NewTask],
+    *,
+    sticky_customers: Sequence[uuid.UUID] = (),
+    sticky_since: datetime | None = None,
+) -> tuple[list[Waiting], Candidates]:
+    """``insert_tasks`` and the ``best_candidates`` of the tasks inserted, in one statement."""
+    if not tasks:
+        return [], Candidates([], {}, {})
+    rows = (
+        await session.execute(
+            _INSERT_WITH_CANDIDATES,
+            {**_task_params(tasks), **_sticky_params(sticky_customers, sticky_since), "preferred": []},
+        )
+    ).all()
+    return (
+        [_waiting(r) for r in rows if r.conversation_id is not None],
+        Candidates.of(r for r in rows if r.conversation_id is None),
+    )
+
+
+def _sticky_params(customers: Sequence[uuid.UUID], since: datetime | None) -> dict[str, Any]:
+    return {"sticky_customers": list(customers) if since is not None else [], "since": since}
 
 
 # A reopened conversation's task waits again, if the reopen is the current one: a reopen replayed after a
@@ -246,40 +278,68 @@ async def requeue(session: AsyncSession, tasks: Sequence[NewTask]) -> list[Waiti
     return await _queue(session, _REQUEUE, tasks)
 
 
-_BEST_CANDIDATES = statement(
-    f"""
-    WITH r AS (
-        SELECT string_to_array(u.skills, ',') AS skills, string_to_array(u.levels, ',')::int[] AS levels,
-               u.lang, u.w, u.n, u.policy
-        FROM unnest(:skills, :levels, :langs, :workloads, :limits, :policies)
-             AS u(skills, levels, lang, w, n, policy)
-    ), sticky AS (
+def _candidates_sql(requirements: str, tail: str = "") -> str:
+    """The best candidates of each requirement of ``r`` (a CTE made by ``requirements``), and the preferred
+    and sticky agents; ``tail`` is appended to both select lists."""
+    return f"""
+    WITH {requirements}, sticky AS (
         SELECT DISTINCT ON (t.customer_id) t.customer_id, t.agent_id FROM router.tasks t
-        WHERE t.customer_id = ANY(:customers) AND t.agent_id IS NOT NULL AND t.assigned_at >= :since
+        WHERE t.customer_id = ANY(:sticky_customers) AND t.agent_id IS NOT NULL AND t.assigned_at >= :since
         ORDER BY t.customer_id, t.assigned_at DESC
     )
-    SELECT c.*, NULL::uuid[] AS sticky_customers FROM r, LATERAL (
+    SELECT c.*, NULL::uuid[] AS sticky_customers{tail} FROM r, LATERAL (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
         WHERE {_ELIGIBLE.format(w="r.w", skills="r.skills", levels="r.levels", lang="r.lang")}
         ORDER BY {_RANK.format(w="r.w", skills="r.skills", policy="r.policy")}
         LIMIT r.n
     ) AS c
     UNION ALL
-    SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id) FROM (
+    SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id){tail} FROM (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
         WHERE a.id = ANY(CAST(:preferred AS uuid[]) || ARRAY(SELECT agent_id FROM sticky))
           AND a.status = 'online' AND a.deleted_at IS NULL AND a.active_count < a.capacity
     ) AS p
-    """,  # noqa: S608 - our own fragments, no input
+    """  # noqa: S608 - our own fragments, no input
+
+
+_STICKY_TYPES: dict[str, Any] = {
+    "sticky_customers": UUIDS,
+    "since": sa.DateTime(timezone=True),
+    "preferred": UUIDS,
+}
+_BEST_CANDIDATES = statement(
+    _candidates_sql(
+        """r AS (
+        SELECT string_to_array(u.skills, ',') AS skills, string_to_array(u.levels, ',')::int[] AS levels,
+               u.lang, u.w, u.n, u.policy
+        FROM unnest(:skills, :levels, :langs, :workloads, :limits, :policies)
+             AS u(skills, levels, lang, w, n, policy)
+    )"""
+    ),
     skills=TEXTS,
     levels=TEXTS,
     langs=TEXTS,
     workloads=INTS,
     limits=INTS,
     policies=TEXTS,
-    customers=UUIDS,
-    since=sa.DateTime(timezone=True),
-    preferred=UUIDS,
+    **_STICKY_TYPES,
+)
+# Conversations arriving, queued and their candidates read in one round trip: the requirements are those
+# of the tasks inserted (a redelivered one is not), each fetched as far as ``best_candidates`` would (as
+# many as the tasks inserted: new tasks exclude nobody), and the inserted tasks come back as rows too.
+_INSERTED_REQUIREMENTS = f"""ins AS ({_INSERT_TASKS_SQL}), r AS (
+        SELECT DISTINCT i.required_skills AS skills, i.min_levels::int[] AS levels, i.language AS lang,
+               i.workload AS w, (SELECT count(*) FROM ins) AS n, i.policy
+        FROM ins i
+    )"""  # noqa: S608 - our own fragments, no input
+_INSERTED = f"""
+    UNION ALL
+    SELECT {_NO_AGENT}, NULL::uuid[], i.* FROM ins i
+"""  # noqa: S608 - our own fragments, no input
+_INSERT_WITH_CANDIDATES = statement(
+    _candidates_sql(_INSERTED_REQUIREMENTS, ", " + _NO_TASK) + _INSERTED,
+    **_TASK_TYPES,
+    **_STICKY_TYPES,
 )
 
 
@@ -315,8 +375,7 @@ async def best_candidates(
             "workloads": [workload_index(r.workload) for r in reqs],
             "limits": list(need.values()),
             "policies": [p.value for _, p in need],
-            "customers": list(sticky_customers) if sticky_since is not None else [],
-            "since": sticky_since,
+            **_sticky_params(sticky_customers, sticky_since),
             "preferred": sorted({t.preferred_agent for t in tasks if t.preferred_agent is not None}),
         },
     )
@@ -378,14 +437,9 @@ _AGENTS_AND_QUEUE = statement(
         WHERE a.status = 'online' AND a.deleted_at IS NULL AND a.active_count < a.capacity
           AND a.id = ANY(:agents)
     )
-    SELECT c.*, NULL::uuid AS conversation_id, NULL::text[] AS required_skills,
-           NULL::smallint[] AS min_levels, NULL::text AS language, NULL::int AS workload,
-           NULL::int AS priority, NULL::timestamptz AS enqueued_at, NULL::uuid[] AS declined_by,
-           NULL::text AS policy, NULL::text AS queue, NULL::text AS team
-    FROM c
+    SELECT c.*, NULL::uuid[] AS sticky_customers, {_NO_TASK} FROM c
     UNION ALL
-    SELECT NULL::uuid, NULL::jsonb, NULL::text[], NULL::int, NULL::int, NULL::int[], NULL::int[],
-           NULL::timestamptz, NULL::int, q.*
+    SELECT {_NO_AGENT}, NULL::uuid[], q.*
     FROM ({_LOCK_QUEUED_SQL.format(agents="a.id IN (SELECT id FROM c)")}) AS q
     """,  # noqa: S608 - our own fragments, no input
     agents=UUIDS,

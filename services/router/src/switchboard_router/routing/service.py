@@ -152,19 +152,19 @@ async def _route(
     customers: dict[uuid.UUID, uuid.UUID] | None = None,
     config: RoutingConfig | None = None,
     announce: bool = False,
+    found: Candidates | None = None,
 ) -> None:
-    """Place tasks this transaction queued (or holds) with the best agents free now; with ``announce``,
-    say which are left waiting. ``customers`` (conversation → customer) turns on sticky routing."""
+    """Place tasks this transaction queued (or holds) with the best agents free now (``found``: their
+    candidates, already read with them); with ``announce``, say which are left waiting. ``customers``
+    (conversation → customer) turns on sticky routing."""
     if not tasks:
         return
     causes = causes or {}
-    sticky = customers if customers and config is not None and config.sticky_window else {}
-    found = await repository.best_candidates(
-        session,
-        tasks,
-        sticky_customers=sorted(set(sticky.values())),
-        sticky_since=now - config.sticky_window if sticky and config is not None else None,
-    )
+    sticky = _sticky(customers, config)
+    if found is None:
+        found = await repository.best_candidates(
+            session, tasks, sticky_customers=sorted(set(sticky.values())), sticky_since=_since(now, config)
+        )
     if found.sticky:
         tasks = [
             t
@@ -216,12 +216,44 @@ async def _route(
     await outbox.add_many(session, events)
 
 
+def _sticky(
+    customers: dict[uuid.UUID, uuid.UUID] | None, config: RoutingConfig | None
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The conversations (→ customer) whose customer's previous agent is looked for."""
+    return customers if customers and config is not None and config.sticky_window else {}
+
+
+def _since(now: datetime, config: RoutingConfig | None) -> datetime | None:
+    """How far back a customer's previous assignment makes their agent sticky."""
+    return now - config.sticky_window if config is not None and config.sticky_window else None
+
+
 def _prefer(task: Waiting, agent_id: uuid.UUID) -> Waiting:
     return replace(task, preferred_agent=agent_id)
 
 
 Queueable = TypeVar("Queueable", ConversationOpened, ConversationReopened)
-QueueStatement = Callable[[AsyncSession, Sequence[NewTask]], Awaitable[list[Waiting]]]
+# Queues new tasks and returns those it queued, as stored, with their candidates when it read them too
+# (given the customers whose previous agent is sticky and since when).
+QueueStatement = Callable[
+    [AsyncSession, Sequence[NewTask], Sequence[uuid.UUID], datetime | None],
+    Awaitable[tuple[list[Waiting], Candidates | None]],
+]
+
+
+async def _insert(
+    session: AsyncSession, new: Sequence[NewTask], customers: Sequence[uuid.UUID], since: datetime | None
+) -> tuple[list[Waiting], Candidates | None]:
+    return await repository.insert_with_candidates(
+        session, new, sticky_customers=customers, sticky_since=since
+    )
+
+
+async def _requeue_reopened(
+    session: AsyncSession, new: Sequence[NewTask], _: Sequence[uuid.UUID], __: datetime | None
+) -> tuple[list[Waiting], Candidates | None]:
+    # The requirement is the one stored (decided when the conversation opened), known only once requeued.
+    return await repository.requeue(session, new), None
 
 
 def _new_task(
@@ -303,19 +335,21 @@ async def _queue_and_route(
         for _, e in first.values()
     ]
     asked = {n.waiting.conversation_id: n.waiting.preferred_agent for n in new}
+    customers = {n.waiting.conversation_id: n.customer_id for n in new if n.waiting.preferred_agent is None}
+    sticky = _sticky(customers, config)
+    stored, found = await queue(session, new, sorted(set(sticky.values())), _since(now, config))
     # As stored: a reopened task keeps the requirement routing decided when it opened.
-    queued = [_prefer(t, p) if (p := asked[t.conversation_id]) else t for t in await queue(session, new)]
+    queued = [_prefer(t, p) if (p := asked[t.conversation_id]) else t for t in stored]
     await _route(
         session,
         outbox,
         queued,
         now,
         causes={cid: envelope for cid, (envelope, _) in first.items()},
-        customers={
-            n.waiting.conversation_id: n.customer_id for n in new if n.waiting.preferred_agent is None
-        },
+        customers=customers,
         config=config,
         announce=True,
+        found=found,
     )
 
 
@@ -337,7 +371,7 @@ async def on_opened(
         opened,
         lambda e: min(e.opened_at, now),
         lambda e: None,
-        repository.insert_tasks,
+        _insert,
         config,
         now,
         decisions,
@@ -361,7 +395,7 @@ async def on_reopened(
         reopened,
         lambda e: e.reopened_at,
         lambda e: e.previous_agent_id,
-        repository.requeue,
+        _requeue_reopened,
         config,
         utcnow(),
     )
