@@ -120,6 +120,8 @@ class Sim:
         self.config = config
         # Agents whose desktops are alive: they heartbeat at every tick.
         self.present: set[uuid.UUID] = set()
+        # The sweeper's, as ``sweeper.queue_sweeper`` keeps one across its ticks.
+        self.memory = service.SweepMemory()
 
     async def run(self, step: Callable[[AsyncSession, Outbox], Awaitable[Any]]) -> Any:
         async with self.db.unit_of_work() as session:
@@ -153,9 +155,12 @@ class Sim:
         customer: uuid.UUID | None = None,
         priority: int = 0,
         attributes: dict[str, str] | None = None,
+        skills: list[str] | None = None,
     ) -> list[uuid.UUID]:
         """Open one conversation per channel, in one batch (as one poll of the consumer delivers them)."""
-        batch = self.opened(*channels, customer=customer, priority=priority, attributes=attributes)
+        batch = self.opened(
+            *channels, customer=customer, priority=priority, attributes=attributes, skills=skills
+        )
         await self.run(lambda s, o: service.on_opened(s, o, batch, self.config))
         return [e.conversation_id for _, e in batch]
 
@@ -165,6 +170,7 @@ class Sim:
         customer: uuid.UUID | None = None,
         priority: int = 0,
         attributes: dict[str, str] | None = None,
+        skills: list[str] | None = None,
     ) -> list[tuple[EventEnvelope, ConversationOpened]]:
         """The events of ``open``'s batch, opened now."""
         opened = [
@@ -172,7 +178,7 @@ class Sim:
                 conversation_id=uuid.uuid4(),
                 customer_id=customer or uuid.uuid4(),
                 channel=channel,
-                required_skills=[],
+                required_skills=skills or [],
                 priority=priority,
                 opened_at=self.clock.now,
                 customer_attributes=attributes or {},
@@ -193,7 +199,8 @@ class Sim:
         """The present agents' heartbeats, then the sweeper's own steps in its order, each its own
         transaction (as ``sweeper.sweep_once``); returns what each step did, by a short name."""
         await self.heartbeat(*sorted(self.present))
-        return {_STEP_NAMES[what]: await self.run(step) for what, step in sweeper.steps(self.config)}
+        steps = sweeper.steps(self.config, self.memory)
+        return {_STEP_NAMES[what]: await self.run(step) for what, step in steps}
 
     async def task(self, cid: uuid.UUID) -> Task:
         async with self.db.unit_of_work() as session:
@@ -688,6 +695,47 @@ async def test_replicas_routing_and_sweeping_at_once_fill_capacity_exactly_once(
     assert len(await sim.queued()) == 10
     assert (await sim.tick())["swept"] == 0
     assert len(await sim.events("conversation.assigned")) == 6
+
+
+# --- the sweeper's memory --------------------------------------------------------------------------------
+
+
+async def test_the_sweeper_serves_agents_changed_since_its_last_pass_and_all_every_full_pass(
+    sim: Sim,
+) -> None:
+    """With ``full_every`` 3, the sweeper's passes 1, 4, 7… read every agent with room, the others only
+    agents changed since the pass before. A conversation that missed its only agent because another
+    transaction held that agent's row (the agent itself unchanged) waits for the next full pass; once the
+    agent's load changes, the next pass serves them again."""
+    sim.memory = service.SweepMemory(full_every=3)
+    agent = await sim.agent("only", capacity=3)
+    [nobody] = await sim.open(skills=["billing"])  # keeps the queue non-empty: every tick is a pass
+
+    async def open_while_held() -> uuid.UUID:
+        async with sim.db.unit_of_work() as holder:
+            await holder.execute(
+                sa.text("SELECT 1 FROM router.agents WHERE id = :id FOR UPDATE"), {"id": agent}
+            )
+            [cid] = await sim.open()
+        assert (await sim.task(cid)).state == "queued"  # its agent was held: it waits
+        return cid
+
+    assert (await sim.tick())["swept"] == 0  # pass 1, full: the agent is remembered
+    missed = await open_while_held()
+    for unchanged_pass in (2, 3):
+        sim.clock.advance(seconds=1)
+        assert (await sim.tick())["swept"] == 0, unchanged_pass
+        assert (await sim.task(missed)).state == "queued", unchanged_pass
+    sim.clock.advance(seconds=1)
+    assert (await sim.tick())["swept"] == 1  # pass 4, full
+    assert (await sim.task(missed)).agent_id == agent
+
+    again = await open_while_held()
+    sim.clock.advance(seconds=1)
+    assert (await sim.tick())["swept"] == 1  # pass 5: the agent's load changed since pass 4
+    assert (await sim.task(again)).agent_id == agent
+    assert (await sim.task(nobody)).state == "queued"
+    await sim.check_capacity()
 
 
 # --- stickiness ------------------------------------------------------------------------------------------

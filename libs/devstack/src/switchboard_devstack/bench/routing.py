@@ -12,7 +12,9 @@ against a real (embedded) PostgreSQL holding that many rows, and times each deci
 * ``freed``: an agent frees up (``agents_and_queue([agent])``: the agent and the head of the queue it
   could take, one statement; + ``policy.match``), as ``service.assign_queued`` does after a resolution;
 * ``sweep``: the sweeper's whole pass, ``service.assign_queued(session, outbox, None)``, which also
-  reserves capacity, marks tasks and writes the outbox.
+  reserves capacity, marks tasks and writes the outbox;
+* ``sweep_changed``: the sweeper's pass with its memory (``service.SweepMemory``) when ``CHANGED_AGENTS``
+  agents with room changed since its last pass (the others as that pass saw them: the seed's).
 
 Every repetition runs in a transaction that is rolled back, so each one sees the same data. SQL time is
 the time spent in the driver (SQLAlchemy's cursor events, round trip included); policy time is
@@ -79,7 +81,8 @@ WORKLOAD_CAPACITIES = ((2, 3, 4), (3, 5, 8), (5, 8, 10), (0, 1, 1))
 TEAMS = 50
 OFFER_TEAMS = 5  # the first teams want offers (the others auto-accept)
 LEVEL_WEIGHTS = (0.40, 0.25, 0.20, 0.10, 0.05)  # a conversation's minimum proficiency, 1-5
-SCENARIOS = ("opened_1", "placed_1", "opened_50", "freed", "sweep")
+SCENARIOS = ("opened_1", "placed_1", "opened_50", "freed", "sweep", "sweep_changed")
+CHANGED_AGENTS = 10  # agents with room whose state changed between two of the sweeper's passes
 
 
 # --- the seed (pure) ---------------------------------------------------------------------------------
@@ -534,6 +537,7 @@ DESCRIPTIONS = {
     "opened_50": "50 conversations arrive: insert_with_candidates + match",
     "freed": "an agent frees up: agents_and_queue([agent]) + match",
     "sweep": "the sweeper's pass: service.assign_queued(session, outbox, None), whole",
+    "sweep_changed": f"the sweeper's pass with its memory, {CHANGED_AGENTS} agents changed since the last",
 }
 
 
@@ -607,6 +611,7 @@ class Bench:
         self.with_room = [a for a in seed.agents if a.has_room]
         self.returning = [t.customer_id for t in seed.assigned]
         self.notices: list[str] = []
+        self.seen: dict[uuid.UUID, tuple[object, ...]] | None = None  # the sweeper's memory of a full pass
 
     # One decision each: (tasks, candidates, matched), SQL and policy timed by the caller's wrappers.
 
@@ -679,6 +684,21 @@ class Bench:
             placed = await self.service.assign_queued(session, self.outbox, None)
         return 0, 0, placed
 
+    async def sweep_changed(
+        self, session: AsyncSession, _: None, policy_time: list[float]
+    ) -> tuple[int, int, int]:
+        if self.seen is None:  # the first (warm-up) repetition: what a full pass remembers
+            full = self.service.SweepMemory()
+            full.changed((await self.repository.agents_with_capacity(session, None)).candidates)
+            self.seen = full.seen
+        seen = dict(self.seen)
+        for agent_id in self.rng.sample(sorted(seen), min(CHANGED_AGENTS, len(seen))):
+            del seen[agent_id]  # changed since: served as new
+        memory = self.service.SweepMemory(full_every=sys.maxsize, seen=seen, passes=1)
+        with timed_match(self.policy, policy_time):
+            placed = await self.service.assign_queued(session, self.outbox, None, memory)
+        return 0, CHANGED_AGENTS, placed
+
     def step(self, name: str) -> tuple[Callable[[], Any], Step]:
         """What a repetition needs, made before the clock starts, and the decision itself."""
         if name == "opened_1":
@@ -689,6 +709,8 @@ class Bench:
             return lambda: self.new_tasks(50), self.opened
         if name == "freed":
             return lambda: self.rng.choice(self.with_room).id, self.freed
+        if name == "sweep_changed":
+            return lambda: None, self.sweep_changed
         return lambda: None, self.sweep
 
     async def measure(self, conn: AsyncConnection, name: str, repeat: int, warmup: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -407,14 +407,49 @@ async def on_reopened(
 _MAX_ROUNDS = 8
 
 
+@dataclass
+class SweepMemory:
+    """What one sweeper saw of the agents with room at its last pass, so that the next pass serves only the
+    agents whose room, skills or languages changed since, and agents new to it (come online, or with room
+    again). An agent unchanged since the last pass was served then against the queue as it was, and a
+    conversation queued since was routed on arrival; what that leaves out (a conversation whose agent
+    another transaction held at that moment, with no agent's state changing since) is served by a full
+    pass every ``full_every`` passes (the first is one)."""
+
+    full_every: int = 30
+    seen: dict[uuid.UUID, tuple[object, ...]] = field(default_factory=dict)
+    passes: int = 0
+
+    def changed(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """The candidates this pass serves; remembers all of them as they are now."""
+        full = self.passes % self.full_every == 0
+        self.passes += 1
+        before, self.seen = self.seen, {c.agent_id: _state(c) for c in candidates}
+        return (
+            list(candidates)
+            if full
+            else [c for c in candidates if before.get(c.agent_id) != self.seen[c.agent_id]]
+        )
+
+
+def _state(c: Candidate) -> tuple[object, ...]:
+    """What of an agent decides which waiting conversations it can take."""
+    return (c.capacity, c.active, c.capacities, c.loads, tuple(sorted(c.proficiency.items())), c.languages)
+
+
 async def assign_queued(
-    session: AsyncSession, outbox: Outbox, agent_ids: Sequence[uuid.UUID] | None = None
+    session: AsyncSession,
+    outbox: Outbox,
+    agent_ids: Sequence[uuid.UUID] | None = None,
+    memory: SweepMemory | None = None,
 ) -> int:
-    """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None);
-    returns how many conversations were placed."""
+    """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None; only
+    those changed since the sweeper's last pass, with ``memory``); returns how many were placed."""
     head: list[Waiting] | None = None
     if agent_ids is None:
         found = await repository.agents_with_capacity(session, None)
+        if memory is not None:
+            found = replace(found, candidates=memory.changed(found.candidates))
     else:
         # A few agents freed: they and their queue head in one statement, the first round's.
         found, head = await repository.agents_and_queue(session, agent_ids)
@@ -795,10 +830,11 @@ async def on_transfer_requested(
             await _requeue(session, outbox, [taken], RequeueReason.TRANSFERRED, now)
 
 
-async def sweep(session: AsyncSession, outbox: Outbox) -> int:
-    """Place waiting conversations with any free capacity. Covers the races in which neither side sees the
-    other (a conversation queued while, in another transaction, the only eligible agent comes online) and
-    agents skipped because another transaction held them."""
+async def sweep(session: AsyncSession, outbox: Outbox, memory: SweepMemory | None = None) -> int:
+    """Place waiting conversations with any free capacity (with ``memory``, that of agents changed since
+    the last pass: ``SweepMemory``). Covers the races in which neither side sees the other (a conversation
+    queued while, in another transaction, the only eligible agent comes online) and agents skipped because
+    another transaction held them."""
     if not await repository.any_queued(session):
-        return 0  # the common case: do not lock agents that consumers are routing to
-    return await assign_queued(session, outbox)
+        return 0  # the common case: do not read agents that consumers are routing to
+    return await assign_queued(session, outbox, None, memory)
