@@ -717,7 +717,8 @@ class Bench:
         make_input, step = self.step(name)
         backend_pid = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
         await conn.rollback()
-        vacuum_each = name == "sweep"  # a pass rewrites thousands of rows; keep the heap as it was
+        # A pass rewrites many rows (thousands for a full one); keep the heap as it was.
+        vacuum_each = name in ("sweep", "sweep_changed")
         reps: list[Rep] = []
         server = 0.0
         for i in range(warmup + repeat):
