@@ -277,7 +277,8 @@ async def test_silent_agents_go_offline_and_their_work_is_requeued(router: Route
     async with router.db.unit_of_work() as session:
         await agents.heartbeat(session, ADMIN, silent)
     assert await router.run(lambda s, o: service.silence_stale_agents(s, o, config)) == 0
-    past = utcnow() - timedelta(minutes=5)
+    # Silent for 70 s: offline as of 10 s ago (when the 60 s ran out), within the 30 s grace.
+    past = utcnow() - timedelta(seconds=70)
     await router.execute("UPDATE router.agent_presence SET last_seen_at = :t", t=past)
     await router.execute("UPDATE router.agents SET status_changed_at = :t", t=past)
     assert await router.run(lambda s, o: service.silence_stale_agents(s, o, config)) == 2

@@ -1,5 +1,5 @@
 """Capacity is reserved atomically in PostgreSQL: many transactions routing at once (as replicas would)
-never over-assign an agent and never assign a conversation twice."""
+never over-assign an agent and never assign a conversation twice, though candidates are read unlocked."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ from switchboard_common.events import (
 from switchboard_router.agents.schemas import AgentCreate
 from switchboard_router.agents.service import create, set_status
 from switchboard_router.models import AgentStatus, outbox_table
+from switchboard_router.routing import repository
+from switchboard_router.routing import service as routing_service
+from switchboard_router.routing.policy import Requirement, Waiting
+from switchboard_router.routing.repository import NewTask
 from switchboard_router.routing.service import RoutingConfig, on_opened, on_resolved, sweep
 from tests.conftest import Settings
 
@@ -163,3 +167,97 @@ async def test_resolving_frees_capacity_and_serves_the_queue_head_exactly_once(s
         "queued",
         "queued",
     ]
+
+
+async def _two_billing_agents(db: Database, outbox: Outbox) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two online billing agents of capacity 1, the first ranked first (never assigned: idle longest)."""
+    ids = []
+    async with db.unit_of_work() as session:
+        for name in ("first", "second"):
+            body = AgentCreate(name=name, email=f"{name}@example.com", skills=["billing"], capacity=1)
+            agent = await create(session, body)
+            await set_status(session, outbox, ADMIN, agent.id, AgentStatus.ONLINE)
+            ids.append(agent.id)
+        await session.execute(
+            sa.text("UPDATE router.agents SET last_assigned_at = now() - interval '1 hour' WHERE id = :id"),
+            {"id": ids[1]},
+        )
+    return ids[0], ids[1]
+
+
+async def _holders(db: Database) -> dict[uuid.UUID, tuple[int, list[uuid.UUID]]]:
+    """Per agent: active_count and the conversations assigned to them."""
+    async with db.unit_of_work() as session:
+        active: dict[uuid.UUID, int] = dict(
+            (await session.execute(sa.text("SELECT id, active_count FROM router.agents"))).all()
+        )
+        rows = (
+            await session.execute(
+                sa.text("SELECT agent_id, conversation_id FROM router.tasks WHERE state = 'assigned'")
+            )
+        ).all()
+    return {a: (n, sorted(c for agent, c in rows if agent == a)) for a, n in active.items()}
+
+
+async def test_an_agent_another_transaction_holds_is_passed_over_without_waiting(settings: Settings) -> None:
+    """Candidates are read unlocked and only the chosen agent is locked, skipping a held one: routing
+    neither waits for the other transaction nor gives up while the next best agent is free."""
+    db = Database.from_settings(settings)
+    outbox = Outbox(outbox_table, settings)
+    try:
+        first, second = await _two_billing_agents(db, outbox)
+        arrival = _opened()
+        async with db.unit_of_work() as holder:
+            await holder.execute(
+                sa.text("SELECT 1 FROM router.agents WHERE id = :id FOR UPDATE"), {"id": first}
+            )
+
+            async def route() -> None:
+                async with db.unit_of_work() as session:
+                    await on_opened(session, outbox, [arrival], RoutingConfig())
+
+            # Had routing waited for the held row, it would wait for this transaction, which only ends
+            # after it: the timeout turns that hang into a failure.
+            await asyncio.wait_for(route(), timeout=60)
+        holders = await _holders(db)
+    finally:
+        await db.dispose()
+    assert holders == {first: (0, []), second: (1, [arrival[1].conversation_id])}
+
+
+async def test_capacity_filled_after_the_candidates_were_read_is_never_exceeded(settings: Settings) -> None:
+    """The reservation checks capacity on the agent's latest row, not on the candidates as read: an agent
+    filled by another transaction between the read and the reservation is not given more, and the task
+    goes to the next candidate in the same decision."""
+    db = Database.from_settings(settings)
+    outbox = Outbox(outbox_table, settings)
+    try:
+        first, second = await _two_billing_agents(db, outbox)
+        arrival, other = _opened(), _opened()
+        async with db.unit_of_work() as session:
+            now = utcnow()
+            queued = await repository.insert_tasks(
+                session,
+                [
+                    NewTask(
+                        Waiting(arrival[1].conversation_id, Requirement.of(["billing"]), 0, now),
+                        arrival[1].customer_id,
+                        Channel.API.value,
+                    )
+                ],
+            )
+            stale = await repository.agents_with_capacity(session, [first, second])
+            assert {c.agent_id: c.active for c in stale.candidates} == {first: 0, second: 0}
+            # Meanwhile another replica routes a conversation to the first agent, and commits.
+            async with db.unit_of_work() as elsewhere:
+                await on_opened(elsewhere, outbox, [other], RoutingConfig())
+            placed, _, taken = await routing_service._place(session, queued, stale, {}, now)
+        holders = await _holders(db)
+    finally:
+        await db.dispose()
+    assert [(m.conversation_id, m.agent_id) for m in placed] == [(arrival[1].conversation_id, second)]
+    assert taken == {first}
+    assert holders == {
+        first: (1, [other[1].conversation_id]),
+        second: (1, [arrival[1].conversation_id]),
+    }

@@ -4,11 +4,12 @@ Every module of the router that reads ``utcnow`` reads a fake clock instead, adv
 scenario is a script of ticks: open and resolve conversations, heartbeat, answer offers, then run the
 sweeper's steps in its order (each its own transaction, as ``sweeper.sweep_once`` does) and check
 what the tables and the router's outbox say. Nothing here sleeps, and no assertion reads the wall clock.
-Escalation timing (issue 9) is not simulated: escalation is not built yet.
+Escalation and SLA timing run through the sweeper's own steps (``sweeper.steps``), to the microsecond.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 import uuid
@@ -27,12 +28,23 @@ from switchboard_common.auth import Principal, Role
 from switchboard_common.db.database import Database
 from switchboard_common.db.outbox import Outbox
 from switchboard_common.events import Channel, ConversationOpened, ConversationResolved, EventEnvelope
+from switchboard_router import sweeper
 from switchboard_router.agents import service as agents
-from switchboard_router.agents.schemas import AgentCreate, AgentUpdate, ChannelCapacity, TeamUpsert
+from switchboard_router.agents.schemas import (
+    AgentCreate,
+    AgentUpdate,
+    ChannelCapacity,
+    EscalationStep,
+    QueueUpsert,
+    TeamUpsert,
+)
 from switchboard_router.models import AgentStatus, Task, outbox_table
 from switchboard_router.routing import service
 from switchboard_router.routing.policy import WORKLOADS, Workload, workload_index
 from switchboard_router.routing.service import RoutingConfig
+from switchboard_router.rules import service as rules_service
+from switchboard_router.rules.book import RuleBook
+from switchboard_router.rules.schemas import RuleCreate
 from tests.conftest import Settings
 
 ADMIN = Principal(Role.ADMIN)
@@ -86,6 +98,18 @@ class AgentRow:
     loads: list[int]
 
 
+# The sweeper's steps (``sweeper.steps``) by the names the scenarios use.
+_STEP_NAMES = {
+    "offers timed out": "expired",
+    "agents silent, set offline": "silenced",
+    "conversations requeued from offline agents": "requeued",
+    "unanswered conversations requeued": "unanswered",
+    "SLA breaches raised": "breached",
+    "escalation steps taken": "escalated",
+    "waiting conversations placed": "swept",
+}
+
+
 class Sim:
     """The router driven by hand: service functions in their own transactions, on the fake clock."""
 
@@ -96,6 +120,8 @@ class Sim:
         self.config = config
         # Agents whose desktops are alive: they heartbeat at every tick.
         self.present: set[uuid.UUID] = set()
+        # The sweeper's, as ``sweeper.queue_sweeper`` keeps one across its ticks.
+        self.memory = service.SweepMemory()
 
     async def run(self, step: Callable[[AsyncSession, Outbox], Awaitable[Any]]) -> Any:
         async with self.db.unit_of_work() as session:
@@ -124,23 +150,42 @@ class Sim:
             await agents.upsert_team(session, name, body)
 
     async def open(
-        self, *channels: Channel, customer: uuid.UUID | None = None, priority: int = 0
+        self,
+        *channels: Channel,
+        customer: uuid.UUID | None = None,
+        priority: int = 0,
+        attributes: dict[str, str] | None = None,
+        skills: list[str] | None = None,
     ) -> list[uuid.UUID]:
         """Open one conversation per channel, in one batch (as one poll of the consumer delivers them)."""
+        batch = self.opened(
+            *channels, customer=customer, priority=priority, attributes=attributes, skills=skills
+        )
+        await self.run(lambda s, o: service.on_opened(s, o, batch, self.config))
+        return [e.conversation_id for _, e in batch]
+
+    def opened(
+        self,
+        *channels: Channel,
+        customer: uuid.UUID | None = None,
+        priority: int = 0,
+        attributes: dict[str, str] | None = None,
+        skills: list[str] | None = None,
+    ) -> list[tuple[EventEnvelope, ConversationOpened]]:
+        """The events of ``open``'s batch, opened now."""
         opened = [
             ConversationOpened(
                 conversation_id=uuid.uuid4(),
                 customer_id=customer or uuid.uuid4(),
                 channel=channel,
-                required_skills=[],
+                required_skills=skills or [],
                 priority=priority,
                 opened_at=self.clock.now,
+                customer_attributes=attributes or {},
             )
             for channel in channels or (Channel.API,)
         ]
-        batch = [(EventEnvelope.wrap(e, producer="sim"), e) for e in opened]
-        await self.run(lambda s, o: service.on_opened(s, o, batch, self.config))
-        return [e.conversation_id for e in opened]
+        return [(EventEnvelope.wrap(e, producer="sim"), e) for e in opened]
 
     async def resolve(self, *cids: uuid.UUID) -> None:
         if not cids:
@@ -151,15 +196,11 @@ class Sim:
         await self.run(lambda s, o: service.on_resolved(s, o, resolved))
 
     async def tick(self) -> dict[str, int]:
-        """The present agents' heartbeats, then the sweeper's steps in its order, each its own
-        transaction."""
+        """The present agents' heartbeats, then the sweeper's own steps in its order, each its own
+        transaction (as ``sweeper.sweep_once``); returns what each step did, by a short name."""
         await self.heartbeat(*sorted(self.present))
-        return {
-            "expired": await self.run(service.expire_offers),
-            "silenced": await self.run(lambda s, o: service.silence_stale_agents(s, o, self.config)),
-            "requeued": await self.run(lambda s, o: service.requeue_abandoned(s, o, self.config)),
-            "swept": await self.run(service.sweep),
-        }
+        steps = sweeper.steps(self.config, self.memory)
+        return {_STEP_NAMES[what]: await self.run(step) for what, step in steps}
 
     async def task(self, cid: uuid.UUID) -> Task:
         async with self.db.unit_of_work() as session:
@@ -425,10 +466,11 @@ async def test_an_unanswered_offer_lapses_at_its_deadline_and_moves_on(sim: Sim)
 async def test_a_silent_agents_offers_return_at_once_and_conversations_after_the_grace(
     sim: Sim,
 ) -> None:
-    """An agent stops heartbeating. Silent for more than the presence timeout (60 s) they go offline (not
-    at 60 s exactly); the offer they held goes to someone else in that tick; their assigned conversations
-    stay theirs for the grace period (120 s) and then, in the tick that reaches it, go to someone else with
-    their original queue time; capacity is released once and counters always equal the work held."""
+    """An agent stops heartbeating. Silent for the presence timeout (60 s) they go offline, at 60 s exactly
+    (a deadline is reached at its instant); the offer they held goes to someone else in that tick; their
+    assigned conversations stay theirs for the grace period (120 s) and then, in the tick that reaches it,
+    go to someone else with their original queue time; capacity is released once and counters always
+    equal the work held."""
     sim.config = RoutingConfig(
         sticky_window=timedelta(0),
         presence_timeout=timedelta(seconds=60),
@@ -450,15 +492,15 @@ async def test_a_silent_agents_offers_return_at_once_and_conversations_after_the
     assert (await sim.agents())[leaver].active_count == 3
 
     last_seen = T0 + timedelta(seconds=30)
-    for seconds in range(10, 100, 10):  # ticks every 10 s; the leaver's last heartbeat is at 30 s
+    for seconds in [*range(10, 90, 10), 89.999999]:  # ticks every 10 s; the last heartbeat is at 30 s
         if sim.clock.at(T0 + timedelta(seconds=seconds)) > last_seen:
             sim.present.discard(leaver)  # the desktop is gone
-        assert (await sim.tick())["silenced"] == 0, seconds  # up to last_seen + 60 s included
+        assert (await sim.tick())["silenced"] == 0, seconds  # up to last_seen + 60 s excluded
         assert (await sim.agents())[leaver].status == "online"
         assert (await sim.task(offer)).agent_id == leaver
         await sim.check_capacity()
 
-    went_offline = sim.clock.at(last_seen + timedelta(seconds=60, microseconds=1))
+    went_offline = sim.clock.at(last_seen + timedelta(seconds=60))
     steps = await sim.tick()
     assert (steps["silenced"], steps["requeued"]) == (1, 0)
     rows = await sim.check_capacity()
@@ -495,6 +537,205 @@ async def test_a_silent_agents_offers_return_at_once_and_conversations_after_the
         if e["agent_id"] == str(helper)
     }
     assert {c: reassigned[str(c)] for c in kept} == opened_at  # announced with the original queue time
+
+
+async def test_the_grace_counts_from_the_silence_deadline_however_late_the_sweeper_ticks(sim: Sim) -> None:
+    """Presence timeout 60 s, grace 120 s: an agent last heard from at t is offline as of t + 60 s and
+    their conversations are requeued at t + 180 s exactly, whenever the sweeper notices the silence. One
+    agent, last heard from at T0 (coming online), is first looked at by a tick at T0 + 180 s: they go
+    offline as of T0 + 60 s and lose their conversation in that same tick. The other, last heard from at
+    T0 + 10 s, goes offline in that tick too (as of T0 + 70 s) but keeps theirs until T0 + 190 s."""
+    sim.config = RoutingConfig(
+        sticky_window=timedelta(0),
+        presence_timeout=timedelta(seconds=60),
+        offline_grace=timedelta(seconds=120),
+    )
+    early = await sim.agent("early", capacity=1)
+    [first] = await sim.open()
+    sim.clock.at(T0 + timedelta(seconds=10))
+    late = await sim.agent("late", capacity=1)
+    [second] = await sim.open()
+    assert [(await sim.task(c)).agent_id for c in (first, second)] == [early, late]
+    sim.present.clear()  # neither heartbeats again
+
+    sim.clock.at(T0 + timedelta(seconds=180))
+    steps = await sim.tick()
+    assert (steps["silenced"], steps["requeued"]) == (2, 1)
+    rows = await sim.agents()
+    assert (rows[early].status, rows[late].status) == ("offline", "offline")
+    async with sim.db.unit_of_work() as session:
+        since: dict[uuid.UUID, datetime] = dict(
+            (await session.execute(sa.text("SELECT id, status_changed_at FROM router.agents"))).all()
+        )
+    assert since == {early: T0 + timedelta(seconds=60), late: T0 + timedelta(seconds=70)}
+    offline = [e for e in await sim.events("agent.status_changed") if e["status"] == "offline"]
+    assert {(e["agent_id"], datetime.fromisoformat(e["changed_at"])) for e in offline} == {
+        (str(early), T0 + timedelta(seconds=60)),
+        (str(late), T0 + timedelta(seconds=70)),
+    }
+    assert [((await sim.task(c)).state, (await sim.task(c)).agent_id) for c in (first, second)] == [
+        ("queued", None),
+        ("assigned", late),
+    ]
+
+    sim.clock.at(T0 + timedelta(seconds=190) - timedelta(microseconds=1))
+    assert (await sim.tick())["requeued"] == 0
+    sim.clock.at(T0 + timedelta(seconds=190))
+    assert (await sim.tick())["requeued"] == 1
+    assert (await sim.task(second)).state == "queued"
+    requeued = await sim.events("conversation.requeued")
+    assert [(e["conversation_id"], e["agent_id"]) for e in requeued] == [
+        (str(first), str(early)),
+        (str(second), str(late)),
+    ]
+    await sim.check_capacity()
+
+
+# --- escalation and SLA ------------------------------------------------------------------------------
+
+
+async def test_escalation_steps_and_the_sla_breach_happen_at_their_exact_instants(sim: Sim) -> None:
+    """A VIP conversation (queue "vip": optional skills dropped at 60 s, levels relaxed by 2 at 120 s; SLA
+    90 s) waits from T0 for billing at level 4 and Spanish, which the only agent (billing 2) lacks. Each
+    change happens in the tick that reaches its instant, not a microsecond before, and once: ring 1 at
+    T0 + 60 s (Spanish no longer asked), the breach at T0 + 90 s (priority up one, announced), ring 2 at
+    T0 + 120 s (billing 2 suffices), when the escalation routes it to the agent in the same tick."""
+    sim.config = RoutingConfig(sticky_window=timedelta(0), rules=RuleBook(0, "en"))
+    steps = [EscalationStep(after_s=60, drop_optional=True), EscalationStep(after_s=120, relax_levels_by=2)]
+    async with sim.db.unit_of_work() as session:
+        await agents.upsert_queue(session, "vip", QueueUpsert(escalation=steps))
+        await rules_service.create(
+            session,
+            RuleCreate.model_validate(
+                {
+                    "name": "vip",
+                    "position": 1,
+                    "conditions": {"customer": {"tier": "vip"}},
+                    "outcome": {
+                        "queue": "vip",
+                        "required_skills": {"billing": 4},
+                        "optional_skills": ["spanish"],
+                        "sla_target_seconds": 90,
+                    },
+                }
+            ),
+        )
+    agent = await sim.agent("plain", skills=[{"skill": "billing", "level": 2}], capacity=3)
+    [cid] = await sim.open(attributes={"tier": "vip"})
+
+    async def requirement() -> tuple[str, dict[str, int], int, int, uuid.UUID | None]:
+        task = await sim.task(cid)
+        levels = dict(zip(task.required_skills, task.min_levels, strict=True))
+        return task.state, levels, task.escalation_step, task.priority, task.agent_id
+
+    assert await requirement() == ("queued", {"billing": 4, "spanish": 1}, 0, 0, None)
+    just_before = timedelta(microseconds=1)
+    expected = [
+        (60, "escalated", ("queued", {"billing": 4}, 1, 0, None)),
+        (90, "breached", ("queued", {"billing": 4}, 1, 1, None)),
+        (120, "escalated", ("assigned", {"billing": 2}, 2, 1, agent)),
+    ]
+    before = await requirement()
+    for seconds, step, after in expected:
+        sim.clock.at(T0 + timedelta(seconds=seconds) - just_before)
+        ticked = await sim.tick()
+        assert (ticked["escalated"], ticked["breached"], await requirement()) == (0, 0, before), seconds
+        sim.clock.at(T0 + timedelta(seconds=seconds))
+        ticked = await sim.tick()
+        assert ticked[step] == 1 and ticked["escalated"] + ticked["breached"] == 1, (seconds, ticked)
+        assert await requirement() == after, seconds
+        before = after
+    sim.clock.advance(seconds=600)
+    ticked = await sim.tick()
+    assert (ticked["escalated"], ticked["breached"]) == (0, 0)  # each change once
+
+    escalated = await sim.events("conversation.escalated")
+    assert [
+        (e["step"], e["required_skills"], datetime.fromisoformat(e["escalated_at"])) for e in escalated
+    ] == [
+        (1, {"billing": 4}, T0 + timedelta(seconds=60)),
+        (2, {"billing": 2}, T0 + timedelta(seconds=120)),
+    ]
+    [breach] = await sim.events("conversation.sla_breached")
+    assert (breach["priority"], breach["sla_target_s"], datetime.fromisoformat(breach["breached_at"])) == (
+        1,
+        90,
+        T0 + timedelta(seconds=90),
+    )
+    [assigned] = await sim.events("conversation.assigned")
+    assert (assigned["agent_id"], datetime.fromisoformat(assigned["assigned_at"])) == (
+        str(agent),
+        T0 + timedelta(seconds=120),
+    )
+    await sim.check_capacity()
+
+
+# --- competing transactions ------------------------------------------------------------------------------
+
+
+async def test_replicas_routing_and_sweeping_at_once_fill_capacity_exactly_once(sim: Sim) -> None:
+    """Four batches of conversations routed in concurrent transactions (as replicas would) while two
+    sweeps run, all at one instant of the clock: every agent is filled to capacity and no further, each
+    conversation is assigned at most once, and the rest wait; the next tick changes nothing."""
+    agents_ = [await sim.agent(f"a{i}", capacity=2) for i in range(3)]
+    batches = [sim.opened(*[Channel.API] * 4) for _ in range(4)]
+
+    async def route(batch: list[tuple[EventEnvelope, ConversationOpened]]) -> None:
+        await sim.run(lambda s, o: service.on_opened(s, o, batch, sim.config))
+
+    await asyncio.gather(
+        *(route(b) for b in batches),
+        sim.run(service.sweep),
+        sim.run(service.sweep),
+    )
+    rows = await sim.check_capacity()
+    assert [rows[a].active_count for a in agents_] == [2, 2, 2]
+    assigned = Counter(e["conversation_id"] for e in await sim.events("conversation.assigned"))
+    assert len(assigned) == 6 and set(assigned.values()) == {1}
+    assert len(await sim.queued()) == 10
+    assert (await sim.tick())["swept"] == 0
+    assert len(await sim.events("conversation.assigned")) == 6
+
+
+# --- the sweeper's memory --------------------------------------------------------------------------------
+
+
+async def test_the_sweeper_serves_agents_changed_since_its_last_pass_and_all_every_full_pass(
+    sim: Sim,
+) -> None:
+    """With ``full_every`` 3, the sweeper's passes 1, 4, 7… read every agent with room, the others only
+    agents changed since the pass before. A conversation that missed its only agent because another
+    transaction held that agent's row (the agent itself unchanged) waits for the next full pass; once the
+    agent's load changes, the next pass serves them again."""
+    sim.memory = service.SweepMemory(full_every=3)
+    agent = await sim.agent("only", capacity=3)
+    [nobody] = await sim.open(skills=["billing"])  # keeps the queue non-empty: every tick is a pass
+
+    async def open_while_held() -> uuid.UUID:
+        async with sim.db.unit_of_work() as holder:
+            await holder.execute(
+                sa.text("SELECT 1 FROM router.agents WHERE id = :id FOR UPDATE"), {"id": agent}
+            )
+            [cid] = await sim.open()
+        assert (await sim.task(cid)).state == "queued"  # its agent was held: it waits
+        return cid
+
+    assert (await sim.tick())["swept"] == 0  # pass 1, full: the agent is remembered
+    missed = await open_while_held()
+    for unchanged_pass in (2, 3):
+        sim.clock.advance(seconds=1)
+        assert (await sim.tick())["swept"] == 0, unchanged_pass
+        assert (await sim.task(missed)).state == "queued", unchanged_pass
+    sim.clock.advance(seconds=1)
+    assert (await sim.tick())["swept"] == 1  # pass 4, full
+    assert (await sim.task(missed)).agent_id == agent
+
+    again = await open_while_held()
+    sim.clock.advance(seconds=1)
+    assert (await sim.tick())["swept"] == 1  # pass 5: the agent's load changed since pass 4
+    assert (await sim.task(again)).agent_id == agent
+    assert (await sim.task(nobody)).state == "queued"
+    await sim.check_capacity()
 
 
 # --- stickiness ------------------------------------------------------------------------------------------

@@ -21,20 +21,27 @@ log = logging.getLogger(__name__)
 Step = Callable[[AsyncSession, Outbox], Awaitable[int]]
 
 
-def _steps(config: service.RoutingConfig) -> list[tuple[str, Step]]:
-    # The order puts capacity back before the queue is served.
+def steps(config: service.RoutingConfig, memory: service.SweepMemory | None = None) -> list[tuple[str, Step]]:
+    """A tick's steps, in order: capacity is put back and waiting conversations' priority and requirement
+    brought up to date before the queue is served (with ``memory``, by the agents changed since the last
+    pass, and all of them every ``full_every`` passes)."""
     return [
         ("offers timed out", service.expire_offers),
         ("agents silent, set offline", lambda s, o: service.silence_stale_agents(s, o, config)),
         ("conversations requeued from offline agents", lambda s, o: service.requeue_abandoned(s, o, config)),
-        ("waiting conversations placed", service.sweep),
+        ("unanswered conversations requeued", lambda s, o: service.requeue_unanswered(s, o, config)),
+        ("SLA breaches raised", service.mark_sla_breaches),
+        ("escalation steps taken", service.escalate),
+        ("waiting conversations placed", lambda s, o: service.sweep(s, o, memory)),
     ]
 
 
-async def sweep_once(db: Database, outbox: Outbox, config: service.RoutingConfig) -> None:
+async def sweep_once(
+    db: Database, outbox: Outbox, config: service.RoutingConfig, memory: service.SweepMemory | None = None
+) -> None:
     """One tick. Each step is its own transaction, so one failing (a lock timeout, a bad row) does not
     hold back the steps before it, and the next tick runs them all again."""
-    for what, step in _steps(config):
+    for what, step in steps(config, memory):
         async with db.unit_of_work() as session:
             n = await step(session, outbox)
         if n:
@@ -42,4 +49,5 @@ async def sweep_once(db: Database, outbox: Outbox, config: service.RoutingConfig
 
 
 def queue_sweeper(db: Database, outbox: Outbox, interval_s: float, config: service.RoutingConfig) -> Periodic:
-    return Periodic("queue-sweeper", lambda: sweep_once(db, outbox, config), interval_s)
+    memory = service.SweepMemory()
+    return Periodic("queue-sweeper", lambda: sweep_once(db, outbox, config, memory), interval_s)

@@ -4,12 +4,17 @@ Issue 9 sets the target: one decision (candidate fetch + policy) within 1 ms at 
 10,000 waiting conversations. This runs the router's own repository and policy code, in this process,
 against a real (embedded) PostgreSQL holding that many rows, and times each decision:
 
-* ``opened_1`` / ``opened_50``: conversations arrive (``insert_tasks`` + ``lock_best_candidates`` with
-  sticky customers + ``policy.match``), as ``service.on_opened`` does before it writes the outcome;
-* ``freed``: an agent frees up (``lock_agents_with_capacity([agent])`` + ``lock_queued`` +
-  ``policy.match``), as ``service.assign_queued`` does after a resolution;
+* ``opened_1`` / ``opened_50``: conversations arrive (``insert_with_candidates``: queued and their best
+  candidates, with sticky customers, read in one statement; + ``policy.match``), as ``service.on_opened``
+  does before it writes the outcome;
+* ``placed_1``: ``opened_1`` and the outcome written: the chosen agent locked, its capacity taken and the
+  conversation assigned (``service._place``: ``reserve_and_place``), since candidates are read unlocked;
+* ``freed``: an agent frees up (``agents_and_queue([agent])``: the agent and the head of the queue it
+  could take, one statement; + ``policy.match``), as ``service.assign_queued`` does after a resolution;
 * ``sweep``: the sweeper's whole pass, ``service.assign_queued(session, outbox, None)``, which also
-  reserves capacity, marks tasks and writes the outbox.
+  reserves capacity, marks tasks and writes the outbox;
+* ``sweep_changed``: the sweeper's pass with its memory (``service.SweepMemory``) when ``CHANGED_AGENTS``
+  agents with room changed since its last pass (the others as that pass saw them: the seed's).
 
 Every repetition runs in a transaction that is rolled back, so each one sees the same data. SQL time is
 the time spent in the driver (SQLAlchemy's cursor events, round trip included); policy time is
@@ -76,7 +81,8 @@ WORKLOAD_CAPACITIES = ((2, 3, 4), (3, 5, 8), (5, 8, 10), (0, 1, 1))
 TEAMS = 50
 OFFER_TEAMS = 5  # the first teams want offers (the others auto-accept)
 LEVEL_WEIGHTS = (0.40, 0.25, 0.20, 0.10, 0.05)  # a conversation's minimum proficiency, 1-5
-SCENARIOS = ("opened_1", "opened_50", "freed", "sweep")
+SCENARIOS = ("opened_1", "placed_1", "opened_50", "freed", "sweep", "sweep_changed")
+CHANGED_AGENTS = 10  # agents with room whose state changed between two of the sweeper's passes
 
 
 # --- the seed (pure) ---------------------------------------------------------------------------------
@@ -526,10 +532,12 @@ def _clip(line: str, width: int = 160) -> str:
 
 COLUMNS = ("p50", "p90", "p99", "max", "mean")
 DESCRIPTIONS = {
-    "opened_1": "1 conversation arrives: insert_tasks + lock_best_candidates + match",
-    "opened_50": "50 conversations arrive: insert_tasks + lock_best_candidates + match",
-    "freed": "an agent frees up: lock_agents_with_capacity([agent]) + lock_queued + match",
+    "opened_1": "1 conversation arrives: insert_with_candidates + match",
+    "placed_1": "1 conversation arrives and is placed: opened_1 + reserve_and_place",
+    "opened_50": "50 conversations arrive: insert_with_candidates + match",
+    "freed": "an agent frees up: agents_and_queue([agent]) + match",
     "sweep": "the sweeper's pass: service.assign_queued(session, outbox, None), whole",
+    "sweep_changed": f"the sweeper's pass with its memory, {CHANGED_AGENTS} agents changed since the last",
 }
 
 
@@ -603,22 +611,20 @@ class Bench:
         self.with_room = [a for a in seed.agents if a.has_room]
         self.returning = [t.customer_id for t in seed.assigned]
         self.notices: list[str] = []
+        self.seen: dict[uuid.UUID, tuple[object, ...]] | None = None  # the sweeper's memory of a full pass
 
     # One decision each: (tasks, candidates, matched), SQL and policy timed by the caller's wrappers.
 
     async def opened(
-        self, session: AsyncSession, new: list[Any], policy_time: list[float]
+        self, session: AsyncSession, new: list[Any], policy_time: list[float], *, place: bool = False
     ) -> tuple[int, int, int]:
         repository, policy = self.repository, self.policy
         now = datetime.now(UTC)
-        # The ids inserted, or the tasks as stored, depending on the repository's version.
-        inserted = {getattr(r, "conversation_id", r) for r in await repository.insert_tasks(session, new)}
-        tasks = [x.waiting for x in new if x.waiting.conversation_id in inserted]
         customers = {x.waiting.conversation_id: x.customer_id for x in new}
-        # As service._route does with a sticky window.
-        locked = await repository.lock_best_candidates(
+        # As service.on_opened does with a sticky window: queued and candidates read in one statement.
+        tasks, locked = await repository.insert_with_candidates(
             session,
-            tasks,
+            new,
             sticky_customers=sorted(set(customers.values())),
             sticky_since=now - timedelta(days=1),
         )
@@ -631,10 +637,19 @@ class Bench:
                 )
                 for t in tasks
             ]
+        if place:
+            with timed_match(policy, policy_time):
+                placed, _, _ = await self.service._place(session, tasks, locked, {}, now)
+            return len(tasks), len(locked.candidates), len(placed)
         start = time.perf_counter()
         matches = policy.match(tasks, locked.candidates, now)
         policy_time.append(time.perf_counter() - start)
         return len(tasks), len(locked.candidates), len(matches)
+
+    async def placed(
+        self, session: AsyncSession, new: list[Any], policy_time: list[float]
+    ) -> tuple[int, int, int]:
+        return await self.opened(session, new, policy_time, place=True)
 
     def new_tasks(self, n: int) -> list[Any]:
         """Conversations arriving now (built before the clock starts: not part of the decision)."""
@@ -658,8 +673,7 @@ class Bench:
         self, session: AsyncSession, agent: uuid.UUID, policy_time: list[float]
     ) -> tuple[int, int, int]:
         repository, policy = self.repository, self.policy
-        locked = await repository.lock_agents_with_capacity(session, [agent])
-        tasks = await repository.lock_queued(session, locked.candidates)
+        locked, tasks = await repository.agents_and_queue(session, [agent])
         start = time.perf_counter()
         matches = policy.match(tasks, locked.candidates, datetime.now(UTC))
         policy_time.append(time.perf_counter() - start)
@@ -670,21 +684,41 @@ class Bench:
             placed = await self.service.assign_queued(session, self.outbox, None)
         return 0, 0, placed
 
+    async def sweep_changed(
+        self, session: AsyncSession, _: None, policy_time: list[float]
+    ) -> tuple[int, int, int]:
+        if self.seen is None:  # the first (warm-up) repetition: what a full pass remembers
+            full = self.service.SweepMemory()
+            full.changed((await self.repository.agents_with_capacity(session, None)).candidates)
+            self.seen = full.seen
+        seen = dict(self.seen)
+        for agent_id in self.rng.sample(sorted(seen), min(CHANGED_AGENTS, len(seen))):
+            del seen[agent_id]  # changed since: served as new
+        memory = self.service.SweepMemory(full_every=sys.maxsize, seen=seen, passes=1)
+        with timed_match(self.policy, policy_time):
+            placed = await self.service.assign_queued(session, self.outbox, None, memory)
+        return 0, CHANGED_AGENTS, placed
+
     def step(self, name: str) -> tuple[Callable[[], Any], Step]:
         """What a repetition needs, made before the clock starts, and the decision itself."""
         if name == "opened_1":
             return lambda: self.new_tasks(1), self.opened
+        if name == "placed_1":
+            return lambda: self.new_tasks(1), self.placed
         if name == "opened_50":
             return lambda: self.new_tasks(50), self.opened
         if name == "freed":
             return lambda: self.rng.choice(self.with_room).id, self.freed
+        if name == "sweep_changed":
+            return lambda: None, self.sweep_changed
         return lambda: None, self.sweep
 
     async def measure(self, conn: AsyncConnection, name: str, repeat: int, warmup: int) -> dict[str, Any]:
         make_input, step = self.step(name)
         backend_pid = await conn.scalar(sa.text("SELECT pg_backend_pid()"))
         await conn.rollback()
-        vacuum_each = name == "sweep"  # a pass rewrites thousands of rows; keep the heap as it was
+        # A pass rewrites many rows (thousands for a full one); keep the heap as it was.
+        vacuum_each = name in ("sweep", "sweep_changed")
         reps: list[Rep] = []
         server = 0.0
         for i in range(warmup + repeat):
@@ -821,19 +855,6 @@ VARIANTS: dict[str, Variant] = {
             "CREATE INDEX tasks_queue_order ON router.tasks (priority DESC, enqueued_at, conversation_id) "
             "WHERE state = 'queued'",
             "DROP INDEX router.tasks_queue",
-        ),
-    ),
-    # lock_best_candidates' second branch (preferred and sticky agents) is an OR of ``= ANY(:preferred)``
-    # and ``IN (SELECT ... FROM sticky)``: no index answers the OR, so it reads all agents every time,
-    # even with no preferred agent and no returning customer.
-    "preferred-any": Variant(
-        "lock_best_candidates' preferred/sticky branch as one id = ANY(array): an index scan",
-        patches=(
-            (
-                "_LOCK_BEST_CANDIDATES",
-                "(a.id = ANY(:preferred) OR a.id IN (SELECT agent_id FROM sticky))",
-                "a.id = ANY(CAST(:preferred AS uuid[]) || ARRAY(SELECT agent_id FROM sticky))",
-            ),
         ),
     ),
 }

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.auth import Principal
 from switchboard_router.models import Agent, AgentStatus, Queue, Task, TaskState, Team
+from switchboard_router.skills.models import Skill
 
 
 def readable(principal: Principal) -> sa.Select[Agent]:
@@ -73,7 +74,7 @@ async def list_readable(
     return (await session.execute(stmt)).scalars().all()
 
 
-Named = TypeVar("Named", Team, Queue)
+Named = TypeVar("Named", Team, Queue, Skill)
 
 
 async def list_named(session: AsyncSession, model: type[Named]) -> Sequence[Named]:
@@ -82,7 +83,7 @@ async def list_named(session: AsyncSession, model: type[Named]) -> Sequence[Name
 
 
 async def upsert_named(session: AsyncSession, model: type[Named], name: str, values: dict[str, Any]) -> Named:
-    """Create or change a team or a queue: its settings are ``values``."""
+    """Create or change a named row (a team, a queue, a catalogued skill): its settings are ``values``."""
     stmt = (
         insert(model)
         .values(name=name, **values)
@@ -92,8 +93,9 @@ async def upsert_named(session: AsyncSession, model: type[Named], name: str, val
     return (await session.execute(stmt, execution_options={"populate_existing": True})).scalar_one()
 
 
-async def delete_named(session: AsyncSession, model: type[Team] | type[Queue], name: str) -> bool:
-    """Teams' members and queues' conversations keep the name; without its row it has the defaults."""
+async def delete_named(session: AsyncSession, model: type[Team | Queue | Skill], name: str) -> bool:
+    """Whether the row was there. Teams' members and queues' conversations keep the name; without its
+    row it has the defaults (a skill is only deleted once nothing names it: ``skills.service.delete``)."""
     result = await session.execute(sa.delete(model).where(model.name == name).returning(model.name))
     return result.scalar_one_or_none() is not None
 

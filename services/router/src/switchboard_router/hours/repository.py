@@ -22,6 +22,7 @@ from switchboard_router.routing.repository import (
     HANDLE_TIMES_SQL,
     QUEUE_NEEDS_SQL,
     QUEUE_SLOTS_SQL,
+    QUEUED_IN_SQL,
     RECENT_HANDLE_SQL,
     handle_times_of,
     slots_of,
@@ -64,16 +65,18 @@ async def delete(session: AsyncSession, team: str) -> bool:
 # Everything the announcement of conversations left waiting needs, as one row of JSON whatever the batch:
 # - their positions in their queues (``policy.queue_order``), numbered over the queued tasks of the
 #   batch's queues only, once (not a count per task);
-# - the slots serving those queues and the recent handle times, as the queue view reads them;
+# - the slots serving those queues and the recent handle times, as the queue view reads them; the
+#   requirements waiting in those queues come from the same scan of their queued tasks (``queued``) as
+#   the positions, so a batch scans them once, not twice;
 # - per queue of the batch, the business hours of its team, else of the default queue's team.
 _OUTLOOK = statement(
     f"""
-    WITH ranked AS (
+    WITH queued AS MATERIALIZED ({QUEUED_IN_SQL}
+    ), ranked AS (
         SELECT t.conversation_id,
                row_number() OVER (PARTITION BY t.queue
                                   ORDER BY t.priority DESC, t.enqueued_at, t.conversation_id) AS position
-        FROM router.tasks t
-        WHERE t.state = 'queued' AND t.queue = ANY(:queues)
+        FROM queued t
     ), needs AS ({QUEUE_NEEDS_SQL}
     ), slots AS ({QUEUE_SLOTS_SQL}
     ), recent AS ({RECENT_HANDLE_SQL}

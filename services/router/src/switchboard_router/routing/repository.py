@@ -1,10 +1,13 @@
 """The router's SQL, set-based and of constant shape.
 
-Reservation is atomic in PostgreSQL: candidate agents and queued tasks are locked ``FOR UPDATE SKIP
-LOCKED`` and capacity is taken by a conditional UPDATE, so replicas never over-assign an agent and never
-assign one conversation twice. Routing skips locked rows, so it never waits on another transaction (a
-conversation that misses an agent another transaction holds at that instant is picked up by the sweeper);
-resolution and requeue wait for the rows they change.
+Reservation is atomic in PostgreSQL, so replicas never over-assign an agent and never assign one
+conversation twice: queued tasks are locked ``FOR UPDATE SKIP LOCKED`` (or are this transaction's own,
+inserted or updated by it); candidate agents are read without locks, and only the agents chosen are
+locked (``SKIP LOCKED``) by the statement that takes their capacity, a conditional UPDATE that checks the
+capacity on the row's latest version. Routing skips locked rows, so it never waits on another
+transaction; a choice whose agent is held elsewhere or has filled up meanwhile is made again among the
+others (``service._place``), and a conversation left without one is picked up by the sweeper. Resolution
+and requeue wait for the rows they change.
 
 Eligibility is written twice, here in SQL (so a fetch limited to the best candidates is exact) and in
 ``policy.qualifies`` / ``policy._Pool.has_room``; the unit and integration tests hold them to each other.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,15 +81,16 @@ def _text(values: Iterable[object]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Locked:
-    """Candidates locked for this transaction, and how each takes work."""
+class Candidates:
+    """Candidate agents as read (unlocked: their capacity is checked again when it is taken), and how
+    each takes work."""
 
     candidates: list[Candidate]
     offer_timeout_s: dict[uuid.UUID, int]  # agents who are offered work (absent: auto-accept)
     sticky: dict[uuid.UUID, uuid.UUID]  # customer → their previous agent, among the candidates
 
     @staticmethod
-    def of(rows: Iterable[Any]) -> Locked:
+    def of(rows: Iterable[Any]) -> Candidates:
         candidates: dict[uuid.UUID, Candidate] = {}
         timeouts: dict[uuid.UUID, int] = {}
         sticky: dict[uuid.UUID, uuid.UUID] = {}
@@ -105,7 +109,7 @@ class Locked:
                 timeouts[r.id] = int(r.offer_timeout_s)
             for customer in getattr(r, "sticky_customers", None) or ():
                 sticky[customer] = r.id
-        return Locked(list(candidates.values()), timeouts, sticky)
+        return Candidates(list(candidates.values()), timeouts, sticky)
 
 
 _TASK_VALUES = (
@@ -146,8 +150,7 @@ _QUEUED_COLUMNS = (
     "t.conversation_id, t.required_skills, t.min_levels, t.language, t.workload, t.priority, t.enqueued_at,"
     f" t.declined_by, {_POLICY} AS policy, t.queue, {_TEAM} AS team"
 )
-_INSERT_TASKS = statement(
-    f"""
+_INSERT_TASKS_SQL = f"""
     INSERT INTO router.tasks AS t (conversation_id, customer_id, state, required_skills, min_levels, language,
                               workload, priority, channel, enqueued_at, queue, optional_skills,
                               sla_target_s, rule_id, base_skills, base_levels)
@@ -158,9 +161,16 @@ _INSERT_TASKS = statement(
     FROM {_TASK_VALUES} AS {_TASK_COLUMNS}
     ON CONFLICT (conversation_id) DO NOTHING
     RETURNING {_QUEUED_COLUMNS}
-    """,  # noqa: S608 - our own fragments, no input
-    **_TASK_TYPES,
-)
+"""  # noqa: S608 - our own fragments, no input
+_INSERT_TASKS = statement(_INSERT_TASKS_SQL, **_TASK_TYPES)
+# Statements returning agents and tasks as one result: agent rows (``_AGENT_COLUMNS`` and the sticky
+# customers) with the task columns NULL, task rows (``_QUEUED_COLUMNS``) with the agent columns NULL.
+_NO_TASK = """NULL::uuid AS conversation_id, NULL::text[] AS required_skills,
+           NULL::smallint[] AS min_levels, NULL::text AS language, NULL::int AS workload,
+           NULL::int AS priority, NULL::timestamptz AS enqueued_at, NULL::uuid[] AS declined_by,
+           NULL::text AS policy, NULL::text AS queue, NULL::text AS team"""
+_NO_AGENT = """NULL::uuid, NULL::jsonb, NULL::text[], NULL::int, NULL::int, NULL::int[], NULL::int[],
+           NULL::timestamptz, NULL::int"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,28 +191,28 @@ async def _queue(session: AsyncSession, stmt: sa.TextClause, tasks: Sequence[New
     """Run a statement that queues ``tasks`` (insert or requeue); returns the tasks it queued, as stored."""
     if not tasks:
         return []
+    return [_waiting(r) for r in await session.execute(stmt, _task_params(tasks))]
+
+
+def _task_params(tasks: Sequence[NewTask]) -> dict[str, list[Any]]:
     reqs = [t.waiting.requirement for t in tasks]
-    rows = await session.execute(
-        stmt,
-        {
-            "ids": [t.waiting.conversation_id for t in tasks],
-            "customers": [t.customer_id for t in tasks],
-            "skills": [_text(s for s, _ in r.skills) for r in reqs],
-            "levels": [_text(m for _, m in r.skills) for r in reqs],
-            "langs": [r.language for r in reqs],
-            "workloads": [workload_index(r.workload) for r in reqs],
-            "priorities": [t.waiting.priority for t in tasks],
-            "channels": [t.channel for t in tasks],
-            "ats": [t.waiting.enqueued_at for t in tasks],
-            "queues": [t.queue for t in tasks],
-            "optional": [_text(sorted(t.optional_skills)) for t in tasks],
-            "slas": [t.sla_target_s for t in tasks],
-            "rules": [t.rule_id for t in tasks],
-            "bskills": [_text(s for s, _ in _base(t)) for t in tasks],
-            "blevels": [_text(m for _, m in _base(t)) for t in tasks],
-        },
-    )
-    return [_waiting(r) for r in rows]
+    return {
+        "ids": [t.waiting.conversation_id for t in tasks],
+        "customers": [t.customer_id for t in tasks],
+        "skills": [_text(s for s, _ in r.skills) for r in reqs],
+        "levels": [_text(m for _, m in r.skills) for r in reqs],
+        "langs": [r.language for r in reqs],
+        "workloads": [workload_index(r.workload) for r in reqs],
+        "priorities": [t.waiting.priority for t in tasks],
+        "channels": [t.channel for t in tasks],
+        "ats": [t.waiting.enqueued_at for t in tasks],
+        "queues": [t.queue for t in tasks],
+        "optional": [_text(sorted(t.optional_skills)) for t in tasks],
+        "slas": [t.sla_target_s for t in tasks],
+        "rules": [t.rule_id for t in tasks],
+        "bskills": [_text(s for s, _ in _base(t)) for t in tasks],
+        "blevels": [_text(m for _, m in _base(t)) for t in tasks],
+    }
 
 
 def _base(task: NewTask) -> tuple[tuple[str, int], ...]:
@@ -212,6 +222,32 @@ def _base(task: NewTask) -> tuple[tuple[str, int], ...]:
 async def insert_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> list[Waiting]:
     """Queue conversations; returns those inserted (one already known is a redelivered event)."""
     return await _queue(session, _INSERT_TASKS, tasks)
+
+
+async def insert_with_candidates(
+    session: AsyncSession,
+    tasks: Sequence[NewTask],
+    *,
+    sticky_customers: Sequence[uuid.UUID] = (),
+    sticky_since: datetime | None = None,
+) -> tuple[list[Waiting], Candidates]:
+    """``insert_tasks`` and the ``best_candidates`` of the tasks inserted, in one statement."""
+    if not tasks:
+        return [], Candidates([], {}, {})
+    rows = (
+        await session.execute(
+            _INSERT_WITH_CANDIDATES,
+            {**_task_params(tasks), **_sticky_params(sticky_customers, sticky_since), "preferred": []},
+        )
+    ).all()
+    return (
+        [_waiting(r) for r in rows if r.conversation_id is not None],
+        Candidates.of(r for r in rows if r.conversation_id is None),
+    )
+
+
+def _sticky_params(customers: Sequence[uuid.UUID], since: datetime | None) -> dict[str, Any]:
+    return {"sticky_customers": list(customers) if since is not None else [], "since": since}
 
 
 # A reopened conversation's task waits again, if the reopen is the current one: a reopen replayed after a
@@ -242,55 +278,81 @@ async def requeue(session: AsyncSession, tasks: Sequence[NewTask]) -> list[Waiti
     return await _queue(session, _REQUEUE, tasks)
 
 
-_LOCK_BEST_CANDIDATES = statement(
-    f"""
-    WITH r AS (
-        SELECT string_to_array(u.skills, ',') AS skills, string_to_array(u.levels, ',')::int[] AS levels,
-               u.lang, u.w, u.n, u.policy
-        FROM unnest(:skills, :levels, :langs, :workloads, :limits, :policies)
-             AS u(skills, levels, lang, w, n, policy)
-    ), sticky AS (
+def _candidates_sql(requirements: str, tail: str = "") -> str:
+    """The best candidates of each requirement of ``r`` (a CTE made by ``requirements``), and the preferred
+    and sticky agents; ``tail`` is appended to both select lists."""
+    return f"""
+    WITH {requirements}, sticky AS (
         SELECT DISTINCT ON (t.customer_id) t.customer_id, t.agent_id FROM router.tasks t
-        WHERE t.customer_id = ANY(:customers) AND t.agent_id IS NOT NULL AND t.assigned_at >= :since
+        WHERE t.customer_id = ANY(:sticky_customers) AND t.agent_id IS NOT NULL AND t.assigned_at >= :since
         ORDER BY t.customer_id, t.assigned_at DESC
     )
-    SELECT c.*, NULL::uuid[] AS sticky_customers FROM r, LATERAL (
+    SELECT c.*, NULL::uuid[] AS sticky_customers{tail} FROM r, LATERAL (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
         WHERE {_ELIGIBLE.format(w="r.w", skills="r.skills", levels="r.levels", lang="r.lang")}
         ORDER BY {_RANK.format(w="r.w", skills="r.skills", policy="r.policy")}
         LIMIT r.n
-        FOR UPDATE SKIP LOCKED
     ) AS c
     UNION ALL
-    SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id) FROM (
+    SELECT p.*, (SELECT array_agg(s.customer_id) FROM sticky s WHERE s.agent_id = p.id){tail} FROM (
         SELECT {_AGENT_COLUMNS} FROM router.agents a
         WHERE a.id = ANY(CAST(:preferred AS uuid[]) || ARRAY(SELECT agent_id FROM sticky))
           AND a.status = 'online' AND a.deleted_at IS NULL AND a.active_count < a.capacity
-        FOR UPDATE SKIP LOCKED
     ) AS p
-    """,  # noqa: S608 - our own fragments, no input
+    """  # noqa: S608 - our own fragments, no input
+
+
+_STICKY_TYPES: dict[str, Any] = {
+    "sticky_customers": UUIDS,
+    "since": sa.DateTime(timezone=True),
+    "preferred": UUIDS,
+}
+_BEST_CANDIDATES = statement(
+    _candidates_sql(
+        """r AS (
+        SELECT string_to_array(u.skills, ',') AS skills, string_to_array(u.levels, ',')::int[] AS levels,
+               u.lang, u.w, u.n, u.policy
+        FROM unnest(:skills, :levels, :langs, :workloads, :limits, :policies)
+             AS u(skills, levels, lang, w, n, policy)
+    )"""
+    ),
     skills=TEXTS,
     levels=TEXTS,
     langs=TEXTS,
     workloads=INTS,
     limits=INTS,
     policies=TEXTS,
-    customers=UUIDS,
-    since=sa.DateTime(timezone=True),
-    preferred=UUIDS,
+    **_STICKY_TYPES,
+)
+# Conversations arriving, queued and their candidates read in one round trip: the requirements are those
+# of the tasks inserted (a redelivered one is not), each fetched as far as ``best_candidates`` would (as
+# many as the tasks inserted: new tasks exclude nobody), and the inserted tasks come back as rows too.
+_INSERTED_REQUIREMENTS = f"""ins AS ({_INSERT_TASKS_SQL}), r AS (
+        SELECT DISTINCT i.required_skills AS skills, i.min_levels::int[] AS levels, i.language AS lang,
+               i.workload AS w, (SELECT count(*) FROM ins) AS n, i.policy
+        FROM ins i
+    )"""  # noqa: S608 - our own fragments, no input
+_INSERTED = f"""
+    UNION ALL
+    SELECT {_NO_AGENT}, NULL::uuid[], i.* FROM ins i
+"""  # noqa: S608 - our own fragments, no input
+_INSERT_WITH_CANDIDATES = statement(
+    _candidates_sql(_INSERTED_REQUIREMENTS, ", " + _NO_TASK) + _INSERTED,
+    **_TASK_TYPES,
+    **_STICKY_TYPES,
 )
 
 
-async def lock_best_candidates(
+async def best_candidates(
     session: AsyncSession,
     tasks: Sequence[Waiting],
     *,
     sticky_customers: Sequence[uuid.UUID] = (),
     sticky_since: datetime | None = None,
-) -> Locked:
+) -> Candidates:
     """For each requirement, the best-ranked eligible agents, enough to serve its tasks; plus the tasks'
     preferred agents and the previous agents (assigned since ``sticky_since``) of ``sticky_customers``.
-    All locked for this transaction (agents another transaction holds are skipped).
+    Read without locks: ``reserve_and_place`` locks the agents chosen and checks their capacity again.
 
     As many per requirement as there are tasks (plus the agents the requirement's tasks exclude) is enough
     for an exact match: each assignment, of any requirement, raises the rank of one agent, so an agent
@@ -298,14 +360,14 @@ async def lock_best_candidates(
     the policy dedupes.
     """
     if not tasks:
-        return Locked([], {}, {})
+        return Candidates([], {}, {})
     need: dict[tuple[Requirement, Policy], int] = {}
     for t in tasks:
         key = (t.requirement, t.policy)
         need[key] = need.get(key, len(tasks)) + len(t.excluded)
     reqs = [r for r, _ in need]
     rows = await session.execute(
-        _LOCK_BEST_CANDIDATES,
+        _BEST_CANDIDATES,
         {
             "skills": [_text(s for s, _ in r.skills) for r in reqs],
             "levels": [_text(m for _, m in r.skills) for r in reqs],
@@ -313,33 +375,33 @@ async def lock_best_candidates(
             "workloads": [workload_index(r.workload) for r in reqs],
             "limits": list(need.values()),
             "policies": [p.value for _, p in need],
-            "customers": list(sticky_customers) if sticky_since is not None else [],
-            "since": sticky_since,
+            **_sticky_params(sticky_customers, sticky_since),
             "preferred": sorted({t.preferred_agent for t in tasks if t.preferred_agent is not None}),
         },
     )
-    return Locked.of(rows)
+    return Candidates.of(rows)
 
 
-_LOCK_AGENTS = statement(
+_AGENTS_WITH_CAPACITY = statement(
     f"""
     SELECT {_AGENT_COLUMNS} FROM router.agents a
     WHERE status = 'online' AND deleted_at IS NULL AND active_count < capacity
       AND (CAST(:agents AS uuid[]) IS NULL OR a.id = ANY(:agents))
     ORDER BY id
-    FOR UPDATE SKIP LOCKED
     """,  # noqa: S608 - our own fragments, no input
     agents=UUIDS,
 )
 
 
-async def lock_agents_with_capacity(
+async def agents_with_capacity(
     session: AsyncSession, agent_ids: Sequence[uuid.UUID] | None = None
-) -> Locked:
-    """Online agents with capacity left (among ``agent_ids`` when given), locked for this transaction;
-    agents another transaction holds are skipped."""
-    rows = await session.execute(_LOCK_AGENTS, {"agents": None if agent_ids is None else list(agent_ids)})
-    return Locked.of(rows)
+) -> Candidates:
+    """Online agents with capacity left (among ``agent_ids`` when given), read without locks (as
+    ``best_candidates``)."""
+    rows = await session.execute(
+        _AGENTS_WITH_CAPACITY, {"agents": None if agent_ids is None else list(agent_ids)}
+    )
+    return Candidates.of(rows)
 
 
 # For each agent, the first of the queue it could take, as many as it has room for; the union is locked.
@@ -348,8 +410,7 @@ async def lock_agents_with_capacity(
 _ELIGIBLE_TASK = _ELIGIBLE.format(
     w="o.workload", skills="o.required_skills", levels="o.min_levels", lang="o.language"
 )
-_LOCK_QUEUED = statement(
-    f"""
+_LOCK_QUEUED_SQL = f"""
     SELECT {_QUEUED_COLUMNS}
     FROM router.tasks t
     WHERE t.state = 'queued' AND t.conversation_id IN (
@@ -360,14 +421,41 @@ _LOCK_QUEUED = statement(
             ORDER BY o.priority DESC, o.enqueued_at, o.conversation_id
             LIMIT a.capacity - a.active_count
         ) AS q
-        WHERE a.id = ANY(:agents)
+        WHERE {{agents}}
     )
     ORDER BY t.priority DESC, t.enqueued_at, t.conversation_id
     FOR UPDATE OF t SKIP LOCKED
+"""  # noqa: S608 - our own fragments, no input
+_LOCK_QUEUED = statement(_LOCK_QUEUED_SQL.format(agents="a.id = ANY(:agents)"), agents=UUIDS, skip=UUIDS)
+# An agent freed (or coming online) in one round trip, not two: the agents with room among ``:agents``
+# (``agents_with_capacity``) and the head of the queue they could take (``lock_queued``), as one result of
+# agent rows and task rows, each with the other's columns NULL.
+_AGENTS_AND_QUEUE = statement(
+    f"""
+    WITH c AS MATERIALIZED (
+        SELECT {_AGENT_COLUMNS} FROM router.agents a
+        WHERE a.status = 'online' AND a.deleted_at IS NULL AND a.active_count < a.capacity
+          AND a.id = ANY(:agents)
+    )
+    SELECT c.*, NULL::uuid[] AS sticky_customers, {_NO_TASK} FROM c
+    UNION ALL
+    SELECT {_NO_AGENT}, NULL::uuid[], q.*
+    FROM ({_LOCK_QUEUED_SQL.format(agents="a.id IN (SELECT id FROM c)")}) AS q
     """,  # noqa: S608 - our own fragments, no input
     agents=UUIDS,
     skip=UUIDS,
 )
+
+
+async def agents_and_queue(
+    session: AsyncSession, agent_ids: Sequence[uuid.UUID]
+) -> tuple[Candidates, list[Waiting]]:
+    """``agents_with_capacity(agent_ids)`` and the ``lock_queued`` of those agents, in one statement."""
+    rows = (await session.execute(_AGENTS_AND_QUEUE, {"agents": list(agent_ids), "skip": []})).all()
+    return (
+        Candidates.of(r for r in rows if r.conversation_id is None),
+        [_waiting(r) for r in rows if r.conversation_id is not None],
+    )
 
 
 def _waiting(r: Any) -> Waiting:
@@ -423,31 +511,8 @@ _TAKE = """
     WHERE a.id = u.id {check}
     RETURNING a.id
 """
-_RESERVE = statement(
-    _TAKE.format(
-        check="""
-        AND a.status = 'online' AND a.active_count + u.n1 + u.n2 + u.n3 + u.n4 <= a.capacity
-        AND a.loads[1] + u.n1 <= a.capacities[1] AND a.loads[2] + u.n2 <= a.capacities[2]
-        AND a.loads[3] + u.n3 <= a.capacities[3] AND a.loads[4] + u.n4 <= a.capacities[4]
-        """
-    ),
-    ats=TIMES,
-    **_UNIT_TYPES,
-)
 # A supervisor's assignment takes capacity whatever is left: their call, not the policy's.
 _FORCE_TAKE = statement(_TAKE.format(check=""), ats=TIMES, **_UNIT_TYPES)
-
-
-async def reserve(
-    session: AsyncSession, units: Mapping[uuid.UUID, Sequence[int]], last: Mapping[uuid.UUID, datetime]
-) -> set[uuid.UUID]:
-    """Take ``units`` (per workload) of each agent's capacity if they are online and have it, and set
-    their ``last_assigned_at`` to ``last``; returns the agents whose reservation held. The single source
-    of truth for capacity."""
-    if not units:
-        return set()
-    rows = await session.scalars(_RESERVE, {**_unit_params(units), "ats": [last[a] for a in units]})
-    return set(rows.all())
 
 
 _RELEASE = statement(
@@ -468,24 +533,6 @@ async def release(session: AsyncSession, units: Mapping[uuid.UUID, Sequence[int]
         await session.execute(_RELEASE, _unit_params(units))
 
 
-_MARK_PLACED = statement(
-    """
-    UPDATE router.tasks t
-    SET state = CASE WHEN u.expires IS NULL THEN 'assigned' ELSE 'offered' END, agent_id = u.agent_id,
-        assigned_at = CASE WHEN u.expires IS NULL THEN CAST(:at AS timestamptz) END,
-        offered_at = CASE WHEN u.expires IS NULL THEN NULL ELSE CAST(:at AS timestamptz) END,
-        offer_expires_at = u.expires
-    FROM unnest(:ids, :agents, :expires) AS u(id, agent_id, expires)
-    WHERE t.conversation_id = u.id AND t.state = 'queued'
-    RETURNING t.conversation_id, t.workload
-    """,
-    ids=UUIDS,
-    agents=UUIDS,
-    expires=TIMES,
-    at=sa.DateTime(timezone=True),
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Placement:
     conversation_id: uuid.UUID
@@ -493,22 +540,79 @@ class Placement:
     expires_at: datetime | None  # an offer's deadline; None for a direct assignment
 
 
-async def mark_placed(
-    session: AsyncSession, placements: Sequence[Placement], at: datetime
-) -> dict[uuid.UUID, int]:
-    """Assign or offer queued tasks; returns the placed ones with their (1-based) workloads."""
-    if not placements:
-        return {}
+# The agents chosen are locked here, in id order and skipping those another transaction holds (routing
+# never waits, so it cannot deadlock), then their capacity is taken only where it is still there: in READ
+# COMMITTED an UPDATE evaluates its condition on the row's latest committed version (a row changed since
+# the statement's snapshot is re-read and re-checked), and the lock keeps it so until commit. Only the
+# tasks of agents so reserved are assigned or offered; the others stay queued for the caller to choose
+# again. One statement, one round trip, however many placements.
+_RESERVE = _TAKE.format(
+    check="""
+    AND a.id IN (SELECT id FROM chosen)
+    AND a.status = 'online' AND a.active_count + u.n1 + u.n2 + u.n3 + u.n4 <= a.capacity
+    AND a.loads[1] + u.n1 <= a.capacities[1] AND a.loads[2] + u.n2 <= a.capacities[2]
+    AND a.loads[3] + u.n3 <= a.capacities[3] AND a.loads[4] + u.n4 <= a.capacities[4]
+    """
+)
+_RESERVE_AND_PLACE = statement(
+    f"""
+    WITH chosen AS (
+        SELECT a.id FROM router.agents a WHERE a.id = ANY(:ids) ORDER BY a.id FOR UPDATE SKIP LOCKED
+    ), reserved AS ({_RESERVE}), placed AS (
+        UPDATE router.tasks t
+        SET state = CASE WHEN p.expires IS NULL THEN 'assigned' ELSE 'offered' END, agent_id = p.agent_id,
+            assigned_at = CASE WHEN p.expires IS NULL THEN CAST(:at AS timestamptz) END,
+            offered_at = CASE WHEN p.expires IS NULL THEN NULL ELSE CAST(:at AS timestamptz) END,
+            offer_expires_at = p.expires
+        FROM unnest(:tasks, :agents, :expires) AS p(id, agent_id, expires)
+        WHERE t.conversation_id = p.id AND t.state = 'queued' AND p.agent_id IN (SELECT id FROM reserved)
+        RETURNING t.conversation_id
+    )
+    SELECT id AS agent_id, NULL::uuid AS conversation_id FROM reserved
+    UNION ALL
+    SELECT NULL::uuid, conversation_id FROM placed
+    """,  # noqa: S608 - our own fragments, no input
+    ats=TIMES,
+    tasks=UUIDS,
+    agents=UUIDS,
+    expires=TIMES,
+    at=sa.DateTime(timezone=True),
+    **_UNIT_TYPES,
+)
+
+
+async def reserve_and_place(
+    session: AsyncSession,
+    units: Mapping[uuid.UUID, Sequence[int]],
+    last: Mapping[uuid.UUID, datetime],
+    placements: Sequence[Placement],
+    at: datetime,
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Take ``units`` (per workload) of each agent's capacity if no other transaction holds the agent and
+    they are online and have it, setting their ``last_assigned_at`` to ``last``; and assign or offer (at
+    ``at``) the queued tasks of ``placements`` whose agent was so reserved. Returns the agents reserved
+    and the tasks placed. The single source of truth for capacity."""
+    if not units:
+        return set(), set()
     rows = await session.execute(
-        _MARK_PLACED,
+        _RESERVE_AND_PLACE,
         {
-            "ids": [p.conversation_id for p in placements],
+            **_unit_params(units),
+            "ats": [last[a] for a in units],
+            "tasks": [p.conversation_id for p in placements],
             "agents": [p.agent_id for p in placements],
             "expires": [p.expires_at for p in placements],
             "at": at,
         },
     )
-    return {r.conversation_id: r.workload for r in rows}
+    reserved: set[uuid.UUID] = set()
+    placed: set[uuid.UUID] = set()
+    for r in rows:
+        if r.conversation_id is None:
+            reserved.add(r.agent_id)
+        else:
+            placed.add(r.conversation_id)
+    return reserved, placed
 
 
 # A resolution closes a task queued before it: one replayed after the conversation reopened (the task
@@ -658,35 +762,45 @@ async def touch_presence(session: AsyncSession, agent_id: uuid.UUID, at: datetim
     await session.execute(_TOUCH, {"agent": agent_id, "at": at})
 
 
-# Agents present (not offline) whose last heartbeat, or their coming online if they never sent one, is
-# older than the cutoff: they go offline.
+# Agents present (not offline) not heard from (a heartbeat, or their last status change if later) for the
+# timeout or longer: they go offline as of the instant the silence reached the timeout, whenever the
+# sweeper notices, so the offline grace counts from that instant too (``_REQUEUE_ABANDONED``) and a
+# silent agent's conversations are requeued exactly ``timeout + grace`` after they were last heard from.
+# Both deadlines are reached at their instant (``<=``), as offers' and SLAs' are.
 _SILENCE = statement(
     """
     WITH silent AS (
-        SELECT a.id, a.status FROM router.agents a
+        SELECT a.id, a.status, greatest(p.last_seen_at, a.status_changed_at) + :timeout AS since
+        FROM router.agents a
         LEFT JOIN router.agent_presence p ON p.agent_id = a.id
-        WHERE a.status <> 'offline' AND greatest(p.last_seen_at, a.status_changed_at) < :cutoff
+        WHERE a.status <> 'offline' AND greatest(p.last_seen_at, a.status_changed_at) + :timeout <= :now
         ORDER BY a.id
         FOR UPDATE OF a SKIP LOCKED
     )
-    UPDATE router.agents a SET status = 'offline', status_changed_at = :now
+    UPDATE router.agents a SET status = 'offline', status_changed_at = silent.since
     FROM silent WHERE a.id = silent.id
-    RETURNING a.id, silent.status AS previous
+    RETURNING a.id, silent.status AS previous, silent.since
     """,
-    cutoff=sa.DateTime(timezone=True),
+    timeout=sa.Interval(),
     now=sa.DateTime(timezone=True),
 )
 
 
-async def silence_stale_agents(
-    session: AsyncSession, cutoff: datetime, now: datetime
-) -> list[tuple[uuid.UUID, str]]:
-    """Set offline the agents not heard from since ``cutoff``; returns them with their previous status."""
-    rows = await session.execute(_SILENCE, {"cutoff": cutoff, "now": now})
-    return [(r.id, r.previous) for r in rows]
+@dataclass(frozen=True, slots=True)
+class Silenced:
+    agent_id: uuid.UUID
+    previous: str  # their status before
+    since: datetime  # offline as of: last heard from + the timeout
 
 
-# Assigned tasks of agents offline since before the cutoff (the grace period over), or deleted (no grace),
+async def silence_stale_agents(session: AsyncSession, silence: timedelta, now: datetime) -> list[Silenced]:
+    """Set offline the agents not heard from for ``silence`` (the presence timeout) or longer at ``now``."""
+    rows = await session.execute(_SILENCE, {"timeout": silence, "now": now})
+    return [Silenced(r.id, r.previous, r.since) for r in rows]
+
+
+# Assigned tasks of agents offline since the cutoff or before (the grace period over: reached at its
+# instant, counted from when the agent went offline, ``_SILENCE``), or deleted (no grace),
 # wait again with their original age; among ``:agents`` only, when given (a deletion). A task another
 # transaction holds is skipped, and taken by the sweeper's next pass: a deleted agent counts as past the
 # grace at once.
@@ -853,9 +967,16 @@ async def queued_with_position(session: AsyncSession, conversation_id: uuid.UUID
 # conversations waiting in it (``estimate.Slots``). The distinct requirements waiting in those queues come
 # first (few, however long the queues), then each online agent is matched against them once per queue.
 _NEED_MET = _QUALIFIES.format(skills="n.required_skills", levels="n.min_levels", lang="n.language")
-QUEUE_NEEDS_SQL = """
-        SELECT DISTINCT t.queue, t.required_skills, t.min_levels, t.language FROM router.tasks t
+# ``queued`` (the tasks waiting in ``:queues``) is a CTE of its own so that a statement needing more of
+# those tasks (the announcement's positions, ``hours.repository``) scans them once.
+QUEUED_IN_SQL = """
+        SELECT t.conversation_id, t.queue, t.priority, t.enqueued_at, t.required_skills, t.min_levels,
+               t.language
+        FROM router.tasks t
         WHERE t.state = 'queued' AND t.queue = ANY(:queues)
+"""
+QUEUE_NEEDS_SQL = """
+        SELECT DISTINCT t.queue, t.required_skills, t.min_levels, t.language FROM queued t
 """
 QUEUE_SLOTS_SQL = f"""
         SELECT q.queue, sum(a.capacity) AS capacity, sum(greatest(a.capacity - a.active_count, 0)) AS free
@@ -867,7 +988,8 @@ QUEUE_SLOTS_SQL = f"""
         GROUP BY q.queue
 """  # noqa: S608 - our own fragment, no input
 _QUEUE_SLOTS = statement(
-    f"WITH needs AS ({QUEUE_NEEDS_SQL}), slots AS ({QUEUE_SLOTS_SQL}) SELECT * FROM slots",  # noqa: S608
+    f"WITH queued AS ({QUEUED_IN_SQL}), needs AS ({QUEUE_NEEDS_SQL}), slots AS ({QUEUE_SLOTS_SQL})"  # noqa: S608
+    " SELECT * FROM slots",
     queues=TEXTS,
 )
 

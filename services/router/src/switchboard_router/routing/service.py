@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -40,7 +40,7 @@ from switchboard_router.models import Agent, TaskState
 from switchboard_router.routing import escalation, policy, repository
 from switchboard_router.routing.escalation import Step
 from switchboard_router.routing.policy import Candidate, Match, Requirement, Waiting, workload_of
-from switchboard_router.routing.repository import EndedOffer, Locked, NewTask, Placement
+from switchboard_router.routing.repository import Candidates, EndedOffer, NewTask, Placement
 from switchboard_router.rules.book import RuleBook
 from switchboard_router.rules.evaluate import Decision
 
@@ -66,41 +66,60 @@ def _event(payload: Payload, key: uuid.UUID, cause: EventEnvelope | None = None)
     return (payload.topic, str(key), envelope)
 
 
+# Attempts at placing one decision's tasks: an agent chosen may have been taken meanwhile (held by another
+# transaction, or filled up), and its tasks are then matched again among the other candidates. Each
+# attempt is one statement, and only contention makes a second; what is still unplaced after these waits
+# for the sweeper's next tick.
+_ATTEMPTS = 3
+
+
 async def _place(
     session: AsyncSession,
     tasks: Sequence[Waiting],
-    locked: Locked,
+    found: Candidates,
     causes: dict[uuid.UUID, EventEnvelope],
     now: datetime,
-) -> tuple[list[Match], list[OutboxEvent]]:
-    """Match locked tasks to locked candidates, hold the capacity, and assign (or offer, to agents whose
-    team wants offers) each; returns the matches and the events that say so."""
-    matches = policy.match(tasks, locked.candidates, now)
-    if not matches:
-        return [], []
-    placements = [
-        Placement(
-            m.conversation_id,
-            m.agent_id,
-            None if (t := locked.offer_timeout_s.get(m.agent_id)) is None else now + timedelta(seconds=t),
-        )
-        for m in matches
-    ]
+) -> tuple[list[Match], list[OutboxEvent], set[uuid.UUID]]:
+    """Match tasks this transaction holds to the candidates, take the chosen agents' capacity, and assign
+    (or offer, to agents whose team wants offers) each. Returns the matches placed, the events that say
+    so, and the agents found taken by others."""
     by_id = {t.conversation_id: t for t in tasks}
-    units = repository.per_workload(
-        (m.agent_id, policy.workload_index(by_id[m.conversation_id].requirement.workload)) for m in matches
-    )
-    # Each agent's last assignment of this decision, at the time the policy counted it made.
-    last = {m.agent_id: policy.assignment_time(now, k) for k, m in enumerate(matches)}
-    held = await repository.reserve(session, units, last)
-    if held != set(units):
-        # The candidates are locked by this transaction, so their capacity cannot have changed.
-        raise RuntimeError(f"capacity reservation failed for locked agents {set(units) - held}")
-    placed = await repository.mark_placed(session, placements, now)
-    if len(placed) != len(placements):
-        raise RuntimeError("a locked task was no longer queued")
+    candidates = found.candidates
+    waiting = list(tasks)
+    placed: list[Placement] = []
+    taken: set[uuid.UUID] = set()
+    for _ in range(_ATTEMPTS):
+        # Every assignment of the decision at its own instant, across attempts too (assignment_time).
+        at = policy.assignment_time(now, len(placed))
+        matches = policy.match(waiting, candidates, at)
+        if not matches:
+            break
+        placements = [
+            Placement(
+                m.conversation_id,
+                m.agent_id,
+                None if (t := found.offer_timeout_s.get(m.agent_id)) is None else now + timedelta(seconds=t),
+            )
+            for m in matches
+        ]
+        units = repository.per_workload(
+            (m.agent_id, policy.workload_index(by_id[m.conversation_id].requirement.workload))
+            for m in matches
+        )
+        # Each agent's last assignment of this decision, at the time the policy counted it made.
+        last = {m.agent_id: policy.assignment_time(at, k) for k, m in enumerate(matches)}
+        reserved, done = await repository.reserve_and_place(session, units, last, placements, now)
+        kept = [m for m in matches if m.agent_id in reserved]
+        if done != {m.conversation_id for m in kept}:
+            raise RuntimeError("a task this transaction holds was no longer queued")
+        placed += [p for p in placements if p.agent_id in reserved]
+        if len(kept) == len(matches):
+            break
+        taken |= {m.agent_id for m in matches} - reserved
+        candidates = [c for c in _with_room(candidates, kept, waiting, at) if c.agent_id not in taken]
+        waiting = [t for t in waiting if t.conversation_id not in done]
     events: list[OutboxEvent] = []
-    for p in placements:
+    for p in placed:
         queued_at = by_id[p.conversation_id].enqueued_at
         payload: Payload
         if p.expires_at is None:
@@ -120,7 +139,7 @@ async def _place(
                 expires_at=p.expires_at,
             )
         events.append(_event(payload, p.conversation_id, causes.get(p.conversation_id)))
-    return matches, events
+    return [Match(p.conversation_id, p.agent_id) for p in placed], events, taken
 
 
 async def _route(
@@ -133,28 +152,38 @@ async def _route(
     customers: dict[uuid.UUID, uuid.UUID] | None = None,
     config: RoutingConfig | None = None,
     announce: bool = False,
+    found: Candidates | None = None,
 ) -> None:
-    """Place tasks this transaction queued (or holds) with the best agents free now; with ``announce``,
-    say which are left waiting. ``customers`` (conversation → customer) turns on sticky routing."""
+    """Place tasks this transaction queued (or holds) with the best agents free now (``found``: their
+    candidates, already read with them); with ``announce``, say which are left waiting. ``customers``
+    (conversation → customer) turns on sticky routing."""
     if not tasks:
         return
     causes = causes or {}
-    sticky = customers if customers and config is not None and config.sticky_window else {}
-    locked = await repository.lock_best_candidates(
-        session,
-        tasks,
-        sticky_customers=sorted(set(sticky.values())),
-        sticky_since=now - config.sticky_window if sticky and config is not None else None,
-    )
-    if locked.sticky:
+    sticky = _sticky(customers, config)
+    if found is None:
+        found = await repository.best_candidates(
+            session, tasks, sticky_customers=sorted(set(sticky.values())), sticky_since=_since(now, config)
+        )
+    if found.sticky:
         tasks = [
             t
-            if t.preferred_agent is not None or (c := sticky.get(t.conversation_id)) not in locked.sticky
-            else _prefer(t, locked.sticky[c])
+            if t.preferred_agent is not None or (c := sticky.get(t.conversation_id)) not in found.sticky
+            else _prefer(t, found.sticky[c])
             for t in tasks
         ]
-    matches, events = await _place(session, tasks, locked, causes, now)
+    matches, events, taken = await _place(session, tasks, found, causes, now)
     placed = {m.conversation_id for m in matches}
+    left = [t for t in tasks if t.conversation_id not in placed]
+    if taken and left:
+        # Agents chosen were taken by another transaction meanwhile, and the candidates read ran out:
+        # read the next best once more (counting the taken agents as excluded makes each requirement's
+        # fetch that many longer, and keeps them out of the match).
+        left = [replace(t, excluded=t.excluded | taken) for t in left]
+        again = await repository.best_candidates(session, left)
+        more, more_events, _ = await _place(session, left, again, causes, now)
+        matches, events = matches + more, events + more_events
+        placed |= {m.conversation_id for m in more}
     if announce:
         # conversation.queued announces a conversation left waiting; one placed at once needs no such
         # event (conversation.assigned carries its queued_at), which saves a record per message on the hot
@@ -187,12 +216,44 @@ async def _route(
     await outbox.add_many(session, events)
 
 
+def _sticky(
+    customers: dict[uuid.UUID, uuid.UUID] | None, config: RoutingConfig | None
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The conversations (→ customer) whose customer's previous agent is looked for."""
+    return customers if customers and config is not None and config.sticky_window else {}
+
+
+def _since(now: datetime, config: RoutingConfig | None) -> datetime | None:
+    """How far back a customer's previous assignment makes their agent sticky."""
+    return now - config.sticky_window if config is not None and config.sticky_window else None
+
+
 def _prefer(task: Waiting, agent_id: uuid.UUID) -> Waiting:
     return replace(task, preferred_agent=agent_id)
 
 
 Queueable = TypeVar("Queueable", ConversationOpened, ConversationReopened)
-QueueStatement = Callable[[AsyncSession, Sequence[NewTask]], Awaitable[list[Waiting]]]
+# Queues new tasks and returns those it queued, as stored, with their candidates when it read them too
+# (given the customers whose previous agent is sticky and since when).
+QueueStatement = Callable[
+    [AsyncSession, Sequence[NewTask], Sequence[uuid.UUID], datetime | None],
+    Awaitable[tuple[list[Waiting], Candidates | None]],
+]
+
+
+async def _insert(
+    session: AsyncSession, new: Sequence[NewTask], customers: Sequence[uuid.UUID], since: datetime | None
+) -> tuple[list[Waiting], Candidates | None]:
+    return await repository.insert_with_candidates(
+        session, new, sticky_customers=customers, sticky_since=since
+    )
+
+
+async def _requeue_reopened(
+    session: AsyncSession, new: Sequence[NewTask], _: Sequence[uuid.UUID], __: datetime | None
+) -> tuple[list[Waiting], Candidates | None]:
+    # The requirement is the one stored (decided when the conversation opened), known only once requeued.
+    return await repository.requeue(session, new), None
 
 
 def _new_task(
@@ -274,19 +335,21 @@ async def _queue_and_route(
         for _, e in first.values()
     ]
     asked = {n.waiting.conversation_id: n.waiting.preferred_agent for n in new}
+    customers = {n.waiting.conversation_id: n.customer_id for n in new if n.waiting.preferred_agent is None}
+    sticky = _sticky(customers, config)
+    stored, found = await queue(session, new, sorted(set(sticky.values())), _since(now, config))
     # As stored: a reopened task keeps the requirement routing decided when it opened.
-    queued = [_prefer(t, p) if (p := asked[t.conversation_id]) else t for t in await queue(session, new)]
+    queued = [_prefer(t, p) if (p := asked[t.conversation_id]) else t for t in stored]
     await _route(
         session,
         outbox,
         queued,
         now,
         causes={cid: envelope for cid, (envelope, _) in first.items()},
-        customers={
-            n.waiting.conversation_id: n.customer_id for n in new if n.waiting.preferred_agent is None
-        },
+        customers=customers,
         config=config,
         announce=True,
+        found=found,
     )
 
 
@@ -308,7 +371,7 @@ async def on_opened(
         opened,
         lambda e: min(e.opened_at, now),
         lambda e: None,
-        repository.insert_tasks,
+        _insert,
         config,
         now,
         decisions,
@@ -332,7 +395,7 @@ async def on_reopened(
         reopened,
         lambda e: e.reopened_at,
         lambda e: e.previous_agent_id,
-        repository.requeue,
+        _requeue_reopened,
         config,
         utcnow(),
     )
@@ -344,23 +407,64 @@ async def on_reopened(
 _MAX_ROUNDS = 8
 
 
+@dataclass
+class SweepMemory:
+    """What one sweeper saw of the agents with room at its last pass, so that the next pass serves only the
+    agents whose room, skills or languages changed since, and agents new to it (come online, or with room
+    again). An agent unchanged since the last pass was served then against the queue as it was, and a
+    conversation queued since was routed on arrival; what that leaves out (a conversation whose agent
+    another transaction held at that moment, with no agent's state changing since) is served by a full
+    pass every ``full_every`` passes (the first is one)."""
+
+    full_every: int = 30
+    seen: dict[uuid.UUID, tuple[object, ...]] = field(default_factory=dict)
+    passes: int = 0
+
+    def changed(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """The candidates this pass serves; remembers all of them as they are now."""
+        full = self.passes % self.full_every == 0
+        self.passes += 1
+        before, self.seen = self.seen, {c.agent_id: _state(c) for c in candidates}
+        return (
+            list(candidates)
+            if full
+            else [c for c in candidates if before.get(c.agent_id) != self.seen[c.agent_id]]
+        )
+
+
+def _state(c: Candidate) -> tuple[object, ...]:
+    """What of an agent decides which waiting conversations it can take."""
+    return (c.capacity, c.active, c.capacities, c.loads, tuple(sorted(c.proficiency.items())), c.languages)
+
+
 async def assign_queued(
-    session: AsyncSession, outbox: Outbox, agent_ids: Sequence[uuid.UUID] | None = None
+    session: AsyncSession,
+    outbox: Outbox,
+    agent_ids: Sequence[uuid.UUID] | None = None,
+    memory: SweepMemory | None = None,
 ) -> int:
-    """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None);
-    returns how many conversations were placed."""
-    locked = await repository.lock_agents_with_capacity(session, agent_ids)
-    candidates = locked.candidates
+    """Serve the queue head with the free capacity of ``agent_ids`` (every online agent when None; only
+    those changed since the sweeper's last pass, with ``memory``); returns how many were placed."""
+    head: list[Waiting] | None = None
+    if agent_ids is None:
+        found = await repository.agents_with_capacity(session, None)
+        if memory is not None:
+            found = replace(found, candidates=memory.changed(found.candidates))
+    else:
+        # A few agents freed: they and their queue head in one statement, the first round's.
+        found, head = await repository.agents_and_queue(session, agent_ids)
+    candidates = found.candidates
     considered: set[uuid.UUID] = set()
     placed = 0
     now = utcnow()
     for _ in range(_MAX_ROUNDS):
-        tasks = await repository.lock_queued(session, candidates, considered)
-        matches, events = await _place(session, tasks, replace(locked, candidates=candidates), {}, now)
+        tasks = head if head is not None else await repository.lock_queued(session, candidates, considered)
+        head = None
+        matches, events, taken = await _place(session, tasks, replace(found, candidates=candidates), {}, now)
         await outbox.add_many(session, events)
         placed += len(matches)
         considered.update(t.conversation_id for t in tasks)
-        candidates = _with_room(candidates, matches, tasks, now)
+        candidates = [c for c in _with_room(candidates, matches, tasks, now) if c.agent_id not in taken]
         if not matches or not candidates:
             break
     return placed
@@ -490,11 +594,11 @@ async def expire_offers(session: AsyncSession, outbox: Outbox) -> int:
 
 
 async def silence_stale_agents(session: AsyncSession, outbox: Outbox, config: RoutingConfig) -> int:
-    """Agents who stopped heartbeating go offline, as if they had said so."""
+    """Agents not heard from for the presence timeout go offline, as if they had said so when the
+    timeout was reached (not when this tick noticed: the offline grace counts from then)."""
     if not config.presence_timeout:
         return 0
-    now = utcnow()
-    silent = await repository.silence_stale_agents(session, now - config.presence_timeout, now)
+    silent = await repository.silence_stale_agents(session, config.presence_timeout, utcnow())
     if not silent:
         return 0
     await outbox.add_many(
@@ -502,26 +606,31 @@ async def silence_stale_agents(session: AsyncSession, outbox: Outbox, config: Ro
         [
             _event(
                 AgentStatusChanged(
-                    agent_id=agent_id,
+                    agent_id=s.agent_id,
                     status=AgentStatus.OFFLINE,
-                    previous_status=AgentStatus(previous),
-                    changed_at=now,
+                    previous_status=AgentStatus(s.previous),
+                    changed_at=s.since,
                 ),
-                agent_id,
+                s.agent_id,
             )
-            for agent_id, previous in silent
+            for s in silent
         ],
     )
-    await agents_went_offline(session, outbox, [a for a, _ in silent])
+    await agents_went_offline(session, outbox, [s.agent_id for s in silent])
     return len(silent)
 
 
 async def requeue_abandoned(session: AsyncSession, outbox: Outbox, config: RoutingConfig) -> int:
-    """Conversations of agents offline for longer than the grace period wait again (with their age) and
-    go to someone else."""
+    """Conversations of agents offline for the grace period or longer wait again (with their age) and go
+    to someone else."""
     now = utcnow()
     gone = await repository.requeue_abandoned(session, now - config.offline_grace)
-    await _requeue(session, outbox, gone, RequeueReason.AGENT_OFFLINE, now)
+    # A deleted agent's task left behind by the deletion (another transaction held it) is taken here too,
+    # and says why it really left its agent.
+    await _requeue(
+        session, outbox, [g for g in gone if not g.agent_deleted], RequeueReason.AGENT_OFFLINE, now
+    )
+    await _requeue(session, outbox, [g for g in gone if g.agent_deleted], RequeueReason.AGENT_DELETED, now)
     return len(gone)
 
 
@@ -549,7 +658,7 @@ async def _requeue(
         ConversationRequeued(
             conversation_id=g.waiting.conversation_id,
             agent_id=g.agent_id,
-            reason=RequeueReason.AGENT_DELETED if g.agent_deleted else reason,
+            reason=reason,
             queued_at=g.waiting.enqueued_at,
             requeued_at=now,
         )
@@ -721,10 +830,11 @@ async def on_transfer_requested(
             await _requeue(session, outbox, [taken], RequeueReason.TRANSFERRED, now)
 
 
-async def sweep(session: AsyncSession, outbox: Outbox) -> int:
-    """Place waiting conversations with any free capacity. Covers the races in which neither side sees the
-    other (a conversation queued while, in another transaction, the only eligible agent comes online) and
-    agents skipped because another transaction held them."""
+async def sweep(session: AsyncSession, outbox: Outbox, memory: SweepMemory | None = None) -> int:
+    """Place waiting conversations with any free capacity (with ``memory``, that of agents changed since
+    the last pass: ``SweepMemory``). Covers the races in which neither side sees the other (a conversation
+    queued while, in another transaction, the only eligible agent comes online) and agents skipped because
+    another transaction held them."""
     if not await repository.any_queued(session):
-        return 0  # the common case: do not lock agents that consumers are routing to
-    return await assign_queued(session, outbox)
+        return 0  # the common case: do not read agents that consumers are routing to
+    return await assign_queued(session, outbox, None, memory)

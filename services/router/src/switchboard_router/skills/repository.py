@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.db.sql import TEXTS, statement
-from switchboard_router.skills.models import Skill
 
 _WITH_HOLDERS = """
     SELECT s.name, s.description, s.created_at,
@@ -44,15 +42,6 @@ async def list_skills(session: AsyncSession, limit: int, offset: int) -> list[Ca
 async def get(session: AsyncSession, name: str) -> CatalogueEntry | None:
     r = (await session.execute(_ONE, {"name": name})).one_or_none()
     return None if r is None else CatalogueEntry(r.name, r.description, r.created_at, int(r.agents))
-
-
-async def upsert(session: AsyncSession, name: str, description: str) -> None:
-    stmt = (
-        insert(Skill)
-        .values(name=name, description=description)
-        .on_conflict_do_update(index_elements=[Skill.name], set_={"description": description})
-    )
-    await session.execute(stmt)
 
 
 # Skills locked FOR SHARE by whoever names them (an agent's or a rule's write), FOR UPDATE by a deletion:
@@ -94,7 +83,3 @@ async def usage(session: AsyncSession, name: str) -> tuple[int, list[str]]:
     agents = int(await session.scalar(_HOLDERS, {"name": name}) or 0)
     rules = list((await session.scalars(_RULES_USING, {"name": name})).all())
     return agents, rules
-
-
-async def delete(session: AsyncSession, name: str) -> None:
-    await session.execute(sa.delete(Skill).where(Skill.name == name))

@@ -9,7 +9,9 @@ from collections.abc import Iterable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchboard_common.errors import Conflict, Invalid, NotFound
+from switchboard_router.agents import repository as named
 from switchboard_router.skills import repository
+from switchboard_router.skills.models import Skill
 from switchboard_router.skills.repository import CatalogueEntry
 
 UNKNOWN_SKILL = "unknown_skill"
@@ -41,8 +43,9 @@ async def get(session: AsyncSession, name: str) -> CatalogueEntry:
     return entry
 
 
+# A skill is a named row like a team or a queue: written and deleted by the same SQL (``named``).
 async def put(session: AsyncSession, name: str, description: str) -> CatalogueEntry:
-    await repository.upsert(session, name, description)
+    await named.upsert_named(session, Skill, name, {"description": description})
     return await get(session, name)
 
 
@@ -57,4 +60,4 @@ async def delete(session: AsyncSession, name: str) -> None:
             code="skill_in_use",
             details={"agents": agents, "rules": rules},
         )
-    await repository.delete(session, name)
+    await named.delete_named(session, Skill, name)
