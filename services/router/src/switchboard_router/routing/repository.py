@@ -1012,13 +1012,12 @@ async def queue_slots(session: AsyncSession, queues: Sequence[str]) -> dict[str,
 # against, so it counts the agents a conversation without requirement would reach.
 _ARRIVAL = statement(
     f"""
-    WITH needs AS ({QUEUE_NEEDS_SQL}
+    WITH queued AS ({QUEUED_IN_SQL}), needs AS ({QUEUE_NEEDS_SQL}
         UNION ALL
         SELECT :queue, '{{}}'::text[], '{{}}'::smallint[], NULL::text
-        WHERE NOT EXISTS (SELECT 1 FROM router.tasks WHERE state = 'queued' AND queue = :queue)
+        WHERE NOT EXISTS (SELECT 1 FROM queued)
     ), slots AS ({QUEUE_SLOTS_SQL})
-    SELECT (SELECT count(*) FROM router.tasks WHERE state = 'queued' AND queue = :queue) AS waiting,
-           s.capacity, s.free
+    SELECT (SELECT count(*) FROM queued) AS waiting, s.capacity, s.free
     FROM (SELECT 1) AS one LEFT JOIN slots s ON true
     """,  # noqa: S608 - our own fragments, no input
     queues=TEXTS,
