@@ -629,32 +629,38 @@ def _put(into: dict[K, F], key: K, facts: F) -> None:
     into[key] = facts if earlier is None else then(earlier, facts)
 
 
+def _status_row(batch: Batch, told: StatusChange, event_type: str) -> None:
+    batch.statuses.setdefault((told.agent_id, told.changed_at), (told.status, told.capacity, told.event_type))
+
+
+def _message_row(batch: Batch, told: tuple[uuid.UUID, MessageFacts], event_type: str) -> None:
+    key, facts = told
+    _put(batch.messages, key, facts)
+    if facts.conversation_id is not None:
+        batch.announced.setdefault(key, event_type)
+
+
+# Where each kind of told row goes in a batch, by its type (a keyed row, a (key, facts) pair, by its facts'
+# type): one lookup per row, where a chain of isinstance checks cost a tenth of the consumer's time.
+_INTO: dict[type, Callable[[Batch, Any, str], None]] = {
+    StatusChange: _status_row,
+    Occurrence: lambda batch, told, _: batch.occurrences.add(told),
+    Reopen: lambda batch, told, _: batch.reopens.add(told),
+    Retag: lambda batch, told, _: batch.retags.add(told),
+    Handoff: lambda batch, told, _: batch.handoffs.add(told),
+    MessageFacts: _message_row,
+    ConversationFacts: lambda batch, told, _: _put(batch.conversations, told[0], told[1]),
+    DeliveryFacts: lambda batch, told, _: _put(batch.deliveries, told[0], told[1]),
+}
+
+
 def merge(payloads: Iterable[Payload]) -> Batch:
     batch = Batch()
     for payload in payloads:
+        event_type = payload.event_type
         for told in facts_of(payload) or ():
-            if isinstance(told, StatusChange):
-                batch.statuses.setdefault(
-                    (told.agent_id, told.changed_at), (told.status, told.capacity, told.event_type)
-                )
-            elif isinstance(told, Occurrence):
-                batch.occurrences.add(told)
-            elif isinstance(told, Reopen):
-                batch.reopens.add(told)
-            elif isinstance(told, Retag):
-                batch.retags.add(told)
-            elif isinstance(told, Handoff):
-                batch.handoffs.add(told)
-            elif isinstance(told[1], DeliveryFacts):
-                _put(batch.deliveries, told[0], told[1])
-            else:
-                key, facts = told
-                if isinstance(facts, MessageFacts):
-                    _put(batch.messages, key, facts)
-                    if facts.conversation_id is not None:
-                        batch.announced.setdefault(key, payload.event_type)
-                else:
-                    _put(batch.conversations, key, facts)
+            row: Any = told
+            _INTO[type(row[1]) if type(row) is tuple else type(row)](batch, row, event_type)
     return batch
 
 
