@@ -143,23 +143,33 @@ def _merged(column: str) -> str:
     return f"coalesce({old}, {new})"
 
 
-def _fill(table: str, key: str, columns: tuple[str, ...]) -> sa.TextClause:
+def _fill(table: str, key: str, columns: tuple[str, ...], prefix: str) -> str:
+    """An upsert of fact rows, each column by its rule, from arrays named ``prefix`` + column (and
+    ``prefix`` + ``keys``)."""
     values = [f"string_to_array(u.{c}, chr(31))" if c in _LISTS else f"u.{c}" for c in columns]
-    return statement(
-        f"""
+    arrays = ", ".join(f":{prefix}{c}" for c in columns)
+    return f"""
         INSERT INTO metrics.{table} AS f ({key}, {", ".join(columns)})
         SELECT u.k, {", ".join(values)}
-        FROM unnest(:keys, {", ".join(f":{c}" for c in columns)}) AS u(k, {", ".join(columns)})
+        FROM unnest(:{prefix}keys, {arrays}) AS u(k, {", ".join(columns)})
         ON CONFLICT ({key}) DO UPDATE
         SET {", ".join(f"{c} = {_merged(c)}" for c in columns)}
-        """,  # noqa: S608 - the names are ours, not input
-        keys=UUIDS,
-        **{c: _COLUMN_TYPES[c][1] for c in columns},
-    )
+        """  # noqa: S608 - the names are ours, not input
 
 
-_FILL_MESSAGES = _fill("message_facts", "message_id", MESSAGE_COLUMNS)
-_FILL_CONVERSATIONS = _fill("conversation_facts", "conversation_id", CONVERSATION_COLUMNS)
+def _fill_types(columns: tuple[str, ...], prefix: str) -> dict[str, sa.types.TypeEngine[Any]]:
+    return {f"{prefix}keys": UUIDS, **{f"{prefix}{c}": _COLUMN_TYPES[c][1] for c in columns}}
+
+
+# The news of a call's messages and conversations, in one statement (two tables, each row once).
+_FILL_FACTS = statement(
+    f"""
+    WITH m AS ({_fill("message_facts", "message_id", MESSAGE_COLUMNS, "m_")})
+    {_fill("conversation_facts", "conversation_id", CONVERSATION_COLUMNS, "c_")}
+    """,
+    **_fill_types(MESSAGE_COLUMNS, "m_"),
+    **_fill_types(CONVERSATION_COLUMNS, "c_"),
+)
 
 # Deliveries are keyed by two texts, not a uuid: their claim and fill are statements of their own (made
 # only by a call with delivery reports), of the same two kinds as the facts' above.
@@ -247,6 +257,17 @@ _INSERT_CHANGES = statement(
 )
 
 # Rollup cells change by deltas (see ``observe``): added to what is stored, in one statement.
+_CELL_ARRAYS: dict[str, sa.types.TypeEngine[Any]] = {
+    "minutes": TIMES,
+    "metrics": TEXTS,
+    "channels": TEXTS,
+    "queues": TEXTS,
+    "agents": TEXTS,
+    "tags": TEXTS,
+    "bins": INTS,
+    "counts": BIGINTS,
+    "seconds": FLOATS,
+}
 _ADD_CELLS = statement(
     """
     INSERT INTO metrics.kpi_cells AS c (minute, metric, channel, queue, agent, tag, bin, count, seconds)
@@ -254,25 +275,26 @@ _ADD_CELLS = statement(
     ON CONFLICT (minute, metric, channel, queue, agent, tag, bin) DO UPDATE
     SET count = c.count + excluded.count, seconds = c.seconds + excluded.seconds
     """,
-    minutes=TIMES,
-    metrics=TEXTS,
-    channels=TEXTS,
-    queues=TEXTS,
-    agents=TEXTS,
-    tags=TEXTS,
-    bins=INTS,
-    counts=BIGINTS,
-    seconds=FLOATS,
+    **_CELL_ARRAYS,
 )
 
-_ADD_COUNTS = statement(
+# A call's cells and event counts, in one statement: the counts' upsert runs after the cells' (an
+# unreferenced data-modifying CTE runs at the end of the statement), so concurrent calls lock in one order.
+_ADD_CELLS_AND_COUNTS = statement(
     """
-    INSERT INTO metrics.event_counts AS c (event_type, count)
-    SELECT t, n FROM unnest(:types, :counts) AS u(t, n)
-    ON CONFLICT (event_type) DO UPDATE SET count = c.count + excluded.count
+    WITH counted AS (
+        INSERT INTO metrics.event_counts AS e (event_type, count)
+        SELECT t, n FROM unnest(:types, :type_counts) AS u(t, n)
+        ON CONFLICT (event_type) DO UPDATE SET count = e.count + excluded.count
+    )
+    INSERT INTO metrics.kpi_cells AS c (minute, metric, channel, queue, agent, tag, bin, count, seconds)
+    SELECT * FROM unnest(:minutes, :metrics, :channels, :queues, :agents, :tags, :bins, :counts, :seconds)
+    ON CONFLICT (minute, metric, channel, queue, agent, tag, bin) DO UPDATE
+    SET count = c.count + excluded.count, seconds = c.seconds + excluded.seconds
     """,
     types=TEXTS,
-    counts=BIGINTS,
+    type_counts=BIGINTS,
+    **_CELL_ARRAYS,
 )
 
 
@@ -417,24 +439,30 @@ async def conversation_messages(
     return out
 
 
-def _columns(ordered: Sequence[tuple[uuid.UUID, Any]], columns: tuple[str, ...]) -> dict[str, list[Any]]:
-    params: dict[str, list[Any]] = {"keys": [key for key, _ in ordered]}
+def _columns(
+    ordered: Sequence[tuple[uuid.UUID, Any]], columns: tuple[str, ...], prefix: str
+) -> dict[str, list[Any]]:
+    params: dict[str, list[Any]] = {f"{prefix}keys": [key for key, _ in ordered]}
     for column in columns:
         values = [getattr(facts, column) for _, facts in ordered]
         if column in _LISTS:
             values = [None if v is None else _SEP.join(v) for v in values]
-        params[column] = values
+        params[f"{prefix}{column}"] = values
     return params
 
 
-async def fill_messages(session: AsyncSession, facts: Mapping[uuid.UUID, MessageFacts]) -> None:
-    if facts:
-        await session.execute(_FILL_MESSAGES, _columns(sorted(facts.items()), MESSAGE_COLUMNS))
-
-
-async def fill_conversations(session: AsyncSession, facts: Mapping[uuid.UUID, ConversationFacts]) -> None:
-    if facts:
-        await session.execute(_FILL_CONVERSATIONS, _columns(sorted(facts.items()), CONVERSATION_COLUMNS))
+async def fill_facts(
+    session: AsyncSession,
+    messages: Mapping[uuid.UUID, MessageFacts],
+    conversations: Mapping[uuid.UUID, ConversationFacts],
+) -> None:
+    """Write the news of messages and conversations (only the columns that change), in one statement."""
+    if messages or conversations:
+        params = {
+            **_columns(sorted(messages.items()), MESSAGE_COLUMNS, "m_"),
+            **_columns(sorted(conversations.items()), CONVERSATION_COLUMNS, "c_"),
+        }
+        await session.execute(_FILL_FACTS, params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,33 +536,40 @@ async def insert_changes(
     )
 
 
-async def add_cells(session: AsyncSession, cells: Mapping[Cell, Tally]) -> None:
-    """Add these deltas to the rollup cells (sorted: concurrent calls lock cells in one order)."""
+def _cell_arrays(cells: Mapping[Cell, Tally]) -> dict[str, list[Any]]:
+    # Sorted: concurrent calls lock cells in one order.
     ordered = sorted(cells.items())
-    if not ordered:
-        return
-    await session.execute(
-        _ADD_CELLS,
-        {
-            "minutes": [c.minute for c, _ in ordered],
-            "metrics": [c.metric for c, _ in ordered],
-            "channels": [c.channel for c, _ in ordered],
-            "queues": [c.queue for c, _ in ordered],
-            "agents": [c.agent for c, _ in ordered],
-            "tags": [c.tag for c, _ in ordered],
-            "bins": [c.bin for c, _ in ordered],
-            "counts": [t.count for _, t in ordered],
-            "seconds": [t.seconds for _, t in ordered],
-        },
-    )
+    return {
+        "minutes": [c.minute for c, _ in ordered],
+        "metrics": [c.metric for c, _ in ordered],
+        "channels": [c.channel for c, _ in ordered],
+        "queues": [c.queue for c, _ in ordered],
+        "agents": [c.agent for c, _ in ordered],
+        "tags": [c.tag for c, _ in ordered],
+        "bins": [c.bin for c, _ in ordered],
+        "counts": [t.count for _, t in ordered],
+        "seconds": [t.seconds for _, t in ordered],
+    }
 
 
-async def add_counts(session: AsyncSession, counts: Mapping[str, int]) -> None:
-    ordered = sorted((t, n) for t, n in counts.items() if n)
-    if ordered:
-        await session.execute(
-            _ADD_COUNTS, {"types": [t for t, _ in ordered], "counts": [n for _, n in ordered]}
-        )
+async def add_cells(session: AsyncSession, cells: Mapping[Cell, Tally]) -> None:
+    """Add these deltas to the rollup cells."""
+    if cells:
+        await session.execute(_ADD_CELLS, _cell_arrays(cells))
+
+
+async def add_cells_and_counts(
+    session: AsyncSession, cells: Mapping[Cell, Tally], counts: Mapping[str, int]
+) -> None:
+    """Add these deltas to the rollup cells and these counts to the event counts, in one statement."""
+    counted = sorted((t, n) for t, n in counts.items() if n)
+    if cells or counted:
+        params = {
+            **_cell_arrays(cells),
+            "types": [t for t, _ in counted],
+            "type_counts": [n for _, n in counted],
+        }
+        await session.execute(_ADD_CELLS_AND_COUNTS, params)
 
 
 # --- reading ---------------------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ and each counts only what the other had not. Agent status changes and conversati
 by the rows an insert-if-absent adds, which is exact the same way. What is exact is the count of distinct
 keys: an event that comes back with another key (a new message id) is a new event here.
 
-A call costs at most nine statements whatever the number of deliveries: the before-image, the delivery
-reports' before-image, the messages of the conversations it touches (for reply times), the message facts,
-the conversation facts, the delivery facts, the status changes, reopens and handoffs, the KPI rollup cells,
-the counts. A statement with nothing to do is skipped: a replayed poll writes no fact, no cell and no
-count.
+A call costs at most seven statements whatever the number of deliveries: the before-image, the delivery
+reports' before-image, the messages of the conversations it touches (for reply times), the message and
+conversation facts (one statement), the delivery facts, the status changes, reopens, handoffs and routing
+occurrences, the KPI rollup cells and the counts (one statement). A statement with nothing to do is
+skipped: a replayed poll writes no fact, no cell and no count.
 
 The KPI rollups (``observe``) move by the difference each changed fact row makes, so they always equal a
 recomputation from the facts.
@@ -97,8 +97,7 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
     stored_reports = await repository.claim_deliveries(session, batch.deliveries.keys())
     news = news_of(batch, stored_messages, stored_conversations, stored_reports)
     threads = await repository.conversation_messages(session, _rethreaded(news, stored_conversations.keys()))
-    await repository.fill_messages(session, news.messages)
-    await repository.fill_conversations(session, news.conversations)
+    await repository.fill_facts(session, news.messages, news.conversations)
     await repository.fill_deliveries(session, news.deliveries)
     counts = news.counts
     changes = await repository.insert_changes(
@@ -113,8 +112,7 @@ async def record_batch(session: AsyncSession, deliveries: Sequence[Delivery[Payl
         if (event_type := OCCURRENCE_EVENTS.get(OccurrenceKind(kind))) is not None:
             counts[event_type] += n
     cells = rollup_delta(news, stored_messages, stored_conversations, threads, changes, stored_reports)
-    await repository.add_cells(session, cells)
-    await repository.add_counts(session, counts)
+    await repository.add_cells_and_counts(session, cells, counts)
 
 
 def _rethreaded(news: News, claimed: Collection[uuid.UUID]) -> set[uuid.UUID]:
