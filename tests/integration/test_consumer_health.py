@@ -133,7 +133,7 @@ async def _the_log_is_lost_and_recreated(
     # The group's offset on the old log lands on the new one: what aiokafka does with a commit it retried
     # (UnknownTopicOrPartition) until the topic existed again.
     committer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.group(group), enable_auto_commit=False
     )
     await committer.start()
     try:

@@ -155,7 +155,7 @@ async def _all_handled(db: Database, n: int) -> bool:
 
 
 async def _fully_committed(settings: Settings, group: str) -> bool:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.group(group))
     await consumer.start()
     try:
         topic = settings.topic(topics.CONVERSATION_EVENTS)

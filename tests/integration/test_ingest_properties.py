@@ -505,7 +505,7 @@ async def _unconsumed(system: System) -> int:
         # Never subscribes, so it never joins the group: it only reads the group's committed offsets.
         reader = AIOKafkaConsumer(
             bootstrap_servers=system.settings.kafka_bootstrap,
-            group_id=runner.group_id,
+            group_id=system.settings.group(runner.group_id),
             enable_auto_commit=False,
         )
         await reader.start()

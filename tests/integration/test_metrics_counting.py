@@ -861,7 +861,9 @@ async def test_records_replayed_or_republished_through_the_runner_count_once(
 async def consumed_everything(settings: Settings, topics: Iterable[str]) -> bool:
     """Whether the metrics group has committed every partition of ``topics`` up to its end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=GROUP_ID, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.group(GROUP_ID),
+        enable_auto_commit=False,
     )
     await consumer.start()  # no subscription: nothing is joined
     try:

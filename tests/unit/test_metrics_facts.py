@@ -57,6 +57,7 @@ from switchboard_metrics.kpis.facts import (
     merge,
     news,
     news_of,
+    stored,
     then,
 )
 
@@ -672,3 +673,10 @@ def test_a_tie_of_tag_changes_goes_to_the_greater_tags_whatever_the_order() -> N
     assert news({CID: ConversationFacts(tags=("a",), tags_at=T0)}, merge([b]).conversations) == {
         CID: ConversationFacts(tags=("b",), tags_at=T0)
     }
+
+
+def test_a_stored_time_at_the_end_of_the_range_is_read_as_utc() -> None:
+    # asyncpg reads timestamptz 'infinity' (or a time at the edge of Python's range) as a naive datetime.max.
+    row = stored(MessageFacts, ["api", "inbound", CID, datetime.max, T0, None, None])
+    assert row.sent_at == datetime.max.replace(tzinfo=UTC) and row.received_at == T0
+    assert sorted([row.sent_at, T0]) == [T0, row.sent_at]  # compares with the services' aware times

@@ -115,6 +115,12 @@ class CommonSettings(BaseSettings):
         """The physical topic name for a logical one (adds the deployment's prefix)."""
         return f"{self.topic_prefix}{name}"
 
+    def group(self, name: str) -> str:
+        """The broker's consumer group id for a logical group name (adds the deployment's prefix): two
+        deployments on one cluster must not share a group, or each one's joins rebalance the other's
+        members, and a member that vanished holds the other's joins for its rebalance timeout."""
+        return f"{self.topic_prefix}{name}"
+
 
 class AgentAuthSettings(CommonSettings):
     """Services that serve agents (signed tokens) and supervisors or ops (the admin key)."""

@@ -328,7 +328,7 @@ class ConsumerRunner:
             consumer = AIOKafkaConsumer(
                 *self._topics,
                 bootstrap_servers=self.settings.kafka_bootstrap,
-                group_id=self.group_id,
+                group_id=self.settings.group(self.group_id),
                 client_id=self.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

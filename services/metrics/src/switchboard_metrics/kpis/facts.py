@@ -167,6 +167,14 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def stored(cls: type[F], values: Iterable[Any]) -> F:
+    """Facts from a stored row's values, in the columns' order. asyncpg reads a timestamptz at the ends of
+    its range (``infinity``, or a time an event carried at the edge of Python's range) as a naive
+    ``datetime.min``/``max``: such a time is made UTC as an event's is."""
+    row: list[Any] = [_utc(v) if isinstance(v, datetime) else v for v in values]
+    return cls(*row)
+
+
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
     """A function giving these attributes' values as one tuple (in C: facts are made and read per event)."""
     get = attrgetter(*names)

@@ -34,6 +34,7 @@ from switchboard_metrics.kpis.facts import (
     Occurrence,
     Reopen,
     Retag,
+    stored,
 )
 from switchboard_metrics.kpis.observe import BY_CHANNEL_ONLY, Cell, Tally
 from switchboard_metrics.models import EventCount
@@ -311,7 +312,7 @@ async def claim_facts(
     conversations: dict[uuid.UUID, ConversationFacts] = {}
     for row in rows:
         if row[0] == "m":
-            messages[row[1]] = MessageFacts(*row[2:split])
+            messages[row[1]] = stored(MessageFacts, row[2:split])
         else:
             conversations[row[1]] = _conversation(row[split:])
     return messages, conversations
@@ -322,7 +323,7 @@ def _conversation(values: Sequence[Any]) -> ConversationFacts:
     for c in _LISTS:
         if named[c] is not None:
             named[c] = tuple(named[c])
-    return ConversationFacts(**named)
+    return stored(ConversationFacts, named.values())
 
 
 async def claim_deliveries(
@@ -336,7 +337,7 @@ async def claim_deliveries(
     rows = await session.execute(
         _CLAIM_DELIVERIES, {"channels": [c for c, _ in ordered], "subjects": [s for _, s in ordered]}
     )
-    return {(row[0], row[1]): DeliveryFacts(*row[2:]) for row in rows}
+    return {(row[0], row[1]): stored(DeliveryFacts, row[2:]) for row in rows}
 
 
 async def fill_deliveries(session: AsyncSession, facts: Mapping[DeliveryKey, DeliveryFacts]) -> None:
@@ -400,14 +401,14 @@ async def page_messages(
     session: AsyncSession, after: uuid.UUID, limit: int
 ) -> list[tuple[uuid.UUID, MessageFacts]]:
     rows = await session.execute(_PAGE_MESSAGES, {"after": after, "limit": limit})
-    return [(row[0], MessageFacts(*row[1:])) for row in rows]
+    return [(row[0], stored(MessageFacts, row[1:])) for row in rows]
 
 
 async def page_deliveries(
     session: AsyncSession, after: DeliveryKey, limit: int
 ) -> list[tuple[DeliveryKey, DeliveryFacts]]:
     rows = await session.execute(_PAGE_DELIVERIES, {"channel": after[0], "subject": after[1], "limit": limit})
-    return [((row[0], row[1]), DeliveryFacts(*row[2:])) for row in rows]
+    return [((row[0], row[1]), stored(DeliveryFacts, row[2:])) for row in rows]
 
 
 async def assignments(session: AsyncSession) -> list[tuple[uuid.UUID, datetime]]:
@@ -433,7 +434,7 @@ async def conversation_messages(
     if not conversation_ids:
         return out
     for row in await session.execute(_CONVERSATION_MESSAGES, {"ids": sorted(conversation_ids)}):
-        facts = MessageFacts(*row[1:])
+        facts = stored(MessageFacts, row[1:])
         assert facts.conversation_id is not None
         out[facts.conversation_id][row[0]] = facts
     return out
